@@ -1,0 +1,33 @@
+"""Helpers shared by the CLI commands: the runtime, the acting user, JSON output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from mailer.audit import cli_actor
+from mailer.config import Settings
+from mailer.runtime import Runtime, open_runtime
+
+
+def runtime(*, check_schema: bool = True) -> Runtime:
+    """The runtime for this command (one per process, built on first use)."""
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    key = "mailer_runtime"
+    if key not in root.meta:
+        rt = open_runtime(Settings.from_env(), check_schema=check_schema)
+        root.meta[key] = rt
+        root.call_on_close(rt.close)
+    return root.meta[key]
+
+
+def actor(settings: Settings) -> str:
+    """Who the audit log names for this command: MAILER_USER, else the OS user."""
+    return settings.user or cli_actor()
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))

@@ -1,0 +1,5 @@
+"""`mailer audience` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,5 @@
+"""`mailer campaign` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,5 @@
+"""`mailer contacts` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

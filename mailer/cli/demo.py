@@ -1,0 +1,5 @@
+"""`mailer demo` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,5 @@
+"""`mailer policy` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

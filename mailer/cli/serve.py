@@ -1,0 +1,5 @@
+"""`mailer serve` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,5 @@
+"""`mailer template` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

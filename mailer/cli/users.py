@@ -1,0 +1,5 @@
+"""`mailer users` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

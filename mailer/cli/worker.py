@@ -1,0 +1,5 @@
+"""`mailer worker` commands."""
+
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,232 @@
+"""Settings: one object built from `MAILER_*` environment variables and a `.env` file.
+
+Nothing else in mailer reads `os.environ`. Every setting has a default that works on a laptop;
+production (`MAILER_ENV=production`) refuses to start with the demo secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mailer.errors import ConfigError
+
+#: The secret shipped for laptops and tests; production refuses it.
+DEMO_SECRET = "demo-secret-not-for-production"
+
+#: CPI's postal address, as printed in privacy-policy.txt.
+DEFAULT_POSTAL_ADDRESS = "Communication Partners, Inc., 132 Crowell Way, Suite 100, Bend, OR 97702"
+
+
+class Secret:
+    """A string that never prints itself."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return "**********" if self._value else ""
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def reveal(self) -> str:
+        return self._value
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password in scheme://user:password@host URLs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, has_pw, _ = creds.partition(":")
+    return f"{scheme}://{user}:****@{host}" if has_pw else url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of mailer. Build it with `Settings.from_env()`."""
+
+    env: str = "development"
+    #: Where the embedded default keeps its SQLite file, Maildir and logs.
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    #: `memory://` runs the broker and workers in-process; `redis://…` uses Dramatiq's RedisBroker.
+    broker_url: str = "memory://"
+    #: Namespace for broker queues and shared rate limits in Redis.
+    broker_namespace: str = "mailer"
+    #: `capture://` starts an in-process SMTP server that writes a Maildir under var/;
+    #: `smtp://user:pass@host:port?starttls=1` or `smtps://…` for a real relay;
+    #: several URLs, comma-separated, spread the load.
+    smtp_url: str = "capture://"
+    #: How the SMTP client talks: `auto` pipelines (RFC 2920) when the server offers it.
+    smtp_client: str = "auto"
+    smtp_timeout_s: float = 30.0
+    smtp_pool_size: int = 8
+    smtp_max_messages_per_connection: int = 100
+    smtp_local_hostname: str = "mailer.localdomain"
+    #: Messages per second across all workers for one relay; 0 means no limit.
+    rate_limit_per_s: int = 0
+    secret_key: Secret = field(default_factory=lambda: Secret(DEMO_SECRET))
+    #: Older secret keys still accepted for tokens, newest first (key rotation).
+    old_secret_keys: tuple[Secret, ...] = ()
+    public_base_url: str = "http://127.0.0.1:8000"
+    mail_domain: str = "cpi.example"
+    postal_address: str = DEFAULT_POSTAL_ADDRESS
+    company_name: str = "Communication Partners, Inc."
+    marketing_from: str = "CPI Benefits <news@cpi.example>"
+    company_from: str = "Communication Partners, Inc. <privacy@cpi.example>"
+    envelope_sender: str = "bounces@cpi.example"
+    unsubscribe_mailto: str = "unsub@cpi.example"
+    feedback_sender_id: str = "cpimail01"
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dkim_private_key_path: str = ""
+    templates_dir: Path = Path("templates")
+    audiences_dir: Path = Path("audiences")
+    #: Sends per broker message.
+    batch_size: int = 500
+    #: How long a worker owns claimed sends before the sweep takes them back.
+    lease_s: int = 300
+    #: Results are written after at most this many messages, so a crash leaves few uncertain rows.
+    record_every: int = 50
+    #: Delays before each retry of a deferred send; the last one repeats.
+    retry_delays_s: tuple[int, ...] = (300, 900, 1800, 3600, 7200, 14400)
+    #: A deferred send fails for good this long after its first attempt (RFC 5321: 4–5 days).
+    give_up_after_s: int = 4 * 24 * 3600
+    #: A campaign pauses itself after this many 5.7.x (sender-side) failures.
+    max_policy_failures: int = 50
+    #: A scheduled campaign that could not start this long after its time waits to be relaunched.
+    missed_window_s: int = 3600
+    scheduler_interval_s: float = 5.0
+    policy_grace_days: int = 90
+    retention_years: int = 7
+    #: The acting user for CLI commands; the OS user name when empty.
+    user: str = ""
+    web_rate_limit_per_minute: int = 60
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Read `MAILER_*` from `environ` (default os.environ), after values from `env_file`."""
+        values: dict[str, str] = {}
+        if env_file and Path(env_file).is_file():
+            values.update(_read_env_file(Path(env_file)))
+        source = os.environ if environ is None else environ
+        values.update({k: v for k, v in source.items() if k.startswith("MAILER_")})
+        kwargs: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for key, raw in values.items():
+            name = key.removeprefix("MAILER_").lower()
+            if name not in known:
+                continue
+            kwargs[name] = _convert(name, known[name].type, raw)
+        settings = cls(**kwargs)
+        settings.validate()
+        return settings
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mailer.db'}")
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def validate(self) -> None:
+        if self.is_production and self.secret_key.reveal() in ("", DEMO_SECRET):
+            raise ConfigError(
+                "MAILER_SECRET_KEY is the demo secret; production refuses to start with it. "
+                "Set MAILER_SECRET_KEY to a long random value."
+            )
+        if not self.postal_address.strip():
+            raise ConfigError(
+                "MAILER_POSTAL_ADDRESS is empty; commercial mail must carry a postal address "
+                "(CAN-SPAM)"
+            )
+        if self.batch_size < 1:
+            raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
+        if not self.retry_delays_s:
+            raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, secrets and URL passwords masked."""
+        shown: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                text = ",".join(str(v) for v in value)
+            elif f.name.endswith("_url"):
+                text = ",".join(_mask_url(u) for u in str(value).split(","))
+            else:
+                text = str(value)
+            shown[f.name] = text
+        return shown
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.removeprefix("export ").partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected NAME=value, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _convert(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "Secret":
+            return Secret(raw)
+        if kind == "tuple[Secret, ...]":
+            return tuple(Secret(v) for v in _parse_list(raw))
+        if kind == "tuple[int, ...]":
+            return tuple(int(v) for v in _parse_list(raw))
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return _parse_bool(raw)
+        if kind == "Path":
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"MAILER_{name.upper()}={raw!r} is not valid: {exc}") from exc

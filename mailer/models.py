@@ -1,0 +1,272 @@
+"""The tables of mailer, as SQLAlchemy 2.0 models (SQLite and PostgreSQL alike).
+
+Employee information has no place here on purpose: CPI's privacy policy keeps it out of this
+service, and `mailer import` refuses files that carry it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: mailer stores only aware UTC times")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+#: 64-bit ids on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    phone: Mapped[str] = mapped_column(String(40), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    name: Mapped[str] = mapped_column(String(200))
+    industry: Mapped[str] = mapped_column(String(100), default="")
+    benefit_eligible_employees: Mapped[int | None] = mapped_column(Integer)
+    street: Mapped[str] = mapped_column(String(200), default="")
+    city: Mapped[str] = mapped_column(String(100), default="")
+    state: Mapped[str] = mapped_column(String(2), default="")
+    postal_code: Mapped[str] = mapped_column(String(10), default="")
+    country: Mapped[str] = mapped_column(String(2), default="US")
+    account_manager_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    agreement_started_on: Mapped[dt.date | None] = mapped_column(Date)
+    agreement_ended_on: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_activity_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    account_manager: Mapped[User | None] = relationship()
+    contacts: Mapped[list[Contact]] = relationship(back_populates="organization")
+    tags: Mapped[list[OrganizationTag]] = relationship(cascade="all, delete-orphan")
+
+    __table_args__ = (
+        Index(None, "kind", "industry"),
+        Index(None, "state"),
+        Index(None, "benefit_eligible_employees"),
+        Index(None, "account_manager_id"),
+        Index(None, "last_activity_at"),
+    )
+
+
+class OrganizationTag(Base):
+    __tablename__ = "organization_tags"
+
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index(None, "tag", "organization_id"),)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    #: email-validator's normalized form: domain lowercased, local part as given.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    #: Keyed hash of the lowercased address; opt-outs and suppressions match on it.
+    address_hash: Mapped[str] = mapped_column(String(64))
+    needs_smtputf8: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    title: Mapped[str] = mapped_column(String(200), default="")
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_activity_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    organization: Mapped[Organization] = relationship(back_populates="contacts")
+
+    __table_args__ = (
+        Index(None, "organization_id"),
+        Index(None, "address_hash"),
+        Index(None, "last_activity_at"),
+    )
+
+
+class OptOut(Base):
+    """A contact's opt-out of one category or of all marketing; kept as proof, never deleted.
+
+    Opting back in sets `revoked_at`. The row survives retention as a hashed address, so a
+    re-import never re-subscribes anyone.
+    """
+
+    __tablename__ = "opt_outs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(20))
+    opted_out_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(20))
+    ip: Mapped[str] = mapped_column(String(45), default="")
+    user_agent: Mapped[str] = mapped_column(String(500), default="")
+    send_id: Mapped[int | None] = mapped_column(BigId)
+
+    __table_args__ = (Index(None, "address_hash", "category"), Index(None, "contact_id"))
+
+
+class Suppression(Base):
+    """An address no mail goes to, for any category (hard bounce, complaint, manual, invalid)."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The address in clear; retention blanks it and keeps only the hash.
+    address: Mapped[str] = mapped_column(String(320), default="")
+    address_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditEvent(Base):
+    """One action by a person or a process; readable only by admins."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    object_type: Mapped[str] = mapped_column(String(50), default="")
+    object_id: Mapped[str] = mapped_column(String(100), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ip: Mapped[str] = mapped_column(String(45), default="")
+
+    __table_args__ = (Index(None, "at"), Index(None, "object_type", "object_id"))
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(20))
+    template: Mapped[str] = mapped_column(String(200))
+    #: The saved audience the rule came from, if any; `rule_text` is what was launched.
+    audience: Mapped[str] = mapped_column(String(100), default="")
+    rule_text: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64))
+    #: The user the mail is sent as (service mail: the account manager).
+    sender_username: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    status_detail: Mapped[str] = mapped_column(Text, default="")
+    scheduled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    launched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Extra template context (e.g. the policy version of a notice).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index(None, "status", "scheduled_at"),)
+
+
+class Send(Base):
+    """The send log: one row per (campaign, contact)."""
+
+    __tablename__ = "sends"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    organization_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="SET NULL")
+    )
+    #: Copied from the campaign so frequency caps need no join.
+    category: Mapped[str] = mapped_column(String(20))
+    #: The address at planning time.
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(10))
+    skip_reason: Mapped[str] = mapped_column(String(30), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    first_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    smtp_code: Mapped[int | None] = mapped_column(Integer)
+    smtp_reply: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id"),
+        Index(None, "campaign_id", "status"),
+        Index(None, "contact_id", "category", "sent_at"),
+        Index(None, "status", "lease_expires_at"),
+    )
