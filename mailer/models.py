@@ -270,3 +270,20 @@ class Send(Base):
         Index(None, "contact_id", "category", "sent_at"),
         Index(None, "status", "lease_expires_at"),
     )
+
+
+class PolicyVersion(Base):
+    """One published version of CPI's privacy policy; the first is privacy-policy.txt."""
+
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), unique=True)
+    effective_on: Mapped[dt.date] = mapped_column(Date)
+    text: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    is_material: Mapped[bool] = mapped_column(Boolean, default=False)
+    published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_by: Mapped[str] = mapped_column(String(100))
+    #: The notice campaign launched for a material change, if any.
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))

@@ -1,0 +1,46 @@
+"""What passes between message building and the transports: one message out, one result back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """One fully built (and, when configured, DKIM-signed) message for one recipient."""
+
+    send_id: int
+    mail_from: str  #: envelope sender (Return-Path), VERP-ready
+    rcpt: str  #: envelope recipient
+    data: bytes  #: the exact bytes to send, CRLF line ends, no dot-stuffing
+    message_id: str  #: the Message-ID header value, with angle brackets
+    needs_smtputf8: bool = False
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    DEFERRED = "deferred"  #: 4xx, timeouts, refused or dropped connections: retry later
+    FAILED = "failed"  #: 5xx or an unusable address: never retried
+
+
+class ReplyKind(StrEnum):
+    """What a reply means for the recipient and for us (STANDARDS.md §6)."""
+
+    OK = "ok"
+    HARD = "hard"  #: 5.1.x and other permanent recipient failures: suppress the address
+    SOFT = "soft"  #: mailbox full, greylisting, temporary trouble: retry
+    POLICY = "policy"  #: 5.7.x: the sender's problem (auth, policy); never suppress, alert
+    RATE = "rate"  #: 4.7.x / 421: slow down
+    CONNECTION = "connection"  #: no usable connection (refused, reset, timeout, TLS)
+    UNSUPPORTED = "unsupported"  #: the server lacks a needed extension (e.g. SMTPUTF8)
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    send_id: int
+    outcome: Outcome
+    kind: ReplyKind
+    code: int | None = None  #: SMTP reply code, None when no reply was had
+    enhanced: str = ""  #: enhanced status code, e.g. "5.1.1"
+    reply: str = ""  #: reply text or the reason in words
