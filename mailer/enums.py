@@ -95,3 +95,4 @@ class SkipReason(StrEnum):
     NOT_OWN_CLIENT = "not_own_client"
     FREQUENCY_CAP = "frequency_cap"
     NO_SMTPUTF8 = "no_smtputf8"
+    CANCELLED = "cancelled"
