@@ -130,6 +130,9 @@ class Settings:
     #: The acting user for CLI commands; the OS user name when empty.
     user: str = ""
     web_rate_limit_per_minute: int = 60
+    #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
+    #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
+    trusted_proxy: bool = False
 
     @classmethod
     def from_env(
