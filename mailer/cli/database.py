@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy import inspect
 
 from mailer import db
 from mailer.audit import record
 from mailer.cli._common import actor, runtime
+from mailer.policy_text import ensure_first_version
 
 
 @click.group("db")
@@ -33,6 +35,11 @@ def upgrade_command(revision: str) -> None:
                 before=before,
                 after=after,
             )
+    # Version 1 of the privacy policy is data, not schema: the first upgrade records it.
+    has_policy_table = inspect(rt.engine).has_table("policy_versions")
+    with rt.sessions.begin() as session:
+        if has_policy_table and ensure_first_version(session, actor=actor(rt.settings)):
+            click.echo("privacy policy version 1 recorded (mailer/data/privacy-policy-1.txt)")
     change = f"upgraded from {before or '(empty)'}" if before != after else "already current"
     click.echo(f"database at revision {after} ({change})")
 
