@@ -1,5 +1,27 @@
-"""`mailer serve` commands."""
+"""`mailer serve`: the public web app (unsubscribe, preferences, policy pages) under uvicorn."""
 
 from __future__ import annotations
 
-COMMANDS: list = []
+import click
+
+from mailer.cli._common import runtime
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+def serve_command(host: str, port: int) -> None:
+    """Serve the public pages: one-click unsubscribe, preferences, privacy policy, /healthz."""
+    import uvicorn
+
+    from mailer.web import create_app
+
+    rt = runtime()  # refuses to start on a schema that needs `mailer db upgrade`
+    app = create_app(runtime=rt)
+    click.echo(f"serving {rt.settings.public_base_url} on http://{host}:{port}")
+    # proxy_headers off: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1; whether
+    # to trust a proxy is MAILER_TRUSTED_PROXY's decision (mailer.web.security.client_ip).
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, server_header=False)
+
+
+COMMANDS = [serve_command]

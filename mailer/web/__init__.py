@@ -1,0 +1,111 @@
+"""The public web app (Starlette): what a recipient of CPI's mail sees.
+
+`create_app(settings)` builds it; `mailer.web:app` is the app for the environment's settings,
+built on first access so importing this package connects to nothing. Errors become pages
+here, in one place: every 404 (unknown path, bad or tampered token, erased contact) looks the
+same and names nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from mailer.config import Settings
+from mailer.runtime import Runtime, open_runtime
+from mailer.tokens import TokenSigner
+from mailer.web import public
+from mailer.web.pages import make_environment, render
+from mailer.web.security import (
+    RateLimitMiddleware,
+    SecurityHeadersMiddleware,
+    SlidingWindowLimiter,
+)
+
+__all__ = ["create_app"]
+
+_ERROR_TITLES = {
+    400: "That request could not be understood",
+    404: "Page not found",
+    405: "Page not found",
+}
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
+    """The public app over `runtime`, or over a runtime opened from `settings` (default: env).
+
+    A runtime opened here is closed when the app shuts down; one passed in belongs to the caller.
+    """
+    is_owned = runtime is None
+    if runtime is None:
+        runtime = open_runtime(settings or Settings.from_env(), check_schema=False)
+    settings = runtime.settings
+    env = make_environment(settings)
+    css_path = settings.templates_dir / "web" / "web.css"
+
+    async def stylesheet(request: Request) -> Response:
+        return FileResponse(
+            css_path, media_type="text/css", headers={"cache-control": "max-age=3600"}
+        )
+
+    async def error_page(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status in (404, 405):
+            status = 404  # a wrong method on a token URL reveals no more than a wrong token
+        title = _ERROR_TITLES.get(status, "Something went wrong")
+        return render(env, "error.html", status_code=status, title=title, status=status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if is_owned:
+            runtime.close()
+
+    routes = [
+        Route("/u/{token}", public.unsubscribe_page, methods=["GET"]),
+        Route("/u/{token}", public.one_click, methods=["POST"]),
+        Route("/preferences/{token}", public.preferences_page, methods=["GET", "POST"]),
+        Route("/privacy", public.privacy_page, methods=["GET"]),
+        Route("/privacy/{version}", public.privacy_page, methods=["GET"]),
+        Route("/healthz", public.healthz, methods=["GET"]),
+        Route("/assets/web.css", stylesheet, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(
+            SecurityHeadersMiddleware, is_https=settings.public_base_url.startswith("https://")
+        ),
+        Middleware(
+            RateLimitMiddleware,
+            limiter=SlidingWindowLimiter(settings.web_rate_limit_per_minute, 60.0),
+            trusted_proxy=settings.trusted_proxy,
+        ),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: error_page, Exception: error_page},
+        lifespan=lifespan,
+    )
+    app.state.web = public.WebContext(runtime=runtime, env=env, signer=TokenSigner(settings))
+    return app
+
+
+_app: Starlette | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn mailer.web:app` asks for `app`; build it then, not at import.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(f"module 'mailer.web' has no attribute {name!r}")

@@ -1,0 +1,214 @@
+"""The public handlers: one-click unsubscribe, preference center, policy pages, health.
+
+Handlers are thin: read the token and the form, call `mailer.consent` or `mailer.policy_text`
+in a worker thread (the database is synchronous), render a page. A bad token, or a token of a
+contact since erased, gets the same 404 page as an unknown path, so nothing tells who exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mailer import consent, policy_text
+from mailer.enums import ALL_MARKETING, Category, OptOutSource
+from mailer.errors import NotFoundError, TokenError
+from mailer.models import Contact
+from mailer.runtime import Runtime
+from mailer.tokens import RecipientToken, TokenSigner
+from mailer.web.pages import mask_address, render
+from mailer.web.security import client_ip
+
+#: Who the audit log names for a change a recipient made from a link.
+RECIPIENT_ACTOR = "recipient"
+
+
+@dataclass
+class WebContext:
+    """What the handlers share, built once per app."""
+
+    runtime: Runtime
+    env: Environment
+    signer: TokenSigner
+
+    def read_token(self, raw: str) -> RecipientToken:
+        try:
+            return self.signer.read(raw)
+        except TokenError:
+            raise HTTPException(404) from None
+
+    def visitor(self, request: Request) -> dict[str, str]:
+        """The IP and user agent recorded with a consent change."""
+        ip = client_ip(request.scope, trusted_proxy=self.runtime.settings.trusted_proxy)
+        return {"ip": ip, "user_agent": request.headers.get("user-agent", "")}
+
+
+def _ctx(request: Request) -> WebContext:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+def _page_state(ctx: WebContext, token: RecipientToken) -> dict[str, Any]:
+    """The contact's masked address, kind of choices and current preferences; 404 if gone."""
+    with ctx.runtime.sessions() as session:
+        contact = session.get(Contact, token.contact_id)
+        if contact is None:
+            raise HTTPException(404)
+        prefs = consent.preferences(session, contact.id)
+    return {
+        "address": mask_address(contact.email),
+        "prefs": prefs,
+        "is_client": Category.SERVICE in prefs,
+        "category": token.category,
+    }
+
+
+async def unsubscribe_page(request: Request) -> Response:
+    """GET /u/{token}: a confirm button and the preference center; changes nothing."""
+    ctx = _ctx(request)
+    token = ctx.read_token(request.path_params["token"])
+    state = await run_in_threadpool(_page_state, ctx, token)
+    return render(ctx.env, "unsubscribe.html", token=request.path_params["token"], **state)
+
+
+def _unsubscribe(ctx: WebContext, token: RecipientToken, source: OptOutSource, who: dict) -> bool:
+    with ctx.runtime.sessions.begin() as session:
+        try:
+            return consent.opt_out(
+                session,
+                contact_id=token.contact_id,
+                scope=token.category,
+                source=source,
+                send_id=token.send_id or None,
+                actor=RECIPIENT_ACTOR,
+                **who,
+            )
+        except NotFoundError:
+            raise HTTPException(404) from None
+
+
+async def one_click(request: Request) -> Response:
+    """POST /u/{token}: RFC 8058 one-click (or the confirm button); 200, never a redirect."""
+    ctx = _ctx(request)
+    raw = request.path_params["token"]
+    token = ctx.read_token(raw)
+    form = await request.form()
+    is_one_click = form.get("List-Unsubscribe") == "One-Click"
+    await form.close()
+    if not token.category.allows_opt_out:
+        # Policy notices are mandatory; their links lead to preferences, not to an opt-out.
+        state = await run_in_threadpool(_page_state, ctx, token)
+        return render(ctx.env, "unsubscribed.html", token=raw, is_required=True, **state)
+    source = OptOutSource.ONE_CLICK if is_one_click else OptOutSource.CONFIRM_PAGE
+    await run_in_threadpool(_unsubscribe, ctx, token, source, ctx.visitor(request))
+    state = await run_in_threadpool(_page_state, ctx, token)
+    return render(ctx.env, "unsubscribed.html", token=raw, is_required=False, **state)
+
+
+def _apply_preferences(
+    ctx: WebContext, token: RecipientToken, wanted: dict[str, bool], who: dict
+) -> list[str]:
+    """Opt out of or back into each scope whose wanted state differs; the scopes changed."""
+    changed: list[str] = []
+    with ctx.runtime.sessions.begin() as session:
+        try:
+            current = consent.preferences(session, token.contact_id)
+        except NotFoundError:
+            raise HTTPException(404) from None
+        for scope, is_receiving in current.items():
+            want = wanted.get(scope, is_receiving)
+            if want == is_receiving:
+                continue
+            change = consent.opt_in if want else consent.opt_out
+            kwargs: dict[str, Any] = {"send_id": token.send_id or None} if not want else {}
+            if change(
+                session,
+                contact_id=token.contact_id,
+                scope=scope,
+                source=OptOutSource.PREFERENCES,
+                actor=RECIPIENT_ACTOR,
+                **who,
+                **kwargs,
+            ):
+                changed.append(scope)
+    return changed
+
+
+async def preferences_page(request: Request) -> Response:
+    """GET|POST /preferences/{token}: every category the contact may receive, switchable."""
+    ctx = _ctx(request)
+    raw = request.path_params["token"]
+    token = ctx.read_token(raw)
+    notice = ""
+    state = await run_in_threadpool(_page_state, ctx, token)  # 404 before anything else
+    if request.method == "POST":
+        form = await request.form()
+        action = form.get("action")
+        if action == "unsubscribe_all":
+            wanted = {ALL_MARKETING: False}
+        elif action == "save":
+            # An unticked checkbox is simply absent from the form: absent means "stop".
+            wanted = {scope: form.get(scope) == "on" for scope in state["prefs"]}
+        else:
+            await form.close()
+            raise HTTPException(400)
+        await form.close()
+        changed = await run_in_threadpool(
+            _apply_preferences, ctx, token, wanted, ctx.visitor(request)
+        )
+        notice = "Your preferences are saved." if changed else "Nothing changed."
+        state = await run_in_threadpool(_page_state, ctx, token)
+    return render(ctx.env, "preferences.html", token=raw, notice=notice, **state)
+
+
+def _policy(ctx: WebContext, label: str | None) -> dict[str, Any]:
+    with ctx.runtime.sessions() as session:
+        version = (
+            policy_text.get_version(session, label)
+            if label
+            else policy_text.current_version(session)
+        )
+        if version is None and policy_text.ensure_first_version(session):
+            session.commit()
+            version = policy_text.get_version(session, label or policy_text.FIRST_VERSION_LABEL)
+        if version is None:
+            raise HTTPException(404)
+        previous = policy_text.previous_version(session, version)
+        changes = policy_text.changes_from_previous(session, version)
+        others = policy_text.all_versions(session)
+        return {
+            "version": version,
+            "previous": previous,
+            "changes": changes,
+            "versions": others,
+            "is_current": label is None,
+        }
+
+
+async def privacy_page(request: Request) -> Response:
+    """GET /privacy and /privacy/{version}: the text, its date, and what changed."""
+    ctx = _ctx(request)
+    state = await run_in_threadpool(_policy, ctx, request.path_params.get("version"))
+    return render(ctx.env, "privacy.html", **state)
+
+
+def _database_ok(ctx: WebContext) -> bool:
+    try:
+        with ctx.runtime.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: 200 when the database answers a trivial query, else 503."""
+    is_ok = await run_in_threadpool(_database_ok, _ctx(request))
+    body = {"status": "ok" if is_ok else "unavailable", "database": "ok" if is_ok else "down"}
+    return JSONResponse(body, status_code=200 if is_ok else 503)
