@@ -1,0 +1,42 @@
+"""`check_template`: load a template and build a sample message, so problems show before a send."""
+
+from __future__ import annotations
+
+from mailer.config import Settings
+from mailer.errors import TemplateError
+from mailer.messages.builder import CampaignMessages
+from mailer.messages.context import SAMPLE_RECIPIENT, CampaignInfo, SenderIdentity
+from mailer.messages.templates import Template, load_template
+
+#: Campaign params a policy notice is checked with.
+SAMPLE_POLICY_PARAMS = {
+    "version": "2",
+    "effective_date": "January 1, 2027",
+    "summary": "We now describe how long we keep service activity logs.",
+    "changes": ["Service activity logs are kept for seven years."],
+}
+
+
+def check_template(settings: Settings, name: str) -> Template:
+    """Load `name` and render it for a sample contact; TemplateError names what is wrong."""
+    template = load_template(settings, name)
+    messages = CampaignMessages(
+        settings.with_(dkim_private_key_path=""),
+        template=template,
+        campaign=CampaignInfo(id=0, name=f"check {name}", category=template.category),
+        sender=SenderIdentity("Dana Reyes", f"dana.reyes@{settings.mail_domain}", "541-555-0142"),
+        params=SAMPLE_POLICY_PARAMS,
+    )
+    _, text, html = messages.render_parts(SAMPLE_RECIPIENT)
+    required = [("postal address", settings.postal_address)]
+    if template.category.allows_opt_out:
+        required.append(("unsubscribe link", f"{settings.public_base_url.rstrip('/')}/u/"))
+    else:
+        required.append(("policy link", f"{settings.public_base_url.rstrip('/')}/privacy"))
+    for label, needle in required:
+        for part, body in (("text", text), ("HTML", html)):
+            if needle not in body:
+                raise TemplateError(
+                    template.name, f"the {part} part does not show the {label} ({needle!r})"
+                )
+    return template

@@ -1,0 +1,104 @@
+"""Header fields as bytes: RFC 2047 encoded-words for non-ASCII text, RFC 5322 folding, and
+no way for data to inject a header (control characters in text become spaces; an address with
+one is an error)."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from mailer.errors import TemplateError
+
+#: RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, excluding CRLF.
+MAX_LINE = 78
+#: An encoded-word is at most 75 characters (RFC 2047 §2): `=?utf-8?b?` + 60 + `?=` = 72.
+_CHUNK_BYTES = 45
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+_SPACES = re.compile(r"\s+")
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
+_BAD_IN_ADDRESS = re.compile(r"[\x00-\x20\x7f<>()\[\],;:\\\"]")
+
+
+def clean_text(value: str) -> str:
+    """One line of text: control characters (CR, LF, TAB, NUL …) become single spaces."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+
+
+def encoded_words(text: str) -> list[str]:
+    """`text` as base64 encoded-words, each ≤75 chars, never splitting a UTF-8 character."""
+    words, chunk = [], b""
+    for char in text:
+        raw = char.encode("utf-8")
+        if len(chunk) + len(raw) > _CHUNK_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += raw
+    if chunk:
+        words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
+
+
+def fold(name: str, words: list[str]) -> bytes:
+    """`Name: w1 w2 …` folded with CRLF+space so lines stay ≤78 where a word allows."""
+    lines, line = [], f"{name}:"
+    for word in words:
+        if len(line) + 1 + len(word) > MAX_LINE and line != f"{name}:":
+            lines.append(line)
+            line = " " + word
+        else:
+            line = f"{line} {word}"
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def unstructured(name: str, value: str) -> bytes:
+    """An unstructured header (Subject): plain when ASCII, encoded-words otherwise."""
+    text = clean_text(value)
+    if text.isascii() and "=?" not in text:
+        return fold(name, text.split(" ") if text else [""])
+    return fold(name, encoded_words(text))
+
+
+def phrase_words(display_name: str) -> list[str]:
+    """A display name as header words: atoms, a quoted string, or encoded-words."""
+    text = clean_text(display_name)
+    if not text:
+        return []
+    if not text.isascii():
+        return encoded_words(text)
+    if "=?" in text:  # would read as an encoded-word
+        return encoded_words(text)
+    if _ATOMS.fullmatch(text):
+        return text.split(" ")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return [f'"{escaped}"']
+
+
+def check_address(address: str, what: str = "address") -> str:
+    """An addr-spec fit for a header and the envelope, or a TemplateError (no injection)."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or _BAD_IN_ADDRESS.search(address):
+        raise TemplateError(what, f"{address!r} is not a usable email address")
+    if not domain.isascii():
+        # An IDN domain goes out as its ASCII form; only a non-ASCII local part needs SMTPUTF8.
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise TemplateError(what, f"{address!r} has an unusable domain: {exc}") from exc
+    return f"{local}@{domain}"
+
+
+def mailbox(name: str, display_name: str, address: str) -> bytes:
+    """`Name: Display <addr>`; the address goes raw (UTF-8 only when its local part needs it)."""
+    words = phrase_words(display_name)
+    return fold(name, [*words, f"<{check_address(address, name)}>"])
+
+
+def parse_mailbox(value: str) -> tuple[str, str]:
+    """Split a configured `Display Name <addr@host>` (or a bare address) into its parts."""
+    value = value.strip()
+    m = re.fullmatch(r"(.*?)\s*<([^<>]+)>", value)
+    if not m:
+        return "", value
+    return m.group(1).strip().strip('"'), m.group(2).strip()

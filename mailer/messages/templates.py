@@ -1,0 +1,231 @@
+"""Template files: the header, the static check against the allowlisted context, compiling.
+
+A template is `templates/<category>/<name>.html` (content only: the layout is added by code, so
+the compliance footer cannot be left out) with an optional `<name>.txt` sibling; without one the
+text part is derived from the HTML. The HTML file starts with a Jinja comment header:
+
+    {#
+    subject: Open enrollment for {{ organization.name }} starts November 1
+    category: promotions
+    #}
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Template as JinjaTemplate
+from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from mailer.config import Settings
+from mailer.enums import Category
+from mailer.errors import TemplateError
+from mailer.messages import sources
+from mailer.messages.context import CONTEXT_VIEWS, view_fields
+from mailer.messages.environment import compile_source, make_environment
+from mailer.messages.sources import Composite, Piece
+
+LAYOUT = "layouts/base"
+_HEADER = re.compile(r"\A\{#(.*?)#\}", re.S)
+_HEADER_KEYS = ("subject", "category")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A loaded template: compiled once, used for every message of a campaign."""
+
+    name: str
+    category: Category
+    subject_source: str
+    html: JinjaTemplate
+    text: JinjaTemplate
+    subject: JinjaTemplate
+    is_text_derived: bool
+    composites: dict[str, Composite]  #: by compiled filename, to map error lines back
+
+    def error(self, part: str, exc: Exception) -> TemplateError:
+        """A TemplateError naming the original file and line of a render failure."""
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            composite = self.composites.get(frame.filename)
+            if composite and frame.lineno:
+                origin = composite.origin(frame.lineno)
+                if origin:
+                    return TemplateError(origin[0], f"{part}: {exc}", origin[1])
+        return TemplateError(self.name, f"{part}: {exc}")
+
+
+def list_templates(settings: Settings) -> list[str]:
+    """Every template name (`category/name`) under the templates directory, sorted."""
+    root = Path(settings.templates_dir)
+    names = []
+    for category in Category:
+        folder = root / category.value
+        names.extend(f"{category.value}/{p.stem}" for p in folder.glob("*.html"))
+    return sorted(names)
+
+
+def load_template(settings: Settings, name: str) -> Template:
+    """Read, check and compile a template with the layout; TemplateError names file and line."""
+    env = make_environment(Path(settings.templates_dir))
+    root = Path(settings.templates_dir)
+    html_path, text_path = root / f"{name}.html", root / f"{name}.txt"
+    html_file = str(html_path)
+    if not html_path.is_file():
+        raise TemplateError(
+            html_file, f"no such template {name!r}; `mailer template list` shows what exists"
+        )
+    html_source = html_path.read_text(encoding="utf-8")
+    header, header_line = _read_header(html_source, html_file)
+    category = _category(header, name, html_file)
+    subject_line = header_line.get("subject", 1)
+
+    check_source(env, html_source, html_file)
+    check_source(env, header["subject"], html_file, first_line=subject_line)
+    has_text = text_path.is_file()
+    text_piece = (
+        Piece(text_path.read_text(encoding="utf-8"), str(text_path))
+        if has_text
+        else sources.html_to_text(Piece(html_source, html_file))
+    )
+    if has_text:
+        check_source(env, text_piece.text, text_piece.file)
+
+    layout_html, layout_text = _read_layout(env, root)
+    html_comp = sources.inline_css(
+        sources.around_content(layout_html.text, layout_html.file, Piece(html_source, html_file))
+    )
+    text_comp = sources.compose(
+        sources.around_content(layout_text.text, layout_text.file, text_piece)
+    )
+    subject_comp = Composite(header["subject"], {1: (html_file, subject_line)})
+    composites = {
+        f"<{name}.html>": html_comp,
+        f"<{name}.txt>": text_comp,
+        f"<{name}.subject>": subject_comp,
+    }
+    compiled = {}
+    for filename, comp in composites.items():
+        try:
+            compiled[filename] = compile_source(env, comp.source, filename[1:-1], filename)
+        except TemplateSyntaxError as exc:
+            origin = comp.origin(exc.lineno or 1) or (name, exc.lineno)
+            raise TemplateError(origin[0], exc.message or str(exc), origin[1]) from exc
+    return Template(
+        name=name,
+        category=category,
+        subject_source=header["subject"],
+        html=compiled[f"<{name}.html>"],
+        text=compiled[f"<{name}.txt>"],
+        subject=compiled[f"<{name}.subject>"],
+        is_text_derived=not has_text,
+        composites=composites,
+    )
+
+
+def _read_header(source: str, file: str) -> tuple[dict[str, str], dict[str, int]]:
+    m = _HEADER.match(source)
+    if not m:
+        raise TemplateError(
+            file, "the file must start with a {# … #} header giving subject: and category:", 1
+        )
+    values: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for offset, raw in enumerate(m.group(1).splitlines()):
+        if not raw.strip():
+            continue
+        key, sep, value = raw.partition(":")
+        key = key.strip().lower()
+        if not sep or key not in _HEADER_KEYS:
+            raise TemplateError(
+                file,
+                f"header line {raw.strip()!r}: expected 'subject: …' or 'category: …'",
+                1 + offset,
+            )
+        values[key], lines[key] = value.strip(), 1 + offset
+    for key in _HEADER_KEYS:
+        if not values.get(key):
+            raise TemplateError(file, f"the header has no {key}: line", 1)
+    return values, lines
+
+
+def _category(header: dict[str, str], name: str, file: str) -> Category:
+    try:
+        category = Category(header["category"])
+    except ValueError:
+        choices = ", ".join(c.value for c in Category)
+        raise TemplateError(
+            file, f"unknown category {header['category']!r}; use one of {choices}"
+        ) from None
+    folder = name.partition("/")[0]
+    if folder != category.value:
+        raise TemplateError(
+            file, f"category {category.value!r} in the header, but the file is in {folder}/"
+        )
+    return category
+
+
+def _read_layout(env: SandboxedEnvironment, root: Path) -> tuple[Piece, Piece]:
+    pieces = []
+    for ext in ("html", "txt"):
+        path = root / f"{LAYOUT}.{ext}"
+        if not path.is_file():
+            raise TemplateError(str(path), "the layout is missing")
+        text = path.read_text(encoding="utf-8")
+        check_source(env, text, str(path))
+        pieces.append(Piece(text, str(path)))
+    return pieces[0], pieces[1]
+
+
+def check_source(env: SandboxedEnvironment, source: str, file: str, first_line: int = 1) -> None:
+    """Parse `source` and check every name and field it uses against the allowlisted context."""
+    try:
+        ast = env.parse(source, filename=file)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(
+            file, exc.message or str(exc), first_line - 1 + (exc.lineno or 1)
+        ) from exc
+    at = lambda node: first_line - 1 + node.lineno  # noqa: E731
+    for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        raise TemplateError(
+            file, "templates cannot extend or include files: the layout is added for you", at(node)
+        )
+    for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
+        target = node.name if isinstance(node, nodes.Macro) else node.target
+        names = (
+            [target] if isinstance(target, str) else [n.name for n in target.find_all(nodes.Name)]
+        )
+        for reserved in set(names) & CONTEXT_VIEWS.keys():
+            raise TemplateError(
+                file, f"{reserved!r} is part of the context; pick another name", at(node)
+            )
+    undeclared = meta.find_undeclared_variables(ast)
+    for node in ast.find_all(nodes.Name):
+        if node.ctx == "load" and node.name in undeclared and node.name not in CONTEXT_VIEWS:
+            raise TemplateError(file, _unknown("variable", node.name, CONTEXT_VIEWS), at(node))
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if not isinstance(attr, str):
+            continue
+        if attr.startswith("_"):
+            raise TemplateError(
+                file, f"{attr!r} is not allowed: templates cannot reach Python internals", at(node)
+            )
+        base = node.node
+        if isinstance(base, nodes.Name) and base.name in CONTEXT_VIEWS and base.name in undeclared:
+            allowed = view_fields(base.name)
+            if attr not in allowed:
+                raise TemplateError(
+                    file, _unknown("field", f"{base.name}.{attr}", allowed, attr), at(node)
+                )
+
+
+def _unknown(kind: str, shown: str, allowed: object, lookup: str | None = None) -> str:
+    choices = sorted(allowed)  # type: ignore[call-overload]
+    close = difflib.get_close_matches(lookup or shown, choices, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
+    return f"unknown {kind} {shown!r}{hint}"
