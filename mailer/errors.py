@@ -87,8 +87,11 @@ class RuleError(MailerError):
         text: str = "",
         line: int = 0,
         column: int = 0,
+        suggestion: str | None = None,
     ) -> None:
         self.message = message
+        #: The nearest valid field, value or category, when there is one.
+        self.suggestion = suggestion
         self.source = source
         self.text = text
         self.line = line

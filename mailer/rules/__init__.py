@@ -1,0 +1,23 @@
+"""Audience rules: a small, safe language that picks contacts, compiled to one SQL select.
+
+rule = parse_rule('kind = prospect and state in ("OR", "WA")')
+sel = audience_select(rule, Category.PROMOTIONS, today=today, now=now)
+"""
+
+from mailer.rules.audiences import Audience, load_audience, load_audiences
+from mailer.rules.compiler import audience_select
+from mailer.rules.nodes import Rule
+from mailer.rules.parser import parse_rule
+from mailer.rules.preview import Preview, count_by_reason, preview
+
+__all__ = [
+    "Audience",
+    "Preview",
+    "Rule",
+    "audience_select",
+    "count_by_reason",
+    "load_audience",
+    "load_audiences",
+    "parse_rule",
+    "preview",
+]
