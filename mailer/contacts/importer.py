@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,7 +98,8 @@ def read_rows(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]
         raise ContactImportError(
             name, f"the file is empty: expected a header line with {', '.join(cols.REQUIRED)} …"
         )
-    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    # not str.splitlines(): it also breaks on \x1c, \x85, \u2028 … inside quoted cells
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records: list[tuple[int, list[str]]] = []
     try:
         raw_header = next(reader)
