@@ -351,3 +351,63 @@ def test_category_in_the_token_decides_what_one_click_opts_out_of(
     for category in (Category.FEATURES, Category.SERVICE):
         client.post(f"/u/{token_for(contact, category)}", data={"List-Unsubscribe": "One-Click"})
     assert _active_scopes(rt, contact) == {"features", "service"}
+
+
+def _real_message_unsubscribe_url(settings, contact: Contact, send_id: int = 31) -> str:
+    """The https URL in the List-Unsubscribe header of a real built promotion."""
+    from email import message_from_bytes, policy
+
+    from mailer.messages import (
+        CampaignInfo,
+        CampaignMessages,
+        Recipient,
+        SenderIdentity,
+        load_template,
+    )
+
+    messages = CampaignMessages(
+        settings,
+        template=load_template(settings, "promotions/open-enrollment"),
+        campaign=CampaignInfo(id=5, name="Open enrollment", category=Category.PROMOTIONS),
+        sender=SenderIdentity(name="CPI Marketing", email="news@cpi.example"),
+    )
+    out = messages.build(
+        Recipient(
+            send_id=send_id,
+            contact_id=contact.id,
+            email=contact.email,
+            first_name="Pat",
+            org_name="Example Org",
+            org_kind="client",
+        )
+    )
+    parsed = message_from_bytes(out.data, policy=policy.default)
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    [url] = re.findall(r"<(https://[^>]+)>", str(parsed["List-Unsubscribe"]))
+    return url
+
+
+def test_one_click_from_a_real_messages_header_keeps_the_contact_out_of_the_next_campaign(
+    rt, client, make_contact
+):
+    import datetime as dt
+
+    from mailer.rules import audience_select
+
+    # Given a promotion built for a contact, with the public base URL the app serves
+    rt.settings = rt.settings.with_(public_base_url=BASE_URL)
+    contact = make_contact()
+    url = _real_message_unsubscribe_url(rt.settings, contact)
+    assert url.startswith(f"{BASE_URL}/u/")
+    # When the mailbox provider POSTs the RFC 8058 one-click body to that URL
+    response = client.post(url, files={"List-Unsubscribe": (None, "One-Click")})
+    assert response.status_code == 200
+    [row] = _opt_outs(rt)
+    assert (row.category, row.source, row.send_id) == ("promotions", "one_click", 31)
+    # Then the next promotion's audience skips the contact, and features still reach them
+    today, now = dt.date.today(), dt.datetime.now(dt.UTC)
+    with rt.sessions() as s:
+        for category, reason in (("promotions", "opted_out"), ("features", None)):
+            sel = audience_select(None, category, today=today, now=now)
+            rows = {r.contact_id: r.skip_reason for r in s.execute(sel)}
+            assert rows[contact.id] == reason
