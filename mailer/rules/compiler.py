@@ -182,7 +182,7 @@ class _Compiler:
         # lower() on both sides: the database folds case the same way for column and value
         folded = func.lower(column)
         if isinstance(cond, n.InList):
-            return folded.in_([func.lower(_text(v)) for v in cond.values])
+            return folded.in_([func.lower(_text(v.value)) for v in cond.values])
         if isinstance(cond, n.Match):
             pattern = _escape_like(cond.value.value) + "%"
             if cond.op == "contains":
