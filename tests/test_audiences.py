@@ -1,0 +1,191 @@
+"""Saved audiences (TOML files) and the `mailer audience check|preview` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from mailer.cli import main
+from mailer.errors import RuleError
+from mailer.models import AuditEvent, OptOut
+from mailer.rules import load_audience, load_audiences
+from mailer.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(directory: Path, name: str, content: str) -> Path:
+    path = directory / name
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+def test_every_shipped_audience_loads_and_checks() -> None:
+    audiences = load_audiences(ROOT / "audiences")
+    assert len(audiences) >= 4
+    assert "oregon-washington-prospects" in audiences
+    for audience in audiences.values():
+        assert audience.description and audience.rule is not None
+        assert audience.path.parent == ROOT / "audiences"
+
+
+def test_an_audience_file_gives_name_description_and_rule(tmp_path: Path) -> None:
+    write(tmp_path, "west-coast.toml", 'description = "West"\nrule = \'state in ("OR", "WA")\'\n')
+    audience = load_audiences(tmp_path)["west-coast"]
+    assert (audience.name, audience.description) == ("west-coast", "West")
+    assert audience.rule_text == 'state in ("OR", "WA")'
+
+
+def test_a_rule_error_points_at_the_line_and_column_in_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "typo.toml",
+        'description = "has a typo"\nrule = """\nkind = prospect\n  and employes > 50\n"""\n',
+    )
+    with pytest.raises(RuleError) as caught:
+        load_audiences(tmp_path)
+    assert str(caught.value) == (
+        f"{path}:4:7: unknown field 'employes'; did you mean 'employees'?\n"
+        "      and employes > 50\n"
+        "          ^"
+    )
+
+
+def test_a_one_line_rule_error_counts_columns_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "one.toml", "description = 'x'\nrule = 'kind = customer'\n")
+    with pytest.raises(RuleError) as caught:
+        load_audience(path)
+    assert (caught.value.line, caught.value.column) == (2, 16)
+    assert caught.value.suggestion == "client"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("description = 'x'\n", "'rule' is missing or not a text value"),
+        ("rule = 'everyone'\n", "'description' is missing or not a text value"),
+        ("description = 'x'\nrule = 'everyone'\ncategory = 'x'\n", "unknown key 'category'"),
+        ("description = 'x\nrule = 'everyone'\n", "cannot read the audience file"),
+    ],
+)
+def test_a_malformed_audience_file_is_named_in_the_error(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = write(tmp_path, "bad.toml", content)
+    with pytest.raises(RuleError, match=message) as caught:
+        load_audience(path)
+    assert str(caught.value).startswith(str(path))
+
+
+def test_a_file_name_that_is_no_audience_name_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "Big Clients.toml", "description = 'x'\nrule = 'everyone'\n")
+    with pytest.raises(RuleError, match="must be lowercase letters"):
+        load_audience(path)
+
+
+def cli_env(rt: Runtime, audiences: Path) -> dict[str, str]:
+    return {
+        "MAILER_DATABASE_URL": rt.settings.database_url,
+        "MAILER_SECRET_KEY": rt.settings.secret_key.reveal(),
+        "MAILER_AUDIENCES_DIR": str(audiences),
+        "MAILER_USER": "cli-marketer",
+    }
+
+
+def test_audience_check_reports_each_file_and_fails_on_errors(rt: Runtime, tmp_path: Path) -> None:
+    write(tmp_path, "good.toml", "description = 'Good'\nrule = 'kind = client'\n")
+    write(tmp_path, "bad.toml", "description = 'Bad'\nrule = 'kind = customer'\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["audience", "check"], env=cli_env(rt, tmp_path))
+    assert result.exit_code == 1
+    assert "ok  good: Good" in result.output
+    assert "did you mean 'client'?" in result.output
+    assert "1 of 2 audience files have errors" in result.output
+    good = str(tmp_path / "good.toml")
+    result = runner.invoke(main, ["audience", "check", "--json", good], env=cli_env(rt, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"file": good, "name": "good", "ok": True}]
+
+
+def test_audience_check_passes_on_the_shipped_audiences(rt: Runtime) -> None:
+    result = CliRunner().invoke(main, ["audience", "check"], env=cli_env(rt, ROOT / "audiences"))
+    assert result.exit_code == 0, result.output
+    assert "ok  oregon-washington-prospects" in result.output
+
+
+def test_preview_prints_counts_per_guard_and_a_sample(
+    rt: Runtime, make_org, make_contact, tmp_path: Path
+) -> None:
+    # Given two Oregon clients, one of whom opted out of all marketing
+    org = make_org(name="Deschutes Health", state="OR")
+    kept = make_contact(organization=org, first_name="Ana", last_name="Lee")
+    gone = make_contact(organization=org)
+    with rt.sessions.begin() as s:
+        s.add(OptOut(address_hash=gone.address_hash, category="all_marketing", source="admin"))
+    write(tmp_path, "oregon.toml", "description = 'OR'\nrule = 'state = \"or\"'\n")
+    env = cli_env(rt, tmp_path)
+    runner = CliRunner()
+    # When marketing previews the saved audience as JSON
+    result = runner.invoke(
+        main, ["audience", "preview", "oregon", "--category", "promotions", "--json"], env=env
+    )
+    # Then the count, the exclusions and the sample are there
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["audience"], data["eligible"], data["matched"]) == ("oregon", 1, 2)
+    assert data["excluded"] == {"opted_out": 1}
+    assert data["sample"] == [
+        {"email": kept.email, "name": "Ana Lee", "organization": "Deschutes Health"}
+    ]
+    # and the human output says the same in tables
+    result = runner.invoke(
+        main, ["audience", "preview", "--rule", "everyone", "--category", "service"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "eligible: 2" in result.output and kept.email in result.output
+    # and who looked is in the audit log
+    with rt.sessions() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.action == "audience.preview")).all()
+    assert [e.actor for e in events] == ["cli-marketer", "cli-marketer"]
+    assert events[0].details["excluded"] == {"opted_out": 1}
+
+
+def test_preview_as_an_account_manager_counts_other_clients_as_not_own(
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
+) -> None:
+    dana = make_user(username="dana", role="account_manager")
+    make_contact(organization=make_org(account_manager_id=dana.id))
+    make_contact(organization=make_org())
+    args = ["audience", "preview", "--rule", "kind = client", "--category", "service"]
+    result = CliRunner().invoke(main, [*args, "--as", "dana", "--json"], env=cli_env(rt, tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["eligible"], data["excluded"]) == (1, {"not_own_client": 1})
+
+
+def test_preview_errors_name_the_problem(rt: Runtime, tmp_path: Path) -> None:
+    env = cli_env(rt, tmp_path)
+    runner = CliRunner()
+    write(tmp_path, "oregon.toml", "description = 'OR'\nrule = 'state = \"OR\"'\n")
+    result = runner.invoke(main, ["audience", "preview", "oregn", "--category", "policy"], env=env)
+    assert result.exit_code == 5
+    assert (
+        "no saved audience 'oregn'" in result.output and "did you mean 'oregon'?" in result.output
+    )
+    result = runner.invoke(
+        main, ["audience", "preview", "--rule", "employes > 5", "--category", "policy"], env=env
+    )
+    assert result.exit_code == 1
+    assert "--rule:1:1: unknown field 'employes'; did you mean 'employees'?" in result.output
+    result = runner.invoke(main, ["audience", "preview", "--category", "policy"], env=env)
+    assert result.exit_code == 2
+    assert "give exactly one of NAME, --rule TEXT or --file F" in result.output
+    rule_file = write(tmp_path, "rule.txt", "kind = client  # plain rule file\n")
+    result = runner.invoke(
+        main, ["audience", "preview", "--file", str(rule_file), "--category", "policy"], env=env
+    )
+    assert result.exit_code == 0, result.output
