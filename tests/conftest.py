@@ -25,6 +25,8 @@ from mailer.config import Settings
 from mailer.models import Base, Contact, Organization, User
 from mailer.runtime import Runtime
 
+pytest_plugins = ["tests.smtp_fixtures", "tests.delivery_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "MAILER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -63,9 +65,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "mailer.db"
     engine = db.make_engine(f"sqlite:///{path}")
     db.upgrade(engine)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
+    engine.dispose()  # the last connection to close checkpoints the WAL into the file
     return path
 
 

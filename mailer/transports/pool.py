@@ -1,0 +1,128 @@
+"""A pool of persistent SMTP connections in one event loop, shared by both SMTP clients.
+
+Each of `smtp_pool_size` slots keeps one connection open across batches, sends at most
+`smtp_max_messages_per_connection` messages on it, then says QUIT and opens a fresh one. A slot
+whose relay cannot be reached tries the other relays with a short backoff; when none answers,
+every message still waiting in the batch is deferred at once instead of being tried one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from mailer.config import Settings
+from mailer.errors import TransientSendError
+from mailer.outgoing import DeliveryResult, OutgoingMessage
+from mailer.transports.base import connection_result
+from mailer.transports.relays import Relay
+
+#: Seconds to wait before each further connection attempt of one slot within one batch.
+CONNECT_BACKOFF_S: tuple[float, ...] = (0.05, 0.25, 1.0)
+
+
+class Connection(Protocol):
+    """One open SMTP session, as the pool sees it."""
+
+    relay: Relay
+    sent_count: int
+    is_open: bool
+
+    async def send(self, message: OutgoingMessage) -> DeliveryResult: ...
+
+    async def quit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+Connector = Callable[[Relay], Awaitable[Connection]]
+
+
+class PooledTransport:
+    """A Transport spreading each batch over up to `pool_size` persistent connections.
+
+    `connect(relay)` opens one connection (or raises TransientSendError); it decides the client.
+    """
+
+    def __init__(self, relays: Sequence[Relay], settings: Settings, connect: Connector) -> None:
+        self._relays = list(relays)
+        self._connect = connect
+        self._pool_size = max(1, settings.smtp_pool_size)
+        self._max_per_connection = max(1, settings.smtp_max_messages_per_connection)
+        self._slots: list[Connection | None] = [None] * self._pool_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unreachable = ""
+
+    async def open(self) -> None:
+        """Nothing to do up front: connections open on first use and then stay open."""
+        self._adopt_running_loop()
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        self._adopt_running_loop()
+        results: list[DeliveryResult | None] = [None] * len(messages)
+        waiting = deque(enumerate(messages))
+        self._unreachable = ""
+        workers = min(self._pool_size, len(messages))
+        await asyncio.gather(*(self._work(slot, waiting, results) for slot in range(workers)))
+        return results  # type: ignore[return-value]  # every index was filled
+
+    async def close(self) -> None:
+        """QUIT every open connection (politely, in parallel)."""
+        slots, self._slots = self._slots, [None] * self._pool_size
+        if self._loop is not asyncio.get_running_loop():
+            for conn in slots:
+                if conn is not None:
+                    conn.abort()
+            return
+        await asyncio.gather(*(c.quit() for c in slots if c is not None and c.is_open))
+
+    def _adopt_running_loop(self) -> None:
+        # Connections belong to the loop that opened them; a caller that runs each batch in a
+        # fresh `asyncio.run()` gets new connections instead of dead ones.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            for conn in self._slots:
+                if conn is not None:
+                    conn.abort()
+            self._slots = [None] * self._pool_size
+            self._loop = loop
+
+    async def _work(
+        self,
+        slot: int,
+        waiting: deque[tuple[int, OutgoingMessage]],
+        results: list[DeliveryResult | None],
+    ) -> None:
+        while waiting:
+            conn = self._slots[slot]
+            if conn is None or not conn.is_open or conn.sent_count >= self._max_per_connection:
+                if conn is not None and conn.is_open:
+                    await conn.quit()
+                self._slots[slot] = conn = await self._open_slot(slot)
+                if conn is None:
+                    while waiting:
+                        index, message = waiting.popleft()
+                        results[index] = connection_result(message.send_id, self._unreachable)
+                    return
+                if not waiting:  # another slot finished the batch while we connected
+                    return
+            index, message = waiting.popleft()
+            results[index] = await conn.send(message)
+
+    async def _open_slot(self, slot: int) -> Connection | None:
+        """A new connection for `slot`, trying each relay in turn; None when none answers."""
+        errors: list[str] = []
+        for attempt in range(len(CONNECT_BACKOFF_S) + 1):
+            if self._unreachable:
+                return None
+            relay = self._relays[(slot + attempt) % len(self._relays)]
+            try:
+                return await self._connect(relay)
+            except TransientSendError as exc:
+                errors.append(str(exc))
+            if attempt < len(CONNECT_BACKOFF_S):
+                await asyncio.sleep(CONNECT_BACKOFF_S[attempt])
+        self._unreachable = self._unreachable or "; ".join(dict.fromkeys(errors))
+        return None
