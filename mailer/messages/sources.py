@@ -36,6 +36,8 @@ class Piece:
     text: str
     file: str
     first_line: int = 1
+    #: The original line of each Jinja tag in order, when `text` was derived (HTML → text).
+    tag_lines: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,12 @@ def protect(pieces: list[Piece]) -> tuple[str, list[tuple[str, str, int]]]:
     tags: list[tuple[str, str, int]] = []
     for piece in pieces:
         pos, line = 0, piece.first_line
-        for m in _TAG.finditer(piece.text):
+        for k, m in enumerate(_TAG.finditer(piece.text)):
             line += piece.text.count("\n", pos, m.start())
             out.append(piece.text[pos : m.start()])
             out.append(f"XJINJA{len(tags)}X")
-            tags.append((m.group(), piece.file, line))
+            tag_line = piece.tag_lines[k] if piece.tag_lines else line
+            tags.append((m.group(), piece.file, tag_line))
             line += m.group().count("\n")
             pos = m.end()
         out.append(piece.text[pos:])
@@ -139,5 +142,6 @@ def html_to_text(piece: Piece) -> Piece:
     converter.ignore_images = True
     converter.ignore_emphasis = True
     converted = converter.handle(text)
+    order = [int(i) for i in _PLACEHOLDER.findall(converted)]
     restored = _PLACEHOLDER.sub(lambda m: tags[int(m.group(1))][0], converted)
-    return Piece(restored, piece.file, 1)
+    return Piece(restored, piece.file, 1, tuple(tags[i][2] for i in order))

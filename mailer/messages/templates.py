@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,39 +190,42 @@ def check_source(env: SandboxedEnvironment, source: str, file: str, first_line: 
         raise TemplateError(
             file, exc.message or str(exc), first_line - 1 + (exc.lineno or 1)
         ) from exc
-    at = lambda node: first_line - 1 + node.lineno  # noqa: E731
-    for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-        raise TemplateError(
-            file, "templates cannot extend or include files: the layout is added for you", at(node)
-        )
-    for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
-        target = node.name if isinstance(node, nodes.Macro) else node.target
-        names = (
-            [target] if isinstance(target, str) else [n.name for n in target.find_all(nodes.Name)]
-        )
-        for reserved in set(names) & CONTEXT_VIEWS.keys():
-            raise TemplateError(
-                file, f"{reserved!r} is part of the context; pick another name", at(node)
-            )
+
+    def fail(message: str, node: nodes.Node) -> TemplateError:
+        return TemplateError(file, message, first_line - 1 + node.lineno)
+
+    _check_structure(ast, fail)
     undeclared = meta.find_undeclared_variables(ast)
     for node in ast.find_all(nodes.Name):
         if node.ctx == "load" and node.name in undeclared and node.name not in CONTEXT_VIEWS:
-            raise TemplateError(file, _unknown("variable", node.name, CONTEXT_VIEWS), at(node))
+            raise fail(_unknown("variable", node.name, CONTEXT_VIEWS), node)
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
         if not isinstance(attr, str):
             continue
         if attr.startswith("_"):
-            raise TemplateError(
-                file, f"{attr!r} is not allowed: templates cannot reach Python internals", at(node)
-            )
+            raise fail(f"{attr!r} is not allowed: templates cannot reach Python internals", node)
         base = node.node
         if isinstance(base, nodes.Name) and base.name in CONTEXT_VIEWS and base.name in undeclared:
             allowed = view_fields(base.name)
             if attr not in allowed:
-                raise TemplateError(
-                    file, _unknown("field", f"{base.name}.{attr}", allowed, attr), at(node)
-                )
+                raise fail(_unknown("field", f"{base.name}.{attr}", allowed, attr), node)
+
+
+def _check_structure(ast: nodes.Template, fail: Callable[[str, nodes.Node], TemplateError]) -> None:
+    """No extends/includes (the layout is ours to add) and no shadowing of context names."""
+    for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        raise fail("templates cannot extend or include files: the layout is added for you", node)
+    for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
+        target = node.name if isinstance(node, nodes.Macro) else node.target
+        if isinstance(target, str):
+            names = [target]
+        elif isinstance(target, nodes.Name):
+            names = [target.name]
+        else:
+            names = [n.name for n in target.find_all(nodes.Name)]
+        for reserved in sorted(set(names) & CONTEXT_VIEWS.keys()):
+            raise fail(f"{reserved!r} is part of the context; pick another name", node)
 
 
 def _unknown(kind: str, shown: str, allowed: object, lookup: str | None = None) -> str:
