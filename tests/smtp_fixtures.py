@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import shutil
 import socket
 import ssl
@@ -130,8 +131,10 @@ class SmtpSink:
 def start_smtp_sink(*extra: str, backlog: int = 1000) -> SmtpSink:
     """Start smtp-sink on a free port and wait until it answers; the caller kills it."""
     port = free_port()
+    # smtp-sink refuses to run as root without a user to switch to.
+    as_user = ["-u", "nobody"] if os.geteuid() == 0 else []
     process = subprocess.Popen(
-        [SMTP_SINK, *extra, f"127.0.0.1:{port}", str(backlog)],
+        [SMTP_SINK, *as_user, *extra, f"127.0.0.1:{port}", str(backlog)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

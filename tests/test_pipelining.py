@@ -1,0 +1,217 @@
+"""The pipelining client: one write for MAIL+RCPT+DATA when offered, the same verdicts as
+aiosmtplib, against aiosmtpd with PIPELINING advertised and against Postfix smtp-sink."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mailer.config import Settings
+from mailer.outgoing import DeliveryResult, Outcome, ReplyKind
+from mailer.transports.pipelining import PipeliningConnection
+from mailer.transports.relays import parse_relay
+from tests.smtp_fixtures import SMTP_SINK, SmtpSink, start_smtp_sink
+from tests.smtpd import DROP, FaultServer
+from tests.test_transports import message, send
+
+EHLO_REPLY = b"250-strict.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+
+
+@pytest.fixture
+def pipelining_settings(smtp_settings: Settings) -> Settings:
+    return smtp_settings.with_(smtp_client="auto")
+
+
+async def _strict_server(
+    *, has_pipelining: bool, seen: list[bytes]
+) -> tuple[asyncio.AbstractServer, int]:
+    """A server that proves how the client writes: it answers MAIL only after reading DATA
+    when it offers PIPELINING (a client waiting for the MAIL reply would hang), and records
+    whatever arrived in one read otherwise."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 strict.test ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        writer.write(EHLO_REPLY if has_pipelining else b"250-strict.test\r\n250 8BITMIME\r\n")
+        if has_pipelining:
+            seen.append(await reader.readuntil(b"DATA\r\n"))
+            writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
+        else:
+            for reply in (b"250 2.1.0 Ok\r\n", b"250 2.1.5 Ok\r\n", b"354 go ahead\r\n"):
+                line = await reader.readuntil(b"\r\n")
+                await asyncio.sleep(0.05)  # anything pipelined would now be buffered too
+                seen.append(line + reader._buffer)  # type: ignore[attr-defined]
+                writer.write(reply)
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 2.0.0 Ok\r\n")
+        await reader.readuntil(b"\r\n")  # QUIT
+        writer.write(b"221 Bye\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("has_pipelining", [True, False])
+def test_mail_rcpt_and_data_go_out_together_only_when_pipelining_is_offered(
+    has_pipelining: bool,
+) -> None:
+    seen: list[bytes] = []
+
+    async def run() -> DeliveryResult:
+        server, port = await _strict_server(has_pipelining=has_pipelining, seen=seen)
+        relay = parse_relay(f"smtp://127.0.0.1:{port}?timeout_s=3")
+        conn = await PipeliningConnection.open(relay, "mailer.test")
+        assert conn.is_pipelining is has_pipelining
+        result = await conn.send(message(1, "a@x.test"))
+        await conn.quit()
+        server.close()
+        await server.wait_closed()
+        return result
+
+    assert asyncio.run(run()).outcome is Outcome.SENT
+    if has_pipelining:
+        assert seen == [b"MAIL FROM:<bounces@cpi.example>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"]
+    else:
+        assert seen == [
+            b"MAIL FROM:<bounces@cpi.example>\r\n",
+            b"RCPT TO:<a@x.test>\r\n",
+            b"DATA\r\n",
+        ]
+
+
+@pytest.fixture
+def pipelining_server(make_smtp_server: Callable[..., FaultServer]) -> FaultServer:
+    return make_smtp_server(has_pipelining=True)
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply", "outcome", "kind"),
+    [
+        ("rcpt", "550 5.1.1 no such user", Outcome.FAILED, ReplyKind.HARD),
+        ("rcpt", "451 4.7.1 greylisted", Outcome.DEFERRED, ReplyKind.RATE),
+        ("rcpt", "452 4.5.3 too many recipients", Outcome.DEFERRED, ReplyKind.SOFT),
+        ("rcpt", "421 4.7.0 closing", Outcome.DEFERRED, ReplyKind.RATE),
+        ("rcpt", DROP, Outcome.DEFERRED, ReplyKind.CONNECTION),
+        ("mail", "421 4.3.2 shutting down", Outcome.DEFERRED, ReplyKind.RATE),
+        ("mail", "550 5.7.1 sender blocked", Outcome.FAILED, ReplyKind.POLICY),
+        ("data", "554 5.7.1 spam", Outcome.FAILED, ReplyKind.POLICY),
+        ("data", "421 4.7.28 rate limited", Outcome.DEFERRED, ReplyKind.RATE),
+    ],
+)
+def test_pipelined_refusals_leave_the_session_usable_for_the_next_message(
+    pipelining_settings: Settings,
+    pipelining_server: FaultServer,
+    stage: str,
+    reply: str,
+    outcome: Outcome,
+    kind: ReplyKind,
+) -> None:
+    # Given a pipelining server that refuses the third message at one stage
+    messages = [message(i, f"r{i}@x.test") for i in range(6)]
+    victim = messages[2]
+    if stage == "rcpt":
+        pipelining_server.on_rcpt(victim.rcpt, reply)
+    elif stage == "data":
+        pipelining_server.on_data(victim.rcpt, reply)
+    # When the batch goes over one connection
+    settings = pipelining_settings.with_(smtp_pool_size=1, smtp_url=pipelining_server.url)
+    if stage == "mail":  # the server scripts "the next MAIL", so send the first two before
+        results = send(settings, messages[:2])
+        pipelining_server.on_mail(reply)
+        results += send(settings, messages[2:])
+    else:
+        results = send(settings, messages)
+    # Then only the victim is refused, with the same verdict aiosmtplib gives
+    assert (results[2].outcome, results[2].kind) == (outcome, kind)
+    assert [r.outcome for i, r in enumerate(results) if i != 2] == [Outcome.SENT] * 5
+    assert sorted(m.rcpt_tos[0] for m in pipelining_server.messages) == sorted(
+        m.rcpt for m in messages if m is not victim
+    )
+
+
+def test_pipelined_smtputf8_message_arrives_byte_for_byte(
+    pipelining_settings: Settings, pipelining_server: FaultServer
+) -> None:
+    data = (
+        "From: Zoë <news@cpi.example>\r\nSubject: x\r\n\r\n.leading dot\r\nGrüße\r\n"
+        + "é" * 400
+        + "\r\n.\r\n"
+    ).encode()
+    settings = pipelining_settings.with_(smtp_url=pipelining_server.url)
+    results = send(settings, [message(1, "zoë@exämple.test", data, needs_smtputf8=True)])
+    assert results[0].outcome is Outcome.SENT
+    [received] = pipelining_server.messages
+    assert received.data == data
+    assert "SMTPUTF8" in received.mail_options
+
+
+# --- against Postfix smtp-sink (it advertises PIPELINING) ----------------------------------
+
+
+@pytest.mark.parametrize("client", ["auto", "aiosmtplib"])
+def test_both_clients_deliver_a_thousand_messages_into_smtp_sink(
+    smtp_sink: SmtpSink, smtp_settings: Settings, client: str
+) -> None:
+    settings = smtp_settings.with_(smtp_client=client, smtp_url=smtp_sink.url, smtp_pool_size=8)
+    results = send(settings, [message(i, f"r{i}@x.test") for i in range(1000)])
+    assert [r.send_id for r in results] == list(range(1000))
+    assert {(r.outcome, r.code) for r in results} == {(Outcome.SENT, 250)}
+
+
+def _sink(*options: str) -> SmtpSink:
+    if shutil.which(SMTP_SINK) is None:
+        pytest.skip(f"{SMTP_SINK} is missing (Debian package postfix)")
+    return start_smtp_sink(*options)
+
+
+@pytest.mark.parametrize(
+    ("options", "outcome", "kind", "code"),
+    [
+        (("-Q", "RCPT"), Outcome.DEFERRED, ReplyKind.RATE, 421),
+        (("-q", "DATA"), Outcome.DEFERRED, ReplyKind.CONNECTION, None),
+        (("-Q", "."), Outcome.DEFERRED, ReplyKind.RATE, 421),
+        # smtp-sink refuses with "500 5.5.2 Error: command failed": a protocol error, ours
+        (("-f", "RCPT"), Outcome.FAILED, ReplyKind.POLICY, 500),
+        (("-r", "RCPT"), Outcome.DEFERRED, ReplyKind.SOFT, 450),
+    ],
+)
+def test_smtp_sink_refusals_are_judged_like_any_other_server(
+    smtp_settings: Settings,
+    options: tuple[str, ...],
+    outcome: Outcome,
+    kind: ReplyKind,
+    code: int | None,
+) -> None:
+    sink = _sink(*options)
+    try:
+        settings = smtp_settings.with_(smtp_url=sink.url + "?timeout_s=3", smtp_pool_size=2)
+        results = send(settings, [message(i, f"r{i}@x.test") for i in range(4)])
+    finally:
+        sink.process.kill()
+        sink.process.wait()
+    assert {(r.outcome, r.kind, r.code) for r in results} == {(outcome, kind, code)}
+
+
+def test_smtp_sink_receives_the_bytes_as_given(smtp_settings: Settings) -> None:
+    # smtp-sink writes as nobody when the tests run as root: pytest's tmp_path is closed to it
+    dump = Path(tempfile.mkdtemp(prefix="mailer-sink-"))
+    os.chmod(dump, 0o777)
+    sink = _sink("-d", f"{dump}/%M.")
+    data = b"Subject: dots\r\n\r\n.one\r\n..two\r\nmiddle . dot\r\n" + b"y" * 998 + b"\r\n.\r\n"
+    try:
+        settings = smtp_settings.with_(smtp_url=sink.url, smtp_pool_size=1)
+        assert send(settings, [message(1, "a@x.test", data)])[0].outcome is Outcome.SENT
+    finally:
+        sink.process.kill()
+        sink.process.wait()
+    [dumped] = [p.read_bytes() for p in dump.iterdir()]
+    shutil.rmtree(dump)
+    # smtp-sink stores LF line ends, its own trace headers above and a blank line below
+    assert dumped.endswith(data.replace(b"\r\n", b"\n") + b"\n")
