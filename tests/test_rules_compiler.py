@@ -489,3 +489,77 @@ def test_any_text_value_is_a_literal_never_sql(rt, make_org, make_contact, needl
     assert got == {cid for cid, city in by_id.items() if needle.lower() in city.lower()}
     got = set(selected(rt, f"city = {quote(needle)}"))
     assert got == {cid for cid, city in by_id.items() if needle.lower() == city.lower()}
+
+
+def _quoted(text: str) -> str:
+    return quote(text)
+
+
+_SAFE_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=0, max_size=12
+)
+_DATES = st.one_of(
+    st.dates(dt.date(1900, 1, 1), dt.date(2100, 12, 31)).map(dt.date.isoformat),
+    st.tuples(st.integers(0, 99), st.sampled_from(["days", "weeks", "months", "years"])).map(
+        lambda t: f"{t[0]} {t[1]} ago"
+    ),
+    st.just("today"),
+)
+_VALUES = {
+    "text": _SAFE_TEXT.map(_quoted),
+    "number": st.integers(0, 2_000_000).map(str),
+    "date": _DATES,
+}
+
+
+@st.composite
+def _conditions(draw: st.DrawFn) -> str:
+    name = draw(st.sampled_from(sorted(FIELDS)))
+    kind = FIELDS[name].type.value
+    if kind in ("choice", "true/false"):
+        choices = FIELDS[name].choices
+        values = st.sampled_from(choices)
+        op = draw(st.sampled_from(["=", "!=", "in", "not in"] if kind == "choice" else ["=", "!="]))
+    else:
+        values = _VALUES[kind]
+        ops = ["=", "!=", "in", "not in", "is empty", "is not empty"]
+        ops += ["contains", "starts with"] if kind == "text" else ["<", ">=", "between"]
+        op = draw(st.sampled_from(ops))
+    if op in ("in", "not in"):
+        return f"{name} {op} ({', '.join(draw(st.lists(values, min_size=1, max_size=3)))})"
+    if op.startswith("is"):
+        return f"{name} {op}"
+    if op == "between":
+        low, high = sorted(
+            [draw(st.integers(0, 5000)), draw(st.integers(0, 5000))]
+            if kind == "number"
+            else [draw(st.dates(dt.date(1990, 1, 1), dt.date(2030, 1, 1))) for _ in "ab"]
+        )
+        return f"{name} between {low} and {high}"
+    return f"{name} {op} {draw(values)}"
+
+
+_RECEIVED = st.tuples(
+    st.sampled_from(["features", "promotions", "service", "policy", "any"]),
+    st.integers(1, 400),
+).map(lambda t: f"received {t[0]} within {t[1]} days")
+_RULES = st.recursive(
+    st.one_of(_conditions(), _RECEIVED, st.just("everyone")),
+    lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from([" and ", " or "]), inner).map(
+            lambda t: f"({t[0]}{t[1]}{t[2]})"
+        ),
+        inner.map(lambda r: f"not {r}"),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rule_text=_RULES, category=st.sampled_from(list(Category)))
+def test_any_well_formed_rule_parses_and_runs(rt, rule_text: str, category: Category) -> None:
+    rule = parse_rule(rule_text)
+    with rt.sessions() as s:
+        s.execute(audience_select(rule, category, today=TODAY, now=NOW)).all()

@@ -8,12 +8,16 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.enums import Category
 from mailer.errors import RuleError
+from mailer.rules import audience_select, parse_rule
 from mailer.rules import nodes as n
-from mailer.rules import parse_rule
 from mailer.rules.checker import resolve_date
 
+TODAY = dt.date(2026, 6, 15)
+NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
 EXAMPLE = (
     'kind = prospect and industry in ("healthcare", "education") and employees between 50 and 500'
     ' and state in ("OR", "WA") and not received promotions within 30 days'
@@ -235,10 +239,20 @@ _ALPHABET = st.sampled_from([*"()=!<>,\"'#\\.-_ \n\t0123456789", *_WORDS, "é", 
 @given(st.lists(_ALPHABET, max_size=30).map(" ".join))
 def test_random_token_soup_parses_or_fails_with_a_rule_error(text: str) -> None:
     try:
-        parse_rule(text)
+        rule = parse_rule(text)
     except RuleError as exc:
         assert exc.line >= 1 and exc.column >= 1
         str(exc)
+        return
+    # what parses also compiles, for every category and both dialects
+    for category in Category:
+        try:
+            sel = audience_select(rule, category, today=TODAY, now=NOW)
+        except RuleError as exc:
+            assert "low end comes first" in exc.message
+            return
+        sel.compile(dialect=postgresql.dialect())
+        sel.compile(dialect=sqlite.dialect())
 
 
 @settings(max_examples=300, deadline=None)

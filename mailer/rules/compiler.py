@@ -43,7 +43,12 @@ from mailer.rules.guards import (
 tags = OrganizationTag.__table__
 users = User.__table__
 sends = Send.__table__
-_TABLES = {t.name: t for t in (contacts, organizations, tags, users)}
+_TABLES: dict[str, Any] = {
+    "contacts": contacts,
+    "organizations": organizations,
+    "organization_tags": tags,
+    "users": users,
+}
 #: Fields that live in another table, reached through a correlated EXISTS.
 _RELATED: dict[str, Callable[[], ColumnElement[bool]]] = {
     "tag": lambda: tags.c.organization_id == organizations.c.id,
@@ -182,14 +187,14 @@ class _Compiler:
         # lower() on both sides: the database folds case the same way for column and value
         folded = func.lower(column)
         if isinstance(cond, n.InList):
-            return folded.in_([func.lower(_text(v.value)) for v in cond.values])
+            return folded.in_([func.lower(_text(_plain(v))) for v in cond.values])
         if isinstance(cond, n.Match):
             pattern = _escape_like(cond.value.value) + "%"
             if cond.op == "contains":
                 pattern = "%" + pattern
             return folded.like(func.lower(_text(pattern)), escape="\\")
         assert isinstance(cond, n.Compare)
-        return folded == func.lower(_text(cond.value.value))
+        return folded == func.lower(_text(_plain(cond.value)))
 
     def scalar(self, kind: FieldType, value: n.Value) -> Any:
         if isinstance(value, n.IsoDate | n.RelativeDate):
@@ -203,11 +208,17 @@ class _Compiler:
     def agreement(self, cond: n.Condition) -> ColumnElement[bool]:
         states = {"active": agreement_active(self.today), "ended": agreement_ended(self.today)}
         if isinstance(cond, n.InList):
-            positive = or_(*[states[str(v.value).lower()] for v in cond.values])
+            positive = or_(*[states[_plain(v).lower()] for v in cond.values])
             return not_(positive) if cond.negated else positive
         assert isinstance(cond, n.Compare)
-        positive = states[str(cond.value.value).lower()]
+        positive = states[_plain(cond.value).lower()]
         return not_(positive) if cond.op == "!=" else positive
+
+
+def _plain(value: n.Value) -> str:
+    """A text, word or number value as text (the checker let only those through here)."""
+    assert not isinstance(value, n.RelativeDate | n.IsoDate)
+    return str(value.value)
 
 
 def _text(value: Any) -> Any:

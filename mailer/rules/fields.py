@@ -33,8 +33,10 @@ OPERATORS: dict[FieldType, frozenset[str]] = {
 }
 
 #: Operators in the order error messages list them.
-OPERATOR_ORDER = ("=", "!=", "<", "<=", ">", ">=", "in", "between", "contains", "starts with")
-OPERATOR_ORDER += ("is empty",)
+OPERATOR_ORDER = (
+    *("=", "!=", "<", "<=", ">", ">=", "in", "between"),
+    *("contains", "starts with", "is empty"),
+)
 
 #: How the words `true` and `false` may be written.
 BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}

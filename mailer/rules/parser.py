@@ -193,16 +193,16 @@ class _Parser:
             self.expect_word("and", "between the two ends, as in: between 50 and 500")
             return n.Between(name, low, self.value("after 'and'"), negated, pos)
         if self.is_word("contains", "starts"):
-            op = "contains" if self.advance().text == "contains" else "starts with"
-            if op == "starts with":
+            how = "contains" if self.advance().text == "contains" else "starts with"
+            if how == "starts with":
                 self.expect_word("with", "after 'starts'")
-            value = self.value(f"after '{op}'")
+            value = self.value(f"after '{how}'")
             if not isinstance(value, n.Text):
                 raise self.lexer.error(
-                    f"'{op}' needs text in double quotes, as in: {name} {op} \"abc\"",
+                    f"'{how}' needs text in double quotes, as in: {name} {how} \"abc\"",
                     self.tokens[self.index - 1].offset,
                 )
-            return n.Match(name, op, value, negated, pos)
+            return n.Match(name, how, value, negated, pos)
         raise self.error(
             f"expected an operator after {field.raw!r} (=, !=, <, <=, >, >=, in, between, "
             f"contains, starts with, is empty), found {describe(self.token)}"
