@@ -33,9 +33,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
-        # `BEGIN IMMEDIATE` can take the write lock up front where it matters.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite defers BEGIN; we emit BEGIN IMMEDIATE ourselves. A deferred transaction
+        # that reads and then writes fails at once with SQLITE_BUSY when another connection
+        # wrote meanwhile (busy_timeout cannot help there); IMMEDIATE waits for the lock.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **kwargs)

@@ -1,5 +1,292 @@
-"""`mailer campaign` commands."""
+"""`mailer campaign …`: create, launch, pause, resume, cancel, status, list."""
 
 from __future__ import annotations
 
-COMMANDS: list = []
+import dataclasses
+import datetime as dt
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from mailer import campaigns
+from mailer.campaigns import CampaignSummary
+from mailer.cli._common import echo_json, runtime
+from mailer.delivery import Batch
+from mailer.enums import CampaignStatus, Category
+from mailer.errors import CampaignError
+from mailer.runtime import Runtime
+
+as_option = click.option(
+    "--as",
+    "username",
+    envvar="MAILER_USER",
+    default="",
+    metavar="USERNAME",
+    help="The mailer user to act as (default: $MAILER_USER).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group("campaign")
+def campaign_group() -> None:
+    """Create and run campaigns."""
+
+
+@campaign_group.command("create")
+@click.option("--name", required=True)
+@click.option("--category", required=True, type=click.Choice([c.value for c in Category]))
+@click.option("--template", required=True, help="e.g. promotions/open-enrollment")
+@click.option("--audience", default="", help="A saved audience from audiences/.")
+@click.option("--rule", "rule_text", default="", help="An audience rule, inline.")
+@click.option("--rule-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra template context, repeatable.",
+)
+@as_option
+@json_option
+def create_command(
+    name: str,
+    category: str,
+    template: str,
+    audience: str,
+    rule_text: str,
+    rule_file: Path | None,
+    params: tuple[str, ...],
+    username: str,
+    as_json: bool,
+) -> None:
+    """Create a draft campaign."""
+    if rule_file is not None:
+        rule_text = rule_file.read_text()
+    extra = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        extra[key] = value
+    campaign = campaigns.create_campaign(
+        runtime(),
+        username=username,
+        name=name,
+        category=category,
+        template=template,
+        audience=audience,
+        rule_text=rule_text,
+        params=extra,
+    )
+    if as_json:
+        echo_json({"id": campaign.id, "status": campaign.status})
+    else:
+        click.echo(
+            f"campaign {campaign.id} created as a draft; launch it with "
+            f"`mailer campaign launch {campaign.id}`"
+        )
+
+
+@campaign_group.command("launch")
+@click.argument("campaign_id", type=int)
+@click.option("--at", "at", default=None, help="Schedule for this ISO time (UTC if no zone).")
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="Wait until delivered (always, with the in-process broker).",
+)
+@as_option
+@json_option
+def launch_command(
+    campaign_id: int, at: str | None, wait: bool | None, username: str, as_json: bool
+) -> None:
+    """Validate, plan the send log and start sending (or schedule with --at)."""
+    rt = runtime()
+    when = _parse_time(at) if at else None
+    with _Dispatcher(rt) as dispatcher:
+        summary = campaigns.launch_campaign(
+            rt, campaign_id, username=username, dispatch=dispatcher.dispatch, at=when
+        )
+        if summary.status == CampaignStatus.SENDING and (wait or dispatcher.is_embedded):
+            dispatcher.wait([campaign_id], show=not as_json)
+            summary = campaigns.campaign_status(rt, campaign_id)
+    _show(summary, as_json)
+
+
+@campaign_group.command("pause")
+@click.argument("campaign_id", type=int)
+@as_option
+def pause_command(campaign_id: int, username: str) -> None:
+    """Stop sending within one batch; resume later."""
+    campaigns.pause_campaign(runtime(), campaign_id, username=username)
+    click.echo(f"campaign {campaign_id} paused")
+
+
+@campaign_group.command("resume")
+@click.argument("campaign_id", type=int)
+@as_option
+def resume_command(campaign_id: int, username: str) -> None:
+    """Go on sending a paused campaign."""
+    rt = runtime()
+    with _Dispatcher(rt) as dispatcher:
+        campaigns.resume_campaign(rt, campaign_id, username=username, dispatch=dispatcher.dispatch)
+        if dispatcher.is_embedded:
+            dispatcher.wait([campaign_id], show=True)
+    click.echo(f"campaign {campaign_id} resumed")
+
+
+@campaign_group.command("cancel")
+@click.argument("campaign_id", type=int)
+@as_option
+def cancel_command(campaign_id: int, username: str) -> None:
+    """Stop for good; what is still queued is skipped."""
+    campaigns.cancel_campaign(runtime(), campaign_id, username=username)
+    click.echo(f"campaign {campaign_id} cancelled")
+
+
+@campaign_group.command("status")
+@click.argument("campaign_id", type=int)
+@click.option("--watch", is_flag=True, help="Live progress until the campaign finishes.")
+@json_option
+def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
+    """Counts by status, skip reasons and what the campaign is doing."""
+    rt = runtime()
+    if watch:
+        _watch(rt, [campaign_id])
+    _show(campaigns.campaign_status(rt, campaign_id), as_json)
+
+
+@campaign_group.command("list")
+@click.option("--status", default=None, type=click.Choice([s.value for s in CampaignStatus]))
+@json_option
+def list_command(status: str | None, as_json: bool) -> None:
+    """Every campaign, newest last."""
+    summaries = campaigns.list_campaigns(runtime(), status=status)
+    if as_json:
+        echo_json([_as_dict(s) for s in summaries])
+        return
+    table = Table("id", "name", "category", "status", "sent", "skipped", "failed", "total")
+    for s in summaries:
+        table.add_row(
+            str(s.id),
+            s.name,
+            s.category,
+            s.status,
+            str(s.counts.get("sent", 0)),
+            str(s.counts.get("skipped", 0)),
+            str(s.counts.get("failed", 0)),
+            str(s.total),
+        )
+    Console().print(table)
+
+
+class _Dispatcher:
+    """Enqueues on Redis, or runs in-process worker threads for the memory:// broker."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.is_embedded = rt.settings.broker_url.startswith("memory://")
+        self._embedded = None
+        self._wiring = None
+
+    def __enter__(self) -> _Dispatcher:
+        if self.is_embedded:
+            from workers.embedded import EmbeddedWorkers
+
+            self._embedded = EmbeddedWorkers(self.rt.settings, self.rt).__enter__()
+        else:
+            from workers.actors import setup
+
+            self._wiring = setup(self.rt.settings, self.rt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._embedded is not None:
+            self._embedded.__exit__(*exc)
+
+    def dispatch(self, batches: list[Batch]) -> None:
+        target = self._embedded or self._wiring
+        assert target is not None
+        target.dispatch(batches)
+
+    def wait(self, ids: list[int], *, show: bool) -> None:
+        if self._embedded is None:
+            _watch(self.rt, ids)
+            return
+        with _progress(show) as progress:
+            task = progress.add_task("sending", total=None)
+
+            def update(summaries: list[CampaignSummary]) -> None:
+                total = sum(s.total for s in summaries)
+                progress.update(task, total=total, completed=sum(s.done for s in summaries))
+
+            if not self._embedded.run_until_finished(ids, on_progress=update):
+                raise CampaignError("campaign did not finish in time; see `mailer campaign status`")
+
+
+def _progress(show: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        disable=not show,
+        transient=True,
+    )
+
+
+def _watch(rt: Runtime, ids: list[int]) -> None:
+    with _progress(True) as progress:
+        task = progress.add_task("sending", total=None)
+        while True:
+            summaries = [campaigns.campaign_status(rt, i) for i in ids]
+            progress.update(
+                task,
+                total=sum(s.total for s in summaries),
+                completed=sum(s.done for s in summaries),
+            )
+            if all(s.status not in ("sending", "scheduled") for s in summaries):
+                return
+            time.sleep(0.5)
+
+
+def _show(summary: CampaignSummary, as_json: bool) -> None:
+    if as_json:
+        echo_json(_as_dict(summary))
+        return
+    console = Console()
+    console.print(
+        f"campaign {summary.id} [bold]{summary.name}[/] ({summary.category}): "
+        f"{summary.status}" + (f" — {summary.status_detail}" if summary.status_detail else "")
+    )
+    table = Table("status", "sends")
+    for status, n in sorted(summary.counts.items()):
+        table.add_row(status, str(n))
+    console.print(table)
+    if summary.skip_reasons:
+        reasons = Table("skipped because", "sends")
+        for reason, n in sorted(summary.skip_reasons.items()):
+            reasons.add_row(reason, str(n))
+        console.print(reasons)
+
+
+def _as_dict(summary: CampaignSummary) -> dict[str, object]:
+    data = dataclasses.asdict(summary)
+    data["total"] = summary.total
+    return data
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO time like 2026-12-01T09:00", param_hint="--at"
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+COMMANDS = [campaign_group]

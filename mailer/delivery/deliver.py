@@ -1,0 +1,357 @@
+"""Delivering one batch: claim, re-check consent, render, send over pooled SMTP, record.
+
+The batch is worked in slices of `settings.record_every` sends. Each slice is claimed
+(queued → sending, with a lease) just before it is sent and recorded right after, so a crash
+leaves at most one slice per worker uncertain, and a pause takes effect within one slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import Any, Protocol
+
+from sqlalchemy import bindparam, exists, false, func, literal, select, update
+from sqlalchemy.orm import Session
+
+from mailer.delivery.completion import maybe_complete
+from mailer.delivery.results import Claimed, count_policy_failures, record_results, record_skips
+from mailer.enums import ALL_MARKETING, CampaignStatus, Category, SendStatus, SkipReason
+from mailer.errors import TemplateError
+from mailer.messages import (
+    CampaignInfo,
+    CampaignMessages,
+    Recipient,
+    SenderIdentity,
+    load_template,
+)
+from mailer.models import Campaign, Contact, OptOut, Organization, Send, Suppression, User, utcnow
+from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage, ReplyKind
+from mailer.runtime import Runtime
+from mailer.transports import Transport
+
+_sends = Send.__table__
+
+#: How many campaigns' compiled templates a worker thread keeps.
+_CAMPAIGN_CACHE_SIZE = 8
+
+
+class RateLimiter(Protocol):
+    def acquire(self, count: int) -> None:
+        """Block until `count` more messages may go out."""
+
+
+@dataclass
+class BatchReport:
+    campaign_id: int
+    counts: dict[str, int] = field(default_factory=dict)
+    stopped: str = ""  #: why the batch stopped early (campaign paused, cancelled …)
+
+    def add(self, counts: dict[str, int]) -> None:
+        for status, n in counts.items():
+            self.counts[status] = self.counts.get(status, 0) + n
+
+
+class DeliveryContext:
+    """What a worker thread keeps between batches: event loop, SMTP pool, compiled campaigns."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        transport_factory: Callable[[], Transport],
+        *,
+        rate_limiter: RateLimiter | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.rt = rt
+        self.clock = clock
+        self.rate_limiter = rate_limiter
+        self._transport_factory = transport_factory
+        self._transport: Transport | None = None
+        self._loop = asyncio.new_event_loop()
+        self._campaigns: OrderedDict[int, CampaignMessages] = OrderedDict()
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        if self.rate_limiter is not None:
+            self.rate_limiter.acquire(len(messages))
+        return self._loop.run_until_complete(self._send(messages))
+
+    async def _send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        if self._transport is None:
+            transport = self._transport_factory()
+            await transport.open()
+            self._transport = transport
+        return await self._transport.send_batch(messages)
+
+    def messages_for(self, session: Session, campaign: Campaign) -> CampaignMessages:
+        """The campaign's compiled templates, built once per worker thread."""
+        cached = self._campaigns.get(campaign.id)
+        if cached is not None:
+            self._campaigns.move_to_end(campaign.id)
+            return cached
+        built = CampaignMessages(
+            self.rt.settings,
+            template=load_template(self.rt.settings, campaign.template),
+            campaign=CampaignInfo(
+                id=campaign.id, name=campaign.name, category=Category(campaign.category)
+            ),
+            sender=_sender(session, self.rt, campaign),
+            params=dict(campaign.params or {}),
+        )
+        self._campaigns[campaign.id] = built
+        if len(self._campaigns) > _CAMPAIGN_CACHE_SIZE:
+            self._campaigns.popitem(last=False)
+        return built
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._loop.run_until_complete(self._transport.close())
+            self._transport = None
+        self._loop.close()
+
+
+def deliver_batch(
+    ctx: DeliveryContext, campaign_id: int, first_id: int, last_id: int
+) -> BatchReport:
+    """Send the queued sends `first_id`..`last_id` of a campaign; safe to run twice."""
+    rt, settings = ctx.rt, ctx.rt.settings
+    report = BatchReport(campaign_id)
+    with rt.sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None or campaign.status != CampaignStatus.SENDING:
+            report.stopped = campaign.status if campaign else "deleted"
+            return report
+        category = Category(campaign.category)
+        messages = ctx.messages_for(session, campaign)
+        pending = list(
+            session.scalars(
+                select(Send.id)
+                .where(
+                    Send.campaign_id == campaign_id,
+                    Send.id.between(first_id, last_id),
+                    Send.status == SendStatus.QUEUED,
+                )
+                .order_by(Send.id)
+            )
+        )
+        session.commit()
+        step = settings.record_every
+        for start in range(0, len(pending), step):
+            if start and _status(session, campaign_id) != CampaignStatus.SENDING:
+                report.stopped = "campaign no longer sending"
+                break
+            counts = _deliver_slice(
+                ctx, session, campaign, category, messages, pending[start : start + step]
+            )
+            report.add(counts)
+        if not report.stopped:
+            maybe_complete(session, campaign_id, ctx.clock())
+            session.commit()
+    return report
+
+
+def _deliver_slice(
+    ctx: DeliveryContext,
+    session: Session,
+    campaign: Campaign,
+    category: Category,
+    messages: CampaignMessages,
+    ids: list[int],
+) -> dict[str, int]:
+    rt, settings = ctx.rt, ctx.rt.settings
+    now = ctx.clock()
+    claimed = _claim(session, ids, now, settings.lease_s)
+    if not claimed:
+        session.commit()
+        return {}
+    rows = session.execute(_recipients_query(category), {"ids": list(claimed)}).all()
+    # end the transaction before rendering and SMTP: no locks held while the network works
+    session.commit()
+    outgoing: list[OutgoingMessage] = []
+    skips: dict[int, str] = {}
+    failures: list[DeliveryResult] = []
+    for row in rows:
+        reason = _skip_reason(row)
+        if reason:
+            skips[row.send_id] = reason
+            continue
+        try:
+            outgoing.append(messages.build(_recipient(row)))
+        except TemplateError as exc:
+            failures.append(
+                DeliveryResult(
+                    row.send_id,
+                    Outcome.FAILED,
+                    ReplyKind.UNSUPPORTED,
+                    reply=f"rendering failed: {exc}",
+                )
+            )
+    results = ctx.send(outgoing) if outgoing else []
+    results.extend(failures)
+    done = ctx.clock()
+    record_skips(session, skips, done)
+    message_ids = {m.send_id: m.message_id for m in outgoing}
+    recorded = record_results(
+        session, settings, results, claimed, message_ids, done, rt.hash_address
+    )
+    if recorded.policy_failures:
+        _pause_on_policy_failures(session, settings.max_policy_failures, campaign.id, done)
+    session.commit()
+    counts = dict(recorded.counts)
+    if skips:
+        counts[SendStatus.SKIPPED.value] = counts.get(SendStatus.SKIPPED.value, 0) + len(skips)
+    return counts
+
+
+def _claim(session: Session, ids: list[int], now: dt.datetime, lease_s: int) -> dict[int, Claimed]:
+    """queued → sending for the rows nobody else took; the lease lets the sweep recover them."""
+    lease = now + dt.timedelta(seconds=lease_s)
+    stmt = (
+        update(_sends)
+        .where(
+            _sends.c.id.in_(bindparam("ids", expanding=True)),
+            _sends.c.status == SendStatus.QUEUED.value,
+        )
+        .values(
+            status=SendStatus.SENDING.value,
+            lease_expires_at=lease,
+            attempts=_sends.c.attempts + 1,
+            updated_at=now,
+            first_attempt_at=_coalesce_first(now),
+        )
+        .returning(_sends.c.id, _sends.c.attempts, _sends.c.first_attempt_at, _sends.c.email)
+    )
+    return {
+        row.id: Claimed(row.attempts, _aware(row.first_attempt_at) or now, row.email)
+        for row in session.execute(stmt, {"ids": ids})
+    }
+
+
+def _coalesce_first(now: dt.datetime) -> Any:
+    return func.coalesce(_sends.c.first_attempt_at, literal(now, type_=Send.first_attempt_at.type))
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+def _recipients_query(category: Category) -> Any:
+    """One query per slice: who each claimed send goes to, and whether consent still holds."""
+    scopes: list[str] = []
+    if category.is_marketing:
+        scopes = [category.value, ALL_MARKETING]
+    elif category is Category.SERVICE:
+        scopes = [category.value]
+    opted_out = exists().where(
+        OptOut.address_hash == Contact.address_hash,
+        OptOut.revoked_at.is_(None),
+        OptOut.category.in_(scopes or ["-"]),
+    )
+    suppressed = exists().where(Suppression.address_hash == Contact.address_hash)
+    return (
+        select(
+            Send.id.label("send_id"),
+            Send.email,
+            Contact.id.label("contact_id"),
+            Contact.first_name,
+            Contact.last_name,
+            Contact.title,
+            Contact.needs_smtputf8,
+            Contact.status.label("contact_status"),
+            Organization.name.label("org_name"),
+            Organization.industry,
+            Organization.benefit_eligible_employees,
+            Organization.city,
+            Organization.state,
+            Organization.kind,
+            User.display_name.label("manager_name"),
+            User.email.label("manager_email"),
+            User.phone.label("manager_phone"),
+            (opted_out if scopes else false()).label("opted_out"),
+            suppressed.label("suppressed"),
+        )
+        .select_from(Send)
+        .outerjoin(Contact, Contact.id == Send.contact_id)
+        .outerjoin(Organization, Organization.id == Contact.organization_id)
+        .outerjoin(User, User.id == Organization.account_manager_id)
+        .where(Send.id.in_(bindparam("ids", expanding=True)))
+    )
+
+
+def _skip_reason(row: Any) -> str:
+    if row.contact_id is None:
+        return SkipReason.NOT_ELIGIBLE.value
+    if row.suppressed:
+        return SkipReason.SUPPRESSED.value
+    if row.opted_out:
+        return SkipReason.OPTED_OUT.value
+    if row.contact_status != "active":
+        return SkipReason.INACTIVE.value
+    return ""
+
+
+def _recipient(row: Any) -> Recipient:
+    return Recipient(
+        send_id=row.send_id,
+        contact_id=row.contact_id,
+        email=row.email,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        title=row.title,
+        needs_smtputf8=bool(row.needs_smtputf8),
+        org_name=row.org_name,
+        org_industry=row.industry,
+        org_employees=row.benefit_eligible_employees,
+        org_city=row.city,
+        org_state=row.state,
+        org_kind=row.kind,
+        manager_name=row.manager_name or "",
+        manager_email=row.manager_email or "",
+        manager_phone=row.manager_phone or "",
+    )
+
+
+def _status(session: Session, campaign_id: int) -> str | None:
+    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    session.commit()
+    return status
+
+
+def _sender(session: Session, rt: Runtime, campaign: Campaign) -> SenderIdentity:
+    if campaign.category == Category.SERVICE and campaign.sender_username:
+        user = session.scalars(select(User).where(User.username == campaign.sender_username)).one()
+        return SenderIdentity(user.display_name, user.email, phone=user.phone, reply_to=user.email)
+    raw = (
+        rt.settings.company_from
+        if campaign.category == Category.POLICY
+        else (rt.settings.marketing_from)
+    )
+    name, email = parseaddr(raw)
+    return SenderIdentity(name, email)
+
+
+def _pause_on_policy_failures(
+    session: Session, limit: int, campaign_id: int, now: dt.datetime
+) -> None:
+    """Too many 5.7.x replies mean our own setup is wrong: stop and say why, as listmonk does."""
+    failures = count_policy_failures(session, campaign_id)
+    if failures < limit:
+        return
+    session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING)
+        .values(
+            status=CampaignStatus.PAUSED,
+            updated_at=now,
+            status_detail=(
+                f"paused after {failures} sender-side rejections (5.7.x: authentication or "
+                "policy); check DKIM, SPF and the relay's credentials, then resume"
+            ),
+        )
+    )

@@ -1,0 +1,133 @@
+"""Planning: validate a launch and write the whole send log with one INSERT … SELECT."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ColumnElement, case, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from mailer.delivery.batches import Batch, batches_for
+from mailer.delivery.completion import complete_now
+from mailer.enums import CampaignStatus, Category, Role, SendStatus
+from mailer.errors import CampaignError, NotFoundError
+from mailer.messages import check_template
+from mailer.models import Campaign, Send, User
+from mailer.rules import audience_select, load_audiences, parse_rule
+from mailer.runtime import Runtime
+
+#: States from which `launch` may start sending.
+LAUNCHABLE = (CampaignStatus.DRAFT, CampaignStatus.MISSED, CampaignStatus.SCHEDULED)
+
+
+def start_sending(
+    rt: Runtime,
+    session: Session,
+    campaign: Campaign,
+    rule_text: str,
+    user: User | None,
+    *,
+    now: dt.datetime,
+) -> list[Batch]:
+    """Claim the campaign for sending and plan its send log in the caller's transaction.
+
+    The conditional UPDATE is what keeps two schedulers or two clicks from planning twice.
+    """
+    claimed = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign.id, Campaign.status.in_(LAUNCHABLE))
+        .values(
+            status=CampaignStatus.SENDING,
+            launched_at=now,
+            rule_text=rule_text,
+            status_detail="",
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
+    session.refresh(campaign)
+    _plan(rt, session, campaign, rule_text, user, now=now)
+    batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
+    if not batches:
+        complete_now(campaign, now, "nobody to send to")
+    return batches
+
+
+def _plan(
+    rt: Runtime,
+    session: Session,
+    campaign: Campaign,
+    rule_text: str,
+    user: User | None,
+    *,
+    now: dt.datetime,
+) -> None:
+    """Write the whole send log with one INSERT … SELECT: queued or skipped with a reason."""
+    rule = parse_rule(rule_text, source=f"campaign {campaign.id}") if rule_text.strip() else None
+    manager_id = user.id if user is not None and user.role == Role.ACCOUNT_MANAGER else None
+    audience = audience_select(
+        rule,
+        Category(campaign.category),
+        today=now.date(),
+        now=now,
+        account_manager_id=manager_id,
+    ).subquery()
+    rows = select(
+        literal(campaign.id),
+        audience.c.contact_id,
+        audience.c.organization_id,
+        literal(campaign.category),
+        audience.c.email,
+        _status_case(audience.c.skip_reason),
+        func.coalesce(audience.c.skip_reason, ""),
+        literal(0),
+        literal(now, type_=Send.created_at.type),
+        literal(now, type_=Send.updated_at.type),
+    )
+    session.execute(
+        insert(Send).from_select(
+            [
+                "campaign_id",
+                "contact_id",
+                "organization_id",
+                "category",
+                "email",
+                "status",
+                "skip_reason",
+                "attempts",
+                "created_at",
+                "updated_at",
+            ],
+            rows,
+        )
+    )
+
+
+def _status_case(skip_reason: ColumnElement[str | None]) -> ColumnElement[str]:
+    return case(
+        (func.coalesce(skip_reason, "") == "", literal(SendStatus.QUEUED.value)),
+        else_=literal(SendStatus.SKIPPED.value),
+    )
+
+
+def validate_launch(
+    rt: Runtime, category: Category, template: str, audience: str, rule_text: str
+) -> str:
+    """Check template and audience; return the rule text to launch with."""
+    loaded = check_template(rt.settings, template)
+    if loaded.category != category:
+        raise CampaignError(
+            f"template {template!r} is a {loaded.category} template; this is a {category} "
+            "campaign: pick a template from templates/" + str(category)
+        )
+    if audience:
+        audiences = load_audiences(rt.settings.audiences_dir)
+        if audience not in audiences:
+            known = ", ".join(sorted(audiences)) or "none"
+            raise NotFoundError(f"no saved audience {audience!r} (known: {known})")
+        rule_text = audiences[audience].rule_text
+    if rule_text.strip():
+        parse_rule(rule_text, source=f"audience {audience}" if audience else "rule")
+    return rule_text

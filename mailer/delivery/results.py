@@ -1,0 +1,201 @@
+"""Recording delivery results in batched writes: sent, deferred, failed, suppressed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from mailer.config import Settings
+from mailer.db import insert_ignoring_duplicates
+from mailer.enums import SendStatus, SuppressionReason
+from mailer.models import Send, Suppression
+from mailer.outgoing import DeliveryResult, Outcome, ReplyKind
+
+_sends = Send.__table__
+
+#: One statement for every outcome, run as executemany: a batch costs one round trip.
+_RECORD = (
+    update(_sends)
+    .where(_sends.c.id == bindparam("b_id"), _sends.c.status == SendStatus.SENDING.value)
+    .values(
+        status=bindparam("b_status"),
+        skip_reason=bindparam("b_skip"),
+        smtp_code=bindparam("b_code"),
+        smtp_reply=bindparam("b_reply"),
+        message_id=bindparam("b_mid"),
+        sent_at=bindparam("b_sent_at", type_=Send.sent_at.type),
+        next_attempt_at=bindparam("b_next", type_=Send.next_attempt_at.type),
+        lease_expires_at=None,
+        updated_at=bindparam("b_now", type_=Send.updated_at.type),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What the claim learned about a send row, needed to decide on a retry."""
+
+    attempts: int
+    first_attempt_at: dt.datetime
+    email: str
+
+
+@dataclass
+class RecordReport:
+    counts: dict[str, int] = field(default_factory=dict)
+    policy_failures: int = 0
+    suppressed: int = 0
+
+
+def retry_delay_s(settings: Settings, attempts: int) -> int:
+    """Delay before the next try after `attempts` tries; the last configured delay repeats."""
+    delays = settings.retry_delays_s
+    return delays[min(max(attempts, 1), len(delays)) - 1]
+
+
+def _row(
+    send_id: int,
+    status: SendStatus,
+    now: dt.datetime,
+    *,
+    code: int | None = None,
+    reply: str = "",
+    mid: str = "",
+    skip: str = "",
+    sent_at: dt.datetime | None = None,
+    next_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "b_id": send_id,
+        "b_status": status.value,
+        "b_skip": skip,
+        "b_code": code,
+        "b_reply": reply[:1000],
+        "b_mid": mid,
+        "b_sent_at": sent_at,
+        "b_next": next_at,
+        "b_now": now,
+    }
+
+
+def record_results(
+    session: Session,
+    settings: Settings,
+    results: Sequence[DeliveryResult],
+    claimed: Mapping[int, Claimed],
+    message_ids: Mapping[int, str],
+    now: dt.datetime,
+    hash_address: Any,
+) -> RecordReport:
+    """Write every result in one executemany; suppress hard failures; count 5.7.x ones."""
+    report = RecordReport()
+    rows: list[dict[str, Any]] = []
+    hard: list[tuple[str, str]] = []
+    for result in results:
+        info = claimed[result.send_id]
+        reply = f"{result.enhanced} {result.reply}".strip()
+        mid = message_ids.get(result.send_id, "")
+        status = _status_for(settings, result, info, now)
+        if status is SendStatus.SENT:
+            rows.append(
+                _row(
+                    result.send_id, status, now, code=result.code, reply=reply, mid=mid, sent_at=now
+                )
+            )
+        elif status is SendStatus.DEFERRED:
+            next_at = now + dt.timedelta(seconds=retry_delay_s(settings, info.attempts))
+            rows.append(
+                _row(
+                    result.send_id,
+                    status,
+                    now,
+                    code=result.code,
+                    reply=reply,
+                    mid=mid,
+                    next_at=next_at,
+                )
+            )
+        else:
+            if result.outcome is Outcome.DEFERRED:
+                reply = f"gave up after {info.attempts} attempts: {reply}"
+            rows.append(_row(result.send_id, status, now, code=result.code, reply=reply, mid=mid))
+            if result.kind is ReplyKind.HARD:
+                hard.append((info.email, reply))
+            elif result.kind is ReplyKind.POLICY:
+                report.policy_failures += 1
+        report.counts[status.value] = report.counts.get(status.value, 0) + 1
+    if rows:
+        session.connection().execute(_RECORD, rows)
+    report.suppressed = suppress(session, hard, now, hash_address)
+    return report
+
+
+def record_skips(session: Session, skips: Mapping[int, str], now: dt.datetime) -> None:
+    """Sends excluded at send time (opted out, suppressed …) become skipped with the reason."""
+    if skips:
+        session.connection().execute(
+            _RECORD,
+            [
+                _row(send_id, SendStatus.SKIPPED, now, skip=reason)
+                for send_id, reason in skips.items()
+            ],
+        )
+
+
+def _status_for(
+    settings: Settings, result: DeliveryResult, info: Claimed, now: dt.datetime
+) -> SendStatus:
+    if result.outcome is Outcome.SENT:
+        return SendStatus.SENT
+    if result.outcome is Outcome.FAILED:
+        return SendStatus.FAILED
+    expired = (now - info.first_attempt_at).total_seconds() >= settings.give_up_after_s
+    return SendStatus.FAILED if expired else SendStatus.DEFERRED
+
+
+def suppress(
+    session: Session, failures: Sequence[tuple[str, str]], now: dt.datetime, hash_address: Any
+) -> int:
+    """Add hard-bounce suppressions for addresses not suppressed yet."""
+    if not failures:
+        return 0
+    by_hash = {hash_address(email): (email, reply) for email, reply in failures}
+    known = set(
+        session.scalars(
+            select(Suppression.address_hash).where(Suppression.address_hash.in_(list(by_hash)))
+        )
+    )
+    new = [
+        {
+            "address": email,
+            "address_hash": h,
+            "reason": SuppressionReason.HARD_BOUNCE.value,
+            "created_at": now,
+            "detail": reply[:1000],
+        }
+        for h, (email, reply) in by_hash.items()
+        if h not in known
+    ]
+    # another worker may suppress the same address meanwhile: skip it rather than fail
+    insert_ignoring_duplicates(session, Suppression.__table__, new)
+    return len(new)
+
+
+def count_policy_failures(session: Session, campaign_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Send)
+            .where(
+                Send.campaign_id == campaign_id,
+                Send.status == SendStatus.FAILED,
+                Send.smtp_reply.like("5.7.%"),
+            )
+        )
+        or 0
+    )

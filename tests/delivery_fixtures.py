@@ -1,0 +1,93 @@
+"""Fixtures for delivery tests: settings aimed at a fault SMTP server and a Redis namespace of
+the test's own, in-process worker threads on the real RedisBroker, users and audiences.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from mailer.config import Settings
+from mailer.models import Contact, Organization, User
+from mailer.runtime import Runtime
+from tests.smtpd import FaultServer
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def mail_settings(settings: Settings, smtp_server: FaultServer) -> Settings:
+    """Small batches, short leases and retries in seconds, so faults play out quickly."""
+    return settings.with_(
+        smtp_url=smtp_server.url + "?timeout_s=5",
+        smtp_pool_size=2,
+        smtp_local_hostname="mailer.test",
+        broker_url=REDIS_URL,
+        broker_namespace=f"mailer-test-{uuid.uuid4().hex[:8]}",
+        batch_size=20,
+        record_every=5,
+        lease_s=3,
+        retry_delays_s=(1,),
+        give_up_after_s=3600,
+        public_base_url="https://mail.cpi.example",
+    )
+
+
+@pytest.fixture
+def mail_rt(rt: Runtime, mail_settings: Settings) -> Runtime:
+    return Runtime(mail_settings, rt.engine, rt.sessions)
+
+
+@pytest.fixture
+def workers(mail_rt: Runtime) -> Iterator[Any]:
+    """Worker threads in this process, consuming from real Redis."""
+    from workers.embedded import EmbeddedWorkers
+
+    embedded = EmbeddedWorkers(mail_rt.settings, mail_rt, threads=2)
+    with embedded:
+        yield embedded
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{mail_rt.settings.broker_namespace}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def people(make_user: Callable[..., User]) -> dict[str, User]:
+    return {
+        "admin": make_user(username="ada", role="admin", display_name="Ada Admin"),
+        "marketer": make_user(username="mark", role="marketing", display_name="Mark Eting"),
+        "manager": make_user(
+            username="amy",
+            role="account_manager",
+            display_name="Amy Manager",
+            email="amy@cpi.example",
+            phone="541-555-0111",
+        ),
+        "other_manager": make_user(
+            username="otto",
+            role="account_manager",
+            display_name="Otto Other",
+            email="otto@cpi.example",
+        ),
+    }
+
+
+@pytest.fixture
+def make_audience(
+    make_org: Callable[..., Organization], make_contact: Callable[..., Contact]
+) -> Callable[..., list[Contact]]:
+    """`n` organizations of a kind with `per_org` contacts each."""
+
+    def make(n: int, *, per_org: int = 1, **org_kw: Any) -> list[Contact]:
+        contacts = []
+        for _ in range(n):
+            org = make_org(**org_kw)
+            contacts.extend(make_contact(organization=org) for _ in range(per_org))
+        return contacts
+
+    return make

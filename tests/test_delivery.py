@@ -1,0 +1,283 @@
+"""Campaign delivery end to end: real database (both backends), real Redis broker with worker
+threads, a real SMTP server that injects faults."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from mailer import campaigns
+from mailer.consent import opt_out
+from mailer.delivery import Batch
+from mailer.enums import CampaignStatus
+from mailer.errors import CampaignError, PermissionDeniedError, TemplateError
+from mailer.models import Campaign, Send, Suppression
+from mailer.runtime import Runtime
+from tests.smtpd import FaultServer
+
+MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
+
+
+def _create(
+    rt: Runtime,
+    username: str,
+    *,
+    category: str = "features",
+    template: str = MARKETING_TEMPLATE,
+    rule: str = "",
+) -> int:
+    return campaigns.create_campaign(
+        rt,
+        username=username,
+        name="Test campaign",
+        category=category,
+        template=template,
+        rule_text=rule,
+    ).id
+
+
+def _statuses(rt: Runtime, campaign_id: int) -> dict[str, int]:
+    with rt.sessions() as s:
+        return campaigns.send_counts(s, campaign_id)
+
+
+def _received(server: FaultServer) -> Counter[str]:
+    return Counter(rcpt for m in server.messages for rcpt in m.rcpt_tos)
+
+
+def test_campaign_delivers_every_eligible_contact_exactly_once(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    clients = make_audience(12, per_org=2)
+    prospects = make_audience(5, kind="prospect", agreement_started_on=None)
+    cid = _create(mail_rt, "mark")
+
+    summary = campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    assert summary.counts == {"queued": 29}
+    assert workers.run_until_finished([cid], timeout_s=60)
+
+    received = _received(smtp_server)
+    assert received == Counter({c.email: 1 for c in clients + prospects})
+    assert _statuses(mail_rt, cid) == {"sent": 29}
+    with mail_rt.sessions() as s:
+        campaign = s.get(Campaign, cid)
+        assert campaign.status == CampaignStatus.COMPLETED
+        ids = list(s.scalars(select(Send.message_id).where(Send.campaign_id == cid)))
+    assert len(set(ids)) == 29 and all(i.startswith("<") for i in ids)
+
+
+def test_contact_who_opts_out_after_launch_is_skipped_at_send_time(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    contacts = make_audience(6)
+    cid = _create(mail_rt, "mark")
+    held: list[Batch] = []
+    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=held.extend)
+
+    # Given the campaign is planned, When a contact opts out of all marketing before sending
+    with mail_rt.sessions.begin() as s:
+        opt_out(
+            s,
+            contact_id=contacts[0].id,
+            scope="all_marketing",
+            source="preferences",
+            ip="127.0.0.1",
+            user_agent="test",
+            actor="recipient",
+        )
+    workers.dispatch(held)
+    assert workers.run_until_finished([cid], timeout_s=60)
+
+    # Then that contact gets nothing and the send log says why
+    assert contacts[0].email not in _received(smtp_server)
+    with mail_rt.sessions() as s:
+        row = s.scalars(select(Send).where(Send.contact_id == contacts[0].id)).one()
+    assert (row.status, row.skip_reason) == ("skipped", "opted_out")
+    assert _statuses(mail_rt, cid) == {"sent": 5, "skipped": 1}
+
+
+def test_421_and_451_replies_are_retried_then_delivered(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    contacts = make_audience(4)
+    smtp_server.on_rcpt(contacts[0].email, "421 4.7.0 Try again later")
+    smtp_server.on_rcpt(contacts[1].email, "451 4.7.1 Greylisted, come back soon")
+    cid = _create(mail_rt, "mark")
+
+    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    assert workers.run_until_finished([cid], timeout_s=60)
+
+    assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
+    with mail_rt.sessions() as s:
+        rows = s.execute(select(Send.email, Send.attempts).where(Send.campaign_id == cid))
+        attempts = dict(rows.tuples().all())
+    # a 421 also closes the connection, deferring whatever else was queued on it
+    assert attempts[contacts[0].email] == 2
+    assert attempts[contacts[1].email] == 2
+    assert _statuses(mail_rt, cid) == {"sent": 4}
+
+
+def test_550_fails_without_retry_and_suppresses_the_address(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    contacts = make_audience(3)
+    smtp_server.on_rcpt(contacts[0].email, "550 5.1.1 No such user", times=None)
+    cid = _create(mail_rt, "mark")
+    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    assert workers.run_until_finished([cid], timeout_s=60)
+
+    with mail_rt.sessions() as s:
+        row = s.scalars(select(Send).where(Send.contact_id == contacts[0].id)).one()
+        assert (row.status, row.attempts, row.smtp_code) == ("failed", 1, 550)
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 1
+
+    # a later campaign skips the suppressed address when planning
+    second = _create(mail_rt, "mark")
+    summary = campaigns.launch_campaign(mail_rt, second, username="mark", dispatch=workers.dispatch)
+    assert summary.skip_reasons == {"suppressed": 1}
+    assert workers.run_until_finished([second], timeout_s=60)
+
+
+def test_smtp_server_down_for_a_while_delays_but_loses_nothing(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    contacts = make_audience(8)
+    cid = _create(mail_rt, "mark")
+    with smtp_server.down():
+        campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+        workers.run_until_finished([cid], timeout_s=2)
+        assert _statuses(mail_rt, cid).get("deferred", 0) > 0
+    assert workers.run_until_finished([cid], timeout_s=60)
+    assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
+
+
+def test_sender_side_rejections_pause_the_campaign_with_a_reason(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    rt = Runtime(mail_rt.settings.with_(max_policy_failures=3), mail_rt.engine, mail_rt.sessions)
+    make_audience(10)
+    smtp_server.on_mail("550 5.7.26 Unauthenticated email is not accepted", times=None)
+    cid = _create(rt, "mark")
+    workers.runtime.settings = rt.settings  # the workers read the limit from their settings
+    campaigns.launch_campaign(rt, cid, username="mark", dispatch=workers.dispatch)
+    workers.run_until_finished([cid], timeout_s=30)
+    with rt.sessions() as s:
+        campaign = s.get(Campaign, cid)
+        assert campaign.status == CampaignStatus.PAUSED
+        assert "5.7" in campaign.status_detail and "resume" in campaign.status_detail
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_pause_stops_within_one_slice_and_resume_finishes_without_duplicates(
+    mail_rt, people, make_audience, smtp_server
+) -> None:
+    from workers.embedded import EmbeddedWorkers
+
+    slow = mail_rt.settings.with_(rate_limit_per_s=20)
+    rt = Runtime(slow, mail_rt.engine, mail_rt.sessions)
+    contacts = make_audience(60)
+    cid = _create(rt, "mark")
+    with EmbeddedWorkers(slow, rt, threads=1) as embedded:
+        campaigns.launch_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        _wait_for(lambda: _statuses(rt, cid).get("sent", 0) >= 10)
+        campaigns.pause_campaign(rt, cid, username="mark")
+        at_pause = _statuses(rt, cid).get("sent", 0)
+        embedded.run_until_finished([cid], timeout_s=2)
+        after = _statuses(rt, cid)
+        assert after.get("sent", 0) - at_pause <= slow.record_every
+        assert after.get("queued", 0) > 0
+
+        campaigns.resume_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        assert embedded.run_until_finished([cid], timeout_s=60)
+    assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
+
+
+def test_launch_with_a_broken_template_leaves_a_draft(mail_rt, people, make_audience) -> None:
+    make_audience(2)
+    with pytest.raises(TemplateError):
+        _create(mail_rt, "mark", template="features/no-such-template")
+    cid = _create(mail_rt, "mark")
+    with mail_rt.sessions.begin() as s:
+        s.get(Campaign, cid).template = "features/no-such-template"
+    with pytest.raises(TemplateError):
+        campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+    with mail_rt.sessions() as s:
+        assert s.get(Campaign, cid).status == CampaignStatus.DRAFT
+        assert s.scalar(select(func.count()).select_from(Send)) == 0
+
+
+def test_a_refused_action_names_the_role_it_needs(mail_rt, people) -> None:
+    with pytest.raises(PermissionDeniedError, match="need the role account_manager or admin"):
+        _create(mail_rt, "mark", category="service", template="service/scheduled-maintenance")
+    with pytest.raises(PermissionDeniedError, match="need the role admin"):
+        _create(mail_rt, "amy", category="policy", template="policy/privacy-policy-change")
+
+
+def test_launching_twice_is_refused(mail_rt, people, make_audience) -> None:
+    make_audience(2)
+    cid = _create(mail_rt, "mark")
+    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+    with pytest.raises(CampaignError, match="only a draft"):
+        campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+    assert sum(_statuses(mail_rt, cid).values()) == 2
+
+
+def test_a_scheduled_campaign_starts_when_due_and_a_missed_one_waits(
+    mail_rt, people, make_audience
+) -> None:
+    from mailer.delivery import scheduler_tick
+
+    make_audience(3)
+    now = dt.datetime.now(dt.UTC)
+    due = _create(mail_rt, "mark")
+    late = _create(mail_rt, "mark")
+    campaigns.launch_campaign(
+        mail_rt, due, username="mark", dispatch=None, at=now + dt.timedelta(minutes=5)
+    )
+    campaigns.launch_campaign(
+        mail_rt, late, username="mark", dispatch=None, at=now + dt.timedelta(minutes=1)
+    )
+    held: list[Batch] = []
+
+    # When the scheduler only wakes 62 minutes from now (the workers were down)
+    report = scheduler_tick(mail_rt, dispatch=held.extend, now=now + dt.timedelta(minutes=62))
+
+    # Then the campaign 61 minutes late waits, marked missed; the one 57 minutes late starts
+    assert report.missed == [late] and report.started == [due]
+    with mail_rt.sessions() as s:
+        missed = s.get(Campaign, late)
+        assert missed.status == CampaignStatus.MISSED
+        assert "launch it again" in missed.status_detail
+        assert s.scalar(select(func.count()).select_from(Send).where(Send.campaign_id == late)) == 0
+    campaigns.launch_campaign(mail_rt, late, username="mark", dispatch=held.extend)
+    assert campaigns.campaign_status(mail_rt, late).counts == {"queued": 3}
+
+
+def test_due_campaign_is_started_by_the_scheduler(mail_rt, people, make_audience) -> None:
+    from mailer.delivery import scheduler_tick
+
+    make_audience(3)
+    now = dt.datetime.now(dt.UTC)
+    cid = _create(mail_rt, "mark")
+    campaigns.launch_campaign(
+        mail_rt, cid, username="mark", dispatch=None, at=now + dt.timedelta(minutes=5)
+    )
+    held: list[Batch] = []
+    assert scheduler_tick(mail_rt, dispatch=held.extend, now=now).started == []
+    report = scheduler_tick(mail_rt, dispatch=held.extend, now=now + dt.timedelta(minutes=6))
+    assert report.started == [cid]
+    assert sum(b.last_id - b.first_id + 1 for b in held) == 3
+
+
+def _wait_for(condition: Any, timeout_s: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
