@@ -13,8 +13,10 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from mailer.addresses import normalize
 from mailer.contacts import columns as cols
 from mailer.contacts.importer import default_rejects_path, import_contacts
+from mailer.contacts.rows import fast_normalize
 from mailer.errors import ContactImportError, EmployeeDataError
 from mailer.models import AuditEvent, Contact, Organization, OrganizationTag
 from mailer.runtime import Runtime
@@ -479,3 +481,24 @@ def test_line_separators_inside_quoted_cells_stay_in_their_cell(
     import_contacts(rt, path)
     with rt.sessions() as s:
         assert s.scalar(select(Contact.title)) == "HR\u2028Director\x85x\nnext"
+
+
+PLAIN_LOCAL = st.from_regex(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}(\.[A-Za-z0-9_-]{1,10}){0,2}", fullmatch=True
+)
+PLAIN_DOMAIN = st.from_regex(r"([A-Za-z0-9][A-Za-z0-9-]{0,8}\.){1,3}[A-Za-z]{2,8}", fullmatch=True)
+ANY_ADDRESS = st.one_of(
+    st.builds("{}@{}".format, PLAIN_LOCAL, PLAIN_DOMAIN),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+    st.builds("{}@{}".format, st.text(max_size=8), st.sampled_from(["x.test", "a--b.example",
+              "xn--bcher-kva.example", "1.2", "localhost", "bücher.example"])),
+)  # fmt: skip
+
+
+@hyp_settings(max_examples=400, deadline=None)
+@given(raw=ANY_ADDRESS)
+def test_the_fast_address_check_agrees_with_email_validator(raw: str) -> None:
+    fast = fast_normalize(raw)
+    if fast is None:
+        return
+    assert normalize(raw) == fast

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from mailer.audit import record
 from mailer.contacts import columns as cols
-from mailer.contacts.rows import ParsedRow, check_across_rows, parse_row, resolve_account_managers
+from mailer.contacts.rows import (
+    ParseCache,
+    ParsedRow,
+    check_across_rows,
+    parse_row,
+    resolve_account_managers,
+)
 from mailer.contacts.store import write_rows
 from mailer.errors import ContactImportError, RowProblem
 from mailer.runtime import Runtime
@@ -199,9 +205,9 @@ def _parse_all(
 ) -> list[ParsedRow]:
     rows = []
     total = len(records)
-    domains: dict[str, str | None] = {}
+    cache = ParseCache(header, check_deliverability=check_deliverability)
     for i, (line, cells) in enumerate(records, 1):
-        rows.append(parse_row(line, header, cells, rt.hash_address, domains, check_deliverability))
+        rows.append(parse_row(line, cells, rt.hash_address, cache))
         if progress and (i % PROGRESS_EVERY == 0 or i == total):
             progress("checking", i, total)
     return rows
