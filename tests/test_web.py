@@ -6,6 +6,9 @@ import re
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_hypothesis
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
@@ -24,6 +27,14 @@ def client(rt) -> Iterator[TestClient]:
     app = create_app(runtime=rt)
     with TestClient(app, base_url=BASE_URL, follow_redirects=False) as c:
         c.headers["user-agent"] = BROWSER_UA
+        yield c
+
+
+@pytest.fixture
+def unlimited_client(rt) -> Iterator[TestClient]:
+    """A client of an app with no rate limit, for tests that send many requests."""
+    rt.settings = rt.settings.with_(web_rate_limit_per_minute=0)
+    with TestClient(create_app(runtime=rt), base_url=BASE_URL) as c:
         yield c
 
 
@@ -411,3 +422,94 @@ def test_one_click_from_a_real_messages_header_keeps_the_contact_out_of_the_next
             sel = audience_select(None, category, today=today, now=now)
             rows = {r.contact_id: r.skip_reason for r in s.execute(sel)}
             assert rows[contact.id] == reason
+
+
+def test_an_oversized_form_is_refused_and_changes_nothing(rt, client, token_for, make_contact):
+    contact = make_contact()
+    response = client.post(f"/u/{token_for(contact)}", data={"x": "a" * 20_000})
+    assert response.status_code == 413
+    assert _opt_outs(rt) == []
+
+
+#: What itsdangerous' URL-safe tokens are made of.
+TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@settings_hypothesis(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    junk=st.text(alphabet=TOKEN_ALPHABET, min_size=3, max_size=120),
+    position=st.integers(min_value=0),
+    replacement=st.sampled_from(TOKEN_ALPHABET),
+)
+def test_no_made_up_or_altered_token_ever_unsubscribes_anyone(
+    rt, unlimited_client, junk, position, replacement
+):
+    real = TokenSigner(rt.settings).make(1, "promotions", 1)
+    i = position % len(real)
+    altered = real[:i] + replacement + real[i + 1 :]
+    for raw in (junk, altered):
+        if raw == real:
+            continue
+        response = unlimited_client.post(f"/u/{raw}", data={"List-Unsubscribe": "One-Click"})
+        assert response.status_code == 404
+    assert _opt_outs(rt) == []
+
+
+def test_mailer_web_app_is_built_from_the_environment_on_first_access(settings, monkeypatch):
+    import mailer.web as web
+
+    monkeypatch.setenv("MAILER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(settings.templates_dir))
+    monkeypatch.setattr(web, "_app", None)
+    with TestClient(web.app, base_url=BASE_URL) as c:
+        assert c.get("/healthz").json()["status"] == "ok"
+    monkeypatch.setattr(web, "_app", None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_mailer_serve_answers_on_the_given_port(settings, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        MAILER_DATABASE_URL=settings.database_url,
+        MAILER_TEMPLATES_DIR=str(settings.templates_dir),
+        MAILER_VAR_DIR=str(tmp_path / "var"),
+    )
+    mailer = Path(sys.executable).parent / "mailer"
+    proc = subprocess.Popen(
+        [str(mailer), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    assert "server" not in {k.lower() for k in r.headers}
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "mailer serve did not answer within 20 s"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()

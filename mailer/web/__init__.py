@@ -36,6 +36,7 @@ _ERROR_TITLES = {
     400: "That request could not be understood",
     404: "Page not found",
     405: "Page not found",
+    413: "That request is too large",
 }
 
 

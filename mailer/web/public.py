@@ -13,6 +13,7 @@ from typing import Any
 from jinja2 import Environment
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +29,8 @@ from mailer.web.security import client_ip
 
 #: Who the audit log names for a change a recipient made from a link.
 RECIPIENT_ACTOR = "recipient"
+#: The largest form body accepted: the forms here hold a handful of short fields.
+MAX_FORM_BYTES = 16 * 1024
 
 
 @dataclass
@@ -48,6 +51,16 @@ class WebContext:
         """The IP and user agent recorded with a consent change."""
         ip = client_ip(request.scope, trusted_proxy=self.runtime.settings.trusted_proxy)
         return {"ip": ip, "user_agent": request.headers.get("user-agent", "")}
+
+
+async def _read_form(request: Request) -> FormData:
+    """The posted form, refusing bodies far larger than any of our forms (413)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_FORM_BYTES:
+        raise HTTPException(413)
+    form = await request.form(max_files=1, max_fields=20, max_part_size=MAX_FORM_BYTES)
+    await form.close()
+    return form
 
 
 def _ctx(request: Request) -> WebContext:
@@ -98,9 +111,8 @@ async def one_click(request: Request) -> Response:
     ctx = _ctx(request)
     raw = request.path_params["token"]
     token = ctx.read_token(raw)
-    form = await request.form()
+    form = await _read_form(request)
     is_one_click = form.get("List-Unsubscribe") == "One-Click"
-    await form.close()
     if not token.category.allows_opt_out:
         # Policy notices are mandatory; their links lead to preferences, not to an opt-out.
         state = await run_in_threadpool(_page_state, ctx, token)
@@ -148,7 +160,7 @@ async def preferences_page(request: Request) -> Response:
     notice = ""
     state = await run_in_threadpool(_page_state, ctx, token)  # 404 before anything else
     if request.method == "POST":
-        form = await request.form()
+        form = await _read_form(request)
         action = form.get("action")
         if action == "unsubscribe_all":
             wanted = {ALL_MARKETING: False}
@@ -156,9 +168,7 @@ async def preferences_page(request: Request) -> Response:
             # An unticked checkbox is simply absent from the form: absent means "stop".
             wanted = {scope: form.get(scope) == "on" for scope in state["prefs"]}
         else:
-            await form.close()
             raise HTTPException(400)
-        await form.close()
         changed = await run_in_threadpool(
             _apply_preferences, ctx, token, wanted, ctx.visitor(request)
         )
