@@ -11,6 +11,8 @@ from mailer.errors import TemplateError
 
 #: RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, excluding CRLF.
 MAX_LINE = 78
+#: Longer words are sent as encoded-words, which can be split, so no line passes 78.
+_MAX_WORD = 66
 #: An encoded-word is at most 75 characters (RFC 2047 §2): `=?utf-8?b?` + 60 + `?=` = 72.
 _CHUNK_BYTES = 45
 
@@ -55,9 +57,14 @@ def fold(name: str, words: list[str]) -> bytes:
 def unstructured(name: str, value: str) -> bytes:
     """An unstructured header (Subject): plain when ASCII, encoded-words otherwise."""
     text = clean_text(value)
-    if text.isascii() and "=?" not in text:
+    if _is_plain(text):
         return fold(name, text.split(" ") if text else [""])
     return fold(name, encoded_words(text))
+
+
+def _is_plain(text: str) -> bool:
+    """ASCII with no word too long to fold and nothing a reader would decode as a word."""
+    return text.isascii() and "=?" not in text and all(len(w) <= _MAX_WORD for w in text.split(" "))
 
 
 def phrase_words(display_name: str) -> list[str]:
@@ -65,13 +72,13 @@ def phrase_words(display_name: str) -> list[str]:
     text = clean_text(display_name)
     if not text:
         return []
-    if not text.isascii():
-        return encoded_words(text)
-    if "=?" in text:  # would read as an encoded-word
+    if not _is_plain(text):
         return encoded_words(text)
     if _ATOMS.fullmatch(text):
         return text.split(" ")
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    if len(escaped) > _MAX_WORD:  # a quoted string cannot be folded by `fold`
+        return encoded_words(text)
     return [f'"{escaped}"']
 
 
