@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from pathlib import Path
 
 import click
@@ -18,7 +17,7 @@ from mailer.config import Settings
 from mailer.enums import Category
 from mailer.errors import NotFoundError, RuleError
 from mailer.models import User
-from mailer.rules import Audience, Preview, load_audience, load_audiences, parse_rule, preview
+from mailer.rules import Preview, get_audience, load_audience, parse_rule, preview
 from mailer.rules.nodes import Rule
 
 
@@ -139,12 +138,7 @@ def _rule_from(
             return audience.name, audience.rule
         return str(rule_file), parse_rule(rule_file.read_text(encoding="utf-8"), str(rule_file))
     assert name is not None
-    audiences: dict[str, Audience] = load_audiences(settings.audiences_dir)
-    if name not in audiences:
-        close = difflib.get_close_matches(name, list(audiences), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; saved: {', '.join(audiences)}"
-        raise NotFoundError(f"no saved audience {name!r} in {settings.audiences_dir}{hint}")
-    audience = audiences[name]
+    audience = get_audience(settings.audiences_dir, name)
     assert audience.rule is not None
     return audience.name, audience.rule
 

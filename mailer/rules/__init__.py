@@ -4,7 +4,7 @@ rule = parse_rule('kind = prospect and state in ("OR", "WA")')
 sel = audience_select(rule, Category.PROMOTIONS, today=today, now=now)
 """
 
-from mailer.rules.audiences import Audience, load_audience, load_audiences
+from mailer.rules.audiences import Audience, get_audience, load_audience, load_audiences
 from mailer.rules.compiler import audience_select
 from mailer.rules.nodes import Rule
 from mailer.rules.parser import parse_rule
@@ -16,6 +16,7 @@ __all__ = [
     "Rule",
     "audience_select",
     "count_by_reason",
+    "get_audience",
     "load_audience",
     "load_audiences",
     "parse_rule",

@@ -13,12 +13,13 @@ column in the file itself.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailer.errors import RuleError
+from mailer.errors import NotFoundError, RuleError
 from mailer.rules.nodes import Rule
 from mailer.rules.parser import parse_rule
 
@@ -44,6 +45,19 @@ def load_audiences(directory: Path) -> dict[str, Audience]:
     if not directory.is_dir():
         return {}
     return {a.name: a for a in (load_audience(p) for p in sorted(directory.glob("*.toml")))}
+
+
+def get_audience(directory: Path, name: str) -> Audience:
+    """The saved audience `name`, after loading and checking every file in `directory`.
+
+    Raises RuleError for any bad file, NotFoundError (with the nearest name) for an unknown one.
+    """
+    audiences = load_audiences(directory)
+    if name not in audiences:
+        close = difflib.get_close_matches(name, list(audiences), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; saved: {', '.join(audiences)}"
+        raise NotFoundError(f"no saved audience {name!r} in {directory}{hint}")
+    return audiences[name]
 
 
 def load_audience(path: Path) -> Audience:
