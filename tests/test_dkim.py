@@ -1,0 +1,182 @@
+"""DKIM: messages signed with a fresh RSA 2048 key verify with dkimpy through a dnsfunc stub;
+tampering fails; h= covers the one-click and feedback headers and over-signs From."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailer.config import Secret, Settings
+from mailer.enums import Category
+from mailer.errors import ConfigError
+from mailer.messages import CampaignInfo, CampaignMessages, Recipient, SenderIdentity, load_template
+from mailer.outgoing import OutgoingMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = {
+    Category.PROMOTIONS: "promotions/open-enrollment",
+    Category.SERVICE: "service/planned-maintenance",
+    Category.POLICY: "policy/privacy-policy-change",
+}
+RECIPIENT = Recipient(
+    send_id=9,
+    contact_id=3,
+    email="pat@client.example",
+    first_name="José",
+    last_name="Müller",
+    org_name="Zoë's Café",
+    org_kind="client",
+    manager_name="Dana Reyes",
+)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Callable[..., bytes | None]]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    path = tmp_path_factory.mktemp("dkim") / "s2024.pem"
+    path.write_bytes(pem)
+    public_der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    txt = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public_der)
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        return txt if name == b"s2024._domainkey.cpi.example." else None
+
+    return path, dnsfunc
+
+
+def build(key_path: Path, category: Category, recipient: Recipient = RECIPIENT) -> OutgoingMessage:
+    settings = Settings(
+        templates_dir=ROOT / "templates",
+        secret_key=Secret("test-secret-0123456789"),
+        public_base_url="https://u.cpi.example",
+        dkim_private_key_path=str(key_path),
+        dkim_selector="s2024",
+        dkim_domain="cpi.example",
+    )
+    tpl = load_template(settings, TEMPLATES[category])
+    messages = CampaignMessages(
+        settings,
+        template=tpl,
+        campaign=CampaignInfo(id=4, name="c", category=category),
+        sender=SenderIdentity("Dana Reyes", "dana.reyes@cpi.example"),
+        params={"version": "2", "effective_date": "January 1, 2027"},
+    )
+    return messages.build(recipient)
+
+
+def signed_headers(data: bytes) -> list[str]:
+    sig = data.split(b"\r\n\r\n", 1)[0].decode()
+    block = re.search(r"DKIM-Signature:(.*?)\r\n(?! )", sig, re.S).group(1)  # type: ignore[union-attr]
+    h = re.search(r"\bh=([^;]+)", re.sub(r"\s+", "", block)).group(1)  # type: ignore[union-attr]
+    return h.lower().split(":")
+
+
+@pytest.mark.parametrize("category", list(TEMPLATES))
+def test_a_signed_message_verifies_with_the_public_key(key, category: Category) -> None:
+    path, dnsfunc = key
+    out = build(path, category)
+    assert out.data.startswith(b"DKIM-Signature:")
+    assert dkim.verify(out.data, dnsfunc=dnsfunc, minkey=1024)
+    tags = re.sub(r"\s+", "", out.data.split(b"\r\n\r\n")[0].decode())
+    assert "c=relaxed/relaxed" in tags and "d=cpi.example" in tags and "s=s2024" in tags
+
+
+def test_h_covers_both_list_unsubscribe_headers_and_feedback_id_and_over_signs_from(key):
+    path, _ = key
+    h = signed_headers(build(path, Category.PROMOTIONS).data)
+    for name in ("from", "to", "subject", "date", "message-id", "mime-version", "content-type"):
+        assert name in h
+    for name in ("list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id"):
+        assert name in h
+    assert h.count("from") == 2
+
+
+def test_policy_signature_covers_auto_submitted_and_no_unsubscribe_headers(key):
+    path, dnsfunc = key
+    out = build(path, Category.POLICY)
+    h = signed_headers(out.data)
+    assert "auto-submitted" in h and "feedback-id" in h
+    assert "list-unsubscribe" not in h and "list-unsubscribe-post" not in h
+    assert dkim.verify(out.data, dnsfunc=dnsfunc)
+
+
+def test_service_signature_covers_reply_to(key):
+    path, dnsfunc = key
+    out = build(path, Category.SERVICE)
+    assert "reply-to" in signed_headers(out.data)
+    assert dkim.verify(out.data, dnsfunc=dnsfunc)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"One-Click", b"Two-Click"),
+        (
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\nX",
+        ),
+        (b"Feedback-ID: c4", b"Feedback-ID: c5"),
+    ],
+)
+def test_tampering_with_a_signed_part_fails_verification(key, old: bytes, new: bytes) -> None:
+    path, dnsfunc = key
+    out = build(path, Category.PROMOTIONS)
+    assert old in out.data
+    assert not dkim.verify(out.data.replace(old, new, 1), dnsfunc=dnsfunc)
+
+
+def test_adding_a_second_from_breaks_the_signature(key) -> None:
+    path, dnsfunc = key
+    out = build(path, Category.PROMOTIONS)
+    head, body = out.data.split(b"\r\n\r\n", 1)
+    forged = head + b"\r\nFrom: Mallory <m@evil.example>\r\n\r\n" + body
+    assert not dkim.verify(forged, dnsfunc=dnsfunc)
+
+
+def test_an_smtputf8_message_signs_and_verifies(key) -> None:
+    path, dnsfunc = key
+    out = build(
+        path, Category.PROMOTIONS, dataclasses.replace(RECIPIENT, email="josé@client.example")
+    )
+    assert out.needs_smtputf8
+    assert dkim.verify(out.data, dnsfunc=dnsfunc)
+
+
+def test_no_signature_without_a_configured_key() -> None:
+    settings = Settings(templates_dir=ROOT / "templates")
+    tpl = load_template(settings, TEMPLATES[Category.PROMOTIONS])
+    out = CampaignMessages(
+        settings,
+        template=tpl,
+        campaign=CampaignInfo(id=1, name="c", category=Category.PROMOTIONS),
+        sender=SenderIdentity("M", "news@cpi.example"),
+    ).build(RECIPIENT)
+    assert b"DKIM-Signature" not in out.data
+
+
+def test_a_key_without_a_selector_is_a_config_error(key) -> None:
+    path, _ = key
+    settings = Settings(templates_dir=ROOT / "templates", dkim_private_key_path=str(path))
+    tpl = load_template(settings, TEMPLATES[Category.PROMOTIONS])
+    with pytest.raises(ConfigError, match="SELECTOR"):
+        CampaignMessages(
+            settings,
+            template=tpl,
+            campaign=CampaignInfo(id=1, name="c", category=Category.PROMOTIONS),
+            sender=SenderIdentity("M", "news@cpi.example"),
+        )
