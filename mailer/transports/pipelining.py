@@ -1,20 +1,17 @@
 """Our own small SMTP client: RFC 2920 PIPELINING, one message per transaction.
 
-When the server advertises PIPELINING, MAIL FROM, RCPT TO and DATA go out in one write and their
-three replies are read together; then the body. That is two round trips per message where a
-command-at-a-time client (aiosmtplib) needs four, and far less client CPU (PERF.md, lever 6).
-Servers without PIPELINING get the same commands one at a time on the same code path. Replies
-are judged by `base.result_from_reply`, exactly as the aiosmtplib transport judges them.
+When the server advertises PIPELINING, each write carries the body of one message followed by
+MAIL FROM, RCPT TO and DATA of the next (RFC 2920 §3.1 lets message content open a group), so a
+message costs one write and one round trip, where a command-at-a-time client (aiosmtplib) needs
+four (PERF.md, lever 6). Servers without PIPELINING get the same commands one at a time.
+Replies are judged by `base.result_from_reply`, exactly as the aiosmtplib transport judges them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import ssl
+from collections import deque
 
-from mailer.errors import TransientSendError
 from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import (
     connection_result,
@@ -23,207 +20,154 @@ from mailer.transports.base import (
     result_from_reply,
     unsupported_result,
 )
-from mailer.transports.relays import Relay
+from mailer.transports.session import CONNECTION_ERRORS, SmtpSession, describe
 
-#: Seconds allowed for QUIT before the socket is simply closed.
-QUIT_TIMEOUT_S = 2.0
+Reply = tuple[int, str]
+#: A message taken from the batch: its index in the batch, itself, its envelope commands.
+_Item = tuple[int, OutgoingMessage, bytes]
 
 _UTF8_PARAMS = b" SMTPUTF8 BODY=8BITMIME"
 _8BIT_PARAMS = b" BODY=8BITMIME"
+_NO_REPLY: Reply = (0, "")
 
 
-class SmtpProtocolError(Exception):
-    """The server said something that is not an SMTP reply."""
+class PipeliningConnection(SmtpSession):
+    """An SMTP session that sends batches, pipelined when the server allows."""
 
-
-class PipeliningConnection:
-    """One SMTP session; `open()` connects, greets, upgrades to TLS and logs in."""
-
-    def __init__(self, relay: Relay, local_hostname: str) -> None:
-        self.relay = relay
-        self.sent_count = 0
-        self.is_open = False
-        self.extensions: dict[str, str] = {}
-        self._local_hostname = local_hostname
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    @property
-    def is_pipelining(self) -> bool:
-        return "PIPELINING" in self.extensions
-
-    @classmethod
-    async def open(cls, relay: Relay, local_hostname: str) -> PipeliningConnection:
-        """A ready session, or TransientSendError saying why there is none."""
-        conn = cls(relay, local_hostname)
-        try:
-            async with asyncio.timeout(relay.timeout_s):
-                await conn._establish()
-        except (OSError, EOFError, TimeoutError, SmtpProtocolError, ssl.SSLError) as exc:
-            conn.abort()
-            raise TransientSendError(
-                f"cannot connect to {relay.address}: {_describe(exc)}"
-            ) from exc
-        except TransientSendError:
-            conn.abort()
-            raise
-        conn.is_open = True
-        return conn
-
-    async def _establish(self) -> None:
-        relay = self.relay
-        context = relay.tls_context() if relay.is_implicit_tls else None
-        self._reader, self._writer = await asyncio.open_connection(
-            relay.host, relay.port, ssl=context, server_hostname=relay.host if context else None
-        )
-        self._expect(await self._read_reply(), 220, "greeting")
-        await self._ehlo()
-        if not relay.is_implicit_tls and relay.starttls is not False:
-            if "STARTTLS" in self.extensions:
-                self._writer.write(b"STARTTLS\r\n")
-                self._expect(await self._read_reply(), 220, "STARTTLS")
-                await self._writer.start_tls(
-                    relay.tls_context(is_opportunistic=relay.starttls is None),
-                    server_hostname=relay.host,
-                )
-                await self._ehlo()
-            elif relay.starttls:
-                raise TransientSendError(
-                    f"{relay.address} does not offer STARTTLS, which MAILER_SMTP_URL asks for "
-                    "(starttls=1); drop starttls=1 or fix the server"
-                )
-        if relay.has_credentials:
-            await self._login()
-
-    async def _ehlo(self) -> None:
-        assert self._writer is not None
-        self._writer.write(b"EHLO " + self._local_hostname.encode("ascii") + b"\r\n")
-        code, text = await self._read_reply()
-        self._expect((code, text), 250, "EHLO")
-        self.extensions = {}
-        for line in text.split("\n")[1:]:
-            name, _, value = line.partition(" ")
-            self.extensions[name.upper()] = value
-
-    async def _login(self) -> None:
-        assert self._writer is not None
-        relay = self.relay
-        methods = self.extensions.get("AUTH", "").upper().split()
-        if "PLAIN" in methods:
-            token = f"\0{relay.username}\0{relay.password}".encode()
-            self._writer.write(b"AUTH PLAIN " + base64.b64encode(token) + b"\r\n")
-        elif "LOGIN" in methods:
-            self._writer.write(b"AUTH LOGIN\r\n")
-            self._expect(await self._read_reply(), 334, "AUTH LOGIN")
-            self._writer.write(base64.b64encode(relay.username.encode()) + b"\r\n")
-            self._expect(await self._read_reply(), 334, "AUTH LOGIN user name")
-            self._writer.write(base64.b64encode(relay.password.encode()) + b"\r\n")
-        else:
-            raise TransientSendError(
-                f"{relay.address} offers no AUTH PLAIN or LOGIN (offers {methods or 'none'}); "
-                "remove the user name from MAILER_SMTP_URL or enable STARTTLS"
-            )
-        code, text = await self._read_reply()
-        if code != 235:
-            raise TransientSendError(
-                f"{relay.address} refused our login as {relay.username!r}: {code} {text}; "
-                "check the user name and password in MAILER_SMTP_URL",
-                code=code,
-                reply=text,
-            )
-
-    def _expect(self, reply: tuple[int, str], code: int, step: str) -> None:
-        if reply[0] != code:
-            raise TransientSendError(
-                f"{self.relay.address} answered {step} with {reply[0]} {reply[1]}",
-                code=reply[0],
-                reply=reply[1],
-            )
-
-    async def _read_reply(self) -> tuple[int, str]:
-        """One (possibly multi-line) reply: its code and its text, lines joined by newlines."""
-        assert self._reader is not None
-        line = await self._reader.readuntil(b"\n")
-        if line[3:4] != b"-":
-            return _code(line), line[4:].rstrip().decode("utf-8", "replace")
-        lines = [line]
-        while line[3:4] == b"-":
-            line = await self._reader.readuntil(b"\n")
-            lines.append(line)
-        code = _code(lines[-1])
-        return code, "\n".join(x[4:].rstrip().decode("utf-8", "replace") for x in lines)
+    _budget = 0  #: transactions this send_from() may still begin
 
     async def send(self, message: OutgoingMessage) -> DeliveryResult:
-        """Send one message; any trouble becomes its result. A 421 or a drop closes us."""
-        is_utf8 = needs_smtputf8(message)
-        if is_utf8 and "SMTPUTF8" not in self.extensions:
-            return unsupported_result(message.send_id)
-        if is_utf8:
-            params = _UTF8_PARAMS
-        elif "8BITMIME" in self.extensions and not message.data.isascii():
-            params = _8BIT_PARAMS
-        else:
-            params = b""
+        """Send one message on its own; any trouble becomes its result."""
+        results: list[DeliveryResult | None] = [None]
+        await self.send_from(deque([(0, message)]), results, budget=1)
+        assert results[0] is not None
+        return results[0]
+
+    async def send_from(
+        self,
+        waiting: deque[tuple[int, OutgoingMessage]],
+        results: list[DeliveryResult | None],
+        budget: int,
+    ) -> None:
+        """Take messages from the left of `waiting` and set `results[index]` for each, until
+        `waiting` is empty, `budget` transactions were started, or the connection closed.
+
+        A message whose envelope was written but never answered (the connection closed on
+        the message before it) goes back to the front of `waiting` for another connection.
+        """
+        self._budget = budget
+        item = self._start_next(waiting, results)
+        while item is not None:
+            item = await self._finish(item, waiting, results)
+
+    async def _finish(
+        self,
+        item: _Item,
+        waiting: deque[tuple[int, OutgoingMessage]],
+        results: list[DeliveryResult | None],
+    ) -> _Item | None:
+        """Complete the transaction whose envelope is written; return the next one begun."""
+        assert self._writer is not None
+        index, message, _ = item
+        follower: _Item | None = None
+        code = 0
         try:
             async with asyncio.timeout(self.relay.timeout_s):
-                return await self._transaction(message, params, is_utf8)
-        except (OSError, EOFError, TimeoutError, SmtpProtocolError, asyncio.LimitOverrunError) as e:
+                replies = await self._envelope_replies()
+                if replies[2][0] != 354 or replies[0][0] != 250 or replies[1][0] > 251:
+                    results[index] = await self._refused(message, replies)
+                    return self._start_next(waiting, results)
+                if self.is_pipelining:
+                    follower = self._take(waiting, results)
+                body = dot_stuff(message.data)
+                self._writer.write(body + follower[2] if follower is not None else body)
+                code, text = await self._read_reply()
+        except CONNECTION_ERRORS as exc:
             self.abort()
-            return connection_result(
-                message.send_id, f"connection to {self.relay.address} lost: {_describe(e)}"
-            )
-
-    async def _transaction(
-        self, message: OutgoingMessage, params: bytes, is_utf8: bool
-    ) -> DeliveryResult:
-        assert self._writer is not None
-        encoding = "utf-8" if is_utf8 else "ascii"
-        mail = b"MAIL FROM:<" + message.mail_from.encode(encoding) + b">" + params + b"\r\n"
-        rcpt = b"RCPT TO:<" + message.rcpt.encode(encoding) + b">\r\n"
-        write = self._writer.write
-        self.sent_count += 1
-        if self.is_pipelining:
-            write(mail + rcpt + b"DATA\r\n")
-            replies = [await self._read_reply()]
-            for _ in range(2):
-                if replies[-1][0] == 421:
-                    break
-                replies.append(await self._read_reply())
+            reason = f"connection to {self.relay.address} lost: {describe(exc)}"
+            results[index] = connection_result(message.send_id, reason)
         else:
-            replies = []
-            for command in (mail, rcpt, b"DATA\r\n"):
-                write(command)
-                replies.append(await self._read_reply())
+            results[index] = result_from_reply(message.send_id, code, text)
+        if code == 421 or not self.is_open:
+            self.abort()
+            if follower is not None:  # its envelope went unanswered: another connection
+                waiting.appendleft((follower[0], follower[1]))
+            return None
+        return follower if self.is_pipelining else self._start_next(waiting, results)
+
+    def _start_next(
+        self, waiting: deque[tuple[int, OutgoingMessage]], results: list[DeliveryResult | None]
+    ) -> _Item | None:
+        item = self._take(waiting, results) if self.is_open else None
+        if item is not None:
+            self._write(item[2])
+        return item
+
+    def _take(
+        self, waiting: deque[tuple[int, OutgoingMessage]], results: list[DeliveryResult | None]
+    ) -> _Item | None:
+        """The next sendable message with its envelope commands; unsendable ones get results."""
+        while waiting and self._budget > 0:
+            index, message = waiting.popleft()
+            is_utf8 = needs_smtputf8(message)
+            if is_utf8 and "SMTPUTF8" not in self.extensions:
+                results[index] = unsupported_result(message.send_id)
+                continue
+            if is_utf8:
+                params, encoding = _UTF8_PARAMS, "utf-8"
+            elif "8BITMIME" in self.extensions and not message.data.isascii():
+                params, encoding = _8BIT_PARAMS, "ascii"
+            else:
+                params, encoding = b"", "ascii"
+            self.sent_count += 1
+            self._budget -= 1
+            return (
+                index,
+                message,
+                b"MAIL FROM:<%b>%b\r\nRCPT TO:<%b>\r\nDATA\r\n"
+                % (message.mail_from.encode(encoding), params, message.rcpt.encode(encoding)),
+            )
+        return None
+
+    def _write(self, commands: bytes) -> None:
+        """Write commands: all at once when pipelining, else the first one (MAIL FROM)."""
+        assert self._writer is not None
+        if self.is_pipelining:
+            self._writer.write(commands)
+        else:
+            self._pending = commands.split(b"\r\n")[:-1]
+            self._writer.write(self._pending.pop(0) + b"\r\n")
+
+    async def _envelope_replies(self) -> tuple[Reply, Reply, Reply]:
+        """The replies to MAIL, RCPT and DATA; stops early at a 421 (or, unpipelined, at
+        the first refusal, since the later commands were never sent)."""
+        replies = [await self._read_reply()]
+        while len(replies) < 3 and replies[-1][0] != 421:
+            if not self.is_pipelining:
                 if replies[-1][0] >= 400:
                     break
-        mail_reply, rcpt_reply, data_reply = (replies + [(0, "")] * 3)[:3]
-        if mail_reply[0] != 250:
-            return await self._refused(message, mail_reply, data_reply, is_sender=True)
-        if rcpt_reply[0] not in (250, 251):
-            return await self._refused(message, rcpt_reply, data_reply)
-        if data_reply[0] != 354:
-            return await self._refused(message, data_reply, data_reply)
-        write(dot_stuff(message.data))
-        code, text = await self._read_reply()
-        if code == 421:
-            self.abort()
-        return result_from_reply(message.send_id, code, text)
+                assert self._writer is not None
+                self._writer.write(self._pending.pop(0) + b"\r\n")
+            replies.append(await self._read_reply())
+        replies += [_NO_REPLY] * (3 - len(replies))
+        return replies[0], replies[1], replies[2]
 
     async def _refused(
-        self,
-        message: OutgoingMessage,
-        reply: tuple[int, str],
-        data_reply: tuple[int, str],
-        *,
-        is_sender: bool = False,
+        self, message: OutgoingMessage, replies: tuple[Reply, Reply, Reply]
     ) -> DeliveryResult:
-        """The result for a refused command, leaving the session ready for the next message."""
+        """The result for a refused MAIL, RCPT or DATA; the session is left ready (RSET)."""
         assert self._writer is not None
-        result = result_from_reply(message.send_id, *reply, is_sender=is_sender)
-        if reply[0] == 421 or data_reply[0] == 421:
+        mail, rcpt, data = replies
+        if mail[0] != 250:
+            result = result_from_reply(message.send_id, *mail, is_sender=True)
+        elif rcpt[0] not in (250, 251):
+            result = result_from_reply(message.send_id, *rcpt)
+        else:
+            result = result_from_reply(message.send_id, *data)
+        if 421 in (mail[0], rcpt[0], data[0]):
             self.abort()
             return result
-        if data_reply[0] == 354:
+        if data[0] == 354:
             # The server took DATA although MAIL or RCPT failed: end an empty message.
             self._writer.write(b".\r\n")
             await self._read_reply()
@@ -231,37 +175,3 @@ class PipeliningConnection:
         if (await self._read_reply())[0] == 421:
             self.abort()
         return result
-
-    async def quit(self) -> None:
-        """Say goodbye; never raises."""
-        if self._writer is not None and self.is_open:
-            try:
-                async with asyncio.timeout(QUIT_TIMEOUT_S):
-                    self._writer.write(b"QUIT\r\n")
-                    await self._read_reply()
-            except (OSError, EOFError, TimeoutError, SmtpProtocolError):
-                pass
-        self.abort()
-
-    def abort(self) -> None:
-        """Close the socket now, without a word to the server."""
-        self.is_open = False
-        if self._writer is not None:
-            with contextlib.suppress(RuntimeError):  # its event loop is already closed
-                self._writer.transport.abort()
-            self._writer = None
-            self._reader = None
-
-
-def _code(line: bytes) -> int:
-    if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
-        raise SmtpProtocolError(f"not an SMTP reply: {line[:80]!r}")
-    return int(line[:3])
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, asyncio.IncompleteReadError):
-        return "the server closed the connection"
-    return str(exc) or type(exc).__name__

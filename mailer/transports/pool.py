@@ -30,7 +30,15 @@ class Connection(Protocol):
     sent_count: int
     is_open: bool
 
-    async def send(self, message: OutgoingMessage) -> DeliveryResult: ...
+    async def send_from(
+        self,
+        waiting: deque[tuple[int, OutgoingMessage]],
+        results: list[DeliveryResult | None],
+        budget: int,
+    ) -> None:
+        """Send from the left of `waiting` (setting `results[index]`) until it is empty,
+        `budget` messages were begun, or the connection closed."""
+        ...
 
     async def quit(self) -> None: ...
 
@@ -108,8 +116,7 @@ class PooledTransport:
                     return
                 if not waiting:  # another slot finished the batch while we connected
                     return
-            index, message = waiting.popleft()
-            results[index] = await conn.send(message)
+            await conn.send_from(waiting, results, self._max_per_connection - conn.sent_count)
 
     async def _open_slot(self, slot: int) -> Connection | None:
         """A new connection for `slot`, trying each relay in turn; None when none answers."""

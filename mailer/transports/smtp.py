@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 
 import aiosmtplib
 
@@ -77,6 +78,18 @@ class AiosmtplibConnection:
             client.close()
             raise TransientSendError(f"cannot connect to {relay.address}: {exc}") from exc
         return cls(relay, client)
+
+    async def send_from(
+        self,
+        waiting: deque[tuple[int, OutgoingMessage]],
+        results: list[DeliveryResult | None],
+        budget: int,
+    ) -> None:
+        """Send messages one by one from the left of `waiting`; see pool.Connection."""
+        while waiting and budget > 0 and self.is_open:
+            index, message = waiting.popleft()
+            budget -= 1
+            results[index] = await self.send(message)
 
     async def send(self, message: OutgoingMessage) -> DeliveryResult:
         """Send one message; any trouble becomes its result. A 421 or a drop closes us."""

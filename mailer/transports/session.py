@@ -1,0 +1,176 @@
+"""An SMTP session on asyncio streams: connect, greet, EHLO, STARTTLS, AUTH, read replies, QUIT.
+
+The pipelining client (pipelining.py) builds its transactions on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from typing import Self
+
+from mailer.errors import TransientSendError
+from mailer.transports.relays import Relay
+
+#: Seconds allowed for QUIT before the socket is simply closed.
+QUIT_TIMEOUT_S = 2.0
+
+
+class SmtpProtocolError(Exception):
+    """The server said something that is not an SMTP reply."""
+
+
+#: What a lost, cut or garbled connection raises while we read or write.
+CONNECTION_ERRORS = (OSError, EOFError, TimeoutError, asyncio.LimitOverrunError, SmtpProtocolError)
+
+
+class SmtpSession:
+    """One SMTP session; `open()` connects, greets, upgrades to TLS and logs in."""
+
+    def __init__(self, relay: Relay, local_hostname: str) -> None:
+        self.relay = relay
+        self.sent_count = 0
+        self.is_open = False
+        self.extensions: dict[str, str] = {}
+        self._local_hostname = local_hostname
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: list[bytes] = []  #: commands not yet written (no PIPELINING)
+
+    @property
+    def is_pipelining(self) -> bool:
+        return "PIPELINING" in self.extensions
+
+    @classmethod
+    async def open(cls, relay: Relay, local_hostname: str) -> Self:
+        """A ready session, or TransientSendError saying why there is none."""
+        conn = cls(relay, local_hostname)
+        try:
+            async with asyncio.timeout(relay.timeout_s):
+                await conn._establish()
+        except CONNECTION_ERRORS as exc:
+            conn.abort()
+            raise TransientSendError(f"cannot connect to {relay.address}: {describe(exc)}") from exc
+        except TransientSendError:
+            conn.abort()
+            raise
+        conn.is_open = True
+        return conn
+
+    async def _establish(self) -> None:
+        relay = self.relay
+        context = relay.tls_context() if relay.is_implicit_tls else None
+        self._reader, self._writer = await asyncio.open_connection(
+            relay.host, relay.port, ssl=context, server_hostname=relay.host if context else None
+        )
+        self._expect(await self._read_reply(), 220, "greeting")
+        await self._ehlo()
+        if not relay.is_implicit_tls and relay.starttls is not False:
+            if "STARTTLS" in self.extensions:
+                self._writer.write(b"STARTTLS\r\n")
+                self._expect(await self._read_reply(), 220, "STARTTLS")
+                await self._writer.start_tls(
+                    relay.tls_context(is_opportunistic=relay.starttls is None),
+                    server_hostname=relay.host,
+                )
+                await self._ehlo()
+            elif relay.starttls:
+                raise TransientSendError(
+                    f"{relay.address} does not offer STARTTLS, which MAILER_SMTP_URL asks for "
+                    "(starttls=1); drop starttls=1 or fix the server"
+                )
+        if relay.has_credentials:
+            await self._login()
+
+    async def _ehlo(self) -> None:
+        assert self._writer is not None
+        self._writer.write(b"EHLO " + self._local_hostname.encode("ascii") + b"\r\n")
+        code, text = await self._read_reply()
+        self._expect((code, text), 250, "EHLO")
+        self.extensions = {}
+        for line in text.split("\n")[1:]:
+            name, _, value = line.partition(" ")
+            self.extensions[name.upper()] = value
+
+    async def _login(self) -> None:
+        assert self._writer is not None
+        relay = self.relay
+        methods = self.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in methods:
+            token = f"\0{relay.username}\0{relay.password}".encode()
+            self._writer.write(b"AUTH PLAIN " + base64.b64encode(token) + b"\r\n")
+        elif "LOGIN" in methods:
+            self._writer.write(b"AUTH LOGIN\r\n")
+            self._expect(await self._read_reply(), 334, "AUTH LOGIN")
+            self._writer.write(base64.b64encode(relay.username.encode()) + b"\r\n")
+            self._expect(await self._read_reply(), 334, "AUTH LOGIN user name")
+            self._writer.write(base64.b64encode(relay.password.encode()) + b"\r\n")
+        else:
+            raise TransientSendError(
+                f"{relay.address} offers no AUTH PLAIN or LOGIN (offers {methods or 'none'}); "
+                "remove the user name from MAILER_SMTP_URL or enable STARTTLS"
+            )
+        code, text = await self._read_reply()
+        if code != 235:
+            raise TransientSendError(
+                f"{relay.address} refused our login as {relay.username!r}: {code} {text}; "
+                "check the user name and password in MAILER_SMTP_URL",
+                code=code,
+                reply=text,
+            )
+
+    def _expect(self, reply: tuple[int, str], code: int, step: str) -> None:
+        if reply[0] != code:
+            raise TransientSendError(
+                f"{self.relay.address} answered {step} with {reply[0]} {reply[1]}",
+                code=reply[0],
+                reply=reply[1],
+            )
+
+    async def _read_reply(self) -> tuple[int, str]:
+        """One (possibly multi-line) reply: its code and its text, lines joined by newlines."""
+        assert self._reader is not None
+        line = await self._reader.readuntil(b"\n")
+        if line[3:4] != b"-":
+            return _code(line), line[4:].rstrip().decode("utf-8", "replace")
+        lines = [line]
+        while line[3:4] == b"-":
+            line = await self._reader.readuntil(b"\n")
+            lines.append(line)
+        code = _code(lines[-1])
+        return code, "\n".join(x[4:].rstrip().decode("utf-8", "replace") for x in lines)
+
+    async def quit(self) -> None:
+        """Say goodbye; never raises."""
+        if self._writer is not None and self.is_open:
+            try:
+                async with asyncio.timeout(QUIT_TIMEOUT_S):
+                    self._writer.write(b"QUIT\r\n")
+                    await self._read_reply()
+            except CONNECTION_ERRORS:
+                pass
+        self.abort()
+
+    def abort(self) -> None:
+        """Close the socket now, without a word to the server."""
+        self.is_open = False
+        if self._writer is not None:
+            with contextlib.suppress(RuntimeError):  # its event loop is already closed
+                self._writer.transport.abort()
+            self._writer = None
+            self._reader = None
+
+
+def _code(line: bytes) -> int:
+    if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+        raise SmtpProtocolError(f"not an SMTP reply: {line[:80]!r}")
+    return int(line[:3])
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "the server closed the connection"
+    return str(exc) or type(exc).__name__
