@@ -11,6 +11,7 @@ MailerError
  ├── TemplateError           a template does not load, check or render
  ├── TokenError              a recipient token is forged, altered or unknown
  ├── CampaignError           a campaign action is not possible in its state
+ ├── PolicyError             a policy version cannot be published, or its notice not resent
  └── SendError               one message could not be delivered
       ├── PermanentSendError 5xx or a bad address: never retried
       └── TransientSendError 4xx, timeouts, refused connections: retried
@@ -124,6 +125,10 @@ class TokenError(MailerError):
 
 class CampaignError(MailerError):
     """A campaign action is not possible, e.g. launching a completed campaign."""
+
+
+class PolicyError(MailerError):
+    """A policy version cannot be published (label taken, date too early) or its notice resent."""
 
 
 class SendError(MailerError):

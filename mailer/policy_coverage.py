@@ -1,0 +1,231 @@
+"""Who was told: per client, how a policy version's notice fared, and the clients nobody reached.
+
+A client counts as *eligible* for a notice when the notice was planned for it: it has a row in
+the notice campaign's send log that no organization-level guard skipped (not a client, agreement
+ended too long ago), or it was a client eligible by its agreement on the launch day and already
+existed then (so a client with no contact at all is still named). A client added after the
+launch is never counted as missing; `mailer policy resend` does not write to it either.
+
+Per client, each contact's send row falls in one class:
+
+| class         | send rows                                                              |
+| ------------- | ---------------------------------------------------------------------- |
+| sent          | sent                                                                   |
+| pending       | queued, sending, deferred                                              |
+| undeliverable | skipped as suppressed, or failed while the address is suppressed (hard |
+|               | bounce, complaint)                                                     |
+| failed        | failed otherwise (gave up after retries, sender-side 5.7.x), unknown   |
+| skipped       | skipped for a contact-level reason (inactive contact, no SMTPUTF8 …)   |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, literal, not_, or_, select
+from sqlalchemy.orm import Session
+
+from mailer.enums import CampaignStatus, OrganizationKind, SendStatus, SkipReason
+from mailer.models import Campaign, Contact, Organization, Send, Suppression, User
+from mailer.rules.guards import agreement_active, agreement_ended
+
+#: Skip reasons that say the organization, not the contact, was outside the policy audience.
+ORG_LEVEL_SKIPS = (SkipReason.NOT_A_CLIENT.value, SkipReason.NOT_ELIGIBLE.value)
+#: Send statuses still on their way.
+PENDING = (SendStatus.QUEUED.value, SendStatus.SENDING.value, SendStatus.DEFERRED.value)
+CLASSES = ("sent", "pending", "undeliverable", "failed", "skipped")
+
+
+@dataclass
+class ClientCoverage:
+    """How the notice fared for one eligible client organization (counts are contacts)."""
+
+    organization_id: int
+    external_id: str
+    name: str
+    account_manager: str
+    sent: int = 0
+    pending: int = 0
+    undeliverable: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def contacts(self) -> int:
+        return self.sent + self.pending + self.undeliverable + self.failed + self.skipped
+
+    @property
+    def is_reached(self) -> bool:
+        return self.sent > 0
+
+    @property
+    def reason(self) -> str:
+        """Why no contact was reached ("" when one was): what compliance has to act on."""
+        if self.is_reached:
+            return ""
+        if self.pending:
+            return f"still sending ({self.pending} pending)"
+        if not self.contacts:
+            return "no contacts"
+        parts = []
+        if self.undeliverable:
+            parts.append(f"{self.undeliverable} undeliverable (suppressed or hard bounce)")
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        if self.skipped:
+            parts.append(f"{self.skipped} inactive or not sendable")
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "organization_id": self.organization_id,
+            "external_id": self.external_id,
+            "name": self.name,
+            "account_manager": self.account_manager,
+            **{name: getattr(self, name) for name in CLASSES},
+            "is_reached": self.is_reached,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class CoverageReport:
+    """The coverage proof of one policy version's notice."""
+
+    version: str
+    effective_on: dt.date
+    is_material: bool
+    published_at: dt.datetime
+    published_by: str
+    campaign_id: int | None = None
+    campaign_status: str = ""
+    launched_at: dt.datetime | None = None
+    clients: list[ClientCoverage] = field(default_factory=list)
+
+    @property
+    def is_finished(self) -> bool:
+        """Nothing is on its way any more (the numbers will not change by themselves)."""
+        return self.campaign_status not in (CampaignStatus.SENDING, CampaignStatus.PAUSED)
+
+    @property
+    def reached(self) -> list[ClientCoverage]:
+        return [c for c in self.clients if c.is_reached]
+
+    @property
+    def not_reached(self) -> list[ClientCoverage]:
+        return [c for c in self.clients if not c.is_reached]
+
+    @property
+    def contacts(self) -> dict[str, int]:
+        return {name: sum(getattr(c, name) for c in self.clients) for name in CLASSES}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "effective_on": self.effective_on.isoformat(),
+            "is_material": self.is_material,
+            "published_at": self.published_at.isoformat(),
+            "published_by": self.published_by,
+            "campaign_id": self.campaign_id,
+            "campaign_status": self.campaign_status,
+            "launched_at": self.launched_at.isoformat() if self.launched_at else None,
+            "is_finished": self.is_finished,
+            "eligible_clients": len(self.clients),
+            "reached_clients": len(self.reached),
+            "not_reached_clients": len(self.not_reached),
+            "contacts": self.contacts,
+            "not_reached": [c.as_dict() for c in self.not_reached],
+            "clients": [c.as_dict() for c in self.clients],
+        }
+
+
+def policy_agreement_eligible(today: dt.date, grace_days: int) -> ColumnElement[bool]:
+    """A client whose agreement is active on `today` or ended less than `grace_days` before."""
+    ended = Organization.__table__.c.agreement_ended_on
+    grace_start = today - dt.timedelta(days=grace_days)
+    return and_(
+        Organization.kind == OrganizationKind.CLIENT.value,
+        or_(agreement_active(today), and_(agreement_ended(today), ended > grace_start)),
+    )
+
+
+def eligible_organization_ids(campaign: Campaign, grace_days: int) -> Any:
+    """A SELECT of the ids of the organizations the notice campaign was for (see module doc)."""
+    planned = select(Send.organization_id).where(
+        Send.campaign_id == campaign.id,
+        Send.organization_id.is_not(None),
+        not_(and_(Send.status == SendStatus.SKIPPED.value, Send.skip_reason.in_(ORG_LEVEL_SKIPS))),
+    )
+    launched = campaign.launched_at or campaign.created_at
+    existing = select(Organization.id).where(
+        Organization.created_at <= launched,
+        policy_agreement_eligible(launched.date(), grace_days),
+    )
+    return planned.union(existing)
+
+
+def _send_class() -> ColumnElement[str]:
+    status = Send.status
+    return case(
+        (status == SendStatus.SENT.value, literal("sent")),
+        (status.in_(PENDING), literal("pending")),
+        (
+            and_(
+                status == SendStatus.SKIPPED.value, Send.skip_reason == SkipReason.SUPPRESSED.value
+            ),
+            literal("undeliverable"),
+        ),
+        (
+            and_(status == SendStatus.FAILED.value, Suppression.id.is_not(None)),
+            literal("undeliverable"),
+        ),
+        (status.in_((SendStatus.FAILED.value, SendStatus.UNKNOWN.value)), literal("failed")),
+        else_=literal("skipped"),
+    )
+
+
+def campaign_coverage(
+    session: Session, campaign: Campaign, grace_days: int
+) -> list[ClientCoverage]:
+    """Every eligible client of the notice campaign, with its contacts counted by class."""
+    eligible = eligible_organization_ids(campaign, grace_days).subquery()
+    orgs = session.execute(
+        select(Organization.id, Organization.external_id, Organization.name, User.display_name)
+        .outerjoin(User, User.id == Organization.account_manager_id)
+        .where(Organization.id.in_(select(eligible.c.organization_id)))
+        .order_by(Organization.external_id)
+    )
+    clients = {
+        org_id: ClientCoverage(org_id, external_id, name, manager or "")
+        for org_id, external_id, name, manager in orgs
+    }
+    # classify in a subquery and group on its column: PostgreSQL refuses to match a CASE with
+    # bound literals in GROUP BY to the same CASE in the select list
+    classified = (
+        select(Send.organization_id.label("org_id"), _send_class().label("cls"))
+        .select_from(Send)
+        .outerjoin(Contact, Contact.id == Send.contact_id)
+        .outerjoin(Suppression, Suppression.address_hash == Contact.address_hash)
+        .where(
+            Send.campaign_id == campaign.id,
+            not_(
+                and_(
+                    Send.status == SendStatus.SKIPPED.value,
+                    Send.skip_reason.in_(ORG_LEVEL_SKIPS),
+                )
+            ),
+        )
+        .subquery()
+    )
+    counts = session.execute(
+        select(classified.c.org_id, classified.c.cls, func.count()).group_by(
+            classified.c.org_id, classified.c.cls
+        )
+    )
+    for org_id, cls, n in counts:
+        client = clients.get(org_id)
+        if client is not None:  # None: the organization was deleted since
+            setattr(client, cls, getattr(client, cls) + n)
+    return list(clients.values())
