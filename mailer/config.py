@@ -17,6 +17,9 @@ from mailer.errors import ConfigError
 #: The secret shipped for laptops and tests; production refuses it.
 DEMO_SECRET = "demo-secret-not-for-production"
 
+#: The checkout mailer runs from, where templates/ and audiences/ live by default.
+_PROJECT_DIR = Path(__file__).resolve().parent.parent
+
 #: CPI's postal address, as printed in privacy-policy.txt.
 DEFAULT_POSTAL_ADDRESS = "Communication Partners, Inc., 132 Crowell Way, Suite 100, Bend, OR 97702"
 
@@ -108,6 +111,7 @@ class Settings:
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_private_key_path: str = ""
+    #: Default: ./templates, else the one beside the mailer package (a source checkout).
     templates_dir: Path = Path("templates")
     audiences_dir: Path = Path("audiences")
     #: Sends per broker message.
@@ -158,6 +162,11 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mailer.db'}")
+        for name in ("templates_dir", "audiences_dir"):
+            path: Path = getattr(self, name)
+            beside_package = _PROJECT_DIR / path
+            if not path.is_absolute() and not path.exists() and beside_package.is_dir():
+                object.__setattr__(self, name, beside_package)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -19,6 +20,7 @@ from mailer.delivery import Batch
 from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError
 from mailer.runtime import Runtime
+from mailer.transports import CaptureServer
 
 as_option = click.option(
     "--as",
@@ -190,13 +192,18 @@ class _Dispatcher:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.is_embedded = rt.settings.broker_url.startswith("memory://")
-        self._embedded = None
-        self._wiring = None
+        self._embedded: Any = None
+        self._wiring: Any = None
+        self._capture: CaptureServer | None = None
 
     def __enter__(self) -> _Dispatcher:
         if self.is_embedded:
             from workers.embedded import EmbeddedWorkers
 
+            if self.rt.settings.smtp_url.startswith("capture://"):
+                # the embedded default delivers into var/maildir through a capture server
+                self._capture = CaptureServer(self.rt.settings)
+                self._capture.start()
             self._embedded = EmbeddedWorkers(self.rt.settings, self.rt).__enter__()
         else:
             from workers.actors import setup
@@ -207,6 +214,8 @@ class _Dispatcher:
     def __exit__(self, *exc: object) -> None:
         if self._embedded is not None:
             self._embedded.__exit__(*exc)
+        if self._capture is not None:
+            self._capture.stop()
 
     def dispatch(self, batches: list[Batch]) -> None:
         target = self._embedded or self._wiring

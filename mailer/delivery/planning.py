@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ColumnElement, case, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailer.delivery.batches import Batch, batches_for
 from mailer.delivery.completion import complete_now
-from mailer.enums import CampaignStatus, Category, Role, SendStatus
+from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
 from mailer.errors import CampaignError, NotFoundError
 from mailer.messages import check_template
 from mailer.models import Campaign, Send, User
 from mailer.rules import audience_select, load_audiences, parse_rule
 from mailer.runtime import Runtime
 
+#: Exclusions that get a skipped row in the send log; other guards leave the contact out.
+RECORDED_SKIPS = (
+    SkipReason.OPTED_OUT.value,
+    SkipReason.SUPPRESSED.value,
+    SkipReason.INACTIVE.value,
+)
 #: States from which `launch` may start sending.
 LAUNCHABLE = (CampaignStatus.DRAFT, CampaignStatus.MISSED, CampaignStatus.SCHEDULED)
 
@@ -48,25 +54,25 @@ def start_sending(
     if claimed != 1:
         raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
     session.refresh(campaign)
-    _plan(rt, session, campaign, rule_text, user, now=now)
+    _plan(session, campaign, rule_text, now=now)
     batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
     if not batches:
         complete_now(campaign, now, "nobody to send to")
     return batches
 
 
-def _plan(
-    rt: Runtime,
-    session: Session,
-    campaign: Campaign,
-    rule_text: str,
-    user: User | None,
-    *,
-    now: dt.datetime,
-) -> None:
-    """Write the whole send log with one INSERT … SELECT: queued or skipped with a reason."""
+def _plan(session: Session, campaign: Campaign, rule_text: str, *, now: dt.datetime) -> None:
+    """Write the whole send log with one INSERT … SELECT: queued, or skipped with a reason.
+
+    Contacts the rule matched but who may not receive the category at all (prospects for
+    service mail, another manager's clients …) get no row: at scale that would be a row per
+    contact in the database. Those who would receive it but for their consent or address
+    (opted out, suppressed, inactive) get a skipped row, so the send log shows why.
+    """
     rule = parse_rule(rule_text, source=f"campaign {campaign.id}") if rule_text.strip() else None
-    manager_id = user.id if user is not None and user.role == Role.ACCOUNT_MANAGER else None
+    # an account manager's campaign reaches only their own clients, whoever launches it
+    creator = session.scalars(select(User).where(User.username == campaign.created_by)).first()
+    manager_id = creator.id if creator and creator.role == Role.ACCOUNT_MANAGER else None
     audience = audience_select(
         rule,
         Category(campaign.category),
@@ -85,7 +91,7 @@ def _plan(
         literal(0),
         literal(now, type_=Send.created_at.type),
         literal(now, type_=Send.updated_at.type),
-    )
+    ).where(or_(audience.c.skip_reason.is_(None), audience.c.skip_reason.in_(RECORDED_SKIPS)))
     session.execute(
         insert(Send).from_select(
             [
