@@ -130,7 +130,7 @@ class _FaultHandler:
 
 def _reply(server: SMTP, reply: str) -> str:
     """Send `reply`; a 421 closes the connection after it, DROP closes without a word."""
-    transport = server.transport
+    transport: Any = server.transport
     if reply == DROP:
         if transport is not None:
             transport.abort()

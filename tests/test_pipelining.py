@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,9 @@ async def _strict_server(
         if has_pipelining:
             seen.append(await reader.readuntil(b"DATA\r\n"))
             writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
+            # The first body must come with the second envelope, before we answer the dot
+            seen.append(await reader.readuntil(b"DATA\r\n"))
+            writer.write(b"250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
         else:
             for reply in (b"250 2.1.0 Ok\r\n", b"250 2.1.5 Ok\r\n", b"354 go ahead\r\n"):
                 line = await reader.readuntil(b"\r\n")
@@ -59,7 +63,7 @@ async def _strict_server(
 
 
 @pytest.mark.parametrize("has_pipelining", [True, False])
-def test_mail_rcpt_and_data_go_out_together_only_when_pipelining_is_offered(
+def test_commands_go_out_together_and_each_body_carries_the_next_envelope_when_pipelining(
     has_pipelining: bool,
 ) -> None:
     seen: list[bytes] = []
@@ -69,7 +73,15 @@ def test_mail_rcpt_and_data_go_out_together_only_when_pipelining_is_offered(
         relay = parse_relay(f"smtp://127.0.0.1:{port}?timeout_s=3")
         conn = await PipeliningConnection.open(relay, "mailer.test")
         assert conn.is_pipelining is has_pipelining
-        result = await conn.send(message(1, "a@x.test"))
+        if has_pipelining:
+            results: list[DeliveryResult | None] = [None, None]
+            batch = deque([(0, message(1, "a@x.test")), (1, message(2, "b@x.test"))])
+            await conn.send_from(batch, results, budget=10)
+            assert results[0] is not None
+            result = results[0]
+            assert results[1] is not None and results[1].outcome is Outcome.SENT
+        else:
+            result = await conn.send(message(1, "a@x.test"))
         await conn.quit()
         server.close()
         await server.wait_closed()
@@ -77,7 +89,11 @@ def test_mail_rcpt_and_data_go_out_together_only_when_pipelining_is_offered(
 
     assert asyncio.run(run()).outcome is Outcome.SENT
     if has_pipelining:
-        assert seen == [b"MAIL FROM:<bounces@cpi.example>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"]
+        assert seen == [
+            b"MAIL FROM:<bounces@cpi.example>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n",
+            message(1, "a@x.test").data
+            + b".\r\nMAIL FROM:<bounces@cpi.example>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n",
+        ]
     else:
         assert seen == [
             b"MAIL FROM:<bounces@cpi.example>\r\n",
@@ -103,6 +119,7 @@ def pipelining_server(make_smtp_server: Callable[..., FaultServer]) -> FaultServ
         ("mail", "550 5.7.1 sender blocked", Outcome.FAILED, ReplyKind.POLICY),
         ("data", "554 5.7.1 spam", Outcome.FAILED, ReplyKind.POLICY),
         ("data", "421 4.7.28 rate limited", Outcome.DEFERRED, ReplyKind.RATE),
+        ("data", DROP, Outcome.DEFERRED, ReplyKind.CONNECTION),
     ],
 )
 def test_pipelined_refusals_leave_the_session_usable_for_the_next_message(

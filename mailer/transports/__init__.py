@@ -12,14 +12,12 @@ capture server that `CaptureServer(settings).start()` started.
 
 from __future__ import annotations
 
-from functools import partial
-
 from mailer.config import Settings
 from mailer.errors import ConfigError
 from mailer.transports.base import Transport, classify, outcome_for, result_from_reply
 from mailer.transports.capture import CaptureServer, capture_url
 from mailer.transports.pipelining import PipeliningConnection
-from mailer.transports.pool import PooledTransport
+from mailer.transports.pool import Connection, PooledTransport
 from mailer.transports.relays import Relay, parse_relays
 from mailer.transports.smtp import AiosmtplibConnection
 
@@ -35,7 +33,12 @@ __all__ = [
     "result_from_reply",
 ]
 
-_CLIENTS = {"auto": PipeliningConnection, "pipelining": PipeliningConnection}
+#: The client behind each MAILER_SMTP_CLIENT value.
+_CLIENTS: dict[str, type[PipeliningConnection] | type[AiosmtplibConnection]] = {
+    "auto": PipeliningConnection,
+    "pipelining": PipeliningConnection,
+    "aiosmtplib": AiosmtplibConnection,
+}
 
 
 def make_transport(settings: Settings, url: str | None = None) -> PooledTransport:
@@ -44,14 +47,15 @@ def make_transport(settings: Settings, url: str | None = None) -> PooledTranspor
     if url.startswith("capture://"):
         url = capture_url(settings)
     relays = parse_relays(url, default_timeout_s=settings.smtp_timeout_s)
-    client = settings.smtp_client.strip().lower()
-    if client == "aiosmtplib":
-        connect = partial(AiosmtplibConnection.open, local_hostname=settings.smtp_local_hostname)
-    elif client in _CLIENTS:
-        connect = partial(_CLIENTS[client].open, local_hostname=settings.smtp_local_hostname)
-    else:
+    client = _CLIENTS.get(settings.smtp_client.strip().lower())
+    if client is None:
         raise ConfigError(
             f"MAILER_SMTP_CLIENT={settings.smtp_client!r} is unknown; "
             "use auto (pipelining when offered) or aiosmtplib"
         )
+    local_hostname = settings.smtp_local_hostname
+
+    async def connect(relay: Relay) -> Connection:
+        return await client.open(relay, local_hostname)
+
     return PooledTransport(relays, settings, connect)

@@ -5,9 +5,10 @@
     ...                           # make_transport(settings) with smtp_url=capture:// sends here
     server.stop()
 
-It listens on 127.0.0.1 only, offers SMTPUTF8 and PIPELINING-free plain SMTP, and writes one
-Maildir file per recipient under `settings.var_dir / "maildir"`, with `Return-Path` and
-`Delivered-To` lines on top of the exact bytes received.
+It listens on 127.0.0.1 only, offers SMTPUTF8 (no TLS, no login), and writes one Maildir file
+per recipient under `settings.var_dir / "maildir"`: `Return-Path` and `Delivered-To` lines on
+top of the exact bytes received. capture:// finds the server through a file it leaves in
+var_dir, so worker processes sharing the var_dir find it too.
 """
 
 from __future__ import annotations

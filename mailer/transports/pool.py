@@ -28,7 +28,9 @@ class Connection(Protocol):
 
     relay: Relay
     sent_count: int
-    is_open: bool
+
+    @property
+    def is_open(self) -> bool: ...
 
     async def send_from(
         self,
@@ -85,6 +87,13 @@ class PooledTransport:
                     conn.abort()
             return
         await asyncio.gather(*(c.quit() for c in slots if c is not None and c.is_open))
+
+    async def __aenter__(self) -> PooledTransport:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def _adopt_running_loop(self) -> None:
         # Connections belong to the loop that opened them; a caller that runs each batch in a
