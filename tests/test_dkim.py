@@ -12,12 +12,16 @@ from pathlib import Path
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from mailer.config import Secret, Settings
 from mailer.enums import Category
 from mailer.errors import ConfigError
 from mailer.messages import CampaignInfo, CampaignMessages, Recipient, SenderIdentity, load_template
+from mailer.messages.dkim import DkimSigner
 from mailer.outgoing import OutgoingMessage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,3 +184,33 @@ def test_a_key_without_a_selector_is_a_config_error(key) -> None:
             campaign=CampaignInfo(id=1, name="c", category=Category.PROMOTIONS),
             sender=SenderIdentity("M", "news@cpi.example"),
         )
+
+
+bodies = st.lists(st.text(alphabet=" \tab.=\u00e9", max_size=40), max_size=8).map(
+    lambda lines: "\r\n".join(lines).encode("utf-8")
+)
+
+
+@hyp_settings(max_examples=40, deadline=None)
+@given(body=bodies, trailing=st.sampled_from([b"\r\n", b"\r\n\r\n\r\n", b" \t\r\n"]))
+def test_our_canonicalization_agrees_with_dkimpy_on_any_body(key, body: bytes, trailing: bytes):
+    # SMTP DATA always ends in CRLF, so every body we sign does too.
+    path, dnsfunc = key
+    signer = DkimSigner("s2024", "cpi.example", path.read_bytes(), ["From", "Subject", "From"])
+    message = (
+        b"From: a@cpi.example\r\nSubject:  two  spaces \t\r\n folded\r\n\r\n" + body + trailing
+    )
+    assert dkim.verify(signer.sign(message), dnsfunc=dnsfunc)
+
+
+def test_an_unusable_key_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PEM"):
+        DkimSigner("s", "cpi.example", b"not a key", ["From"])
+    other = ed25519.Ed25519PrivateKey.generate()
+    pem = other.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(ConfigError, match="must be RSA"):
+        DkimSigner("s", "cpi.example", pem, ["From"])
