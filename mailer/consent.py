@@ -65,14 +65,7 @@ def is_contact_opted_out(session: Session, contact_id: int, category: Category |
 
 def eligible_scopes(session: Session, contact_id: int) -> tuple[str, ...]:
     """The scopes a contact can switch: marketing for everybody, service for clients too."""
-    contact = _contact(session, contact_id)
-    kind = session.scalar(
-        select(Organization.kind).where(Organization.id == contact.organization_id)
-    )
-    scopes: list[str] = [ALL_MARKETING, Category.FEATURES, Category.PROMOTIONS]
-    if kind == OrganizationKind.CLIENT:
-        scopes.append(Category.SERVICE)
-    return tuple(str(s) for s in scopes)
+    return _scopes_for(_contact_and_kind(session, contact_id)[1])
 
 
 def preferences(session: Session, contact_id: int) -> dict[str, bool]:
@@ -81,12 +74,29 @@ def preferences(session: Session, contact_id: int) -> dict[str, bool]:
     The scopes are those of `eligible_scopes`; `all_marketing` False means no marketing mail
     goes out whatever the per-category values say.
     """
-    contact = _contact(session, contact_id)
-    scopes = eligible_scopes(session, contact_id)
-    active = set(
-        session.scalars(select(OptOut.category).where(_active(contact.address_hash, scopes)))
-    )
+    contact, kind = _contact_and_kind(session, contact_id)
+    scopes = _scopes_for(kind)
+    query = select(OptOut.category).where(_active(contact.address_hash, scopes))
+    active = set(session.scalars(query))
     return {scope: scope not in active for scope in scopes}
+
+
+def _scopes_for(organization_kind: str | None) -> tuple[str, ...]:
+    scopes: list[str] = [ALL_MARKETING, Category.FEATURES, Category.PROMOTIONS]
+    if organization_kind == OrganizationKind.CLIENT:
+        scopes.append(Category.SERVICE)
+    return tuple(str(s) for s in scopes)
+
+
+def _contact_and_kind(session: Session, contact_id: int) -> tuple[Contact, str | None]:
+    row = session.execute(
+        select(Contact, Organization.kind)
+        .join(Organization, Organization.id == Contact.organization_id)
+        .where(Contact.id == contact_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"contact {contact_id} does not exist (deleted, or never imported)")
+    return row[0], row[1]
 
 
 def opt_out(

@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from mailer.config import Settings
+from mailer.errors import NotFoundError
 from mailer.runtime import Runtime, open_runtime
 from mailer.tokens import TokenSigner
 from mailer.web import public
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     async def error_page(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if isinstance(exc, NotFoundError):
+            status = 404  # e.g. a contact erased between reading the page and the click
         if status in (404, 405):
             status = 404  # a wrong method on a token URL reveals no more than a wrong token
         title = _ERROR_TITLES.get(status, "Something went wrong")
@@ -92,7 +95,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={HTTPException: error_page, Exception: error_page},
+        exception_handlers={
+            HTTPException: error_page,
+            NotFoundError: error_page,
+            Exception: error_page,
+        },
         lifespan=lifespan,
     )
     app.state.web = public.WebContext(runtime=runtime, env=env, signer=TokenSigner(settings))

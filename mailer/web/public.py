@@ -12,6 +12,7 @@ from typing import Any
 
 from jinja2 import Environment
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from mailer import consent, policy_text
 from mailer.enums import ALL_MARKETING, Category, OptOutSource
-from mailer.errors import NotFoundError, TokenError
+from mailer.errors import TokenError
 from mailer.models import Contact
 from mailer.runtime import Runtime
 from mailer.tokens import RecipientToken, TokenSigner
@@ -67,13 +68,12 @@ def _ctx(request: Request) -> WebContext:
     return request.app.state.web  # type: ignore[no-any-return]
 
 
-def _page_state(ctx: WebContext, token: RecipientToken) -> dict[str, Any]:
+def _page_state(session: Session, token: RecipientToken) -> dict[str, Any]:
     """The contact's masked address, kind of choices and current preferences; 404 if gone."""
-    with ctx.runtime.sessions() as session:
-        contact = session.get(Contact, token.contact_id)
-        if contact is None:
-            raise HTTPException(404)
-        prefs = consent.preferences(session, contact.id)
+    contact = session.get(Contact, token.contact_id)
+    if contact is None:
+        raise HTTPException(404)
+    prefs = consent.preferences(session, contact.id)
     return {
         "address": mask_address(contact.email),
         "prefs": prefs,
@@ -82,18 +82,27 @@ def _page_state(ctx: WebContext, token: RecipientToken) -> dict[str, Any]:
     }
 
 
+def _read_state(ctx: WebContext, token: RecipientToken) -> dict[str, Any]:
+    with ctx.runtime.sessions() as session:
+        return _page_state(session, token)
+
+
 async def unsubscribe_page(request: Request) -> Response:
     """GET /u/{token}: a confirm button and the preference center; changes nothing."""
     ctx = _ctx(request)
     token = ctx.read_token(request.path_params["token"])
-    state = await run_in_threadpool(_page_state, ctx, token)
+    state = await run_in_threadpool(_read_state, ctx, token)
     return render(ctx.env, "unsubscribe.html", token=request.path_params["token"], **state)
 
 
-def _unsubscribe(ctx: WebContext, token: RecipientToken, source: OptOutSource, who: dict) -> bool:
+def _unsubscribe(
+    ctx: WebContext, token: RecipientToken, source: OptOutSource, who: dict
+) -> dict[str, Any]:
+    """Opt out of the token's category (policy: nothing to do); what the answer page shows."""
     with ctx.runtime.sessions.begin() as session:
-        try:
-            return consent.opt_out(
+        if token.category.allows_opt_out:
+            # raises NotFoundError (a 404 page) when the contact is gone
+            consent.opt_out(
                 session,
                 contact_id=token.contact_id,
                 scope=token.category,
@@ -102,8 +111,10 @@ def _unsubscribe(ctx: WebContext, token: RecipientToken, source: OptOutSource, w
                 actor=RECIPIENT_ACTOR,
                 **who,
             )
-        except NotFoundError:
-            raise HTTPException(404) from None
+        contact = session.get(Contact, token.contact_id)  # already loaded: no query
+        if contact is None:
+            raise HTTPException(404)
+        return {"address": mask_address(contact.email), "category": token.category}
 
 
 async def one_click(request: Request) -> Response:
@@ -113,26 +124,27 @@ async def one_click(request: Request) -> Response:
     token = ctx.read_token(raw)
     form = await _read_form(request)
     is_one_click = form.get("List-Unsubscribe") == "One-Click"
-    if not token.category.allows_opt_out:
-        # Policy notices are mandatory; their links lead to preferences, not to an opt-out.
-        state = await run_in_threadpool(_page_state, ctx, token)
-        return render(ctx.env, "unsubscribed.html", token=raw, is_required=True, **state)
     source = OptOutSource.ONE_CLICK if is_one_click else OptOutSource.CONFIRM_PAGE
-    await run_in_threadpool(_unsubscribe, ctx, token, source, ctx.visitor(request))
-    state = await run_in_threadpool(_page_state, ctx, token)
-    return render(ctx.env, "unsubscribed.html", token=raw, is_required=False, **state)
+    state = await run_in_threadpool(_unsubscribe, ctx, token, source, ctx.visitor(request))
+    # Policy notices are mandatory: their links lead to preferences, and this page says why.
+    is_required = not token.category.allows_opt_out
+    return render(ctx.env, "unsubscribed.html", token=raw, is_required=is_required, **state)
 
 
 def _apply_preferences(
-    ctx: WebContext, token: RecipientToken, wanted: dict[str, bool], who: dict
-) -> list[str]:
-    """Opt out of or back into each scope whose wanted state differs; the scopes changed."""
+    ctx: WebContext, token: RecipientToken, action: str, form: FormData, who: dict
+) -> dict[str, Any]:
+    """Opt out of or back into each scope whose wanted state differs; the page state after."""
     changed: list[str] = []
     with ctx.runtime.sessions.begin() as session:
-        try:
-            current = consent.preferences(session, token.contact_id)
-        except NotFoundError:
-            raise HTTPException(404) from None
+        current = _page_state(session, token)["prefs"]  # 404 before anything else
+        if action == "unsubscribe_all":
+            wanted = {ALL_MARKETING: False}
+        elif action == "save":
+            # An unticked checkbox is simply absent from the form: absent means "stop".
+            wanted = {scope: form.get(scope) == "on" for scope in current}
+        else:
+            raise HTTPException(400)
         for scope, is_receiving in current.items():
             want = wanted.get(scope, is_receiving)
             if want == is_receiving:
@@ -149,7 +161,9 @@ def _apply_preferences(
                 **kwargs,
             ):
                 changed.append(scope)
-    return changed
+        state = _page_state(session, token)
+    state["notice"] = "Your preferences are saved." if changed else "Nothing changed."
+    return state
 
 
 async def preferences_page(request: Request) -> Response:
@@ -157,24 +171,15 @@ async def preferences_page(request: Request) -> Response:
     ctx = _ctx(request)
     raw = request.path_params["token"]
     token = ctx.read_token(raw)
-    notice = ""
-    state = await run_in_threadpool(_page_state, ctx, token)  # 404 before anything else
     if request.method == "POST":
         form = await _read_form(request)
-        action = form.get("action")
-        if action == "unsubscribe_all":
-            wanted = {ALL_MARKETING: False}
-        elif action == "save":
-            # An unticked checkbox is simply absent from the form: absent means "stop".
-            wanted = {scope: form.get(scope) == "on" for scope in state["prefs"]}
-        else:
-            raise HTTPException(400)
-        changed = await run_in_threadpool(
-            _apply_preferences, ctx, token, wanted, ctx.visitor(request)
-        )
-        notice = "Your preferences are saved." if changed else "Nothing changed."
-        state = await run_in_threadpool(_page_state, ctx, token)
-    return render(ctx.env, "preferences.html", token=raw, notice=notice, **state)
+        action = str(form.get("action") or "")
+        who = ctx.visitor(request)
+        state = await run_in_threadpool(_apply_preferences, ctx, token, action, form, who)
+    else:
+        state = await run_in_threadpool(_read_state, ctx, token)
+        state["notice"] = ""
+    return render(ctx.env, "preferences.html", token=raw, **state)
 
 
 def _policy(ctx: WebContext, label: str | None) -> dict[str, Any]:
