@@ -312,3 +312,17 @@ def test_template_preview_renders_for_a_real_contact(
         main, ["template", "preview", "service/planned-maintenance", "--contact", "no@x.example"]
     )
     assert missing.exit_code != 0 and "no contact" in missing.output
+
+
+@pytest.mark.parametrize("opener", ["<!--", "<style>", "<textarea>"])
+def test_unclosed_html_that_would_swallow_the_footer_is_refused(write, tmp_templates, opener):
+    with pytest.raises(TemplateError, match=r"CSS inlining|HTML parser|footer"):
+        load_template(tmp_templates, write(HEADER + f"<p>hi</p>\n{opener}\n"))
+
+
+def test_check_fails_when_an_edited_layout_drops_the_postal_address(write, tmp_templates):
+    layout = Path(tmp_templates.templates_dir) / "layouts" / "base.txt"
+    layout.write_text(layout.read_text().replace("{{ company.postal_address }}", ""))
+    name = write(HEADER + "<p>{{ contact.first_name }}</p>\n", text="{{ contact.first_name }}\n")
+    with pytest.raises(TemplateError, match="postal address"):
+        check_template(tmp_templates, name)

@@ -32,6 +32,8 @@ from mailer.messages.environment import compile_source, make_environment
 from mailer.messages.sources import Composite, Piece
 
 LAYOUT = "layouts/base"
+#: What the layout's footer prints; each must stay visible in the HTML whatever the template.
+FOOTER_OUTPUTS = ("{{ company.postal_address }}", "{{ links.unsubscribe }}", "{{ links.policy }}")
 _HEADER = re.compile(r"\A\{#(.*?)#\}", re.S)
 _HEADER_KEYS = ("subject", "category")
 
@@ -63,7 +65,7 @@ class Template:
 def list_templates(settings: Settings) -> list[str]:
     """Every template name (`category/name`) under the templates directory, sorted."""
     root = Path(settings.templates_dir)
-    names = []
+    names: list[str] = []
     for category in Category:
         folder = root / category.value
         names.extend(f"{category.value}/{p.stem}" for p in folder.glob("*.html"))
@@ -100,6 +102,7 @@ def load_template(settings: Settings, name: str) -> Template:
     html_comp = sources.inline_css(
         sources.around_content(layout_html.text, layout_html.file, Piece(html_source, html_file))
     )
+    sources.check_footer_visible(html_comp, FOOTER_OUTPUTS, html_file)
     text_comp = sources.compose(
         sources.around_content(layout_text.text, layout_text.file, text_piece)
     )
@@ -196,16 +199,16 @@ def check_source(env: SandboxedEnvironment, source: str, file: str, first_line: 
 
     _check_structure(ast, fail)
     undeclared = meta.find_undeclared_variables(ast)
-    for node in ast.find_all(nodes.Name):
-        if node.ctx == "load" and node.name in undeclared and node.name not in CONTEXT_VIEWS:
-            raise fail(_unknown("variable", node.name, CONTEXT_VIEWS), node)
+    for name in ast.find_all(nodes.Name):
+        if name.ctx == "load" and name.name in undeclared and name.name not in CONTEXT_VIEWS:
+            raise fail(_unknown("variable", name.name, CONTEXT_VIEWS), name)
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        attr = getattr(node, "attr", None) or getattr(getattr(node, "arg", None), "value", None)
         if not isinstance(attr, str):
             continue
         if attr.startswith("_"):
             raise fail(f"{attr!r} is not allowed: templates cannot reach Python internals", node)
-        base = node.node
+        base = getattr(node, "node", None)
         if isinstance(base, nodes.Name) and base.name in CONTEXT_VIEWS and base.name in undeclared:
             allowed = view_fields(base.name)
             if attr not in allowed:
@@ -217,12 +220,13 @@ def _check_structure(ast: nodes.Template, fail: Callable[[str, nodes.Node], Temp
     for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
         raise fail("templates cannot extend or include files: the layout is added for you", node)
     for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
-        target = node.name if isinstance(node, nodes.Macro) else node.target
+        target = node.name if isinstance(node, nodes.Macro) else getattr(node, "target", None)
+        names: list[str] = []
         if isinstance(target, str):
             names = [target]
         elif isinstance(target, nodes.Name):
             names = [target.name]
-        else:
+        elif isinstance(target, nodes.Node):
             names = [n.name for n in target.find_all(nodes.Name)]
         for reserved in sorted(set(names) & CONTEXT_VIEWS.keys()):
             raise fail(f"{reserved!r} is part of the context; pick another name", node)
