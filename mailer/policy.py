@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.campaigns import summarize
 from mailer.config import Settings
 from mailer.db import is_postgres
 from mailer.delivery.batches import Batch, Dispatch, cut_batches, dispatch_all
@@ -59,6 +60,8 @@ class PublishReport:
     published_by: str
     campaign_id: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    #: Why planned contacts were skipped (suppressed: undeliverable; not_a_client …).
+    skip_reasons: dict[str, int] = field(default_factory=dict)
     batches: int = 0
 
 
@@ -176,8 +179,9 @@ def publish_policy(
         report = PublishReport(version, effective_on, is_material, now, user.username)
         if is_material:
             campaign, batches = _launch_notice(rt, session, policy, user, now)
+            planned = summarize(session, campaign)
             report.campaign_id = campaign.id
-            report.counts = send_counts(session, campaign.id)
+            report.counts, report.skip_reasons = planned.counts, planned.skip_reasons
             report.batches = len(batches)
         audit.record(
             session,
@@ -189,6 +193,7 @@ def publish_policy(
             is_material=is_material,
             campaign_id=report.campaign_id,
             counts=report.counts,
+            skip_reasons=report.skip_reasons,
         )
     dispatch_all(dispatch, batches)
     return report

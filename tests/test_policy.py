@@ -113,6 +113,9 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     message = message_from_bytes(smtp_server.messages[0].data, policy=default_policy)
     assert message["Subject"] == "Update to our Privacy Policy"
     assert message["List-Unsubscribe"] is None
+    assert message["From"].addresses[0].addr_spec == "privacy@cpi.example"
+    assert "<privacy.lists.cpi.example>" in message["List-Id"]
+    assert message["Auto-Submitted"] == "auto-generated"
     body = message.get_body(("plain",)).get_content()
     assert "https://mail.cpi.example/privacy/2" in body and "January 1, 2027" in body
 
@@ -298,6 +301,7 @@ def test_every_step_is_audited(mail_rt, workers, people, make_audience) -> None:
     published = events["policy.publish"]
     assert (published.actor, published.object_id) == ("ada", "2")
     assert published.details["counts"] == {"queued": 2}
+    assert published.details["skip_reasons"] == {}
     assert published.details["campaign_id"] == report.campaign_id
     assert events["campaign.launch"].actor == "ada"
     assert events["campaign.complete"].details["counts"] == {"sent": 2}
