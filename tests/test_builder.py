@@ -279,6 +279,10 @@ def test_crlf_in_names_and_subjects_cannot_add_a_header() -> None:
     msg = parse(out)
     assert msg["Bcc"] is None
     assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["To"])
+    bare = out.data.replace(b"\r\n", b"")
+    assert b"\r" not in bare and b"\n" not in bare
+    text, _ = bodies(msg)
+    assert "Hello Eve\nBcc: victim@example.com\n\nbody," in text.replace("\r\n", "\n")
 
 
 @pytest.mark.parametrize(
