@@ -110,6 +110,7 @@ def test_a_recipient_confirms_the_unsubscribe_in_a_real_browser(rt, base_url, pa
     page.get_by_role("button", name="Unsubscribe", exact=True).click()
     # Then they see the confirmation and the opt-out is recorded
     page.get_by_role("heading", name="You are unsubscribed").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "unsubscribed.png"))
     with rt.sessions() as s:
         [row] = s.scalars(select(OptOut)).all()
     assert (row.category, row.source, row.ip, row.send_id) == (

@@ -214,6 +214,10 @@ def test_policy_is_shown_as_required_with_no_switch(rt, client, token_for, make_
     page = client.get(f"/preferences/{token}").text
     assert "Privacy-policy notices" in page and "Required" in page
     assert 'name="policy"' not in page
+    # the unsubscribe page of a policy notice offers no confirm button, only preferences
+    page = client.get(f"/u/{token}").text
+    assert f'action="/u/{token}"' not in page
+    assert f'action="/preferences/{token}"' in page
     # a one-click POST on a policy link changes nothing and says why
     response = client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 200
