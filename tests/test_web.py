@@ -517,3 +517,12 @@ def test_mailer_serve_answers_on_the_given_port(settings, tmp_path):
         proc.wait(10)
         if proc.stdout:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_healthz_answers_503_when_the_database_is_down(settings):
+    down = settings.with_(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with TestClient(create_app(down), base_url=BASE_URL) as c:
+        response = c.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "database": "down"}
