@@ -326,3 +326,21 @@ def test_check_fails_when_an_edited_layout_drops_the_postal_address(write, tmp_t
     name = write(HEADER + "<p>{{ contact.first_name }}</p>\n", text="{{ contact.first_name }}\n")
     with pytest.raises(TemplateError, match="postal address"):
         check_template(tmp_templates, name)
+
+
+def test_a_policy_notice_with_promotional_content_is_refused(write, tmp_templates):
+    header = "{#\nsubject: Update to our Privacy Policy\ncategory: policy\n#}\n"
+    body = header + "<p>{{ policy.summary }}</p>\n<p>Upgrade to Premium today!</p>\n"
+    with pytest.raises(TemplateError, match="promotional") as caught:
+        load_template(tmp_templates, write(body, name="policy/probe"))
+    assert caught.value.line == 6
+    sneaky = "{#\nsubject: Privacy update and 20% off\ncategory: policy\n#}\n<p>x</p>\n"
+    with pytest.raises(TemplateError, match="subject"):
+        load_template(tmp_templates, write(sneaky, name="policy/probe"))
+
+
+def test_a_feature_explanation_may_not_lead_with_pricing(write, tmp_templates):
+    with pytest.raises(TemplateError, match="may not lead with a promotion"):
+        load_template(tmp_templates, write(HEADER + "<p>New pricing for BenefitElect</p>\n"))
+    later = HEADER + "<p>" + "How enrollment works. " * 40 + "</p>\n<p>Ask about pricing.</p>\n"
+    assert load_template(tmp_templates, write(later)).category is Category.FEATURES

@@ -29,6 +29,7 @@ from mailer.errors import TemplateError
 from mailer.messages import sources
 from mailer.messages.context import CONTEXT_VIEWS, view_fields
 from mailer.messages.environment import compile_source, make_environment
+from mailer.messages.lint import lint_content
 from mailer.messages.sources import Composite, Piece
 
 LAYOUT = "layouts/base"
@@ -98,6 +99,7 @@ def load_template(settings: Settings, name: str) -> Template:
     if has_text:
         check_source(env, text_piece.text, text_piece.file)
 
+    lint_content(category, html_file, header["subject"], [html_source, text_piece.text])
     layout_html, layout_text = _read_layout(env, root)
     html_comp = sources.inline_css(
         sources.around_content(layout_html.text, layout_html.file, Piece(html_source, html_file))
