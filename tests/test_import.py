@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -502,3 +503,26 @@ def test_the_fast_address_check_agrees_with_email_validator(raw: str) -> None:
     if fast is None:
         return
     assert normalize(raw) == fast
+
+
+def test_a_small_file_finds_its_rows_among_many_stored_ones(rt: Runtime, tmp_path: Path) -> None:
+    # Given many stored organizations (look-ups by key, not a full read, find the file's rows)
+    from mailer.contacts.sample import load_sample_into_db, write_sample_csv
+
+    day = dt.date(2026, 1, 15)
+    load_sample_into_db(rt, 200, seed=3, actor="tester", today=day)
+    write_sample_csv(tmp_path / "all.csv", 200, seed=3, today=day)
+    lines = (tmp_path / "all.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "few.csv").write_text("".join(lines[:3]), encoding="utf-8")
+    # When two of its rows are imported again, and then with a changed title
+    assert import_contacts(rt, tmp_path / "few.csv").changes == 0
+    changed = lines[2].rsplit(",", 3)
+    changed[1] = "Chief People Officer"
+    (tmp_path / "few.csv").write_text(lines[0] + lines[1] + ",".join(changed), encoding="utf-8")
+    report = import_contacts(rt, tmp_path / "few.csv")
+    # Then only that contact is updated
+    assert (report.contacts_updated, report.contacts_unchanged, report.contacts_created) == (
+        1,
+        1,
+        0,
+    )
