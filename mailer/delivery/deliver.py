@@ -140,37 +140,51 @@ def deliver_batch(
         )
         session.commit()
         step = settings.record_every
+        sent: _SentSlice | None = None
         for start in range(0, len(pending), step):
-            if start and _status(session, campaign_id) != CampaignStatus.SENDING:
+            # one transaction records the slice just sent and claims the next one
+            if sent is not None:
+                _record(ctx, session, campaign_id, sent, report)
+                sent = None
+            claimed, rows = _claim(
+                session,
+                category,
+                campaign_id,
+                pending[start : start + step],
+                ctx.clock(),
+                settings.lease_s,
+            )
+            # commit before rendering and SMTP: no locks held while the network works
+            session.commit()
+            if claimed:
+                sent = _send_slice(ctx, messages, claimed, rows)
+            elif _status(session, campaign_id) != CampaignStatus.SENDING:
                 report.stopped = "campaign no longer sending"
                 break
-            counts = _deliver_slice(
-                ctx, session, campaign, category, messages, pending[start : start + step]
-            )
-            report.add(counts)
+        if sent is not None:
+            _record(ctx, session, campaign_id, sent, report)
         if not report.stopped:
             maybe_complete(session, campaign_id, ctx.clock())
-            session.commit()
+        session.commit()
     return report
 
 
-def _deliver_slice(
+@dataclass
+class _SentSlice:
+    """A slice sent but not yet recorded."""
+
+    claimed: dict[int, Claimed]
+    results: list[DeliveryResult]
+    skips: dict[int, str]
+    message_ids: dict[int, str]
+
+
+def _send_slice(
     ctx: DeliveryContext,
-    session: Session,
-    campaign: Campaign,
-    category: Category,
     messages: CampaignMessages,
-    ids: list[int],
-) -> dict[str, int]:
-    rt, settings = ctx.rt, ctx.rt.settings
-    now = ctx.clock()
-    claimed = _claim(session, ids, now, settings.lease_s)
-    if not claimed:
-        session.commit()
-        return {}
-    rows = session.execute(_recipients_query(category), {"ids": list(claimed)}).all()
-    # end the transaction before rendering and SMTP: no locks held while the network works
-    session.commit()
+    claimed: dict[int, Claimed],
+    rows: Sequence[Any],
+) -> _SentSlice:
     outgoing: list[OutgoingMessage] = []
     skips: dict[int, str] = {}
     failures: list[DeliveryResult] = []
@@ -192,29 +206,56 @@ def _deliver_slice(
             )
     results = ctx.send(outgoing) if outgoing else []
     results.extend(failures)
-    done = ctx.clock()
-    record_skips(session, skips, done)
-    message_ids = {m.send_id: m.message_id for m in outgoing}
+    return _SentSlice(claimed, results, skips, {m.send_id: m.message_id for m in outgoing})
+
+
+def _record(
+    ctx: DeliveryContext,
+    session: Session,
+    campaign_id: int,
+    sent: _SentSlice,
+    report: BatchReport,
+) -> None:
+    settings = ctx.rt.settings
+    now = ctx.clock()
+    record_skips(session, sent.skips, now)
     recorded = record_results(
-        session, settings, results, claimed, message_ids, done, rt.hash_address
+        session,
+        settings,
+        sent.results,
+        sent.claimed,
+        sent.message_ids,
+        now,
+        ctx.rt.hash_address,
     )
     if recorded.policy_failures:
-        _pause_on_policy_failures(session, settings.max_policy_failures, campaign.id, done)
-    session.commit()
-    counts = dict(recorded.counts)
-    if skips:
-        counts[SendStatus.SKIPPED.value] = counts.get(SendStatus.SKIPPED.value, 0) + len(skips)
-    return counts
+        _pause_on_policy_failures(session, settings.max_policy_failures, campaign_id, now)
+    report.add(recorded.counts)
+    if sent.skips:
+        report.add({SendStatus.SKIPPED.value: len(sent.skips)})
 
 
-def _claim(session: Session, ids: list[int], now: dt.datetime, lease_s: int) -> dict[int, Claimed]:
-    """queued → sending for the rows nobody else took; the lease lets the sweep recover them."""
+def _claim(
+    session: Session,
+    category: Category,
+    campaign_id: int,
+    ids: list[int],
+    now: dt.datetime,
+    lease_s: int,
+) -> tuple[dict[int, Claimed], Sequence[Any]]:
+    """queued → sending for the rows nobody else took, while the campaign is still sending;
+    then who they go to and whether consent still holds. The lease lets the sweep recover them.
+    """
     lease = now + dt.timedelta(seconds=lease_s)
+    still_sending = exists().where(
+        Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING.value
+    )
     stmt = (
         update(_sends)
         .where(
             _sends.c.id.in_(bindparam("ids", expanding=True)),
             _sends.c.status == SendStatus.QUEUED.value,
+            still_sending,
         )
         .values(
             status=SendStatus.SENDING.value,
@@ -225,10 +266,14 @@ def _claim(session: Session, ids: list[int], now: dt.datetime, lease_s: int) -> 
         )
         .returning(_sends.c.id, _sends.c.attempts, _sends.c.first_attempt_at, _sends.c.email)
     )
-    return {
+    claimed = {
         row.id: Claimed(row.attempts, _aware(row.first_attempt_at) or now, row.email)
         for row in session.execute(stmt, {"ids": ids})
     }
+    if not claimed:
+        return claimed, []
+    rows = session.execute(_recipients_query(category), {"ids": list(claimed)}).all()
+    return claimed, rows
 
 
 def _coalesce_first(now: dt.datetime) -> Any:
