@@ -526,3 +526,63 @@ def test_healthz_answers_503_when_the_database_is_down(settings):
         response = c.get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "database": "down"}
+
+
+def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
+    mail_rt, workers, people, make_audience, smtp_server
+):
+    from email import message_from_bytes, policy
+
+    from mailer import campaigns
+    from mailer.delivery import Batch
+    from mailer.models import Send
+
+    def create() -> int:
+        return campaigns.create_campaign(
+            mail_rt,
+            username="mark",
+            name="Features",
+            category="features",
+            template="features/benefitelect-enrollment-site",
+            rule_text="",
+        ).id
+
+    # Given a features campaign delivered to three contacts
+    contacts = make_audience(3)
+    first = create()
+    campaigns.launch_campaign(mail_rt, first, username="mark", dispatch=workers.dispatch)
+    assert workers.run_until_finished([first], timeout_s=60)
+    [message] = [m for m in smtp_server.messages if contacts[0].email in m.rcpt_tos]
+    header = message_from_bytes(message.data, policy=policy.default)["List-Unsubscribe"]
+    [url] = re.findall(r"<(https://[^>]+)>", str(header))
+    # And a second one planned but not yet sent
+    running = create()
+    held: list[Batch] = []
+    campaigns.launch_campaign(mail_rt, running, username="mark", dispatch=held.extend)
+
+    # When the recipient's mailbox provider one-clicks the header's URL
+    with TestClient(create_app(runtime=mail_rt), base_url=BASE_URL) as c:
+        assert c.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+    # Then the running campaign skips them at send time
+    workers.dispatch(held)
+    assert workers.run_until_finished([running], timeout_s=60)
+    # And the next campaign skips them when it is planned
+    later = create()
+    summary = campaigns.launch_campaign(mail_rt, later, username="mark", dispatch=workers.dispatch)
+    assert workers.run_until_finished([later], timeout_s=60)
+    with mail_rt.sessions() as s:
+        rows = s.execute(
+            select(Send.campaign_id, Send.status, Send.skip_reason).where(
+                Send.contact_id == contacts[0].id
+            )
+        ).all()
+    assert sorted(rows) == [
+        (first, "sent", ""),
+        (running, "skipped", "opted_out"),
+        (later, "skipped", "opted_out"),
+    ]
+    assert summary.skip_reasons.get("opted_out") == 1
+    sent_to = [m.rcpt_tos for m in smtp_server.messages]
+    assert sum(contacts[0].email in r for r in sent_to) == 1
+    assert sum(contacts[1].email in r for r in sent_to) == 3
