@@ -51,3 +51,11 @@ def require_owner_or_admin(user: User, created_by: str) -> None:
         raise PermissionDeniedError(
             f"campaign belongs to {created_by!r}; only they or an admin may change it"
         )
+
+
+def require_admin(user: User, action: str) -> None:
+    """Raise PermissionDeniedError unless `user` is an admin; `action` names what was refused."""
+    if user.role != Role.ADMIN:
+        raise PermissionDeniedError(
+            f"user {user.username!r} has role {user.role}; only an admin may {action}"
+        )

@@ -1,4 +1,4 @@
-"""Publishing privacy-policy versions, the mandatory notice to every client, and resending it.
+"""Publishing privacy-policy versions and launching the mandatory notice to every client.
 
 CPI's policy promises to notify clients by email when it changes how information is used or
 disclosed. `publish_policy` stores a version and, when the change is material, creates and
@@ -8,12 +8,9 @@ its whole send log exist together or not at all. The `policy` category guard pic
 `policy_grace_days` ago); opt-outs never apply, suppressed addresses are skipped and counted
 as undeliverable. The notice rides the priority queue with at-least-once delivery.
 
-Resending (`resend_notice`) works on the same campaign, so one send log holds the whole story
-of a version and (campaign, contact) stays unique: a contact with a `sent` row is never sent
-the notice again. Eligible contacts without a row get one; failed or skipped rows of contacts
-who are now sendable (address fixed, suppression lifted, contact reactivated) are queued again;
-a completed campaign is reopened. Only clients the notice was for (see `mailer.policy_coverage`)
-are written to. A second resend with nothing new sends nothing.
+Coverage (`coverage`, in `mailer.policy_coverage`) proves who was told; resending
+(`resend_notice`, in `mailer.policy_resend`) reaches eligible contacts not yet told, never twice.
+This module re-exports both, so callers import `mailer.policy` alone.
 """
 
 from __future__ import annotations
@@ -22,25 +19,34 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, insert, literal, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import audit
 from mailer.campaigns import summarize
 from mailer.config import Settings
-from mailer.db import is_postgres
-from mailer.delivery.batches import Batch, Dispatch, cut_batches, dispatch_all
+from mailer.delivery.batches import Batch, Dispatch, dispatch_all
 from mailer.delivery.completion import send_counts
 from mailer.delivery.planning import start_sending, validate_launch
-from mailer.enums import CampaignStatus, Category, Role, SendStatus
-from mailer.errors import NotFoundError, PermissionDeniedError, PolicyError
-from mailer.models import Campaign, Contact, PolicyVersion, Send, User, utcnow
-from mailer.permissions import find_user
-from mailer.policy_coverage import CoverageReport, campaign_coverage, eligible_organization_ids
+from mailer.enums import CampaignStatus, Category
+from mailer.errors import PolicyError
+from mailer.models import Campaign, PolicyVersion, User, utcnow
+from mailer.permissions import find_user, require_admin
+from mailer.policy_coverage import CoverageReport, coverage, require_version
+from mailer.policy_resend import ResendReport, resend_notice
 from mailer.policy_text import ensure_first_version, get_version
-from mailer.rules import audience_select
 from mailer.runtime import Runtime
+
+__all__ = [
+    "CoverageReport",
+    "PublishReport",
+    "ResendReport",
+    "coverage",
+    "publish_policy",
+    "require_version",
+    "resend_notice",
+]
 
 NOTICE_TEMPLATE = "policy/privacy-policy-change"
 #: Labels appear in URLs (`/privacy/V`) and file names: keep them plain.
@@ -63,22 +69,6 @@ class PublishReport:
     #: Why planned contacts were skipped (suppressed: undeliverable; not_a_client …).
     skip_reasons: dict[str, int] = field(default_factory=dict)
     batches: int = 0
-
-
-@dataclass
-class ResendReport:
-    """What `resend_notice` queued: rows added for new contacts, rows queued again."""
-
-    version: str
-    campaign_id: int
-    added: int = 0
-    requeued: int = 0
-    is_reopened: bool = False
-    batches: int = 0
-
-    @property
-    def queued(self) -> int:
-        return self.added + self.requeued
 
 
 def human_date(day: dt.date) -> str:
@@ -109,13 +99,6 @@ def notice_params(settings: Settings, version: PolicyVersion) -> dict[str, objec
         "changes": changes,
         "policy_url": f"{settings.public_base_url.rstrip('/')}/privacy/{version.version}",
     }
-
-
-def _require_admin(user: User, action: str) -> None:
-    if user.role != Role.ADMIN:
-        raise PermissionDeniedError(
-            f"user {user.username!r} has role {user.role}; only an admin may {action}"
-        )
 
 
 def _check_input(version: str, text: str, summary: str, is_material: bool) -> None:
@@ -155,7 +138,7 @@ def publish_policy(
     batches: list[Batch] = []
     with rt.sessions.begin() as session:
         user = find_user(session, username)
-        _require_admin(user, "publish a policy version")
+        require_admin(user, "publish a policy version")
         ensure_first_version(session)
         _refuse_taken_or_early(session, version, effective_on)
         policy = PolicyVersion(
@@ -261,202 +244,3 @@ def _launch_notice(
         counts=send_counts(session, campaign.id),
     )
     return campaign, batches
-
-
-def require_version(session: Session, version: str) -> PolicyVersion:
-    found = get_version(session, version)
-    if found is None:
-        raise NotFoundError(f"no policy version {version!r}; `mailer policy list` shows them")
-    return found
-
-
-def coverage(rt: Runtime, version: str, *, viewed_by: str = "") -> CoverageReport:
-    """Per eligible client, how the notice of `version` fared; audited when `viewed_by` is given.
-
-    A version that was not material has no notice: its report lists no clients.
-    """
-    with rt.sessions.begin() as session:
-        policy = require_version(session, version)
-        report = CoverageReport(
-            policy.version,
-            policy.effective_on,
-            policy.is_material,
-            policy.published_at,
-            policy.published_by,
-        )
-        campaign = session.get(Campaign, policy.campaign_id) if policy.campaign_id else None
-        if campaign is not None:
-            report.campaign_id = campaign.id
-            report.campaign_status = campaign.status
-            report.launched_at = campaign.launched_at
-            report.clients = campaign_coverage(session, campaign, rt.settings.policy_grace_days)
-        if viewed_by:
-            # the report names clients and their account managers: an export, so audited
-            audit.record(
-                session,
-                viewed_by,
-                "policy.coverage",
-                object_type="policy_version",
-                object_id=version,
-                eligible_clients=len(report.clients),
-                not_reached_clients=len(report.not_reached),
-            )
-    return report
-
-
-def resend_notice(
-    rt: Runtime,
-    version: str,
-    *,
-    username: str,
-    dispatch: Dispatch | None,
-    now: dt.datetime | None = None,
-) -> ResendReport:
-    """Queue the notice for every eligible contact not yet sent it; never a second copy.
-
-    See the module docstring for what is queued. Refused for a version without a notice, and
-    while the notice campaign is paused, cancelled or failed.
-    """
-    now = now or utcnow()
-    with rt.sessions.begin() as session:
-        user = find_user(session, username)
-        _require_admin(user, "resend a policy notice")
-        policy = require_version(session, version)
-        campaign = _notice_campaign(session, policy)
-        report = ResendReport(version, campaign.id)
-        eligible = _sendable_contacts(rt, campaign, now)
-        requeued = _requeue(session, campaign.id, eligible, now)
-        added = _add_missing(session, campaign.id, eligible, now)
-        report.requeued, report.added = len(requeued), len(added)
-        batches = cut_batches(
-            campaign.id, Category.POLICY, requeued + added, rt.settings.batch_size
-        )
-        report.batches = len(batches)
-        if batches and campaign.status == CampaignStatus.COMPLETED:
-            campaign.status = CampaignStatus.SENDING.value
-            campaign.completed_at = None
-            campaign.updated_at = now
-            campaign.status_detail = (
-                f"reopened by {user.username} to resend the notice to {report.queued} contacts"
-            )
-            report.is_reopened = True
-        audit.record(
-            session,
-            user.username,
-            "policy.resend",
-            object_type="policy_version",
-            object_id=version,
-            campaign_id=campaign.id,
-            added=report.added,
-            requeued=report.requeued,
-            reopened=report.is_reopened,
-        )
-    dispatch_all(dispatch, batches)
-    return report
-
-
-def _notice_campaign(session: Session, policy: PolicyVersion) -> Campaign:
-    if policy.campaign_id is None:
-        raise PolicyError(
-            f"version {policy.version} was not published as material, so no notice goes out "
-            "for it; publish a material version to notify clients"
-        )
-    query = select(Campaign).where(Campaign.id == policy.campaign_id)
-    if is_postgres(session):
-        query = query.with_for_update()  # two resends at once: the second waits, finds nothing
-    campaign = session.scalars(query).one()
-    if campaign.status not in (CampaignStatus.COMPLETED, CampaignStatus.SENDING):
-        raise PolicyError(
-            f"the notice campaign {campaign.id} of version {policy.version} is "
-            f"{campaign.status}; resend works on a sending or completed notice"
-            + (" (resume it first)" if campaign.status == CampaignStatus.PAUSED else "")
-        )
-    return campaign
-
-
-def _sendable_contacts(rt: Runtime, campaign: Campaign, now: dt.datetime):  # type: ignore[no-untyped-def]
-    """Contacts the policy guard lets through today, of clients the notice was for."""
-    audience = audience_select(
-        None,
-        Category.POLICY,
-        today=now.date(),
-        now=now,
-        policy_grace_days=rt.settings.policy_grace_days,
-    ).subquery()
-    orgs = eligible_organization_ids(campaign, rt.settings.policy_grace_days).subquery()
-    return (
-        select(audience.c.contact_id, audience.c.organization_id, audience.c.email)
-        .where(
-            audience.c.skip_reason.is_(None),
-            audience.c.organization_id.in_(select(orgs.c.organization_id)),
-        )
-        .subquery()
-    )
-
-
-def _requeue(session: Session, campaign_id: int, eligible, now: dt.datetime) -> list[int]:  # type: ignore[no-untyped-def]
-    """Failed or skipped rows of contacts now sendable: queued again, at the current address."""
-    current_email = select(Contact.email).where(Contact.id == Send.contact_id)
-    rows = session.execute(
-        update(Send)
-        .where(
-            Send.campaign_id == campaign_id,
-            Send.status.in_(
-                (SendStatus.FAILED.value, SendStatus.SKIPPED.value, SendStatus.UNKNOWN.value)
-            ),
-            Send.contact_id.in_(select(eligible.c.contact_id)),
-        )
-        .values(
-            status=SendStatus.QUEUED.value,
-            skip_reason="",
-            email=current_email.scalar_subquery(),
-            # a fresh delivery: the give-up clock and the retry schedule start over
-            attempts=0,
-            first_attempt_at=None,
-            next_attempt_at=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-        .returning(Send.id)
-        .execution_options(synchronize_session=False)
-    )
-    return [row.id for row in rows]
-
-
-def _add_missing(session: Session, campaign_id: int, eligible, now: dt.datetime) -> list[int]:  # type: ignore[no-untyped-def]
-    """Queued rows for eligible contacts the send log has no row for (added since launch)."""
-    has_row = exists().where(
-        Send.campaign_id == campaign_id, Send.contact_id == eligible.c.contact_id
-    )
-    rows = select(
-        literal(campaign_id),
-        eligible.c.contact_id,
-        eligible.c.organization_id,
-        literal(Category.POLICY.value),
-        eligible.c.email,
-        literal(SendStatus.QUEUED.value),
-        literal(""),
-        literal(0),
-        literal(now, type_=Send.created_at.type),
-        literal(now, type_=Send.updated_at.type),
-    ).where(~has_row)
-    result = session.execute(
-        insert(Send)
-        .from_select(
-            [
-                "campaign_id",
-                "contact_id",
-                "organization_id",
-                "category",
-                "email",
-                "status",
-                "skip_reason",
-                "attempts",
-                "created_at",
-                "updated_at",
-            ],
-            rows,
-        )
-        .returning(Send.id)
-    )
-    return [row.id for row in result]

@@ -27,9 +27,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, literal, not_, or_, select
 from sqlalchemy.orm import Session
 
+from mailer import audit
 from mailer.enums import CampaignStatus, OrganizationKind, SendStatus, SkipReason
-from mailer.models import Campaign, Contact, Organization, Send, Suppression, User
+from mailer.errors import NotFoundError
+from mailer.models import Campaign, Contact, Organization, PolicyVersion, Send, Suppression, User
+from mailer.policy_text import get_version
 from mailer.rules.guards import agreement_active, agreement_ended
+from mailer.runtime import Runtime
 
 #: Skip reasons that say the organization, not the contact, was outside the policy audience.
 ORG_LEVEL_SKIPS = (SkipReason.NOT_A_CLIENT.value, SkipReason.NOT_ELIGIBLE.value)
@@ -229,3 +233,44 @@ def campaign_coverage(
         if client is not None:  # None: the organization was deleted since
             setattr(client, cls, getattr(client, cls) + n)
     return list(clients.values())
+
+
+def require_version(session: Session, version: str) -> PolicyVersion:
+    found = get_version(session, version)
+    if found is None:
+        raise NotFoundError(f"no policy version {version!r}; `mailer policy list` shows them")
+    return found
+
+
+def coverage(rt: Runtime, version: str, *, viewed_by: str = "") -> CoverageReport:
+    """Per eligible client, how the notice of `version` fared; audited when `viewed_by` is given.
+
+    A version that was not material has no notice: its report lists no clients.
+    """
+    with rt.sessions.begin() as session:
+        policy = require_version(session, version)
+        report = CoverageReport(
+            policy.version,
+            policy.effective_on,
+            policy.is_material,
+            policy.published_at,
+            policy.published_by,
+        )
+        campaign = session.get(Campaign, policy.campaign_id) if policy.campaign_id else None
+        if campaign is not None:
+            report.campaign_id = campaign.id
+            report.campaign_status = campaign.status
+            report.launched_at = campaign.launched_at
+            report.clients = campaign_coverage(session, campaign, rt.settings.policy_grace_days)
+        if viewed_by:
+            # the report names clients and their account managers: an export, so audited
+            audit.record(
+                session,
+                viewed_by,
+                "policy.coverage",
+                object_type="policy_version",
+                object_id=version,
+                eligible_clients=len(report.clients),
+                not_reached_clients=len(report.not_reached),
+            )
+    return report
