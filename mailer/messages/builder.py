@@ -98,6 +98,12 @@ class CampaignMessages:
             "policy": policy,
         }
         self._from = self._from_block(settings, sender)
+        # A subject without Jinja (a policy notice's, say) is encoded once, not per message.
+        is_fixed = "{" not in template.subject_source
+        self._fixed_subject = template.subject_source if is_fixed else ""
+        self._fixed_subject_header = (
+            h.unstructured("Subject", self._fixed_subject) if is_fixed else b""
+        )
         self._constant = self._constant_block(settings)
         self._dkim = DkimSigner.from_settings(settings, self._signed_header_names())
         self._date_s = -1
@@ -181,7 +187,7 @@ class CampaignMessages:
             "manager": manager,
             "links": links,
         }
-        subject = _render(tpl, "subject", tpl.subject, ctx)
+        subject = self._fixed_subject or _render(tpl, "subject", tpl.subject, ctx)
         text = _render(tpl, "text part", tpl.text, ctx)
         html = _render(tpl, "HTML part", tpl.html, ctx)
         return subject, text, html, token, links
@@ -196,7 +202,7 @@ class CampaignMessages:
         head = [
             self._from,
             h.mailbox("To", full_name, rcpt),
-            h.unstructured("Subject", subject),
+            self._fixed_subject_header or h.unstructured("Subject", subject),
             self._date_header(),
             b"Message-ID: " + message_id.encode("ascii") + CRLF,
             self._constant,
