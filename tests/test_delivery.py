@@ -281,3 +281,84 @@ def _wait_for(condition: Any, timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_two_schedulers_never_start_the_same_campaign_twice(mail_rt, people, make_audience):
+    import threading
+
+    from mailer.delivery import scheduler_tick
+
+    make_audience(30)
+    now = dt.datetime.now(dt.UTC)
+    cid = _create(mail_rt, "mark")
+    campaigns.launch_campaign(
+        mail_rt, cid, username="mark", dispatch=None, at=now + dt.timedelta(minutes=1)
+    )
+    held: list[Batch] = []
+    started: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def scheduler() -> None:
+        barrier.wait()
+        report = scheduler_tick(mail_rt, dispatch=held.extend, now=now + dt.timedelta(minutes=2))
+        started.extend(report.started)
+
+    threads = [threading.Thread(target=scheduler) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert started == [cid]
+    assert _statuses(mail_rt, cid) == {"queued": 30}
+    assert sum(b.last_id - b.first_id + 1 for b in held) == 30
+
+
+def test_service_notice_goes_from_the_account_manager_to_their_own_clients_only(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    import email
+    from email import policy
+
+    own = make_audience(3, account_manager_id=people["manager"].id)
+    others = make_audience(2, account_manager_id=people["other_manager"].id)
+    prospects = make_audience(
+        2, kind="prospect", agreement_started_on=None, account_manager_id=people["manager"].id
+    )
+    cid = _create(
+        mail_rt,
+        "amy",
+        category="service",
+        template="service/planned-maintenance",
+        rule="kind = client or kind = prospect",
+    )
+    campaigns.launch_campaign(mail_rt, cid, username="amy", dispatch=workers.dispatch)
+    assert workers.run_until_finished([cid], timeout_s=60)
+
+    assert set(_received(smtp_server)) == {c.email for c in own}
+    assert not {c.email for c in others + prospects} & set(_received(smtp_server))
+    message = email.message_from_bytes(smtp_server.messages[0].data, policy=policy.default)
+    assert "amy@cpi.example" in str(message["Reply-To"])
+    assert "Amy Manager" in str(message["From"])
+
+
+def test_priority_mail_overtakes_a_running_promotion(
+    mail_rt, people, make_audience, smtp_server
+) -> None:
+    from workers.embedded import EmbeddedWorkers
+
+    slow = mail_rt.settings.with_(rate_limit_per_s=40)
+    rt = Runtime(slow, mail_rt.engine, mail_rt.sessions)
+    make_audience(160, account_manager_id=people["manager"].id)
+    promo = _create(rt, "mark")
+    notice = _create(
+        rt, "amy", category="service", template="service/planned-maintenance", rule='state = "OR"'
+    )
+    with EmbeddedWorkers(slow, rt, threads=1) as embedded:
+        campaigns.launch_campaign(rt, promo, username="mark", dispatch=embedded.dispatch)
+        _wait_for(lambda: _statuses(rt, promo).get("sent", 0) >= 10)
+        campaigns.launch_campaign(rt, notice, username="amy", dispatch=embedded.dispatch)
+        assert embedded.run_until_finished([notice], timeout_s=60)
+        # the service notice finished while the promotion still had most of its way to go
+        assert _statuses(rt, promo).get("queued", 0) > 40
+        assert embedded.run_until_finished([promo], timeout_s=60)

@@ -95,7 +95,10 @@ def setup(settings: Settings, runtime: Runtime | None = None) -> Wiring:
         assert _wiring is not None
         deliver_batch(_context(_wiring), campaign_id, first_id, last_id)
 
-    bulk = dramatiq.actor(deliver, actor_name="deliver_bulk", queue_name=BULK_QUEUE, broker=broker)
+    # lower runs first: a worker takes a waiting priority batch before any bulk one
+    bulk = dramatiq.actor(
+        deliver, actor_name="deliver_bulk", queue_name=BULK_QUEUE, broker=broker, priority=100
+    )
     priority = dramatiq.actor(
         deliver, actor_name="deliver_priority", queue_name=PRIORITY_QUEUE, broker=broker, priority=0
     )
