@@ -4,19 +4,23 @@
     server.on_rcpt("a@x.test", "421 4.7.0 slow down")      # once, then accept
     server.on_rcpt("b@x.test", "550 5.1.1 no such user", times=None)   # always
     server.on_data("c@x.test", DROP)                       # cut the line at end of data
+    server.on_data("d@x.test", HANG)                       # never answer: the client times out
     server.on_message(3, "451 4.3.0 try again")            # the 3rd message reaching end of data
     server.refuse_connections(2)                           # the next 2 connections are cut at once
     with server.down(): ...                                # nothing listens: connection refused
+    server.down_for(2.0)                                   # refused now, back in 2 s by itself
     server.messages                                        # [ReceivedMessage(mail_from, …)]
     server.stop()
 
 A reply starting with 421 (and DROP) closes the connection, as RFC 5321 §3.8 says a server does.
 EHLO advertises PIPELINING only when asked (aiosmtpd reads pipelined commands line by line, so it
-copes), SMTPUTF8 when `has_smtputf8`, STARTTLS when given a TLS context.
+copes), SMTPUTF8 when `has_smtputf8`, STARTTLS when given `tls_context`, and speaks TLS from the
+first byte (smtps://) when given `implicit_tls_context`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 import threading
@@ -32,6 +36,8 @@ from mailer.transports.capture import free_port
 
 #: A scripted "reply" that closes the connection without answering.
 DROP = "DROP"
+#: A scripted "reply" that never comes: the server sits silent (the client must time out).
+HANG = "HANG"
 
 
 @dataclass
@@ -97,10 +103,15 @@ class _FaultHandler:
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
+    async def _maybe_hang(self, reply: str | None) -> None:
+        if reply == HANG:
+            await asyncio.sleep(3600)  # cancelled when the server stops
+
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         reply = self.fault._rcpt_script.next(address.lower())
+        await self._maybe_hang(reply)
         if reply:
             return _reply(server, reply)
         envelope.rcpt_tos.append(address)
@@ -114,6 +125,7 @@ class _FaultHandler:
         reply = fault._message_script.next(nth)
         for rcpt in envelope.rcpt_tos:
             reply = reply or fault._data_script.next(rcpt.lower())
+        await self._maybe_hang(reply)
         if reply:
             return _reply(server, reply)
         with fault._lock:
@@ -177,6 +189,7 @@ class FaultServer:
         has_smtputf8: bool = True,
         tls_context: ssl.SSLContext | None = None,
         require_starttls: bool = False,
+        implicit_tls_context: ssl.SSLContext | None = None,
         logins: dict[str, str] | None = None,
         port: int = 0,
     ) -> None:
@@ -184,6 +197,7 @@ class FaultServer:
         self.has_smtputf8 = has_smtputf8
         self.tls_context = tls_context
         self.require_starttls = require_starttls
+        self.implicit_tls_context = implicit_tls_context
         self.logins = logins
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -198,12 +212,19 @@ class FaultServer:
         self._data_script = _Script()
         self._message_script = _Script()
         self._controller: _FaultController | None = None
+        self._control_lock = threading.RLock()
+        self._timer: threading.Timer | None = None
 
     @property
     def url(self) -> str:
-        return f"smtp://{self.host}:{self.port}"
+        scheme = "smtps" if self.implicit_tls_context is not None else "smtp"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def start(self) -> FaultServer:
+        with self._control_lock:
+            return self._start()
+
+    def _start(self) -> FaultServer:
         if self._controller is None:
             kwargs: dict[str, Any] = {
                 "hostname": self.host,
@@ -213,6 +234,8 @@ class FaultServer:
             }
             if self.tls_context is not None:
                 kwargs.update(tls_context=self.tls_context, require_starttls=self.require_starttls)
+            if self.implicit_tls_context is not None:
+                kwargs["ssl_context"] = self.implicit_tls_context
             if self.logins is not None:
                 kwargs.update(authenticator=self._authenticate, auth_require_tls=True)
             self._controller = _FaultController(self, **kwargs)
@@ -222,9 +245,13 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
+        with self._control_lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._controller is not None:
+                self._controller.stop()
+                self._controller = None
 
     @contextlib.contextmanager
     def down(self) -> Iterator[None]:
@@ -234,6 +261,20 @@ class FaultServer:
             yield
         finally:
             self.start()
+
+    def down_for(self, seconds: float) -> None:
+        """Stop listening now and come back after `seconds`, without blocking the caller."""
+        with self._control_lock:
+            self.stop()
+            self._timer = threading.Timer(seconds, self._come_back)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _come_back(self) -> None:
+        with self._control_lock:
+            if self._timer is not None:  # not stopped for good meanwhile
+                self._timer = None
+                self._start()
 
     def on_mail(self, *replies: str, times: int | None = 1) -> None:
         """The next MAIL FROM commands get these replies (each `times` times, None: forever)."""

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
@@ -22,7 +24,7 @@ from mailer.transports.base import (
 )
 from mailer.transports.relays import parse_relay, parse_relays
 from tests.smtp_fixtures import TlsFiles
-from tests.smtpd import DROP, FaultServer
+from tests.smtpd import DROP, HANG, FaultServer
 
 CLIENTS = ["auto", "aiosmtplib"]
 
@@ -442,3 +444,104 @@ def test_a_capture_url_without_a_running_capture_server_says_how_to_start_one(
 ) -> None:
     with pytest.raises(ConfigError, match="no capture server is running"):
         make_transport(Settings(var_dir=tmp_path, smtp_url="capture://"))
+
+
+def test_smtps_speaks_tls_from_the_first_byte(
+    client_settings: Settings, make_smtp_server: Callable[..., FaultServer], tls_files: TlsFiles
+) -> None:
+    server = make_smtp_server(implicit_tls_context=tls_files.server_context())
+    url = f"{server.url}?cafile={tls_files.cert_path}"
+    assert url.startswith("smtps://")
+    results = send(client_settings, [message(1, "a@x.test")], url)
+    assert results[0].outcome is Outcome.SENT
+    # A certificate nobody vouches for is refused when verification is asked for
+    results = send(client_settings, [message(2, "b@x.test")], server.url)
+    assert (results[0].outcome, results[0].kind) == (Outcome.DEFERRED, ReplyKind.CONNECTION)
+    assert len(server.messages) == 1
+
+
+# --- silence, recovery, odd input -----------------------------------------------------------
+
+
+def test_a_silent_server_times_out_into_a_deferral(
+    client_settings: Settings, smtp_server: FaultServer
+) -> None:
+    smtp_server.on_data("silent@x.test", HANG)
+    settings = client_settings.with_(smtp_pool_size=1)
+    messages = [message(1, "a@x.test"), message(2, "silent@x.test"), message(3, "b@x.test")]
+    url = smtp_server.url + "?timeout_s=0.5"
+    results = send(settings, messages, url)
+    assert (results[1].outcome, results[1].kind) == (Outcome.DEFERRED, ReplyKind.CONNECTION)
+    assert "timed out" in results[1].reply.lower()
+    assert results[0].outcome is Outcome.SENT
+    assert results[2].outcome is Outcome.SENT
+
+
+def test_a_short_outage_is_ridden_out_by_the_connection_backoff(
+    client_settings: Settings, smtp_server: FaultServer
+) -> None:
+    smtp_server.down_for(0.4)
+    results = send(client_settings, [message(1, "a@x.test")])
+    assert results[0].outcome is Outcome.SENT
+
+
+def test_a_longer_outage_defers_and_then_the_server_comes_back_by_itself(
+    client_settings: Settings, smtp_server: FaultServer
+) -> None:
+    smtp_server.down_for(3.0)
+    assert send(client_settings, [message(1, "a@x.test")])[0].kind is ReplyKind.CONNECTION
+    deadline = time.monotonic() + 5
+    while smtp_server.connection_count == 0 and time.monotonic() < deadline:
+        results = send(client_settings, [message(1, "a@x.test")])
+    assert results[0].outcome is Outcome.SENT
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("rcpt", "a@x.test>\r\nRCPT TO:<evil@x.test", ReplyKind.HARD),
+        ("rcpt", "", ReplyKind.HARD),
+        ("rcpt", "two words@x.test", ReplyKind.HARD),
+        ("mail_from", "b@cpi.example>\r\nRSET", ReplyKind.POLICY),
+    ],
+)
+def test_an_address_that_would_break_the_command_line_fails_unsent(
+    client_settings: Settings, smtp_server: FaultServer, field: str, value: str, kind: ReplyKind
+) -> None:
+    bad = message(1, "a@x.test")
+    setattr(bad, field, value)
+    results = send(client_settings, [bad, message(2, "good@x.test")])
+    assert (results[0].outcome, results[0].kind, results[0].code) == (Outcome.FAILED, kind, None)
+    assert results[1].outcome is Outcome.SENT
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["good@x.test"]]
+
+
+def test_a_client_bug_on_one_message_defers_it_and_spares_the_batch(
+    client_settings: Settings, smtp_server: FaultServer
+) -> None:
+    broken = message(2, "broken@x.test")
+    broken.data = None  # type: ignore[assignment]
+    messages = [message(1, "a@x.test"), broken, message(3, "b@x.test")]
+    results = send(client_settings.with_(smtp_pool_size=1), messages)
+    assert [r.send_id for r in results] == [1, 2, 3]
+    assert (results[1].outcome, results[1].kind) == (Outcome.DEFERRED, ReplyKind.CONNECTION)
+    assert results[0].outcome is Outcome.SENT
+    assert results[2].outcome is Outcome.SENT
+
+
+def _unstuff(wire: bytes) -> bytes:
+    """What a receiving server makes of a DATA payload (RFC 5321 §4.5.2)."""
+    lines = wire.split(b"\r\n")
+    assert lines[-2:] == [b".", b""]
+    return b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines[:-2])
+
+
+_LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@given(st.lists(_LINE, min_size=1))
+def test_dot_stuffing_round_trips_any_crlf_text(lines: list[bytes]) -> None:
+    data = b"".join(line + b"\r\n" for line in lines)
+    wire = dot_stuff(data)
+    assert b"\r\n.\r\n" not in b"\r\n" + wire[:-3]  # no early end of data
+    assert _unstuff(wire) == data

@@ -134,6 +134,27 @@ def unsupported_result(send_id: int, reason: str = NO_SMTPUTF8) -> DeliveryResul
     return DeliveryResult(send_id, Outcome.FAILED, ReplyKind.UNSUPPORTED, None, "", reason)
 
 
+_UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
+
+
+def envelope_problem(send_id: int, message: OutgoingMessage) -> DeliveryResult | None:
+    """A FAILED result when an envelope address could not go into a command safely.
+
+    Addresses reach us validated; this guards the wire against CR, LF or angle brackets that
+    would let one address smuggle commands into the session.
+    """
+    if not message.rcpt or _UNSAFE_IN_ADDRESS.search(message.rcpt):
+        reason = f"the recipient address {message.rcpt!r} cannot be used in RCPT TO"
+        return DeliveryResult(send_id, Outcome.FAILED, ReplyKind.HARD, None, "", reason)
+    if _UNSAFE_IN_ADDRESS.search(message.mail_from):
+        reason = (
+            f"the envelope sender {message.mail_from!r} cannot be used in MAIL FROM; "
+            "check MAILER_ENVELOPE_SENDER"
+        )
+        return DeliveryResult(send_id, Outcome.FAILED, ReplyKind.POLICY, None, "", reason)
+    return None
+
+
 def needs_smtputf8(message: OutgoingMessage) -> bool:
     """True when the envelope carries a non-ASCII address, whatever the flag says."""
     return message.needs_smtputf8 or not (message.mail_from.isascii() and message.rcpt.isascii())

@@ -16,6 +16,7 @@ from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import (
     connection_result,
     dot_stuff,
+    envelope_problem,
     needs_smtputf8,
     result_from_reply,
     unsupported_result,
@@ -109,6 +110,10 @@ class PipeliningConnection(SmtpSession):
         """The next sendable message with its envelope commands; unsendable ones get results."""
         while waiting and self._budget > 0:
             index, message = waiting.popleft()
+            problem = envelope_problem(message.send_id, message)
+            if problem is not None:
+                results[index] = problem
+                continue
             is_utf8 = needs_smtputf8(message)
             if is_utf8 and "SMTPUTF8" not in self.extensions:
                 results[index] = unsupported_result(message.send_id)

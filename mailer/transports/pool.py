@@ -9,6 +9,7 @@ every message still waiting in the batch is deferred at once instead of being tr
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -18,6 +19,8 @@ from mailer.errors import TransientSendError
 from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import connection_result
 from mailer.transports.relays import Relay
+
+_log = logging.getLogger(__name__)
 
 #: Seconds to wait before each further connection attempt of one slot within one batch.
 CONNECT_BACKOFF_S: tuple[float, ...] = (0.05, 0.25, 1.0)
@@ -76,7 +79,9 @@ class PooledTransport:
         self._unreachable = ""
         workers = min(self._pool_size, len(messages))
         await asyncio.gather(*(self._work(slot, waiting, results) for slot in range(workers)))
-        return results  # type: ignore[return-value]  # every index was filled
+        if waiting or None in results:
+            await self._finish_orphans(messages, waiting, results)
+        return results  # type: ignore[return-value]  # every index is filled now
 
     async def close(self) -> None:
         """QUIT every open connection (politely, in parallel)."""
@@ -94,6 +99,20 @@ class PooledTransport:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def _finish_orphans(
+        self,
+        messages: Sequence[OutgoingMessage],
+        waiting: deque[tuple[int, OutgoingMessage]],
+        results: list[DeliveryResult | None],
+    ) -> None:
+        """After a client bug: send what is still waiting, defer what had been taken."""
+        if waiting:
+            await self._work(0, waiting, results)
+        for index, result in enumerate(results):
+            if result is None:
+                reason = "the SMTP client failed on this message (see the worker log)"
+                results[index] = connection_result(messages[index].send_id, reason)
 
     def _adopt_running_loop(self) -> None:
         # Connections belong to the loop that opened them; a caller that runs each batch in a
@@ -125,7 +144,14 @@ class PooledTransport:
                     return
                 if not waiting:  # another slot finished the batch while we connected
                     return
-            await conn.send_from(waiting, results, self._max_per_connection - conn.sent_count)
+            try:
+                await conn.send_from(waiting, results, self._max_per_connection - conn.sent_count)
+            except Exception:
+                # A bug, not a reply: keep the batch's other results, drop this connection,
+                # and let the messages it held be deferred below rather than lost.
+                _log.exception("SMTP client failed on %s", conn.relay.address)
+                conn.abort()
+                return
 
     async def _open_slot(self, slot: int) -> Connection | None:
         """A new connection for `slot`, trying each relay in turn; None when none answers."""

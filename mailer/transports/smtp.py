@@ -16,6 +16,7 @@ from mailer.errors import TransientSendError
 from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import (
     connection_result,
+    envelope_problem,
     needs_smtputf8,
     result_from_reply,
     unsupported_result,
@@ -94,6 +95,9 @@ class AiosmtplibConnection:
     async def send(self, message: OutgoingMessage) -> DeliveryResult:
         """Send one message; any trouble becomes its result. A 421 or a drop closes us."""
         client = self._client
+        problem = envelope_problem(message.send_id, message)
+        if problem is not None:
+            return problem
         is_utf8 = needs_smtputf8(message)
         if is_utf8 and not client.supports_extension("smtputf8"):
             return unsupported_result(message.send_id)
