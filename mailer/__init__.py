@@ -1,0 +1,61 @@
+"""mailer: CPI's email and notification campaign service.
+
+What the entry points (`mailer.cli`, `mailer.web`, `workers`) and scripts use is exported here;
+everything else is reached through its module.
+"""
+
+from mailer.config import Secret, Settings
+from mailer.enums import (
+    ALL_MARKETING,
+    CampaignStatus,
+    Category,
+    OptOutSource,
+    Role,
+    SendStatus,
+    SkipReason,
+)
+from mailer.errors import (
+    CampaignError,
+    ConfigError,
+    ContactImportError,
+    EmployeeDataError,
+    MailerError,
+    NotFoundError,
+    PermanentSendError,
+    PermissionDeniedError,
+    RuleError,
+    SchemaBehindError,
+    SendError,
+    TemplateError,
+    TokenError,
+    TransientSendError,
+)
+from mailer.runtime import Runtime, open_runtime
+
+__all__ = [
+    "ALL_MARKETING",
+    "CampaignError",
+    "CampaignStatus",
+    "Category",
+    "ConfigError",
+    "ContactImportError",
+    "EmployeeDataError",
+    "MailerError",
+    "NotFoundError",
+    "OptOutSource",
+    "PermanentSendError",
+    "PermissionDeniedError",
+    "Role",
+    "RuleError",
+    "Runtime",
+    "SchemaBehindError",
+    "Secret",
+    "SendError",
+    "SendStatus",
+    "Settings",
+    "SkipReason",
+    "TemplateError",
+    "TokenError",
+    "TransientSendError",
+    "open_runtime",
+]
