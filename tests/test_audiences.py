@@ -189,3 +189,28 @@ def test_preview_errors_name_the_problem(rt: Runtime, tmp_path: Path) -> None:
         main, ["audience", "preview", "--file", str(rule_file), "--category", "policy"], env=env
     )
     assert result.exit_code == 0, result.output
+
+
+def test_audience_list_shows_names_descriptions_and_rules(rt: Runtime, tmp_path: Path) -> None:
+    write(tmp_path, "west.toml", "description = 'West'\nrule = 'state in (\"OR\", \"WA\")'\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["audience", "list"], env=cli_env(rt, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.output == "west: West\n"
+    result = runner.invoke(main, ["audience", "list", "--json"], env=cli_env(rt, tmp_path))
+    assert json.loads(result.output) == [
+        {"name": "west", "description": "West", "rule": 'state in ("OR", "WA")'}
+    ]
+
+
+def test_preview_as_a_marketer_is_not_limited_to_any_manager(
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
+) -> None:
+    make_user(username="mel", role="marketing")
+    make_contact(organization=make_org())
+    args = ["audience", "preview", "--rule", "everyone", "--category", "service", "--as", "mel"]
+    result = CliRunner().invoke(main, [*args, "--json"], env=cli_env(rt, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["eligible"] == 1
+    result = CliRunner().invoke(main, [*args[:-1], "nobody"], env=cli_env(rt, tmp_path))
+    assert result.exit_code == 5 and "no user named 'nobody'" in result.output

@@ -14,10 +14,17 @@ from sqlalchemy import select
 from mailer.audit import record
 from mailer.cli._common import actor, echo_json, runtime
 from mailer.config import Settings
-from mailer.enums import Category
+from mailer.enums import Category, Role
 from mailer.errors import NotFoundError, RuleError
 from mailer.models import User
-from mailer.rules import Preview, get_audience, load_audience, parse_rule, preview
+from mailer.rules import (
+    Preview,
+    get_audience,
+    load_audience,
+    load_audiences,
+    parse_rule,
+    preview,
+)
 from mailer.rules.nodes import Rule
 
 
@@ -57,6 +64,24 @@ def check_command(files: tuple[Path, ...], as_json: bool) -> None:
         )
 
 
+@audience_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_command(as_json: bool) -> None:
+    """List saved audiences (all are checked first)."""
+    settings = Settings.from_env()
+    audiences = load_audiences(settings.audiences_dir)
+    if as_json:
+        echo_json(
+            [
+                {"name": a.name, "description": a.description, "rule": a.rule_text.strip()}
+                for a in audiences.values()
+            ]
+        )
+        return
+    for audience in audiences.values():
+        click.echo(f"{audience.name}: {audience.description}")
+
+
 @audience_group.command("preview")
 @click.argument("name", required=False)
 @click.option("--rule", "rule_text", help="A rule given on the command line.")
@@ -69,7 +94,11 @@ def check_command(files: tuple[Path, ...], as_json: bool) -> None:
 @click.option(
     "--category", required=True, type=click.Choice([c.value for c in Category]), help="Category."
 )
-@click.option("--as", "as_username", help="Preview as this account manager (service mail).")
+@click.option(
+    "--as",
+    "as_username",
+    help="Preview as this user: an account manager's service mail reaches only their clients.",
+)
 @click.option("--sample", "sample_size", default=10, show_default=True, type=click.IntRange(0))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def preview_command(
@@ -93,9 +122,13 @@ def preview_command(
     with rt.sessions.begin() as session:
         manager_id = None
         if as_username is not None:
-            manager_id = session.scalar(select(User.id).where(User.username == as_username))
-            if manager_id is None:
+            user = session.execute(
+                select(User.id, User.role).where(User.username == as_username)
+            ).first()
+            if user is None:
                 raise NotFoundError(f"no user named {as_username!r}; see `mailer users list`")
+            # the same limit campaign planning applies to what this user launches
+            manager_id = user.id if user.role == Role.ACCOUNT_MANAGER else None
         result = preview(
             session,
             rule,
