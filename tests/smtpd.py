@@ -117,6 +117,10 @@ class _FaultHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    async def handle_RSET(self, server: SMTP, session: Any, envelope: Any) -> str:
+        reply = self.fault._rset_script.next("*")
+        return _reply(server, reply) if reply else "250 2.0.0 OK"
+
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         fault = self.fault
         with fault._lock:
@@ -208,6 +212,7 @@ class FaultServer:
         self._refuse_count = 0
         self._lock = threading.Lock()
         self._mail_script = _Script()
+        self._rset_script = _Script()
         self._rcpt_script = _Script()
         self._data_script = _Script()
         self._message_script = _Script()
@@ -280,6 +285,10 @@ class FaultServer:
         """The next MAIL FROM commands get these replies (each `times` times, None: forever)."""
         self._mail_script.add("*", replies, times)
 
+    def on_rset(self, *replies: str, times: int | None = 1) -> None:
+        """The next RSET commands get these replies (DROP cuts the line)."""
+        self._rset_script.add("*", replies, times)
+
     def on_rcpt(self, rcpt: str, *replies: str, times: int | None = 1) -> None:
         """RCPT TO:<rcpt> gets these replies, in turn; then it is accepted."""
         self._rcpt_script.add(rcpt.lower(), replies, times)
@@ -299,7 +308,7 @@ class FaultServer:
 
     def reset(self) -> None:
         """Forget scripts and received messages."""
-        for script in (self._mail_script, self._rcpt_script, self._data_script):
+        for script in (self._mail_script, self._rset_script, self._rcpt_script, self._data_script):
             script.clear()
         self._message_script.clear()
         with self._lock:

@@ -232,3 +232,18 @@ def test_smtp_sink_receives_the_bytes_as_given(smtp_settings: Settings) -> None:
     shutil.rmtree(dump)
     # smtp-sink stores LF line ends, its own trace headers above and a blank line below
     assert dumped.endswith(data.replace(b"\r\n", b"\n") + b"\n")
+
+
+def test_a_pipelined_refusal_stands_when_the_line_drops_during_the_reset(
+    pipelining_settings: Settings, pipelining_server: FaultServer
+) -> None:
+    pipelining_server.on_rcpt("gone@x.test", "550 5.1.1 no such user")
+    pipelining_server.on_rset(DROP)
+    settings = pipelining_settings.with_(smtp_pool_size=1, smtp_url=pipelining_server.url)
+    messages = [message(1, "a@x.test"), message(2, "gone@x.test"), message(3, "b@x.test")]
+    results = send(settings, messages)
+    assert [(r.outcome, r.kind) for r in results] == [
+        (Outcome.SENT, ReplyKind.OK),
+        (Outcome.FAILED, ReplyKind.HARD),
+        (Outcome.SENT, ReplyKind.OK),
+    ]

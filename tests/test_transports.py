@@ -242,6 +242,17 @@ def test_a_refused_sender_fails_as_policy_and_the_session_goes_on(
     assert results[1].outcome is Outcome.SENT
 
 
+def test_a_refusal_stands_when_the_line_drops_during_the_reset_after_it(
+    client_settings: Settings, smtp_server: FaultServer
+) -> None:
+    smtp_server.on_rcpt("gone@x.test", "550 5.1.1 no such user")
+    smtp_server.on_rset(DROP)
+    messages = [message(1, "gone@x.test"), message(2, "a@x.test"), message(3, "b@x.test")]
+    results = send(client_settings.with_(smtp_pool_size=1), messages)
+    assert (results[0].outcome, results[0].kind) == (Outcome.FAILED, ReplyKind.HARD)
+    assert [r.outcome for r in results[1:]] == [Outcome.SENT, Outcome.SENT]
+
+
 def test_a_connection_dropped_mid_transaction_defers_only_that_message(
     client_settings: Settings, smtp_server: FaultServer
 ) -> None:

@@ -76,7 +76,9 @@ class PipeliningConnection(SmtpSession):
             async with asyncio.timeout(self.relay.timeout_s):
                 replies = await self._envelope_replies()
                 if replies[2][0] != 354 or replies[0][0] != 250 or replies[1][0] > 251:
-                    results[index] = await self._refused(message, replies)
+                    # The verdict stands even if the clean-up after it loses the connection.
+                    results[index] = _refusal(message, replies)
+                    await self._reset_after(replies)
                     return self._start_next(waiting, results)
                 if self.is_pipelining:
                     follower = self._take(waiting, results)
@@ -85,6 +87,8 @@ class PipeliningConnection(SmtpSession):
                 code, text = await self._read_reply()
         except CONNECTION_ERRORS as exc:
             self.abort()
+            if results[index] is not None:
+                return None
             reason = f"connection to {self.relay.address} lost: {describe(exc)}"
             results[index] = connection_result(message.send_id, reason)
         else:
@@ -157,26 +161,27 @@ class PipeliningConnection(SmtpSession):
         replies += [_NO_REPLY] * (3 - len(replies))
         return replies[0], replies[1], replies[2]
 
-    async def _refused(
-        self, message: OutgoingMessage, replies: tuple[Reply, Reply, Reply]
-    ) -> DeliveryResult:
-        """The result for a refused MAIL, RCPT or DATA; the session is left ready (RSET)."""
+    async def _reset_after(self, replies: tuple[Reply, Reply, Reply]) -> None:
+        """Leave the session ready for the next message after a refusal (RSET), or close it
+        after a 421."""
         assert self._writer is not None
-        mail, rcpt, data = replies
-        if mail[0] != 250:
-            result = result_from_reply(message.send_id, *mail, is_sender=True)
-        elif rcpt[0] not in (250, 251):
-            result = result_from_reply(message.send_id, *rcpt)
-        else:
-            result = result_from_reply(message.send_id, *data)
-        if 421 in (mail[0], rcpt[0], data[0]):
+        if 421 in (replies[0][0], replies[1][0], replies[2][0]):
             self.abort()
-            return result
-        if data[0] == 354:
+            return
+        if replies[2][0] == 354:
             # The server took DATA although MAIL or RCPT failed: end an empty message.
             self._writer.write(b".\r\n")
             await self._read_reply()
         self._writer.write(b"RSET\r\n")
         if (await self._read_reply())[0] == 421:
             self.abort()
-        return result
+
+
+def _refusal(message: OutgoingMessage, replies: tuple[Reply, Reply, Reply]) -> DeliveryResult:
+    """The result for a refused MAIL (the sender's problem), RCPT or DATA."""
+    mail, rcpt, data = replies
+    if mail[0] != 250:
+        return result_from_reply(message.send_id, *mail, is_sender=True)
+    if rcpt[0] not in (250, 251):
+        return result_from_reply(message.send_id, *rcpt)
+    return result_from_reply(message.send_id, *data)
