@@ -254,10 +254,17 @@ class CampaignMessages:
 
 
 def _render(tpl: Template, part: str, compiled: Any, ctx: dict[str, Any]) -> str:
+    # What Template.render does, minus merging the environment's globals into every context
+    # (shared=True): the static check already refuses any name outside the context, so no
+    # template can use a global, and the merge was ~15% of a message's render time.
     try:
-        return str(compiled.render(ctx))
-    except Exception as exc:  # any render failure is this template's, for this recipient
-        raise tpl.error(part, exc) from exc
+        return "".join(compiled.root_render_func(compiled.new_context(ctx, shared=True)))
+    except Exception:
+        try:
+            compiled.environment.handle_exception()  # re-raises with template lines
+        except Exception as exc:  # any render failure is this template's, for this recipient
+            raise tpl.error(part, exc) from exc
+        raise
 
 
 def _qp(text: str) -> bytes:

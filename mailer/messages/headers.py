@@ -29,6 +29,9 @@ def clean_text(value: str) -> str:
 
 def encoded_words(text: str) -> list[str]:
     """`text` as base64 encoded-words, each ≤75 chars, never splitting a UTF-8 character."""
+    whole = text.encode("utf-8")
+    if len(whole) <= _CHUNK_BYTES:  # most names and many subjects fit one word
+        return [f"=?utf-8?b?{base64.b64encode(whole).decode('ascii')}?="]
     words, chunk = [], b""
     for char in text:
         raw = char.encode("utf-8")
