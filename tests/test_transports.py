@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mailer.config import Settings
 from mailer.errors import ConfigError
 from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage, ReplyKind
-from mailer.transports import make_transport
+from mailer.transports import Transport, make_transport
 from mailer.transports.base import (
     NO_SMTPUTF8,
     classify,
@@ -169,6 +169,19 @@ def test_bad_smtp_urls_are_refused_with_the_fix(url: str, fragment: str) -> None
 def test_an_unknown_client_name_is_refused(smtp_settings: Settings) -> None:
     with pytest.raises(ConfigError, match="MAILER_SMTP_CLIENT='fast'"):
         make_transport(smtp_settings.with_(smtp_client="fast"))
+
+
+@pytest.mark.parametrize("name", ["", "mail host", "mailér.example"])
+def test_a_local_hostname_that_cannot_go_into_ehlo_is_refused(
+    smtp_settings: Settings, name: str
+) -> None:
+    with pytest.raises(ConfigError, match="MAILER_SMTP_LOCAL_HOSTNAME"):
+        make_transport(smtp_settings.with_(smtp_local_hostname=name))
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_make_transport_gives_a_transport(smtp_settings: Settings, client: str) -> None:
+    assert isinstance(make_transport(smtp_settings.with_(smtp_client=client)), Transport)
 
 
 # --- sending ------------------------------------------------------------------------------

@@ -53,7 +53,12 @@ def make_transport(settings: Settings, url: str | None = None) -> PooledTranspor
             f"MAILER_SMTP_CLIENT={settings.smtp_client!r} is unknown; "
             "use auto (pipelining when offered) or aiosmtplib"
         )
-    local_hostname = settings.smtp_local_hostname
+    local_hostname = settings.smtp_local_hostname.strip()
+    if not local_hostname or not local_hostname.isascii() or " " in local_hostname:
+        raise ConfigError(
+            f"MAILER_SMTP_LOCAL_HOSTNAME={settings.smtp_local_hostname!r} cannot go into EHLO; "
+            "use this host's ASCII domain name, e.g. mailer.cpi.example"
+        )
 
     async def connect(relay: Relay) -> Connection:
         return await client.open(relay, local_hostname)
