@@ -364,6 +364,11 @@ def test_the_cases_cover_every_field_and_operator() -> None:
         assert op in texts, op
 
 
+def test_a_naive_clock_is_refused_before_any_sql() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        audience_select(None, Category.POLICY, today=TODAY, now=NOW.replace(tzinfo=None))
+
+
 def test_no_rule_means_every_contact(rt, world) -> None:
     assert set(selected(rt, None)) == {r.id for r in world}
 

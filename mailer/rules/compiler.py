@@ -77,6 +77,8 @@ def audience_select(
     Columns: contact_id, organization_id, email, skip_reason (None when eligible, else the
     SkipReason value of the first guard of `category` that excludes the contact).
     """
+    if now.tzinfo is None:
+        raise ValueError(f"now={now!r} is naive: pass an aware UTC time (send times are UTC)")
     category = Category(category)
     joined, guards = guarded_from(
         category,
