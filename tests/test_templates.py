@@ -3,6 +3,7 @@ and the `mailer template` commands."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -344,3 +345,26 @@ def test_a_feature_explanation_may_not_lead_with_pricing(write, tmp_templates):
         load_template(tmp_templates, write(HEADER + "<p>New pricing for BenefitElect</p>\n"))
     later = HEADER + "<p>" + "How enrollment works. " * 40 + "</p>\n<p>Ask about pricing.</p>\n"
     assert load_template(tmp_templates, write(later)).category is Category.FEATURES
+
+
+def test_loops_filters_and_local_names_work_in_templates(write, tmp_templates):
+    header = "{#\nsubject: Update to our Privacy Policy\ncategory: policy\n#}\n"
+    body = (
+        header
+        + "{% set greeting = 'Hello' %}<p>{{ greeting }} {{ contact.first_name|upper }}</p>\n"
+        "<ul>{% for change in policy.changes %}<li>{{ loop.index }}. {{ change }}</li>"
+        "{% endfor %}</ul>\n"
+    )
+    name = write(body, name="policy/probe")
+    tpl = load_template(tmp_templates, name)
+    messages = CampaignMessages(
+        tmp_templates,
+        template=tpl,
+        campaign=CampaignInfo(id=1, name="n", category=Category.POLICY),
+        sender=SenderIdentity("CPI", "privacy@cpi.example"),
+        params={"version": "3", "changes": ["First change", "Second change"]},
+    )
+    _, text, html = messages.render_parts(SAMPLE_RECIPIENT)
+    assert "Hello PAT" in html
+    assert re.search(r"<li[^>]*>1\. First change</li><li[^>]*>2\. Second change</li>", html)
+    assert "2. Second change" in text  # derived from the HTML
