@@ -51,8 +51,8 @@ __all__ = [
 NOTICE_TEMPLATE = "policy/privacy-policy-change"
 #: Labels appear in URLs (`/privacy/V`) and file names: keep them plain.
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
-#: Lines of a summary file that start with one of these list the changes one by one.
-BULLETS = ("- ", "* ", "• ")
+#: A summary-file line starting with one of these and a space lists one change.
+BULLET_MARKS = "-*•"
 
 
 @dataclass
@@ -82,8 +82,9 @@ def split_summary(text: str) -> tuple[str, list[str]]:
     changes: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped.startswith(BULLETS):
-            changes.append(stripped[2:].strip())
+        if stripped[:1] and stripped[0] in BULLET_MARKS and stripped[1:2] in ("", " ", "\t"):
+            if stripped[1:].strip():  # a lone marker lists nothing
+                changes.append(stripped[1:].strip())
         elif stripped:
             prose.append(stripped)
     return " ".join(prose), changes

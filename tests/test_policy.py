@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from mailer import policy
@@ -357,3 +359,52 @@ def test_cli_publishes_and_reports_coverage_as_text_json_and_csv(
     assert [v["version"] for v in listed] == ["2", "1"]
     resent = runner.invoke(main, ["policy", "resend", "2"], env=env)
     assert resent.exit_code == 0 and "nothing to resend" in resent.output
+
+
+def test_client_whose_contacts_are_all_inactive_is_flagged_with_the_reason(
+    mail_rt, workers, people, make_org, make_contact, smtp_server
+) -> None:
+    dormant = make_org(name="Dormant Co")
+    make_contact(organization=dormant, status="inactive")
+    make_contact(organization=make_org(name="Awake Co"))
+    report = _publish(mail_rt, workers.dispatch)
+    assert workers.run_until_finished([report.campaign_id], timeout_s=60)
+
+    [flagged] = policy.coverage(mail_rt, "2").not_reached
+    assert (flagged.name, flagged.skipped) == ("Dormant Co", 1)
+    assert flagged.reason == "1 inactive or not sendable"
+
+
+def test_resend_is_refused_while_the_notice_is_paused(mail_rt, people, make_audience) -> None:
+    from mailer import campaigns
+
+    make_audience(2)
+    held: list[Batch] = []
+    report = _publish(mail_rt, held.extend)
+    campaigns.pause_campaign(mail_rt, report.campaign_id, username="ada")
+    with pytest.raises(PolicyError, match=r"is paused.*resume it first"):
+        policy.resend_notice(mail_rt, "2", username="ada", dispatch=held.extend)
+    with pytest.raises(PermissionDeniedError, match="only an admin"):
+        policy.resend_notice(mail_rt, "2", username="amy", dispatch=held.extend)
+    coverage = policy.coverage(mail_rt, "2")
+    assert (
+        not coverage.is_finished and coverage.not_reached[0].reason == "still sending (1 pending)"
+    )
+
+
+#: A line of a summary file; bullet markers are what the test adds itself.
+_line = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="-*•"),
+    max_size=30,
+)
+
+
+@given(st.lists(st.tuples(st.booleans(), _line), max_size=8))
+def test_summary_file_bullets_become_changes_and_the_rest_the_summary(
+    lines: list[tuple[bool, str]],
+) -> None:
+    text = "\n".join(f"- {t}" if is_bullet else t for is_bullet, t in lines)
+    summary, changes = policy.split_summary(text)
+    assert changes == [t.strip() for is_bullet, t in lines if is_bullet and t.strip()]
+    prose = [t.strip() for is_bullet, t in lines if not is_bullet and t.strip()]
+    assert all(p in summary for p in prose)
