@@ -3,6 +3,7 @@ tampering fails; h= covers the one-click and feedback headers and over-signs Fro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import re
@@ -23,6 +24,7 @@ from mailer.errors import ConfigError
 from mailer.messages import CampaignInfo, CampaignMessages, Recipient, SenderIdentity, load_template
 from mailer.messages.dkim import DkimSigner
 from mailer.outgoing import OutgoingMessage
+from mailer.transports import make_transport
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = {
@@ -214,3 +216,49 @@ def test_an_unusable_key_is_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="must be RSA"):
         DkimSigner("s", "cpi.example", pem, ["From"])
+
+
+@pytest.mark.parametrize(("client", "has_pipelining"), [("auto", True), ("aiosmtplib", False)])
+def test_signatures_survive_the_smtp_round_trip(key, make_smtp_server, client, has_pipelining):
+    # Given signed messages, one of them to an internationalized address
+    path, dnsfunc = key
+    server = make_smtp_server(has_pipelining=has_pipelining)
+    outs = [
+        build(path, Category.PROMOTIONS),
+        build(path, Category.POLICY, dataclasses.replace(RECIPIENT, send_id=10)),
+        build(
+            path,
+            Category.SERVICE,
+            dataclasses.replace(RECIPIENT, send_id=11, email="josé@client.example"),
+        ),
+    ]
+    # with a line that starts with a dot, which SMTP must dot-stuff and the server unstuff
+    outs[0].data = dkim_resign(path, outs[0].data.replace(b"\r\nMake this", b"\r\n.Make this"))
+    settings = Settings(smtp_url=server.url + "?timeout_s=5", smtp_client=client)
+
+    # When they go through the transport into a real SMTP server
+    async def send() -> list[object]:
+        transport = make_transport(settings)
+        await transport.open()
+        try:
+            return list(await transport.send_batch(outs))
+        finally:
+            await transport.close()
+
+    results = asyncio.run(send())
+
+    # Then every received copy is byte-identical and still verifies
+    assert [getattr(r, "outcome", None) for r in results] == ["sent"] * 3, results
+    assert len(server.messages) == 3
+    for out in outs:
+        [data] = [m.data for m in server.messages if out.message_id.encode() in m.data]
+        assert data.replace(b"\r\n", b"\n") == out.data.replace(b"\r\n", b"\n")
+        assert dkim.verify(data, dnsfunc=dnsfunc)
+
+
+def dkim_resign(path: Path, data: bytes) -> bytes:
+    unsigned = data.split(b"\r\n", 1)[1]
+    while unsigned[:1] in (b" ", b"\t"):  # drop the old signature's continuation lines
+        unsigned = unsigned.split(b"\r\n", 1)[1]
+    names = ["From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe", "From"]
+    return DkimSigner("s2024", "cpi.example", path.read_bytes(), names).sign(unsigned)
