@@ -408,3 +408,37 @@ def test_summary_file_bullets_become_changes_and_the_rest_the_summary(
     assert changes == [t.strip() for is_bullet, t in lines if is_bullet and t.strip()]
     prose = [t.strip() for is_bullet, t in lines if not is_bullet and t.strip()]
     assert all(p in summary for p in prose)
+
+
+def test_send_time_recheck_skips_a_newly_suppressed_contact_but_ignores_a_new_opt_out(
+    mail_rt, workers, people, make_org, make_contact, smtp_server
+) -> None:
+    org = make_org(name="Changing Co")
+    bounced, unsubscribed = make_contact(organization=org), make_contact(organization=org)
+    held: list[Batch] = []
+    report = _publish(mail_rt, held.extend)
+
+    # Given the notice is planned, When one address is suppressed and the other opts out of
+    # everything it can before the workers get to them
+    _suppress(mail_rt, bounced.email)
+    with mail_rt.sessions.begin() as s:
+        for scope in ("all_marketing", "service"):
+            opt_out(
+                s,
+                contact_id=unsubscribed.id,
+                scope=scope,
+                source="one_click",
+                ip="127.0.0.1",
+                user_agent="test",
+                actor="recipient",
+            )
+    workers.dispatch(held)
+    assert workers.run_until_finished([report.campaign_id], timeout_s=60)
+
+    # Then the suppressed one is undeliverable, the opted-out one is still told
+    assert _received(smtp_server) == Counter({unsubscribed.email: 1})
+    [client] = policy.coverage(mail_rt, "2").clients
+    assert (client.sent, client.undeliverable) == (1, 1)
+    with mail_rt.sessions() as s:
+        row = s.scalars(select(Send).where(Send.contact_id == bounced.id)).one()
+    assert (row.status, row.skip_reason) == ("skipped", "suppressed")
