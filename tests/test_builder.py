@@ -348,3 +348,29 @@ def test_no_tracking_pixels_or_wrapped_links() -> None:
         assert "<img" not in html
         hrefs = re.findall(r'href="([^"]+)"', html)
         assert hrefs and all(h.startswith(BASE) for h in hrefs), hrefs
+
+
+def test_list_id_is_one_per_category_and_the_same_for_every_campaign() -> None:
+    seen = {}
+    for category in Category:
+        ids = {
+            str(parse(messages_for(category, campaign_id=c).build(RECIPIENT))["List-Id"])
+            for c in (1, 2, 3)
+        }
+        assert len(ids) == 1
+        seen[category] = ids.pop()
+    assert len(set(seen.values())) == len(Category)
+    assert all(v.endswith(".lists.cpi.example>") for v in seen.values())
+
+
+def test_marketing_mail_takes_a_reply_to_when_the_sender_gives_one() -> None:
+    sender = SenderIdentity("CPI Marketing", "news@cpi.example", reply_to="team@cpi.example")
+    msg = parse(messages_for(Category.FEATURES, sender=sender).build(RECIPIENT))
+    assert msg["From"].addresses[0].addr_spec == "news@cpi.example"
+    assert msg["Reply-To"].addresses[0].addr_spec == "team@cpi.example"
+    without = parse(
+        messages_for(Category.FEATURES, sender=SenderIdentity("M", "news@cpi.example")).build(
+            RECIPIENT
+        )
+    )
+    assert without["Reply-To"] is None
