@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 import time
@@ -12,7 +13,8 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from mailer.models import OptOut
+from mailer import policy_text
+from mailer.models import OptOut, PolicyVersion
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
 
@@ -136,6 +138,12 @@ def test_a_recipient_opts_back_in_with_the_keyboard(rt, base_url, page, make_con
     page.get_by_text("Marketing email is off").wait_for()
     page.get_by_label("Marketing email").focus()
     page.keyboard.press("Space")
+    page.keyboard.press("Tab")  # the focus ring is visible: see test-artifacts/focus.png
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "focus.png"))
     page.get_by_role("button", name="Save preferences").focus()
     page.keyboard.press("Enter")
     page.get_by_text("Your preferences are saved.").wait_for()
@@ -143,6 +151,19 @@ def test_a_recipient_opts_back_in_with_the_keyboard(rt, base_url, page, make_con
     with rt.sessions() as s:
         [row] = s.scalars(select(OptOut)).all()
     assert row.category == "all_marketing" and row.revoked_at is not None
-    page.goto(f"{base_url}/privacy")
-    ARTIFACTS.mkdir(exist_ok=True)
+    # The policy page of a second version shows what changed from the first
+    with rt.sessions.begin() as s:
+        policy_text.ensure_first_version(s)
+        first = policy_text.get_version(s, "1")
+        s.add(
+            PolicyVersion(
+                version="2",
+                effective_on=first.effective_on + dt.timedelta(days=30),
+                text=first.text.replace("seven (7) years", "five (5) years"),
+                summary="We now keep client information for five years instead of seven.",
+                published_by="compliance",
+            )
+        )
+    page.goto(f"{base_url}/privacy/2")
+    assert page.get_by_role("deletion").text_content().startswith("Removed: We store client")
     page.screenshot(path=str(ARTIFACTS / "privacy.png"))

@@ -271,7 +271,7 @@ def test_without_a_trusted_proxy_x_forwarded_for_is_ignored(rt, client, token_fo
 def test_the_privacy_page_shows_the_current_version_and_what_changed(rt, client):
     response = client.get("/privacy")
     assert response.status_code == 200
-    assert "Version 1, effective November 26, 2026 (current)" in response.text
+    assert "Version 1, effective January 1, 2026 (current)" in response.text
     assert "This is the first version." in response.text
     assert "132 Crowell Way" in response.text
     assert client.get("/privacy/1").status_code == 200
@@ -586,3 +586,25 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     sent_to = [m.rcpt_tos for m in smtp_server.messages]
     assert sum(contacts[0].email in r for r in sent_to) == 1
     assert sum(contacts[1].email in r for r in sent_to) == 3
+
+
+def test_a_version_not_yet_in_force_says_which_one_applies_until_then(rt, client):
+    import datetime as dt
+
+    from mailer import policy_text
+    from mailer.models import PolicyVersion
+
+    with rt.sessions.begin() as s:
+        policy_text.ensure_first_version(s)
+        s.add(
+            PolicyVersion(
+                version="2",
+                effective_on=dt.date.today() + dt.timedelta(days=400),
+                text="New text",
+                published_by="compliance",
+            )
+        )
+    assert "(current)" in client.get("/privacy/1").text
+    upcoming = client.get("/privacy/2").text
+    assert "It is not in force yet" in upcoming and 'href="/privacy/1"' in upcoming
+    assert "Version 1, effective" in client.get("/privacy").text

@@ -194,15 +194,14 @@ def _policy(ctx: WebContext, label: str | None) -> dict[str, Any]:
             version = policy_text.get_version(session, label or policy_text.FIRST_VERSION_LABEL)
         if version is None:
             raise HTTPException(404)
-        previous = policy_text.previous_version(session, version)
-        changes = policy_text.changes_from_previous(session, version)
-        others = policy_text.all_versions(session)
+        current = version if label is None else policy_text.current_version(session)
         return {
             "version": version,
-            "previous": previous,
-            "changes": changes,
-            "versions": others,
-            "is_current": label is None,
+            "previous": policy_text.previous_version(session, version),
+            "changes": policy_text.changes_from_previous(session, version),
+            "versions": policy_text.all_versions(session),
+            "current": current,
+            "is_upcoming": current is not None and version.effective_on > current.effective_on,
         }
 
 
