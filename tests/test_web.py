@@ -259,7 +259,23 @@ def test_behind_a_trusted_proxy_the_forwarded_ip_is_recorded(rt, make_contact):
     token = TokenSigner(rt.settings).make(contact.id, "features")
     with TestClient(create_app(runtime=rt), base_url=BASE_URL) as c:
         c.post(f"/u/{token}", headers={"x-forwarded-for": "198.51.100.1, 192.0.2.9"})
-    assert _opt_outs(rt)[0].ip == "192.0.2.9"
+        c.post(f"/u/{token}", headers={"x-forwarded-for": "<script>"})  # repeat: no new row
+    assert [o.ip for o in _opt_outs(rt)] == ["192.0.2.9"]
+
+
+def test_a_forwarded_value_that_is_not_an_address_falls_back_to_the_peer():
+    from mailer.web.security import client_ip
+
+    scope = {"type": "http", "client": ("10.0.0.5", 1234), "headers": []}
+    for value, expected in (
+        (b"2001:db8::1", "2001:db8::1"),
+        (b"junk", "10.0.0.5"),
+        (b"", "10.0.0.5"),
+        (b"203.0.113.9 , 192.0.2.1", "192.0.2.1"),
+    ):
+        scope["headers"] = [(b"x-forwarded-for", value)]
+        assert client_ip(scope, trusted_proxy=True) == expected
+        assert client_ip(scope, trusted_proxy=False) == "10.0.0.5"
 
 
 def test_without_a_trusted_proxy_x_forwarded_for_is_ignored(rt, client, token_for, make_contact):

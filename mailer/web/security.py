@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -44,8 +45,10 @@ def client_ip(scope: Scope, *, trusted_proxy: bool) -> str:
     if trusted_proxy:
         forwarded = Headers(scope=scope).get("x-forwarded-for", "")
         last = forwarded.rsplit(",", 1)[-1].strip()
-        if last:
-            return last[:45]
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError:
+            pass  # no header, or not an address: the peer is all we know
     client = scope.get("client")
     return str(client[0]) if client else ""
 
