@@ -569,3 +569,27 @@ def test_dot_stuffing_round_trips_any_crlf_text(lines: list[bytes]) -> None:
     wire = dot_stuff(data)
     assert b"\r\n.\r\n" not in b"\r\n" + wire[:-3]  # no early end of data
     assert _unstuff(wire) == data
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_relay_that_never_greets_costs_one_timeout_not_one_per_attempt(
+    smtp_settings: Settings, client: str
+) -> None:
+    async def run() -> tuple[list[DeliveryResult], float]:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # accept, say nothing
+
+        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = smtp_settings.with_(smtp_client=client, smtp_pool_size=4)
+        transport = make_transport(settings, f"smtp://127.0.0.1:{port}?timeout_s=0.5")
+        started = time.monotonic()
+        results = await transport.send_batch([message(i, f"r{i}@x.test") for i in range(8)])
+        elapsed_s = time.monotonic() - started
+        await transport.close()
+        server.close()
+        return results, elapsed_s
+
+    results, elapsed_s = asyncio.run(run())
+    assert {(r.outcome, r.kind) for r in results} == {(Outcome.DEFERRED, ReplyKind.CONNECTION)}
+    assert elapsed_s < 1.5

@@ -156,6 +156,10 @@ class PooledTransport:
     async def _open_slot(self, slot: int) -> Connection | None:
         """A new connection for `slot`, trying each relay in turn; None when none answers."""
         errors: list[str] = []
+        loop = asyncio.get_running_loop()
+        # A relay that swallows packets costs a whole timeout per attempt: stop trying once
+        # one timeout's worth of time has gone, whatever the count.
+        deadline = loop.time() + max(relay.timeout_s for relay in self._relays)
         for attempt in range(len(CONNECT_BACKOFF_S) + 1):
             if self._unreachable:
                 return None
@@ -164,7 +168,8 @@ class PooledTransport:
                 return await self._connect(relay)
             except TransientSendError as exc:
                 errors.append(str(exc))
-            if attempt < len(CONNECT_BACKOFF_S):
-                await asyncio.sleep(CONNECT_BACKOFF_S[attempt])
+            if attempt == len(CONNECT_BACKOFF_S) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(CONNECT_BACKOFF_S[attempt])
         self._unreachable = self._unreachable or "; ".join(dict.fromkeys(errors))
         return None
