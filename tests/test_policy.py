@@ -442,3 +442,27 @@ def test_send_time_recheck_skips_a_newly_suppressed_contact_but_ignores_a_new_op
     with mail_rt.sessions() as s:
         row = s.scalars(select(Send).where(Send.contact_id == bounced.id)).one()
     assert (row.status, row.skip_reason) == ("skipped", "suppressed")
+
+
+def test_two_resends_at_once_queue_a_new_contact_only_once(
+    mail_rt, people, make_org, make_contact
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    org = make_org()
+    make_contact(organization=org)
+    held: list[Batch] = []
+    report = _publish(mail_rt, held.extend)
+    newcomer = make_contact(organization=org)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(
+                lambda _: policy.resend_notice(mail_rt, "2", username="ada", dispatch=None),
+                range(2),
+            )
+        )
+    assert sorted(r.added for r in results) == [0, 1]
+    with mail_rt.sessions() as s:
+        rows = s.scalars(select(Send).where(Send.contact_id == newcomer.id)).all()
+    assert [(r.campaign_id, r.status) for r in rows] == [(report.campaign_id, "queued")]
