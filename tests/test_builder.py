@@ -374,3 +374,12 @@ def test_marketing_mail_takes_a_reply_to_when_the_sender_gives_one() -> None:
         )
     )
     assert without["Reply-To"] is None
+
+
+@pytest.mark.parametrize("category", list(Category))
+def test_header_lines_stay_within_78_except_unbreakable_urls(category: Category) -> None:
+    r = recipient(first_name="Maximiliane-Josefine", last_name="von Hohenzollern-Sigmaringen")
+    out = messages_for(category).build(r)
+    head = out.data.split(b"\r\n\r\n", 1)[0]
+    long_lines = [line for line in head.split(b"\r\n") if len(line) > 78]
+    assert all(b"https://" in line or b"mailto:" in line for line in long_lines), long_lines

@@ -215,7 +215,7 @@ class CampaignMessages:
         data = b"".join(
             [
                 *head,
-                b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
+                b'Content-Type: multipart/alternative;\r\n boundary="' + boundary + b'"\r\n\r\n',
                 b"--" + boundary + CRLF,
                 b'Content-Type: text/plain; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
