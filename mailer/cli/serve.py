@@ -21,7 +21,11 @@ def serve_command(host: str, port: int) -> None:
     click.echo(f"serving {rt.settings.public_base_url} on http://{host}:{port}")
     # proxy_headers off: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1; whether
     # to trust a proxy is MAILER_TRUSTED_PROXY's decision (mailer.web.security.client_ip).
-    uvicorn.run(app, host=host, port=port, proxy_headers=False, server_header=False)
+    # access_log off: every public URL carries a recipient token, which would let whoever
+    # reads the log unsubscribe that person; consent changes are in the audit log instead.
+    uvicorn.run(
+        app, host=host, port=port, proxy_headers=False, server_header=False, access_log=False
+    )
 
 
 COMMANDS = [serve_command]
