@@ -144,7 +144,9 @@ def html_to_text(piece: Piece) -> Piece:
     converter.ignore_emphasis = True
     converted = converter.handle(text)
     order = [int(i) for i in _PLACEHOLDER.findall(converted)]
-    restored = _PLACEHOLDER.sub(lambda m: tags[int(m.group(1))][0], converted)
+    restored = _PLACEHOLDER.sub(lambda m: tags[int(m.group(1))][0], converted).rstrip() + "\n"
+    # The header comment renders as nothing; the blank lines html2text put after it should too.
+    restored = re.sub(r"\A(\{#.*?#\})\s+", r"\1", restored, flags=re.S)
     return Piece(restored, piece.file, 1, tuple(tags[i][2] for i in order))
 
 
