@@ -28,6 +28,7 @@ from mailer.messages import (
     SenderIdentity,
     load_template,
 )
+from mailer.messages import headers as h
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import RecipientToken, TokenSigner
 
@@ -383,3 +384,19 @@ def test_header_lines_stay_within_78_except_unbreakable_urls(category: Category)
     head = out.data.split(b"\r\n\r\n", 1)[0]
     long_lines = [line for line in head.split(b"\r\n") if len(line) > 78]
     assert all(b"https://" in line or b"mailto:" in line for line in long_lines), long_lines
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(value=names)
+def test_any_subject_encodes_to_lines_within_78_and_decodes_back(value: str) -> None:
+    raw = h.unstructured("Subject", value)
+    lines = raw.removesuffix(b"\r\n").split(b"\r\n")
+    assert all(len(line) <= 78 for line in lines), lines
+    assert all(line[:1] in (b" ", b"\t") for line in lines[1:])
+    assert raw.isascii()
+    decoded = str(
+        make_header(decode_header(raw.decode("ascii")[len("Subject:") :].replace("\r\n", "")))
+    )
+    assert one_line(decoded) == one_line(value)
+    parsed = BytesParser(policy=default_policy).parsebytes(raw + b"\r\n")
+    assert parsed["Subject"].replace(" ", "") == one_line(value).replace(" ", "")

@@ -13,8 +13,9 @@ from mailer.errors import TemplateError
 MAX_LINE = 78
 #: Longer words are sent as encoded-words, which can be split, so no line passes 78.
 _MAX_WORD = 66
-#: An encoded-word is at most 75 characters (RFC 2047 §2): `=?utf-8?b?` + 60 + `?=` = 72.
-_CHUNK_BYTES = 45
+#: Bytes of text per encoded-word: `=?utf-8?b?` + 56 base64 chars + `?=` = 68 characters, under
+#: RFC 2047's 75 and short enough that `Reply-To: ` plus one word still fits in 78.
+_CHUNK_BYTES = 42
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
