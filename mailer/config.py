@@ -181,6 +181,11 @@ class Settings:
                 "MAILER_SECRET_KEY is the demo secret; production refuses to start with it. "
                 "Set MAILER_SECRET_KEY to a long random value."
             )
+        if self.is_production and not self.public_base_url.startswith("https://"):
+            raise ConfigError(
+                f"MAILER_PUBLIC_BASE_URL={self.public_base_url!r}: production needs an https:// "
+                "URL (RFC 8058 one-click unsubscribe requires HTTPS)"
+            )
         if not self.postal_address.strip():
             raise ConfigError(
                 "MAILER_POSTAL_ADDRESS is empty; commercial mail must carry a postal address "
@@ -190,6 +195,10 @@ class Settings:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
             raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"Settings({shown})"
 
     def describe(self) -> dict[str, str]:
         """Every setting as text, secrets and URL passwords masked."""

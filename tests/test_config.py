@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailer.config import DEMO_SECRET, Settings
+from mailer.errors import ConfigError
+
+
+def test_defaults_work_on_a_laptop() -> None:
+    settings = Settings.from_env({}, env_file=None)
+    assert settings.database_url == "sqlite:///var/mailer.db"
+    assert settings.broker_url == "memory://"
+    assert settings.smtp_url == "capture://"
+    assert settings.secret_key.reveal() == DEMO_SECRET
+    assert (settings.templates_dir / "layouts").is_dir()
+
+
+def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment\nMAILER_BATCH_SIZE=200\nexport MAILER_MAIL_DOMAIN='mail.cpi.example'\n"
+        "MAILER_RETRY_DELAYS_S=60,120\nOTHER=ignored\n"
+    )
+    settings = Settings.from_env({"MAILER_BATCH_SIZE": "300"}, env_file=env_file)
+    assert settings.batch_size == 300
+    assert settings.mail_domain == "mail.cpi.example"
+    assert settings.retry_delays_s == (60, 120)
+
+
+def test_a_malformed_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="MAILER_BATCH_SIZE='many' is not valid"):
+        Settings.from_env({"MAILER_BATCH_SIZE": "many"}, env_file=None)
+
+
+def test_a_malformed_env_file_line_names_file_and_line(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("MAILER_ENV=development\nnot a setting\n")
+    with pytest.raises(ConfigError, match=r"\.env:2: expected NAME=value"):
+        Settings.from_env({}, env_file=env_file)
+
+
+def test_secrets_and_url_passwords_print_masked() -> None:
+    settings = Settings.from_env(
+        {
+            "MAILER_SECRET_KEY": "s3cret-value",
+            "MAILER_SMTP_URL": "smtp://relay-user:relay-pass@relay.example:587",
+            "MAILER_DATABASE_URL": "postgresql://app:dbpass@127.0.0.1/mailer",
+        },
+        env_file=None,
+    )
+    shown = settings.describe()
+    text = repr(settings) + str(shown)
+    for secret in ("s3cret-value", "relay-pass", "dbpass"):
+        assert secret not in text
+    assert shown["smtp_url"] == "smtp://relay-user:****@relay.example:587"
+    assert shown["secret_key"] == "**********"
+
+
+def test_production_refuses_the_demo_secret_and_plain_http_links() -> None:
+    with pytest.raises(ConfigError, match="demo secret"):
+        Settings.from_env({"MAILER_ENV": "production"}, env_file=None)
+    with pytest.raises(ConfigError, match="https://"):
+        Settings.from_env(
+            {"MAILER_ENV": "production", "MAILER_SECRET_KEY": "x" * 40}, env_file=None
+        )
+    Settings.from_env(
+        {
+            "MAILER_ENV": "production",
+            "MAILER_SECRET_KEY": "x" * 40,
+            "MAILER_PUBLIC_BASE_URL": "https://mail.cpi.example",
+        },
+        env_file=None,
+    )
+
+
+def test_an_empty_postal_address_is_refused() -> None:
+    with pytest.raises(ConfigError, match="CAN-SPAM"):
+        Settings.from_env({"MAILER_POSTAL_ADDRESS": "  "}, env_file=None)
