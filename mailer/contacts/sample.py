@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, select
 
 from mailer import users
 from mailer.audit import record
 from mailer.contacts import sample_words as words
+from mailer.contacts.store import allocate_ids, insert_tuples
 from mailer.errors import MailerError
 from mailer.models import Contact, Organization, OrganizationTag, User
 from mailer.runtime import Runtime
@@ -318,14 +319,14 @@ def _load_batch(
 ) -> None:
     if not batch:
         return
-    org_ids = _new_ids(conn, batch)
+    org_ids = allocate_ids(conn, Organization.__table__, len(batch))
     org_rows = [
         (org_id, o.external_id, o.kind, o.name, o.industry, o.benefit_eligible_employees,
          o.street, o.city, o.state, o.postal_code, "US", manager_ids.get(o.account_manager),
          o.agreement_started_on, o.agreement_ended_on, now, now, now)
         for org_id, o in zip(org_ids, batch, strict=True)
     ]  # fmt: skip
-    _bulk_insert(conn, Organization.__table__, _ORG_COLUMNS, org_rows)
+    insert_tuples(conn, Organization.__table__, _ORG_COLUMNS, org_rows)
     contact_rows = [
         (org_id, c.email, hash_address(c.email), c.needs_smtputf8, c.first_name, c.last_name,
          c.title, c.is_primary, c.status, now, now, now)
@@ -333,8 +334,8 @@ def _load_batch(
         for c in o.contacts
     ]  # fmt: skip
     tag_rows = [(org_id, t) for org_id, o in zip(org_ids, batch, strict=True) for t in o.tags]
-    _bulk_insert(conn, Contact.__table__, _CONTACT_COLUMNS, contact_rows)
-    _bulk_insert(conn, OrganizationTag.__table__, ("organization_id", "tag"), tag_rows)
+    insert_tuples(conn, Contact.__table__, _CONTACT_COLUMNS, contact_rows)
+    insert_tuples(conn, OrganizationTag.__table__, ("organization_id", "tag"), tag_rows)
     counts["organizations"] += len(batch)
     counts["contacts"] += len(contact_rows)
     counts["tags"] += len(tag_rows)
@@ -349,36 +350,3 @@ _CONTACT_COLUMNS = (
     "organization_id", "email", "address_hash", "needs_smtputf8", "first_name", "last_name",
     "title", "is_primary", "status", "created_at", "updated_at", "last_activity_at",
 )  # fmt: skip
-
-
-def _new_ids(conn: Connection, batch: list[SampleOrganization]) -> list[int]:
-    """Ids for the batch's organizations, taken before the rows are written.
-
-    PostgreSQL: from the id sequence (safe beside other writers). SQLite: after the current
-    maximum; a writer committing in between makes SQLite refuse this transaction (WAL snapshot)
-    rather than let ids collide, and from the first insert on the transaction holds the lock.
-    """
-    if conn.dialect.name == "postgresql":
-        stmt = text(
-            "SELECT nextval(pg_get_serial_sequence('organizations', 'id')) "
-            "FROM generate_series(1, :n)"
-        )
-        return list(conn.execute(stmt, {"n": len(batch)}).scalars())
-    start = conn.execute(select(func.coalesce(func.max(Organization.id), 0))).scalar_one()
-    return list(range(start + 1, start + 1 + len(batch)))
-
-
-def _bulk_insert(
-    conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    """COPY on PostgreSQL (about twice executemany's rate), executemany elsewhere."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        cursor.close()
-        return
-    conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])

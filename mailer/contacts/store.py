@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, any_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 
 from mailer.models import Contact, Organization, OrganizationTag
@@ -114,11 +114,11 @@ def _write_organizations(
             updates.append({"b_id": old.id, **org.org, **_stamps(now)})
         if is_retagged:
             retag.append((old.id, org.tags or ()))
-    # plain executemany, then read the ids back: RETURNING with executemany costs ~4x the CPU
-    for part in chunks(inserts, WRITE_CHUNK):
-        conn.execute(insert(ORGS), list(part))
-    created = _load(conn, ORGS, ORGS.c.external_id, [o["external_id"] for o in inserts], [])
-    org_ids.update((external_id, record.id) for external_id, record in created.items())
+    # ids taken up front: executemany with RETURNING costs ~4x the CPU of COPY
+    for org_id, values in zip(allocate_ids(conn, ORGS, len(inserts)), inserts, strict=True):
+        values["id"] = org_id
+        org_ids[values["external_id"]] = org_id
+    insert_dicts(conn, ORGS, inserts)
     if updates:
         values = {f: bindparam(f) for f in [*fields, "updated_at", "last_activity_at"]}
         stmt = update(ORGS).where(ORGS.c.id == bindparam("b_id")).values(values)
@@ -164,9 +164,8 @@ def _write_tags(
 ) -> None:
     for part in chunks(clear_ids, LOOKUP_CHUNK):
         conn.execute(delete(TAGS).where(TAGS.c.organization_id.in_(part)))
-    tag_rows = [{"organization_id": org_id, "tag": tag} for org_id, tags in retag for tag in tags]
-    for part in chunks(tag_rows, WRITE_CHUNK):
-        conn.execute(insert(TAGS), list(part))
+    tag_rows = [(org_id, tag) for org_id, tags in retag for tag in tags]
+    insert_tuples(conn, TAGS, ("organization_id", "tag"), tag_rows)
 
 
 def _write_contacts(
@@ -200,7 +199,7 @@ def _write_contacts(
             updates.append({"b_id": old.id, **values, **_stamps(now)})
     total, done = len(inserts) + len(updates), 0
     for part in chunks(inserts, WRITE_CHUNK):
-        conn.execute(insert(CONTACTS), list(part))
+        insert_dicts(conn, CONTACTS, part)
         done += len(part)
         if progress:
             progress("writing", done, total)
@@ -215,3 +214,50 @@ def _write_contacts(
     report.contacts_created = len(inserts)
     report.contacts_updated = len(updates)
     report.contacts_unchanged = len(rows) - len(inserts) - len(updates)
+
+
+def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
+    """`count` ids for rows of `table` about to be inserted in this transaction.
+
+    PostgreSQL: from the table's id sequence (safe beside other writers). SQLite: after the
+    current maximum; a writer committing in between makes SQLite refuse this transaction (WAL
+    snapshot) rather than let ids collide, and after its first write the transaction holds the
+    database's write lock.
+    """
+    if count == 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        stmt = text(
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) "
+            "FROM generate_series(1, :n)"
+        )
+        return list(conn.execute(stmt, {"n": count}).scalars())
+    start = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+    return list(range(start + 1, start + 1 + count))
+
+
+def insert_dicts(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that share their keys (COPY on PostgreSQL, executemany elsewhere)."""
+    if rows:
+        columns = tuple(rows[0])
+        insert_tuples(conn, table, columns, [tuple(r[c] for c in columns) for r in rows])
+
+
+def insert_tuples(
+    conn: Connection, table: Any, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """COPY on PostgreSQL (about twice executemany's rate), executemany elsewhere.
+
+    COPY skips SQLAlchemy's type processing: timestamps must already be aware UTC datetimes.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.close()
+        return
+    for part in chunks(rows, WRITE_CHUNK):
+        conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in part])
