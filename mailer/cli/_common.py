@@ -31,3 +31,14 @@ def actor(settings: Settings) -> str:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
+
+
+as_option = click.option(
+    "--as",
+    "username",
+    envvar="MAILER_USER",
+    default="",
+    metavar="USERNAME",
+    help="The mailer user to act as (default: $MAILER_USER).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

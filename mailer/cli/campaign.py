@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
-from mailer.cli._common import echo_json, runtime
-from mailer.delivery import Batch
+from mailer.cli._common import as_option, echo_json, json_option, runtime
+from mailer.cli._dispatch import Dispatcher
 from mailer.enums import CampaignStatus, Category
-from mailer.errors import CampaignError
-from mailer.runtime import Runtime
-from mailer.transports import CaptureServer
-
-as_option = click.option(
-    "--as",
-    "username",
-    envvar="MAILER_USER",
-    default="",
-    metavar="USERNAME",
-    help="The mailer user to act as (default: $MAILER_USER).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
 @click.group("campaign")
@@ -109,7 +93,7 @@ def launch_command(
     """Validate, plan the send log and start sending (or schedule with --at)."""
     rt = runtime()
     when = _parse_time(at) if at else None
-    with _Dispatcher(rt) as dispatcher:
+    with Dispatcher(rt) as dispatcher:
         summary = campaigns.launch_campaign(
             rt, campaign_id, username=username, dispatch=dispatcher.dispatch, at=when
         )
@@ -134,7 +118,7 @@ def pause_command(campaign_id: int, username: str) -> None:
 def resume_command(campaign_id: int, username: str) -> None:
     """Go on sending a paused campaign."""
     rt = runtime()
-    with _Dispatcher(rt) as dispatcher:
+    with Dispatcher(rt) as dispatcher:
         campaigns.resume_campaign(rt, campaign_id, username=username, dispatch=dispatcher.dispatch)
         if dispatcher.is_embedded:
             dispatcher.wait([campaign_id], show=True)
@@ -158,7 +142,7 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
     """Counts by status, skip reasons and what the campaign is doing."""
     rt = runtime()
     if watch:
-        _watch(rt, [campaign_id])
+        watch(rt, [campaign_id])
     _show(campaigns.campaign_status(rt, campaign_id), as_json)
 
 
@@ -184,82 +168,6 @@ def list_command(status: str | None, as_json: bool) -> None:
             str(s.total),
         )
     Console().print(table)
-
-
-class _Dispatcher:
-    """Enqueues on Redis, or runs in-process worker threads for the memory:// broker."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.is_embedded = rt.settings.broker_url.startswith("memory://")
-        self._embedded: Any = None
-        self._wiring: Any = None
-        self._capture: CaptureServer | None = None
-
-    def __enter__(self) -> _Dispatcher:
-        if self.is_embedded:
-            from workers.embedded import EmbeddedWorkers
-
-            if self.rt.settings.smtp_url.startswith("capture://"):
-                # the embedded default delivers into var/maildir through a capture server
-                self._capture = CaptureServer(self.rt.settings)
-                self._capture.start()
-            self._embedded = EmbeddedWorkers(self.rt.settings, self.rt).__enter__()
-        else:
-            from workers.actors import setup
-
-            self._wiring = setup(self.rt.settings, self.rt)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._embedded is not None:
-            self._embedded.__exit__(*exc)
-        if self._capture is not None:
-            self._capture.stop()
-
-    def dispatch(self, batches: list[Batch]) -> None:
-        target = self._embedded or self._wiring
-        assert target is not None
-        target.dispatch(batches)
-
-    def wait(self, ids: list[int], *, show: bool) -> None:
-        if self._embedded is None:
-            _watch(self.rt, ids)
-            return
-        with _progress(show) as progress:
-            task = progress.add_task("sending", total=None)
-
-            def update(summaries: list[CampaignSummary]) -> None:
-                total = sum(s.total for s in summaries)
-                progress.update(task, total=total, completed=sum(s.done for s in summaries))
-
-            if not self._embedded.run_until_finished(ids, on_progress=update):
-                raise CampaignError("campaign did not finish in time; see `mailer campaign status`")
-
-
-def _progress(show: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        disable=not show,
-        transient=True,
-    )
-
-
-def _watch(rt: Runtime, ids: list[int]) -> None:
-    with _progress(True) as progress:
-        task = progress.add_task("sending", total=None)
-        while True:
-            summaries = [campaigns.campaign_status(rt, i) for i in ids]
-            progress.update(
-                task,
-                total=sum(s.total for s in summaries),
-                completed=sum(s.done for s in summaries),
-            )
-            if all(s.status not in ("sending", "scheduled") for s in summaries):
-                return
-            time.sleep(0.5)
 
 
 def _show(summary: CampaignSummary, as_json: bool) -> None:

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import policy
-from mailer.cli._common import actor, echo_json, runtime
-from mailer.cli.campaign import _Dispatcher, as_option, json_option
+from mailer.cli._common import actor, as_option, echo_json, json_option, runtime
+from mailer.cli._dispatch import Dispatcher
 from mailer.policy_coverage import CoverageReport
 from mailer.policy_text import all_versions
 
@@ -52,7 +52,7 @@ def publish_command(
     effective_on = _parse_day(effective)
     text = _read(text_file, "--text")
     summary = _read(summary_file, "--summary")
-    with _Dispatcher(rt) as dispatcher:
+    with Dispatcher(rt) as dispatcher:
         report = policy.publish_policy(
             rt,
             version=label,
@@ -61,7 +61,7 @@ def publish_command(
             summary=summary,
             is_material=material,
             username=username,
-            dispatch=lambda batches: dispatcher.dispatch(list(batches)),
+            dispatch=dispatcher.dispatch,
         )
         if report.campaign_id is not None and dispatcher.is_embedded:
             dispatcher.wait([report.campaign_id], show=not as_json)
@@ -176,12 +176,12 @@ def coverage_command(version: str, csv_path: Path | None, as_json: bool) -> None
 def resend_command(version: str, username: str, as_json: bool) -> None:
     """Send the notice to eligible contacts not yet sent it (never twice to anyone)."""
     rt = runtime()
-    with _Dispatcher(rt) as dispatcher:
+    with Dispatcher(rt) as dispatcher:
         report = policy.resend_notice(
             rt,
             version,
             username=username,
-            dispatch=lambda batches: dispatcher.dispatch(list(batches)),
+            dispatch=dispatcher.dispatch,
         )
         if report.queued and dispatcher.is_embedded:
             dispatcher.wait([report.campaign_id], show=not as_json)

@@ -54,14 +54,21 @@ def start_sending(
     if claimed != 1:
         raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
     session.refresh(campaign)
-    _plan(session, campaign, rule_text, now=now)
+    _plan(session, campaign, rule_text, now=now, policy_grace_days=rt.settings.policy_grace_days)
     batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
     if not batches:
         complete_now(campaign, now, "nobody to send to")
     return batches
 
 
-def _plan(session: Session, campaign: Campaign, rule_text: str, *, now: dt.datetime) -> None:
+def _plan(
+    session: Session,
+    campaign: Campaign,
+    rule_text: str,
+    *,
+    now: dt.datetime,
+    policy_grace_days: int,
+) -> None:
     """Write the whole send log with one INSERT … SELECT: queued, or skipped with a reason.
 
     Contacts the rule matched but who may not receive the category at all (prospects for
@@ -79,6 +86,7 @@ def _plan(session: Session, campaign: Campaign, rule_text: str, *, now: dt.datet
         today=now.date(),
         now=now,
         account_manager_id=manager_id,
+        policy_grace_days=policy_grace_days,
     ).subquery()
     rows = select(
         literal(campaign.id),
