@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from mailer import users
@@ -32,9 +34,9 @@ def create_command(
     username: str, role: str, display_name: str, email: str, phone: str, password_stdin: bool
 ) -> None:
     """Create the user USERNAME (recorded in the audit log)."""
-    password = None
+    password: str | None = None
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise click.UsageError("--password-stdin given but standard input held no password")
     rt = runtime()

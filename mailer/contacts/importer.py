@@ -13,6 +13,7 @@ import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mailer.audit import record
 from mailer.contacts import columns as cols
@@ -177,14 +178,14 @@ def import_contacts(
             report.users_created = len(new_users)
             write_rows(session.connection(), header, good, now, report, progress)
             if not dry_run:
+                details: dict[str, Any] = {"path": str(Path(name).resolve()), **report.counts()}
                 record(
                     session,
                     actor,
                     "contacts.import",
                     object_type="file",
                     object_id=Path(name).name[:100],
-                    path=str(Path(name).resolve()),
-                    **report.counts(),
+                    **details,
                 )
                 txn.commit()
             else:

@@ -11,7 +11,18 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, any_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 
 from mailer.models import Contact, Organization, OrganizationTag
@@ -20,9 +31,9 @@ if TYPE_CHECKING:
     from mailer.contacts.importer import ImportReport
     from mailer.contacts.rows import ParsedRow
 
-ORGS = Organization.__table__
-CONTACTS = Contact.__table__
-TAGS = OrganizationTag.__table__
+ORGS: Table = Organization.__table__  # type: ignore[assignment]
+CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
+TAGS: Table = OrganizationTag.__table__  # type: ignore[assignment]
 
 #: Keys per `IN (…)` look-up (SQLite allows 32,766 parameters; smaller keeps plans cheap).
 LOOKUP_CHUNK = 1000
