@@ -526,3 +526,19 @@ def test_a_small_file_finds_its_rows_among_many_stored_ones(rt: Runtime, tmp_pat
         1,
         0,
     )
+
+
+def test_a_refused_file_is_recorded_in_the_audit_log_without_cell_values(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "c.csv", [row(1, title="123-45-6789"), row(2, kind="secret-x")])
+    with pytest.raises(EmployeeDataError):
+        import_contacts(rt, path, actor="dana")
+    with pytest.raises(ContactImportError):
+        import_contacts(rt, write_csv(tmp_path / "d.csv", [row(2, kind="secret-x")]), actor="dana")
+    with rt.sessions() as s:
+        events = s.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [e.action for e in events] == ["contacts.import_refused"] * 2
+    assert events[0].details["is_employee_data"] and events[1].details["bad_rows"] == 1
+    assert "123-45-6789" not in str(events[0].details) and "secret-x" not in str(events[1].details)
+    assert count(rt, Organization) == 0

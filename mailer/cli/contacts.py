@@ -173,9 +173,16 @@ def sample_data_command(
                    f"{counts['contacts']} contacts")  # fmt: skip
         return
     rt = runtime()
-    counts = sample.load_sample_into_db(
-        rt, organizations, seed, actor(rt.settings), contacts_per_org=bounds, today=today
-    )
+    with _progress_bar(sys.stdout.isatty()) as progress:
+        counts = sample.load_sample_into_db(
+            rt,
+            organizations,
+            seed,
+            actor(rt.settings),
+            contacts_per_org=bounds,
+            today=today,
+            progress=(lambda done, total: progress("loading", done, total)) if progress else None,
+        )
     click.echo(
         f"loaded {counts['organizations']} organizations, {counts['contacts']} contacts "
         f"({counts['users_created']} account managers created) in {counts['seconds']:.1f} s"

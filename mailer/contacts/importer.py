@@ -149,8 +149,45 @@ def import_contacts(
     """Import `path`; raise ContactImportError (nothing written) when it cannot be imported.
 
     With `skip_invalid` the good rows are imported and the bad ones written with their reasons
-    to `rejects_path` (default `<name>.rejected.csv` next to the file).
+    to `rejects_path` (default `<name>.rejected.csv` next to the file). A refused file is
+    recorded in the audit log (file name, reason, number of bad rows; never cell values).
     """
+    try:
+        return _import(
+            rt, path, dry_run, skip_invalid, rejects_path, check_deliverability, actor, progress
+        )
+    except ContactImportError as exc:
+        if not dry_run:
+            _record_refusal(rt, path, exc, actor)
+        raise
+
+
+def _record_refusal(rt: Runtime, path: str | Path, exc: ContactImportError, actor: str) -> None:
+    message = str(exc).removeprefix(f"{exc.path}: ")
+    with rt.sessions.begin() as session:
+        record(
+            session,
+            actor,
+            "contacts.import_refused",
+            object_type="file",
+            object_id=Path(path).name[:100],
+            path=str(Path(path).resolve()),
+            reason=message[:500],
+            bad_rows=len({p.row for p in exc.problems}),
+            is_employee_data=isinstance(exc, cols.EmployeeDataError),
+        )
+
+
+def _import(
+    rt: Runtime,
+    path: str | Path,
+    dry_run: bool,
+    skip_invalid: bool,
+    rejects_path: str | Path | None,
+    check_deliverability: bool,
+    actor: str,
+    progress: Progress | None,
+) -> ImportReport:
     name = str(path)
     header, records = read_rows(path)
     report = ImportReport(path=name, rows=len(records), is_dry_run=dry_run)
