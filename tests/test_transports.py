@@ -22,6 +22,7 @@ from mailer.transports.base import (
     enhanced_code,
     result_from_reply,
 )
+from mailer.transports.pool import IDLE_CHECK_AFTER_S
 from mailer.transports.relays import parse_relay, parse_relays
 from tests.smtp_fixtures import TlsFiles
 from tests.smtpd import DROP, HANG, FaultServer
@@ -329,6 +330,26 @@ def test_connections_stay_open_between_batches(
     asyncio.run(run())
     assert smtp_server.connection_count == 2
     assert len(smtp_server.messages) == 12
+
+
+def test_a_connection_the_server_dropped_while_idle_costs_no_message(
+    client_settings: Settings, smtp_server: FaultServer
+) -> None:
+    async def run() -> list[DeliveryResult]:
+        transport = make_transport(client_settings.with_(smtp_pool_size=2))
+        first = await transport.send_batch([message(i, f"r{i}@x.test") for i in range(4)])
+        assert {r.outcome for r in first} == {Outcome.SENT}
+        # Given the server hangs up on the idle connections (a restart does)
+        smtp_server.stop()
+        smtp_server.start()
+        await asyncio.sleep(IDLE_CHECK_AFTER_S + 0.1)
+        # When the next batch comes, the dead connections are noticed before use
+        second = await transport.send_batch([message(i, f"s{i}@x.test") for i in range(4)])
+        await transport.close()
+        return second
+
+    assert {r.outcome for r in asyncio.run(run())} == {Outcome.SENT}
+    assert len(smtp_server.messages) == 8
 
 
 def test_a_transport_used_from_a_new_event_loop_reconnects(

@@ -24,6 +24,9 @@ _log = logging.getLogger(__name__)
 
 #: Seconds to wait before each further connection attempt of one slot within one batch.
 CONNECT_BACKOFF_S: tuple[float, ...] = (0.05, 0.25, 1.0)
+#: Seconds idle after which a kept connection is checked with NOOP before use: servers hang
+#: up on idle clients (Postfix after 300 s), and the first message must not pay for that.
+IDLE_CHECK_AFTER_S = 1.0
 
 
 class Connection(Protocol):
@@ -43,6 +46,10 @@ class Connection(Protocol):
     ) -> None:
         """Send from the left of `waiting` (setting `results[index]`) until it is empty,
         `budget` messages were begun, or the connection closed."""
+        ...
+
+    async def is_alive(self) -> bool:
+        """NOOP answered: the server has not hung up on us while we were idle."""
         ...
 
     async def quit(self) -> None: ...
@@ -65,7 +72,9 @@ class PooledTransport:
         self._pool_size = max(1, settings.smtp_pool_size)
         self._max_per_connection = max(1, settings.smtp_max_messages_per_connection)
         self._slots: list[Connection | None] = [None] * self._pool_size
+        self._last_used_at = [0.0] * self._pool_size
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch_lock = asyncio.Lock()
         self._unreachable = ""
 
     async def open(self) -> None:
@@ -73,7 +82,15 @@ class PooledTransport:
         self._adopt_running_loop()
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        """One result per message, in order; never raises for a per-message problem.
+
+        One batch at a time per transport (concurrent calls wait for each other).
+        """
         self._adopt_running_loop()
+        async with self._batch_lock:
+            return await self._send_batch(messages)
+
+    async def _send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult | None] = [None] * len(messages)
         waiting = deque(enumerate(messages))
         self._unreachable = ""
@@ -124,6 +141,7 @@ class PooledTransport:
                     conn.abort()
             self._slots = [None] * self._pool_size
             self._loop = loop
+            self._batch_lock = asyncio.Lock()
 
     async def _work(
         self,
@@ -131,6 +149,11 @@ class PooledTransport:
         waiting: deque[tuple[int, OutgoingMessage]],
         results: list[DeliveryResult | None],
     ) -> None:
+        loop = asyncio.get_running_loop()
+        conn = self._slots[slot]
+        is_idle = loop.time() - self._last_used_at[slot] > IDLE_CHECK_AFTER_S
+        if conn is not None and is_idle and not await conn.is_alive():
+            conn.abort()
         while waiting:
             conn = self._slots[slot]
             if conn is None or not conn.is_open or conn.sent_count >= self._max_per_connection:
@@ -146,6 +169,7 @@ class PooledTransport:
                     return
             try:
                 await conn.send_from(waiting, results, self._max_per_connection - conn.sent_count)
+                self._last_used_at[slot] = loop.time()
             except Exception:
                 # A bug, not a reply: keep the batch's other results, drop this connection,
                 # and let the messages it held be deferred below rather than lost.

@@ -141,6 +141,20 @@ class SmtpSession:
         code = _code(lines[-1])
         return code, "\n".join(x[4:].rstrip().decode("utf-8", "replace") for x in lines)
 
+    async def is_alive(self) -> bool:
+        """NOOP answered with 250; closes the session when it was not."""
+        if self._writer is None or not self.is_open:
+            return False
+        try:
+            async with asyncio.timeout(min(self.relay.timeout_s, QUIT_TIMEOUT_S)):
+                self._writer.write(b"NOOP\r\n")
+                if (await self._read_reply())[0] == 250:
+                    return True
+        except CONNECTION_ERRORS:
+            pass
+        self.abort()
+        return False
+
     async def quit(self) -> None:
         """Say goodbye; never raises."""
         if self._writer is not None and self.is_open:

@@ -138,6 +138,18 @@ class AiosmtplibConnection:
         except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS):
             self._client.close()
 
+    async def is_alive(self) -> bool:
+        """NOOP answered with 250; closes the session when it was not."""
+        if not self.is_open:
+            return False
+        try:
+            async with asyncio.timeout(QUIT_TIMEOUT_S):
+                await self._client.noop()
+                return True
+        except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS):
+            self.abort()
+            return False
+
     async def quit(self) -> None:
         """Say goodbye; never raises."""
         try:
