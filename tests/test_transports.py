@@ -56,9 +56,21 @@ def send(
     return asyncio.run(run())
 
 
-@pytest.fixture(params=CLIENTS)
-def client_settings(request: pytest.FixtureRequest, smtp_settings: Settings) -> Settings:
-    return smtp_settings.with_(smtp_client=request.param)
+#: Each test taking `client_settings` runs with each client, and the pipelining client both
+#: with and without PIPELINING offered by `smtp_server`.
+VARIANTS = {
+    "pipelined": ("auto", True),
+    "unpipelined": ("auto", False),
+    "aiosmtplib": ("aiosmtplib", False),
+}
+
+
+@pytest.fixture(params=list(VARIANTS))
+def client_settings(
+    request: pytest.FixtureRequest, smtp_settings: Settings, smtp_server: FaultServer
+) -> Settings:
+    client, smtp_server.has_pipelining = VARIANTS[request.param]
+    return smtp_settings.with_(smtp_client=client)
 
 
 # --- reply classification, table-driven (STANDARDS.md §6) ---------------------------------

@@ -10,6 +10,7 @@ Replies are judged by `base.result_from_reply`, exactly as the aiosmtplib transp
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 
 from mailer.outgoing import DeliveryResult, OutgoingMessage
@@ -22,6 +23,8 @@ from mailer.transports.base import (
     unsupported_result,
 )
 from mailer.transports.session import CONNECTION_ERRORS, SmtpSession, describe
+
+_log = logging.getLogger(__name__)
 
 Reply = tuple[int, str]
 #: A message taken from the batch: its index in the batch, itself, its envelope commands.
@@ -114,29 +117,39 @@ class PipeliningConnection(SmtpSession):
         """The next sendable message with its envelope commands; unsendable ones get results."""
         while waiting and self._budget > 0:
             index, message = waiting.popleft()
-            problem = envelope_problem(message.send_id, message)
-            if problem is not None:
-                results[index] = problem
+            try:
+                envelope = self._envelope(message)
+            except Exception as exc:  # a malformed message must not sink its neighbours
+                _log.exception("cannot send message %s", message.send_id)
+                reason = f"the SMTP client could not send this message: {exc!r}"
+                envelope = connection_result(message.send_id, reason)
+            if isinstance(envelope, DeliveryResult):
+                results[index] = envelope
                 continue
-            is_utf8 = needs_smtputf8(message)
-            if is_utf8 and "SMTPUTF8" not in self.extensions:
-                results[index] = unsupported_result(message.send_id)
-                continue
-            if is_utf8:
-                params, encoding = _UTF8_PARAMS, "utf-8"
-            elif "8BITMIME" in self.extensions and not message.data.isascii():
-                params, encoding = _8BIT_PARAMS, "ascii"
-            else:
-                params, encoding = b"", "ascii"
             self.sent_count += 1
             self._budget -= 1
-            return (
-                index,
-                message,
-                b"MAIL FROM:<%b>%b\r\nRCPT TO:<%b>\r\nDATA\r\n"
-                % (message.mail_from.encode(encoding), params, message.rcpt.encode(encoding)),
-            )
+            return index, message, envelope
         return None
+
+    def _envelope(self, message: OutgoingMessage) -> bytes | DeliveryResult:
+        """MAIL FROM, RCPT TO and DATA for `message`, or the result that it cannot go here."""
+        problem = envelope_problem(message.send_id, message)
+        if problem is not None:
+            return problem
+        is_utf8 = needs_smtputf8(message)
+        if is_utf8 and "SMTPUTF8" not in self.extensions:
+            return unsupported_result(message.send_id)
+        if is_utf8:
+            params, encoding = _UTF8_PARAMS, "utf-8"
+        elif "8BITMIME" in self.extensions and not message.data.isascii():
+            params, encoding = _8BIT_PARAMS, "ascii"
+        else:
+            params, encoding = b"", "ascii"
+        return b"MAIL FROM:<%b>%b\r\nRCPT TO:<%b>\r\nDATA\r\n" % (
+            message.mail_from.encode(encoding),
+            params,
+            message.rcpt.encode(encoding),
+        )
 
     def _write(self, commands: bytes) -> None:
         """Write commands: all at once when pipelining, else the first one (MAIL FROM)."""
