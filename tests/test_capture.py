@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
 from email import policy
 from email.parser import BytesParser
@@ -14,6 +15,8 @@ from mailer.errors import ConfigError
 from mailer.outgoing import Outcome
 from mailer.transports import CaptureServer, make_transport
 from mailer.transports.capture import URL_FILE, capture_url, maildir_path
+from mailer.transports.pipelining import PipeliningConnection
+from mailer.transports.relays import parse_relay
 from tests.test_transports import message, send
 
 
@@ -66,3 +69,15 @@ def test_the_capture_server_listens_on_loopback_only(capture_settings: Settings)
     finally:
         server.stop()
     server.stop()  # and so is stopping twice
+
+
+def test_the_capture_server_offers_pipelining_and_smtputf8(capture_settings: Settings) -> None:
+    async def extensions() -> dict[str, str]:
+        relay = parse_relay(capture_url(capture_settings))
+        conn = await PipeliningConnection.open(relay, "mailer.test")
+        await conn.quit()
+        return conn.extensions
+
+    with CaptureServer(capture_settings):
+        offered = asyncio.run(extensions())
+    assert {"PIPELINING", "SMTPUTF8"} <= set(offered)

@@ -5,10 +5,10 @@
     ...                           # make_transport(settings) with smtp_url=capture:// sends here
     server.stop()
 
-It listens on 127.0.0.1 only, offers SMTPUTF8 (no TLS, no login), and writes one Maildir file
-per recipient under `settings.var_dir / "maildir"`: `Return-Path` and `Delivered-To` lines on
-top of the exact bytes received. capture:// finds the server through a file it leaves in
-var_dir, so worker processes sharing the var_dir find it too.
+It listens on 127.0.0.1 only, offers PIPELINING and SMTPUTF8 (no TLS, no login), and writes
+one Maildir file per recipient under `settings.var_dir / "maildir"`: `Return-Path` and
+`Delivered-To` lines on top of the exact bytes received. capture:// finds the server through a
+file it leaves in var_dir, so worker processes sharing the var_dir find it too.
 """
 
 from __future__ import annotations
@@ -51,6 +51,15 @@ class _MaildirHandler:
         self._maildir = mailbox.Maildir(directory, create=True)
         self._lock = threading.Lock()
         self.count = 0
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd reads commands line by line, so pipelined ones are fine; offering it puts
+        # the demo on the same client path as a production relay.
+        session.host_name = hostname
+        responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content or b""
