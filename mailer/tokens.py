@@ -8,17 +8,21 @@ ours works for as long as the contact exists.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 from dataclasses import dataclass
-
-from itsdangerous import BadSignature, URLSafeSerializer
 
 from mailer.config import Settings
 from mailer.enums import Category
 from mailer.errors import TokenError
 
-_SALT = "mailer.recipient-token.v1"
+_SALT = b"mailer.recipient-token.v1:"
 _CATEGORY_CODES = {c: i for i, c in enumerate(Category)}
 _CODE_CATEGORIES = dict(enumerate(Category))
+#: Bytes of HMAC-SHA256 kept in a token: 128 bits, far beyond guessing.
+_MAC_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -28,27 +32,50 @@ class RecipientToken:
     send_id: int  #: 0 when the link did not come from a logged send
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 class TokenSigner:
-    """Makes and reads recipient tokens; build one per process or campaign, not per message."""
+    """Makes and reads recipient tokens; build one per process or campaign, not per message.
+
+    A token is `payload.mac`: the payload is `contact:category:send` in base64url, the mac a
+    truncated HMAC-SHA256 of it under the secret key. One HMAC per token (≈2 µs), where a
+    general-purpose serializer derives its key again for every call.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        # itsdangerous signs with the last key and accepts any of them.
-        keys = [k.reveal() for k in reversed(settings.old_secret_keys)]
-        keys.append(settings.secret_key.reveal())
-        self._serializer = URLSafeSerializer(keys, salt=_SALT)
+        current = settings.secret_key.reveal().encode()
+        older = [k.reveal().encode() for k in settings.old_secret_keys]
+        # prepared once: copying a keyed HMAC is cheaper than keying a new one per token
+        self._signing = hmac.new(current, _SALT, hashlib.sha256)
+        self._verifying = [hmac.new(k, _SALT, hashlib.sha256) for k in [current, *older]]
 
     def make(self, contact_id: int, category: Category | str, send_id: int = 0) -> str:
         code = _CATEGORY_CODES[Category(category)]
-        return str(self._serializer.dumps([contact_id, code, send_id]))
+        payload = _b64(f"{contact_id}:{code}:{send_id}".encode())
+        return f"{payload}.{self._mac(self._signing, payload)}"
 
     def read(self, token: str) -> RecipientToken:
         """Raise TokenError for anything but an intact token we signed."""
+        payload, dot, mac = token.partition(".")
+        if not dot or not payload or not mac.isascii():
+            raise TokenError("the link is not valid")
+        if not any(hmac.compare_digest(self._mac(k, payload), mac) for k in self._verifying):
+            raise TokenError("the link is not valid")
         try:
-            data = self._serializer.loads(token)
-        except BadSignature as exc:
+            contact, code, send = _unb64(payload).decode().split(":")
+            parsed = RecipientToken(int(contact), _CODE_CATEGORIES[int(code)], int(send))
+        except (ValueError, KeyError, UnicodeDecodeError, binascii.Error) as exc:
             raise TokenError("the link is not valid") from exc
-        try:
-            contact_id, code, send_id = data
-            return RecipientToken(int(contact_id), _CODE_CATEGORIES[int(code)], int(send_id))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise TokenError("the link is not valid") from exc
+        return parsed
+
+    @staticmethod
+    def _mac(keyed: hmac.HMAC, payload: str) -> str:
+        mac = keyed.copy()
+        mac.update(payload.encode())
+        return _b64(mac.digest()[:_MAC_BYTES])
