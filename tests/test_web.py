@@ -451,7 +451,7 @@ def test_an_oversized_form_is_refused_and_changes_nothing(rt, client, token_for,
     assert _opt_outs(rt) == []
 
 
-#: What itsdangerous' URL-safe tokens are made of.
+#: What recipient tokens are made of (base64url and the dot).
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 
