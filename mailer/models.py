@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -268,7 +269,21 @@ class Send(Base):
         UniqueConstraint("campaign_id", "contact_id"),
         Index(None, "campaign_id", "status"),
         Index(None, "contact_id", "category", "sent_at"),
-        Index(None, "status", "lease_expires_at"),
+        # Partial indexes for the sweep. An index led by `status` would tempt the planner to
+        # find a slice's rows through status = 'queued' (every row of a new campaign)
+        # instead of the primary key.
+        Index(
+            "ix_sends_lease_expires_at_sending",
+            "lease_expires_at",
+            postgresql_where=text("status = 'sending'"),
+            sqlite_where=text("status = 'sending'"),
+        ),
+        Index(
+            "ix_sends_next_attempt_at_deferred",
+            "next_attempt_at",
+            postgresql_where=text("status = 'deferred'"),
+            sqlite_where=text("status = 'deferred'"),
+        ),
     )
 
 

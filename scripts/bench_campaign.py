@@ -130,11 +130,15 @@ def main() -> None:
             "--template",
             TEMPLATE,
         )
+        cpu_before = _cpu_by_component()
         launched = time.perf_counter()
         run("mailer", "campaign", "launch", "1", "--no-wait")
         planned = time.perf_counter()
         first_s = None
+        deadline = time.monotonic() + 600
         while True:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"campaign not finished after 600 s: {campaign_status(rt, 1)}")
             with rt.sessions() as session:
                 status = session.scalar(select(Campaign.status).where(Campaign.id == 1))
                 if first_s is None and session.scalar(
@@ -145,6 +149,7 @@ def main() -> None:
                 break
             time.sleep(0.05)
         elapsed = time.perf_counter() - launched
+        cpu_after = _cpu_by_component()
         peak_mb = _peak_rss_mb(workers.pid)
         summary = campaign_status(rt, 1)
         sent = summary.counts.get("sent", 0)
@@ -174,6 +179,11 @@ def main() -> None:
             f"ratio to smtp-source: {result['ratio']:.2f}; worker peak RSS per process: "
             f"{peak_mb} MB"
         )
+        cpu_us = {k: round((cpu_after.get(k, 0) - cpu_before.get(k, 0)) / max(sent, 1) * 1e6)
+                  for k in cpu_after}
+        result["cpu_us_per_message"] = cpu_us
+        print("CPU per message by component (µs): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(cpu_us.items())))
         print(json.dumps(result))
         rt.close()
     finally:
@@ -228,6 +238,35 @@ def _smtp_source(port: int, count: int, size: int) -> float:
         check=True,
     )
     return count / (time.perf_counter() - started)
+
+
+def _cpu_by_component() -> dict[str, float]:
+    """CPU seconds used so far by the processes of each part of the pipeline."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if "workers.main" in cmdline:
+            part = "workers"
+        elif cmdline.startswith("postgres"):
+            part = "postgresql"
+        elif "smtp-sink" in cmdline:
+            part = "smtp-sink"
+        elif "redis-server" in cmdline:
+            part = "redis"
+        elif "mailer campaign" in cmdline or "bench_campaign" in cmdline:
+            part = "cli+bench"
+        else:
+            continue
+        # utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the name)
+        totals[part] = totals.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return totals
 
 
 def _peak_rss_mb(group_leader: int) -> int:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from mailer.db import is_postgres
 from mailer.delivery.batches import Batch, batches_for
 from mailer.delivery.completion import complete_now
 from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
@@ -22,6 +23,8 @@ RECORDED_SKIPS = (
     SkipReason.SUPPRESSED.value,
     SkipReason.INACTIVE.value,
 )
+#: Plans at least this big refresh the planner's statistics of the send log (PostgreSQL).
+_ANALYZE_AFTER_ROWS = 1000
 #: States from which `launch` may start sending.
 LAUNCHABLE = (CampaignStatus.DRAFT, CampaignStatus.MISSED, CampaignStatus.SCHEDULED)
 
@@ -54,7 +57,12 @@ def start_sending(
     if claimed != 1:
         raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
     session.refresh(campaign)
-    _plan(session, campaign, rule_text, now=now, policy_grace_days=rt.settings.policy_grace_days)
+    planned = _plan(
+        session, campaign, rule_text, now=now, policy_grace_days=rt.settings.policy_grace_days
+    )
+    if planned >= _ANALYZE_AFTER_ROWS and is_postgres(session):
+        # fresh statistics, or the planner finds a slice's rows by scanning the whole campaign
+        session.execute(text("ANALYZE sends"))
     batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
     if not batches:
         complete_now(campaign, now, "nobody to send to")
@@ -68,7 +76,7 @@ def _plan(
     *,
     now: dt.datetime,
     policy_grace_days: int,
-) -> None:
+) -> int:
     """Write the whole send log with one INSERT … SELECT: queued, or skipped with a reason.
 
     Contacts the rule matched but who may not receive the category at all (prospects for
@@ -100,7 +108,7 @@ def _plan(
         literal(now, type_=Send.created_at.type),
         literal(now, type_=Send.updated_at.type),
     ).where(or_(audience.c.skip_reason.is_(None), audience.c.skip_reason.in_(RECORDED_SKIPS)))
-    session.execute(
+    result = session.execute(
         insert(Send).from_select(
             [
                 "campaign_id",
@@ -117,6 +125,7 @@ def _plan(
             rows,
         )
     )
+    return int(result.rowcount or 0)
 
 
 def _status_case(skip_reason: ColumnElement[str | None]) -> ColumnElement[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import literal_column, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
@@ -144,7 +144,7 @@ def _recover_leases(
     expired = list(
         session.execute(
             select(Send.id, Send.campaign_id, Send.category).where(
-                Send.status == SendStatus.SENDING, Send.lease_expires_at < now
+                Send.status == literal_column("'sending'"), Send.lease_expires_at < now
             )
         )
     )
@@ -187,7 +187,7 @@ def _retry_due(session: Session, batch_size: int, report: TickReport, now: dt.da
             select(Send.id, Send.campaign_id, Send.category)
             .join(Campaign, Campaign.id == Send.campaign_id)
             .where(
-                Send.status == SendStatus.DEFERRED,
+                Send.status == literal_column("'deferred'"),
                 Send.next_attempt_at <= now,
                 Campaign.status == CampaignStatus.SENDING,
             )
