@@ -57,13 +57,12 @@ def start_sending(
     if claimed != 1:
         raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
     session.refresh(campaign)
-    planned = _plan(
-        session, campaign, rule_text, now=now, policy_grace_days=rt.settings.policy_grace_days
-    )
+    _plan(session, campaign, rule_text, now=now, policy_grace_days=rt.settings.policy_grace_days)
+    batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
+    planned = sum(b.last_id - b.first_id + 1 for b in batches)
     if planned >= _ANALYZE_AFTER_ROWS and is_postgres(session):
         # fresh statistics, or the planner finds a slice's rows by scanning the whole campaign
         session.execute(text("ANALYZE sends"))
-    batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
     if not batches:
         complete_now(campaign, now, "nobody to send to")
     return batches
@@ -76,7 +75,7 @@ def _plan(
     *,
     now: dt.datetime,
     policy_grace_days: int,
-) -> int:
+) -> None:
     """Write the whole send log with one INSERT … SELECT: queued, or skipped with a reason.
 
     Contacts the rule matched but who may not receive the category at all (prospects for
@@ -108,7 +107,7 @@ def _plan(
         literal(now, type_=Send.created_at.type),
         literal(now, type_=Send.updated_at.type),
     ).where(or_(audience.c.skip_reason.is_(None), audience.c.skip_reason.in_(RECORDED_SKIPS)))
-    result = session.execute(
+    session.execute(
         insert(Send).from_select(
             [
                 "campaign_id",
@@ -125,7 +124,6 @@ def _plan(
             rows,
         )
     )
-    return int(result.rowcount or 0)
 
 
 def _status_case(skip_reason: ColumnElement[str | None]) -> ColumnElement[str]:
