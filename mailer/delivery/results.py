@@ -129,22 +129,41 @@ def record_results(
             elif result.kind is ReplyKind.POLICY:
                 report.policy_failures += 1
         report.counts[status.value] = report.counts.get(status.value, 0) + 1
-    if rows:
-        session.connection().execute(_RECORD, rows)
+    _write(session, rows)
     report.suppressed = suppress(session, hard, now, hash_address)
     return report
 
 
 def record_skips(session: Session, skips: Mapping[int, str], now: dt.datetime) -> None:
     """Sends excluded at send time (opted out, suppressed …) become skipped with the reason."""
-    if skips:
-        session.connection().execute(
-            _RECORD,
-            [
-                _row(send_id, SendStatus.SKIPPED, now, skip=reason)
-                for send_id, reason in skips.items()
-            ],
-        )
+    _write(
+        session,
+        [_row(send_id, SendStatus.SKIPPED, now, skip=reason) for send_id, reason in skips.items()],
+    )
+
+
+#: PostgreSQL: one statement for a whole slice, its rows passed as arrays. Fixed text, so it is
+#: prepared once; executemany would cost a statement and its parameter processing per row.
+_PG_RECORD = """
+UPDATE sends SET status = v.status, skip_reason = v.skip_reason, smtp_code = v.code,
+    smtp_reply = v.reply, message_id = v.mid, sent_at = v.sent_at, next_attempt_at = v.next_at,
+    lease_expires_at = NULL, updated_at = v.now
+FROM unnest(%(id)s::bigint[], %(status)s::text[], %(skip)s::text[], %(code)s::int[],
+            %(reply)s::text[], %(mid)s::text[], %(sent_at)s::timestamptz[],
+            %(next)s::timestamptz[], %(now)s::timestamptz[])
+    AS v(id, status, skip_reason, code, reply, mid, sent_at, next_at, now)
+WHERE sends.id = v.id AND sends.status = 'sending'
+"""
+
+
+def _write(session: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        columns = {key[2:]: [row[key] for row in rows] for key in rows[0]}
+        session.connection().exec_driver_sql(_PG_RECORD, columns)
+    else:
+        session.connection().execute(_RECORD, rows)
 
 
 def _status_for(
