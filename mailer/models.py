@@ -229,6 +229,9 @@ class Campaign(Base):
     scheduled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     launched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Set while the send log is planned in two steps: the last contact id planned so far.
+    #: The launcher (or, after a crash, the sweep) plans the rest and clears it.
+    planned_through: Mapped[int | None] = mapped_column(BigInteger)
     #: Extra template context (e.g. the policy version of a notice).
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -39,6 +39,7 @@ def batches_for(
     *,
     touch_at: dt.datetime | None = None,
     stale_before: dt.datetime | None = None,
+    after_id: int = 0,
 ) -> list[Batch]:
     """Cut the campaign's queued sends into id ranges of at most `batch_size` rows.
 
@@ -46,7 +47,9 @@ def batches_for(
     re-enqueue work whose broker message was lost). With `touch_at`, those rows are marked as
     enqueued at that time.
     """
-    query = select(Send.id).where(Send.campaign_id == campaign_id, Send.status == SendStatus.QUEUED)
+    query = select(Send.id).where(
+        Send.campaign_id == campaign_id, Send.status == SendStatus.QUEUED, Send.id > after_id
+    )
     if stale_before is not None:
         query = query.where(Send.updated_at < stale_before)
     ids = list(session.scalars(query.order_by(Send.id)))

@@ -26,7 +26,11 @@ def maybe_complete(session: Session, campaign_id: int, now: dt.datetime) -> bool
         return False
     done = session.execute(
         update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.status == CampaignStatus.SENDING,
+            Campaign.planned_through.is_(None),  # not while the rest is still being planned
+        )
         .values(status=CampaignStatus.COMPLETED, completed_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount

@@ -8,12 +8,12 @@ from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, 
 from sqlalchemy.orm import Session
 
 from mailer.db import is_postgres
-from mailer.delivery.batches import Batch, batches_for
+from mailer.delivery.batches import Batch, Dispatch, batches_for, dispatch_all
 from mailer.delivery.completion import complete_now
 from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
 from mailer.errors import CampaignError, NotFoundError
 from mailer.messages import check_template
-from mailer.models import Campaign, Send, User
+from mailer.models import Campaign, Send, User, utcnow
 from mailer.rules import audience_select, load_audiences, parse_rule
 from mailer.runtime import Runtime
 
@@ -37,10 +37,13 @@ def start_sending(
     user: User | None,
     *,
     now: dt.datetime,
+    first_chunk: int | None = None,
 ) -> list[Batch]:
     """Claim the campaign for sending and plan its send log in the caller's transaction.
 
     The conditional UPDATE is what keeps two schedulers or two clicks from planning twice.
+    With `first_chunk`, only that many rows are planned now, so the first batches can go out
+    at once; `finish_planning` plans the rest after this transaction commits.
     """
     claimed = session.execute(
         update(Campaign)
@@ -57,15 +60,69 @@ def start_sending(
     if claimed != 1:
         raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
     session.refresh(campaign)
-    _plan(session, campaign, rule_text, now=now, policy_grace_days=rt.settings.policy_grace_days)
+    grace_days = rt.settings.policy_grace_days
+    _plan(session, campaign, rule_text, now=now, policy_grace_days=grace_days, limit=first_chunk)
+    if first_chunk is not None:
+        planned = session.scalar(
+            select(func.count()).select_from(Send).where(Send.campaign_id == campaign.id)
+        )
+        if planned == first_chunk:
+            campaign.planned_through = session.scalar(
+                select(func.max(Send.contact_id)).where(Send.campaign_id == campaign.id)
+            )
     batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
+    _refresh_statistics(session, batches)
+    if not batches and campaign.planned_through is None:
+        complete_now(campaign, now, "nobody to send to")
+    return batches
+
+
+def finish_planning(
+    rt: Runtime, campaign_id: int, *, dispatch: Dispatch | None, now: dt.datetime | None = None
+) -> list[Batch]:
+    """Plan the rest of a campaign launched with a first chunk; a no-op once done.
+
+    The launcher calls it right after the first batches are dispatched; the sweep calls it
+    for a launcher that died meanwhile. The campaign row is locked, so two never plan twice.
+    """
+    with rt.sessions.begin() as session:
+        query = select(Campaign).where(
+            Campaign.id == campaign_id, Campaign.planned_through.is_not(None)
+        )
+        if is_postgres(session):
+            query = query.with_for_update()
+        campaign = session.scalars(query).one_or_none()
+        if campaign is None:
+            return []
+        after, campaign.planned_through = campaign.planned_through, None
+        if campaign.status == CampaignStatus.CANCELLED:
+            return []
+        last_id = session.scalar(select(func.max(Send.id)).where(Send.campaign_id == campaign_id))
+        _plan(
+            session,
+            campaign,
+            campaign.rule_text,
+            now=now or utcnow(),
+            policy_grace_days=rt.settings.policy_grace_days,
+            after_contact_id=after,
+        )
+        batches = batches_for(
+            session,
+            campaign_id,
+            Category(campaign.category),
+            rt.settings.batch_size,
+            after_id=last_id or 0,
+        )
+        _refresh_statistics(session, batches)
+    dispatch_all(dispatch, batches)
+    return batches
+
+
+def _refresh_statistics(session: Session, batches: list[Batch]) -> None:
     planned = sum(b.last_id - b.first_id + 1 for b in batches)
     if planned >= _ANALYZE_AFTER_ROWS and is_postgres(session):
         # fresh statistics, or the planner finds a slice's rows by scanning the whole campaign
         session.execute(text("ANALYZE sends"))
-    if not batches:
-        complete_now(campaign, now, "nobody to send to")
-    return batches
 
 
 def _plan(
@@ -75,6 +132,8 @@ def _plan(
     *,
     now: dt.datetime,
     policy_grace_days: int,
+    limit: int | None = None,
+    after_contact_id: int | None = None,
 ) -> None:
     """Write the whole send log with one INSERT … SELECT: queued, or skipped with a reason.
 
@@ -107,6 +166,11 @@ def _plan(
         literal(now, type_=Send.created_at.type),
         literal(now, type_=Send.updated_at.type),
     ).where(or_(audience.c.skip_reason.is_(None), audience.c.skip_reason.in_(RECORDED_SKIPS)))
+    if after_contact_id is not None:
+        rows = rows.where(audience.c.contact_id > after_contact_id)
+    if limit is not None:
+        # keyset order, so the rest can be planned from the last contact id
+        rows = rows.order_by(audience.c.contact_id).limit(limit)
     session.execute(
         insert(Send).from_select(
             [

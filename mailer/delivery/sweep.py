@@ -17,7 +17,7 @@ from mailer import audit
 from mailer.db import is_postgres
 from mailer.delivery.batches import Batch, Dispatch, batches_for, cut_batches, dispatch_all
 from mailer.delivery.completion import maybe_complete
-from mailer.delivery.planning import start_sending
+from mailer.delivery.planning import finish_planning, start_sending
 from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.errors import MailerError
 from mailer.models import Campaign, Send, utcnow
@@ -46,6 +46,7 @@ def scheduler_tick(
     now = now or utcnow()
     report = TickReport()
     _start_scheduled(rt, report, now)
+    _finish_interrupted_planning(rt, report, now)
     with rt.sessions.begin() as session:
         _recover_leases(session, rt.settings.batch_size, report, now)
         _retry_due(session, rt.settings.batch_size, report, now)
@@ -106,6 +107,21 @@ def _start_scheduled(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
                         updated_at=now,
                     )
                 )
+
+
+def _finish_interrupted_planning(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
+    """A launcher that died between the first chunk and the rest: plan the rest here."""
+    stale_before = now - dt.timedelta(seconds=rt.settings.lease_s)
+    with rt.sessions() as session:
+        ids = list(
+            session.scalars(
+                select(Campaign.id).where(
+                    Campaign.planned_through.is_not(None), Campaign.updated_at < stale_before
+                )
+            )
+        )
+    for campaign_id in ids:
+        report.batches.extend(finish_planning(rt, campaign_id, dispatch=None, now=now))
 
 
 def _rule_text(rt: Runtime, campaign: Campaign) -> str:
