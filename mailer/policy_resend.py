@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from mailer import audit
 from mailer.db import is_postgres
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
+from mailer.delivery.planning import PLANNED_COLUMNS
 from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.errors import PolicyError
 from mailer.models import Campaign, Contact, PolicyVersion, Send, utcnow
@@ -191,18 +192,7 @@ def _add_missing(session: Session, campaign_id: int, eligible: Any, now: dt.date
     result = session.execute(
         insert(Send)
         .from_select(
-            [
-                "campaign_id",
-                "contact_id",
-                "organization_id",
-                "category",
-                "email",
-                "status",
-                "skip_reason",
-                "attempts",
-                "created_at",
-                "updated_at",
-            ],
+            list(PLANNED_COLUMNS),
             rows,
         )
         .returning(Send.id)

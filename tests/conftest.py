@@ -198,3 +198,17 @@ def make_contact(rt: Runtime, make_org: Callable[..., Organization]) -> Callable
         return contact
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many tests ran on each database backend, so the output shows both did."""
+    counts = {name: 0 for name in BACKENDS}
+    for report in terminalreporter.stats.get("passed", []):
+        if report.when != "call":
+            continue
+        for name in BACKENDS:
+            ids = report.nodeid.rpartition("[")[2].rstrip("]").split("-")
+            if name in ids:
+                counts[name] += 1
+    shown = ", ".join(f"{name}: {n} passed" for name, n in counts.items())
+    terminalreporter.write_line(f"database backends: {shown}")

@@ -25,6 +25,19 @@ RECORDED_SKIPS = (
 )
 #: Plans at least this big refresh the planner's statistics of the send log (PostgreSQL).
 _ANALYZE_AFTER_ROWS = 1000
+#: The send-log columns a plan fills, in the order of the SELECT that feeds it.
+PLANNED_COLUMNS = (
+    "campaign_id",
+    "contact_id",
+    "organization_id",
+    "category",
+    "email",
+    "status",
+    "skip_reason",
+    "attempts",
+    "created_at",
+    "updated_at",
+)
 #: States from which `launch` may start sending.
 LAUNCHABLE = (CampaignStatus.DRAFT, CampaignStatus.MISSED, CampaignStatus.SCHEDULED)
 
@@ -173,18 +186,7 @@ def _plan(
         rows = rows.order_by(audience.c.contact_id).limit(limit)
     session.execute(
         insert(Send).from_select(
-            [
-                "campaign_id",
-                "contact_id",
-                "organization_id",
-                "category",
-                "email",
-                "status",
-                "skip_reason",
-                "attempts",
-                "created_at",
-                "updated_at",
-            ],
+            list(PLANNED_COLUMNS),
             rows,
         )
     )
