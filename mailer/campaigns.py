@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.db import rows_changed
 from mailer.delivery.batches import Dispatch, batches_for, dispatch_all
 from mailer.delivery.completion import maybe_complete, send_counts
 from mailer.delivery.planning import (
@@ -290,12 +291,14 @@ def _transition_in(
     user = find_user(session, username)
     campaign = get_campaign(session, campaign_id)
     require_owner_or_admin(user, campaign.created_by)
-    changed = session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status.in_(sources))
-        .values(status=target, status_detail=detail, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    changed = rows_changed(
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.status.in_(sources))
+            .values(status=target, status_detail=detail, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    )
     if changed != 1:
         session.refresh(campaign)
         allowed = ", ".join(sources)

@@ -97,11 +97,11 @@ def setup(settings: Settings, runtime: Runtime | None = None) -> Wiring:
 
     # lower runs first: a worker takes a waiting priority batch before any bulk one
     bulk = dramatiq.actor(
-        deliver, actor_name="deliver_bulk", queue_name=BULK_QUEUE, broker=broker, priority=100
-    )
+        actor_name="deliver_bulk", queue_name=BULK_QUEUE, broker=broker, priority=100
+    )(deliver)
     priority = dramatiq.actor(
-        deliver, actor_name="deliver_priority", queue_name=PRIORITY_QUEUE, broker=broker, priority=0
-    )
+        actor_name="deliver_priority", queue_name=PRIORITY_QUEUE, broker=broker, priority=0
+    )(deliver)
     _wiring = Wiring(settings, broker, bulk, priority, runtime)
     _local.__dict__.clear()
     return _wiring

@@ -54,7 +54,7 @@ class Dispatcher:
 
     def wait(self, ids: list[int], *, show: bool) -> None:
         if self._embedded is None:
-            watch(self.rt, ids)
+            watch_progress(self.rt, ids)
             return
         with _progress(show) as progress:
             task = progress.add_task("sending", total=None)
@@ -77,7 +77,7 @@ def _progress(show: bool) -> Progress:
     )
 
 
-def watch(rt: Runtime, ids: list[int]) -> None:
+def watch_progress(rt: Runtime, ids: list[int]) -> None:
     with _progress(True) as progress:
         task = progress.add_task("sending", total=None)
         while True:

@@ -13,7 +13,7 @@ from rich.table import Table
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
 from mailer.cli._common import as_option, echo_json, json_option, runtime
-from mailer.cli._dispatch import Dispatcher
+from mailer.cli._dispatch import Dispatcher, watch_progress
 from mailer.enums import CampaignStatus, Category
 
 
@@ -142,7 +142,7 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
     """Counts by status, skip reasons and what the campaign is doing."""
     rt = runtime()
     if watch:
-        watch(rt, [campaign_id])
+        watch_progress(rt, [campaign_id])
     _show(campaigns.campaign_status(rt, campaign_id), as_json)
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.db import rows_changed
 from mailer.enums import CampaignStatus, SendStatus
 from mailer.models import Campaign, Send
 
@@ -24,16 +25,18 @@ def maybe_complete(session: Session, campaign_id: int, now: dt.datetime) -> bool
     )
     if session.execute(open_sends).first() is not None:
         return False
-    done = session.execute(
-        update(Campaign)
-        .where(
-            Campaign.id == campaign_id,
-            Campaign.status == CampaignStatus.SENDING,
-            Campaign.planned_through.is_(None),  # not while the rest is still being planned
+    done = rows_changed(
+        session.execute(
+            update(Campaign)
+            .where(
+                Campaign.id == campaign_id,
+                Campaign.status == CampaignStatus.SENDING,
+                Campaign.planned_through.is_(None),  # not while the rest is still being planned
+            )
+            .values(status=CampaignStatus.COMPLETED, completed_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
         )
-        .values(status=CampaignStatus.COMPLETED, completed_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if done:
         audit.record(
             session,

@@ -13,9 +13,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, exists, false, func, literal, select, update
+from sqlalchemy import Table, bindparam, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from mailer.delivery.completion import maybe_complete
@@ -34,7 +34,8 @@ from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage, ReplyKind
 from mailer.runtime import Runtime
 from mailer.transports import Transport
 
-_sends = Send.__table__
+#: The send log as a Core table, for the bulk statements of the hot path.
+_sends = cast(Table, Send.__table__)
 
 #: How many campaigns' compiled templates a worker thread keeps.
 _CAMPAIGN_CACHE_SIZE = 8

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from mailer.db import is_postgres
+from mailer.db import is_postgres, rows_changed
 from mailer.delivery.batches import Batch, Dispatch, batches_for, dispatch_all
 from mailer.delivery.completion import complete_now
 from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
@@ -58,18 +58,20 @@ def start_sending(
     With `first_chunk`, only that many rows are planned now, so the first batches can go out
     at once; `finish_planning` plans the rest after this transaction commits.
     """
-    claimed = session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign.id, Campaign.status.in_(LAUNCHABLE))
-        .values(
-            status=CampaignStatus.SENDING,
-            launched_at=now,
-            rule_text=rule_text,
-            status_detail="",
-            updated_at=now,
+    claimed = rows_changed(
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign.id, Campaign.status.in_(LAUNCHABLE))
+            .values(
+                status=CampaignStatus.SENDING,
+                launched_at=now,
+                rule_text=rule_text,
+                status_detail="",
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if claimed != 1:
         raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
     session.refresh(campaign)

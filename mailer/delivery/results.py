@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.config import Settings
@@ -16,7 +16,8 @@ from mailer.enums import SendStatus, SuppressionReason
 from mailer.models import Send, Suppression
 from mailer.outgoing import DeliveryResult, Outcome, ReplyKind
 
-_sends = Send.__table__
+#: The send log as a Core table, for the bulk statements of the hot path.
+_sends = cast(Table, Send.__table__)
 
 #: One statement for every outcome, run as executemany: a batch costs one round trip.
 _RECORD = (
@@ -201,7 +202,7 @@ def suppress(
         if h not in known
     ]
     # another worker may suppress the same address meanwhile: skip it rather than fail
-    insert_ignoring_duplicates(session, Suppression.__table__, new)
+    insert_ignoring_duplicates(session, cast(Table, Suppression.__table__), new)
     return len(new)
 
 

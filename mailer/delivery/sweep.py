@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import literal_column, select, update
+from sqlalchemy import Table, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
@@ -24,7 +25,8 @@ from mailer.models import Campaign, Send, utcnow
 from mailer.rules import load_audiences
 from mailer.runtime import Runtime
 
-_sends = Send.__table__
+#: The send log as a Core table, for the bulk statements of the hot path.
+_sends = cast(Table, Send.__table__)
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""`mailer campaign …` end to end through the CLI on the embedded default (in-process broker
+and workers, the capture SMTP server writing a Maildir)."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailer.cli import main
+from tests.conftest import ROOT, TEST_SECRET
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {
+        "MAILER_DATABASE_URL": database_url,
+        "MAILER_VAR_DIR": str(tmp_path / "var"),
+        "MAILER_SECRET_KEY": TEST_SECRET,
+        "MAILER_TEMPLATES_DIR": str(ROOT / "templates"),
+        "MAILER_AUDIENCES_DIR": str(ROOT / "audiences"),
+        "MAILER_BROKER_URL": "memory://",
+        "MAILER_SMTP_URL": "capture://",
+        "MAILER_USER": "ada",
+    }
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, list(args), env=env)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return run
+
+
+def test_a_campaign_runs_from_the_command_line_into_the_maildir(cli, tmp_path: Path) -> None:
+    cli("users", "create", "ada", "--role", "admin", "--name", "Ada", "--email", "ada@cpi.example")
+    cli("sample-data", "--organizations", "20", "--seed", "4", "--into-db")
+    created = json.loads(
+        cli(
+            "campaign",
+            "create",
+            "--name",
+            "Fall news",
+            "--category",
+            "features",
+            "--template",
+            "features/benefitelect-enrollment-site",
+            "--rule",
+            "kind = client",
+            "--json",
+        )
+    )
+    launched = json.loads(cli("campaign", "launch", str(created["id"]), "--json"))
+    assert launched["status"] == "completed"
+    sent = launched["counts"]["sent"]
+    assert sent > 0
+
+    status = json.loads(cli("campaign", "status", str(created["id"]), "--watch", "--json"))
+    assert status["counts"]["sent"] == sent and status["rule_text"] == "kind = client"
+    listed = json.loads(cli("campaign", "list", "--json"))
+    assert [c["id"] for c in listed] == [created["id"]]
+    assert len(list(mailbox.Maildir(tmp_path / "var" / "maildir", create=False))) == sent
+
+    # a finished campaign cannot be paused, and the message says why
+    out = cli("campaign", "pause", str(created["id"]), code=1)
+    assert "it is completed" in out
+
+
+def test_a_campaign_command_without_a_user_says_how_to_name_one(cli) -> None:
+    out = cli(
+        "campaign",
+        "create",
+        "--name",
+        "x",
+        "--category",
+        "features",
+        "--template",
+        "features/benefitelect-enrollment-site",
+        "--as",
+        "nobody",
+        code=5,
+    )
+    assert "mailer users create nobody" in out
