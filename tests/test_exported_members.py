@@ -14,7 +14,6 @@ def test_all_names_every_public_member_and_nothing_else() -> None:
     assert set(mailer.__all__) == public
 
 
-
 def test_every_exported_name_is_importable() -> None:
     for name in mailer.__all__:
         assert getattr(mailer, name) is not None
