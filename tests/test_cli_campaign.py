@@ -85,3 +85,14 @@ def test_a_campaign_command_without_a_user_says_how_to_name_one(cli) -> None:
         code=5,
     )
     assert "mailer users create nobody" in out
+
+
+def test_commands_on_a_database_behind_the_code_say_to_upgrade(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["campaign", "list"],
+        env={"MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}"},
+    )
+    assert result.exit_code == 3
+    assert "run `mailer db upgrade` first" in result.output
+    assert "Traceback" not in result.output
