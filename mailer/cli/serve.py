@@ -28,4 +28,23 @@ def serve_command(host: str, port: int) -> None:
     )
 
 
-COMMANDS = [serve_command]
+@click.command("inbound")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=2526, show_default=True, type=int)
+def inbound_command(host: str, port: int) -> None:
+    """Receive unsubscribe requests sent to the List-Unsubscribe mailto address."""
+    import time
+
+    from mailer.inbound import InboundServer
+
+    rt = runtime()
+    server = InboundServer(rt, host=host, port=port).start()
+    click.echo(f"taking mail for {rt.settings.unsubscribe_mailto} on {host}:{server.port}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+COMMANDS = [serve_command, inbound_command]
