@@ -1,0 +1,324 @@
+"""Retention: purge client and prospect data older than `settings.retention_years` (7).
+
+CPI's privacy policy keeps client and prospect information "for up to seven (7) years". The
+retention job (`mailer retention run`) deletes, in this order:
+
+1. organizations whose last activity is older than the limit, with their contacts, tags and
+   send-log rows. An organization's last activity is the latest of its own and its contacts'
+   `last_activity_at`, its latest send (created, sent or updated, found by organization or by
+   contact) and its `agreement_ended_on`;
+2. contacts older than the limit in organizations that stay (a contact's last activity is its
+   `last_activity_at` and its latest send), with their send-log rows;
+3. send-log rows older than the limit everywhere (they hold the address in clear).
+
+What survives, on purpose:
+
+- opt-outs: the row stays as proof, with `contact_id` NULL (the foreign key is ON DELETE SET
+  NULL) and its keyed `address_hash`, so a re-import of the address is still opted out. A mailto
+  opt-out's `user_agent` ("mailto from ADDRESS") is cut to "mailto": it named an address in clear;
+- suppressions keep their hash (and keep suppressing) but lose the clear address, when their
+  contact is purged or, with no contact left, when the suppression is older than the limit;
+- campaigns, even with no sends left: they are the record of what was launched (name, rule,
+  template, who launched it), and hold no contact data;
+- audit events: they are the activity log. Their details must not carry contact data (addresses,
+  names); they carry ids, IPs and user agents — see `NOTES_ON_AUDIT_EVENTS`.
+
+Work is done in chunks of `chunk_size` ids, one short transaction each, so a purge of millions
+of rows holds no long lock and no list of every id in memory. A run interrupted half way leaves
+every committed chunk purged and consistent; running it again finishes the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from mailer import audit
+from mailer.db import rows_changed
+from mailer.models import (
+    Contact,
+    OptOut,
+    Organization,
+    OrganizationTag,
+    Send,
+    Suppression,
+    utcnow,
+)
+from mailer.runtime import Runtime
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "RetentionReport", "cutoff_for", "run_retention"]
+
+#: Ids per statement (and per transaction): small enough for SQLite's bound-parameter limit
+#: and a short lock, large enough that a million-row purge takes a few hundred statements.
+DEFAULT_CHUNK_SIZE = 5000
+
+#: What audit events carry that touches a contact, as found when retention was written.
+NOTES_ON_AUDIT_EVENTS = (
+    "consent.opt_out / consent.opt_in: contact id, IP, user agent (a mailto opt-out's user "
+    "agent is 'mailto from ADDRESS': an address in clear that retention does not scrub); "
+    "template.preview: contact id. Ids of purged contacts name nobody once the rows are gone."
+)
+
+orgs = cast(Table, Organization.__table__)
+contacts = cast(Table, Contact.__table__)
+sends = cast(Table, Send.__table__)
+tags = cast(Table, OrganizationTag.__table__)
+opt_outs = cast(Table, OptOut.__table__)
+suppressions = cast(Table, Suppression.__table__)
+
+
+@dataclass
+class RetentionReport:
+    """What a retention run deleted or changed (or, with `is_dry_run`, would)."""
+
+    cutoff: dt.datetime
+    is_dry_run: bool
+    organizations: int = 0
+    contacts: int = 0
+    organization_tags: int = 0
+    sends: int = 0
+    opt_outs_detached: int = 0
+    suppressions_blanked: int = 0
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int) and k != "is_dry_run"}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cutoff": self.cutoff.isoformat(),
+            "dry_run": self.is_dry_run,
+            "seconds": self.seconds,
+            **self.counts(),
+        }
+
+
+def cutoff_for(now: dt.datetime, years: int) -> dt.datetime:
+    """`now` minus `years` calendar years (29 February becomes 28 February)."""
+    try:
+        return now.replace(year=now.year - years)
+    except ValueError:
+        return now.replace(year=now.year - years, day=28)
+
+
+def run_retention(
+    rt: Runtime,
+    *,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
+    actor: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> RetentionReport:
+    """Purge what is older than `rt.settings.retention_years`; count only when `dry_run`.
+
+    Writes one AuditEvent ("retention.run", counts only) unless `dry_run`.
+    """
+    started = time.perf_counter()
+    now = now or utcnow()
+    if now.tzinfo is None:
+        raise ValueError(f"now={now!r} is naive: pass an aware UTC time")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size}: must be at least 1")
+    cutoff = cutoff_for(now, rt.settings.retention_years)
+    report = RetentionReport(cutoff=cutoff, is_dry_run=dry_run)
+    if dry_run:
+        with rt.sessions() as session:
+            _count(session, cutoff, report)
+    else:
+        _purge(rt, cutoff, chunk_size, report)
+    report.seconds = round(time.perf_counter() - started, 3)
+    if not dry_run:
+        details: dict[str, Any] = {"seconds": report.seconds, **report.counts()}
+        with rt.sessions.begin() as session:
+            audit.record(
+                session,
+                actor,
+                "retention.run",
+                object_type="retention",
+                object_id=cutoff.date().isoformat(),
+                retention_years=rt.settings.retention_years,
+                **details,
+            )
+    return report
+
+
+# --- what is old ---------------------------------------------------------------------------
+
+
+def _send_is_recent(cutoff: dt.datetime) -> ColumnElement[bool]:
+    return or_(
+        sends.c.created_at >= cutoff, sends.c.sent_at >= cutoff, sends.c.updated_at >= cutoff
+    )
+
+
+def _org_is_old(cutoff: dt.datetime) -> ColumnElement[bool]:
+    recent_contact = exists().where(
+        contacts.c.organization_id == orgs.c.id, contacts.c.last_activity_at >= cutoff
+    )
+    recent_send = exists().where(sends.c.organization_id == orgs.c.id, _send_is_recent(cutoff))
+    # a send keeps its contact id when a contact moves; find recent sends by contact too
+    recent_contact_send = exists().where(
+        contacts.c.organization_id == orgs.c.id,
+        sends.c.contact_id == contacts.c.id,
+        _send_is_recent(cutoff),
+    )
+    return and_(
+        orgs.c.last_activity_at < cutoff,
+        or_(orgs.c.agreement_ended_on.is_(None), orgs.c.agreement_ended_on < cutoff.date()),
+        ~recent_contact,
+        ~recent_send,
+        ~recent_contact_send,
+    )
+
+
+def _contact_is_old(cutoff: dt.datetime) -> ColumnElement[bool]:
+    recent_send = exists().where(sends.c.contact_id == contacts.c.id, _send_is_recent(cutoff))
+    return and_(contacts.c.last_activity_at < cutoff, ~recent_send)
+
+
+def _send_is_old(cutoff: dt.datetime) -> ColumnElement[bool]:
+    return and_(
+        sends.c.created_at < cutoff,
+        or_(sends.c.sent_at.is_(None), sends.c.sent_at < cutoff),
+        or_(sends.c.updated_at.is_(None), sends.c.updated_at < cutoff),
+    )
+
+
+def _stale_suppression(cutoff: dt.datetime) -> ColumnElement[bool]:
+    has_contact = exists().where(contacts.c.address_hash == suppressions.c.address_hash)
+    return and_(suppressions.c.address != "", suppressions.c.created_at < cutoff, ~has_contact)
+
+
+# --- dry run -------------------------------------------------------------------------------
+
+
+def _count(session: Session, cutoff: dt.datetime, report: RetentionReport) -> None:
+    def count(stmt: Select[Any]) -> int:
+        return int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+
+    old_orgs = select(orgs.c.id).where(_org_is_old(cutoff))
+    doomed_contacts = select(contacts.c.id).where(
+        or_(contacts.c.organization_id.in_(old_orgs), _contact_is_old(cutoff))
+    )
+    doomed_hashes = select(contacts.c.address_hash).where(contacts.c.id.in_(doomed_contacts))
+    report.organizations = count(old_orgs)
+    report.contacts = count(doomed_contacts)
+    report.organization_tags = count(select(tags.c.tag).where(tags.c.organization_id.in_(old_orgs)))
+    report.sends = count(
+        select(sends.c.id).where(
+            or_(
+                _send_is_old(cutoff),
+                sends.c.organization_id.in_(old_orgs),
+                sends.c.contact_id.in_(doomed_contacts),
+            )
+        )
+    )
+    report.opt_outs_detached = count(
+        select(opt_outs.c.id).where(opt_outs.c.contact_id.in_(doomed_contacts))
+    )
+    report.suppressions_blanked = count(
+        select(suppressions.c.id).where(
+            suppressions.c.address != "",
+            or_(suppressions.c.address_hash.in_(doomed_hashes), _stale_suppression(cutoff)),
+        )
+    )
+
+
+# --- the purge -----------------------------------------------------------------------------
+
+
+def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionReport) -> None:
+    def purge_orgs(session: Session, ids: list[int]) -> None:
+        their_contacts = select(contacts.c.id).where(contacts.c.organization_id.in_(ids))
+        report.sends += _delete(
+            session,
+            delete(sends).where(
+                or_(sends.c.organization_id.in_(ids), sends.c.contact_id.in_(their_contacts))
+            ),
+        )
+        _forget_contacts(session, their_contacts, report)
+        report.organization_tags += _delete(
+            session, delete(tags).where(tags.c.organization_id.in_(ids))
+        )
+        report.contacts += _delete(
+            session, delete(contacts).where(contacts.c.organization_id.in_(ids))
+        )
+        report.organizations += _delete(session, delete(orgs).where(orgs.c.id.in_(ids)))
+
+    def purge_contacts(session: Session, ids: list[int]) -> None:
+        report.sends += _delete(session, delete(sends).where(sends.c.contact_id.in_(ids)))
+        _forget_contacts(session, select(contacts.c.id).where(contacts.c.id.in_(ids)), report)
+        report.contacts += _delete(session, delete(contacts).where(contacts.c.id.in_(ids)))
+
+    def purge_sends(session: Session, ids: list[int]) -> None:
+        report.sends += _delete(session, delete(sends).where(sends.c.id.in_(ids)))
+
+    def blank_suppressions(session: Session, ids: list[int]) -> None:
+        report.suppressions_blanked += rows_changed(
+            session.execute(
+                update(suppressions).where(suppressions.c.id.in_(ids)).values(address="")
+            )
+        )
+
+    _in_chunks(rt, orgs.c.id, _org_is_old(cutoff), chunk_size, purge_orgs)
+    _in_chunks(rt, contacts.c.id, _contact_is_old(cutoff), chunk_size, purge_contacts)
+    _in_chunks(rt, sends.c.id, _send_is_old(cutoff), chunk_size, purge_sends)
+    _in_chunks(rt, suppressions.c.id, _stale_suppression(cutoff), chunk_size, blank_suppressions)
+
+
+def _forget_contacts(session: Session, ids: Select[Any], report: RetentionReport) -> None:
+    """Before contacts are deleted: blank their suppressions' addresses, count their opt-outs."""
+    hashes = select(contacts.c.address_hash).where(contacts.c.id.in_(ids))
+    report.suppressions_blanked += rows_changed(
+        session.execute(
+            update(suppressions)
+            .where(suppressions.c.address_hash.in_(hashes), suppressions.c.address != "")
+            .values(address="")
+        )
+    )
+    theirs = opt_outs.c.contact_id.in_(ids)
+    session.execute(
+        update(opt_outs)
+        .where(theirs, opt_outs.c.user_agent.like("mailto from %"))
+        .values(user_agent="mailto")
+    )
+    # the rows themselves stay: ON DELETE SET NULL detaches them when the contact goes
+    report.opt_outs_detached += int(
+        session.scalar(select(func.count()).select_from(opt_outs).where(theirs)) or 0
+    )
+
+
+def _delete(session: Session, stmt: Any) -> int:
+    return rows_changed(session.execute(stmt))
+
+
+def _in_chunks(
+    rt: Runtime,
+    id_column: Any,
+    condition: ColumnElement[bool],
+    chunk_size: int,
+    handle: Callable[[Session, list[int]], None],
+) -> None:
+    """Call `handle(session, ids)` on each chunk of matching ids, one transaction per chunk."""
+    # keyset paging on the id: each chunk starts where the last ended, no rescans
+    last_id = 0
+    while True:
+        with rt.sessions.begin() as session:
+            ids = list(
+                session.scalars(
+                    select(id_column)
+                    .where(condition, id_column > last_id)
+                    .order_by(id_column)
+                    .limit(chunk_size)
+                )
+            )
+            if not ids:
+                return
+            handle(session, ids)
+        last_id = ids[-1]
