@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -27,7 +28,7 @@ from mailer.delivery.planning import (
 )
 from mailer.enums import CampaignStatus, Category, Role, SendStatus
 from mailer.errors import CampaignError, NotFoundError
-from mailer.models import Campaign, Send, utcnow
+from mailer.models import Campaign, Send, User, utcnow
 from mailer.permissions import find_user, require_category, require_owner_or_admin
 from mailer.runtime import Runtime
 
@@ -97,31 +98,58 @@ def create_campaign(
         if audience and rule_text:
             raise CampaignError("give either an audience name or a rule, not both")
         validate_launch(rt, category, template, audience, rule_text)
-        campaign = Campaign(
+        campaign = add_draft(
+            session,
+            user,
             name=name,
             category=category,
             template=template,
             audience=audience,
             rule_text=rule_text,
-            created_by=user.username,
-            sender_username=user.username if user.role == Role.ACCOUNT_MANAGER else "",
-            status=CampaignStatus.DRAFT,
-            params=dict(params or {}),
+            params=params,
         )
-        session.add(campaign)
-        session.flush()
-        audit.record(
-            session,
-            user.username,
-            "campaign.create",
-            object_type="campaign",
-            object_id=campaign.id,
-            name=name,
-            category=category,
-            template=template,
-            audience=audience,
-            rule=rule_text,
-        )
+    return campaign
+
+
+def add_draft(
+    session: Session,
+    user: User,
+    *,
+    name: str,
+    category: Category,
+    template: str,
+    audience: str = "",
+    rule_text: str = "",
+    params: Mapping[str, object] | None = None,
+    **audit_details: Any,
+) -> Campaign:
+    """Add a checked draft campaign to the caller's transaction, audited."""
+    campaign = Campaign(
+        name=name,
+        category=category,
+        template=template,
+        audience=audience,
+        rule_text=rule_text,
+        created_by=user.username,
+        sender_username=user.username if user.role == Role.ACCOUNT_MANAGER else "",
+        status=CampaignStatus.DRAFT,
+        params=dict(params or {}),
+    )
+    session.add(campaign)
+    session.flush()
+    audit.record(
+        session,
+        user.username,
+        "campaign.create",
+        object_type="campaign",
+        object_id=campaign.id,
+        name=name,
+        category=category,
+        template=template,
+        audience=audience,
+        rule=rule_text,
+        **audit_details,
+    )
     return campaign
 
 

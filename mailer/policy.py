@@ -24,12 +24,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import audit
-from mailer.campaigns import summarize
+from mailer.campaigns import add_draft, summarize
 from mailer.config import Settings
 from mailer.delivery.batches import Batch, Dispatch, dispatch_all
 from mailer.delivery.completion import send_counts
 from mailer.delivery.planning import start_sending, validate_launch
-from mailer.enums import CampaignStatus, Category
+from mailer.enums import Category
 from mailer.errors import PolicyError
 from mailer.models import Campaign, PolicyVersion, User, utcnow
 from mailer.permissions import find_user, require_admin
@@ -209,27 +209,13 @@ def _launch_notice(
 ) -> tuple[Campaign, list[Batch]]:
     """Create and launch the notice campaign in the caller's transaction; link it to the version."""
     validate_launch(rt, Category.POLICY, NOTICE_TEMPLATE, "", "")
-    campaign = Campaign(
-        name=f"Privacy policy version {policy.version} notice",
-        category=Category.POLICY.value,
-        template=NOTICE_TEMPLATE,
-        created_by=user.username,
-        status=CampaignStatus.DRAFT.value,
-        params=notice_params(rt.settings, policy),
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(campaign)
-    session.flush()
-    audit.record(
+    campaign = add_draft(
         session,
-        user.username,
-        "campaign.create",
-        object_type="campaign",
-        object_id=campaign.id,
-        name=campaign.name,
-        category=campaign.category,
+        user,
+        name=f"Privacy policy version {policy.version} notice",
+        category=Category.POLICY,
         template=NOTICE_TEMPLATE,
+        params=notice_params(rt.settings, policy),
         policy_version=policy.version,
     )
     batches = start_sending(rt, session, campaign, "", user, now=now)
