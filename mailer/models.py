@@ -272,6 +272,9 @@ class Send(Base):
         UniqueConstraint("campaign_id", "contact_id"),
         Index(None, "campaign_id", "status"),
         Index(None, "contact_id", "category", "sent_at"),
+        # Deleting an organization sets its sends' organization_id to NULL (the foreign key):
+        # without this index every deleted organization scans the whole send log (retention).
+        Index(None, "organization_id"),
         # Partial indexes for the sweep. An index led by `status` would tempt the planner to
         # find a slice's rows through status = 'queued' (every row of a new campaign)
         # instead of the primary key.
