@@ -4,6 +4,10 @@ A mail client that cannot POST (RFC 8058) sends a message to MAILTO_ADDRESS with
 `unsubscribe-TOKEN`; `InboundServer` (`mailer inbound`) receives it and records the opt-out
 exactly as the one-click page does, with source `mailto`. A forged or unknown token changes
 nothing, and the reply never says which it was.
+
+The same server takes bounce and complaint reports (`mailer.bounces`) sent to the VERP
+addresses `local+<token>@domain` of MAILER_ENVELOPE_SENDER, and to that address itself (where
+feedback loops and pre-VERP bounces arrive). Every other recipient is refused.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from email.policy import default as default_policy
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from sqlalchemy.exc import SQLAlchemyError
 
+from mailer.bounces import process_report
 from mailer.consent import opt_out
 from mailer.enums import Category, OptOutSource
 from mailer.errors import NotFoundError, TokenError
+from mailer.messages.builder import verp_parts
 from mailer.runtime import Runtime
 from mailer.tokens import TokenSigner
 
@@ -25,6 +32,8 @@ from mailer.tokens import TokenSigner
 _TOKEN = re.compile(r"unsubscribe-([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
 #: Messages larger than this are not unsubscribe requests.
 MAX_MESSAGE_BYTES = 256 * 1024
+#: Bounces may quote the whole original message; larger reports are refused.
+MAX_REPORT_BYTES = 1024 * 1024
 
 
 def unsubscribe_by_mail(rt: Runtime, data: bytes, *, mail_from: str, ip: str) -> bool:
@@ -60,28 +69,48 @@ class _Handler:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.address = rt.settings.unsubscribe_mailto.lower()
+        prefix, suffix = verp_parts(rt.settings.envelope_sender)
+        self.bounce_address = rt.settings.envelope_sender.lower()
+        self.verp = re.compile(
+            re.escape(prefix.lower()) + r"[0-9a-z-]{1,80}" + re.escape(suffix.lower())
+        )
+
+    def is_bounce_address(self, address: str) -> bool:
+        address = address.lower()
+        return address == self.bounce_address or self.verp.fullmatch(address) is not None
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
-        if address.lower() != self.address:
-            return "550 5.1.1 This server takes unsubscribe requests only"
+        if address.lower() != self.address and not self.is_bounce_address(address):
+            return "550 5.1.1 This server takes unsubscribe requests and bounce reports only"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content or b""
-        if len(data) > MAX_MESSAGE_BYTES:
+        bounce_rcpts = [a for a in envelope.rcpt_tos if self.is_bounce_address(a)]
+        is_unsubscribe = any(a.lower() == self.address for a in envelope.rcpt_tos)
+        if is_unsubscribe and len(data) > MAX_MESSAGE_BYTES:
             return "552 5.3.4 Message too big for an unsubscribe request"
         ip = (session.peer or ("",))[0]
-        # a short database write on the server's loop: unsubscribe mail is rare and small
-        unsubscribe_by_mail(self.rt, data, mail_from=envelope.mail_from or "", ip=str(ip))
+        # short database writes on the server's loop: this mail is rare and small
+        try:
+            for rcpt in bounce_rcpts:
+                process_report(self.rt, data, envelope_rcpt=rcpt)
+            if is_unsubscribe:
+                unsubscribe_by_mail(self.rt, data, mail_from=envelope.mail_from or "", ip=str(ip))
+        except SQLAlchemyError:
+            # nothing was recorded (each report is one transaction): the sender retries
+            return "451 4.3.0 Temporary failure, please try again later"
         # the same answer whether or not the token was good: it reveals nobody
+        if not is_unsubscribe:
+            return "250 2.0.0 Report received"
         return "250 2.0.0 Unsubscribe request received"
 
 
 class InboundServer:
-    """An SMTP server that takes mail to settings.unsubscribe_mailto; start() and stop()."""
+    """An SMTP server for unsubscribe mail and bounce reports (see above); start() and stop()."""
 
     def __init__(self, rt: Runtime, *, host: str = "127.0.0.1", port: int = 2526) -> None:
         self._controller = Controller(
@@ -89,7 +118,7 @@ class InboundServer:
             hostname=host,
             port=port,
             server_hostname=rt.settings.mail_domain,
-            data_size_limit=MAX_MESSAGE_BYTES,
+            data_size_limit=MAX_REPORT_BYTES,
         )
 
     @property

@@ -19,6 +19,8 @@ from mailer.enums import Category
 from mailer.errors import TokenError
 
 _SALT = b"mailer.recipient-token.v1:"
+#: A separate key domain for bounce tokens: a recipient token never verifies as one, nor back.
+_BOUNCE_SALT = b"mailer.bounce-token.v1:"
 _CATEGORY_CODES = {c: i for i, c in enumerate(Category)}
 _CODE_CATEGORIES = dict(enumerate(Category))
 #: Bytes of HMAC-SHA256 kept in a token: 128 bits, far beyond guessing.
@@ -34,6 +36,11 @@ class RecipientToken:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+#: Hex digits of HMAC-SHA256 kept in a bounce token: 80 bits.
+_BOUNCE_MAC_HEX = 20
+_HEX_DIGITS = "0123456789abcdef"
 
 
 def _unb64(text: str) -> bytes:
@@ -54,6 +61,10 @@ class TokenSigner:
         # prepared once: copying a keyed HMAC is cheaper than keying a new one per token
         self._signing = hmac.new(current, _SALT, hashlib.sha256)
         self._verifying = [hmac.new(k, _SALT, hashlib.sha256) for k in [current, *older]]
+        self._bounce_signing = hmac.new(current, _BOUNCE_SALT, hashlib.sha256)
+        self._bounce_verifying = [
+            hmac.new(k, _BOUNCE_SALT, hashlib.sha256) for k in [current, *older]
+        ]
 
     def make(self, contact_id: int, category: Category | str, send_id: int = 0) -> str:
         code = _CATEGORY_CODES[Category(category)]
@@ -73,6 +84,31 @@ class TokenSigner:
         except (ValueError, KeyError, UnicodeDecodeError, binascii.Error) as exc:
             raise TokenError("the link is not valid") from exc
         return parsed
+
+    def make_bounce(self, send_id: int) -> str:
+        """The VERP token of a send: `<send id in hex>-<mac>`, lowercase letters and digits.
+
+        Lowercase because some relays fold the local part's case; it names the send only, never
+        the address, and only we can make one (80 bits of HMAC-SHA256 under the secret key).
+        """
+        payload = f"{send_id:x}"
+        mac = self._bounce_signing.copy()
+        mac.update(payload.encode())
+        return f"{payload}-{mac.hexdigest()[:_BOUNCE_MAC_HEX]}"
+
+    def read_bounce(self, token: str) -> int:
+        """The send id of a VERP token we made; TokenError for anything else."""
+        payload, dash, mac = token.lower().partition("-")
+        if not dash or not 0 < len(payload) <= 16 or payload.strip(_HEX_DIGITS):
+            raise TokenError("not a bounce token")
+        if not mac.isascii():  # compare_digest refuses non-ASCII text
+            raise TokenError("not a bounce token")
+        for keyed in self._bounce_verifying:
+            expected = keyed.copy()
+            expected.update(payload.encode())
+            if hmac.compare_digest(expected.hexdigest()[:_BOUNCE_MAC_HEX], mac):
+                return int(payload, 16)
+        raise TokenError("not a bounce token")
 
     @staticmethod
     def _mac(keyed: hmac.HMAC, payload: str) -> str:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from mailer.config import Secret, Settings
 from mailer.enums import Category
-from mailer.errors import TemplateError
+from mailer.errors import TemplateError, TokenError
 from mailer.messages import (
     CampaignInfo,
     CampaignMessages,
@@ -29,6 +29,7 @@ from mailer.messages import (
     load_template,
 )
 from mailer.messages import headers as h
+from mailer.messages.builder import read_message_id
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import RecipientToken, TokenSigner
 
@@ -127,7 +128,7 @@ def test_every_required_header_is_present_once_and_well_formed(category: Categor
     assert "501" not in msg["Feedback-ID"] and "77" not in msg["Feedback-ID"]
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
     assert msg.get_content_type() == "multipart/alternative"
-    assert out.mail_from == SETTINGS.envelope_sender and out.rcpt == "pat@client.example"
+    assert out.mail_from.startswith("bounces+") and out.rcpt == "pat@client.example"
     assert not out.needs_smtputf8
 
 
@@ -210,6 +211,55 @@ def test_the_message_id_is_stable_for_a_send_and_unique_across_sends() -> None:
     assert len(ids) == 10_000
     other_campaign = messages_for(Category.PROMOTIONS, campaign_id=13).build(RECIPIENT)
     assert other_campaign.message_id != first
+
+
+def test_the_envelope_sender_is_a_verp_address_that_names_the_send() -> None:
+    out = messages_for(Category.PROMOTIONS).build(RECIPIENT)
+    local, _, domain = out.mail_from.partition("@")
+    assert domain == "cpi.example" and local.startswith("bounces+")
+    token = local.removeprefix("bounces+")
+    assert re.fullmatch(r"[0-9a-f]+-[0-9a-f]{20}", token)
+    assert TokenSigner(SETTINGS).read_bounce(token) == RECIPIENT.send_id
+    assert "pat" not in out.mail_from and "client" not in out.mail_from  # no address leaks
+    policy = messages_for(Category.POLICY).build(recipient(send_id=502))
+    assert TokenSigner(SETTINGS).read_bounce(policy.mail_from[8:].partition("@")[0]) == 502
+
+
+def test_a_forged_or_foreign_verp_token_does_not_parse() -> None:
+    signer = TokenSigner(SETTINGS)
+    token = signer.make_bounce(RECIPIENT.send_id)
+    payload, _, mac = token.partition("-")
+    other = TokenSigner(dataclasses.replace(SETTINGS, secret_key=Secret("another-secret-key")))
+    forged = [
+        f"{int(payload, 16) + 1:x}-{mac}",  # another send under this send's MAC
+        f"{payload}-{mac[::-1]}",
+        f"{payload}-{mac[:-1]}",
+        other.make_bounce(RECIPIENT.send_id),
+        "",
+        "-",
+        payload,
+        f"{payload}-{mac}é",
+        signer.make(77, Category.PROMOTIONS, RECIPIENT.send_id),  # a recipient token
+    ]
+    for bad in forged:
+        with pytest.raises(TokenError):
+            signer.read_bounce(bad)
+    assert signer.read_bounce(token.upper()) == RECIPIENT.send_id  # relays may fold case
+
+
+@given(st.integers(min_value=0, max_value=2**63 - 1))
+def test_any_send_id_round_trips_through_a_verp_token(send_id: int) -> None:
+    signer = TokenSigner(SETTINGS)
+    assert signer.read_bounce(signer.make_bounce(send_id)) == send_id
+
+
+def test_our_message_ids_read_back_to_the_send_and_forged_ones_do_not() -> None:
+    out = messages_for(Category.PROMOTIONS).build(RECIPIENT)
+    assert read_message_id(SETTINGS, out.message_id) == (12, RECIPIENT.send_id)
+    left, _, rest = out.message_id.partition("@")
+    assert read_message_id(SETTINGS, left.replace(".501.", ".502.") + "@" + rest) is None
+    assert read_message_id(SETTINGS, left + "@elsewhere.example>") is None
+    assert read_message_id(SETTINGS, "<x@cpi.example>") is None
 
 
 def test_non_ascii_names_and_subjects_round_trip_as_encoded_words() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from email.utils import formatdate
@@ -24,7 +25,7 @@ from typing import Any
 
 from mailer.config import Settings
 from mailer.enums import Category
-from mailer.errors import TemplateError
+from mailer.errors import ConfigError, TemplateError
 from mailer.messages import headers as h
 from mailer.messages.context import (
     CampaignInfo,
@@ -78,11 +79,11 @@ class CampaignMessages:
         self._signer = TokenSigner(settings)
         self._base_url = settings.public_base_url.rstrip("/")
         self._mailto = settings.unsubscribe_mailto
-        self._envelope_sender = settings.envelope_sender
+        # VERP (STANDARDS.md §6): `local+<token>@domain`, the token naming the send, so an
+        # asynchronous bounce leads back to it; the prefix and suffix are made once here.
+        self._verp_prefix, self._verp_suffix = verp_parts(settings.envelope_sender)
         self._mail_domain = settings.mail_domain
-        self._msgid_key = hmac.new(
-            settings.secret_key.reveal().encode(), b"mailer.message-id", hashlib.sha256
-        ).digest()
+        self._msgid_key = _message_id_key(settings)
         # QP output never contains "=_" (a literal "=" is always =3D), so a body cannot hold it.
         self._boundary = f"=_mailer_{secrets.token_hex(12)}".encode()
         policy = (
@@ -232,7 +233,7 @@ class CampaignMessages:
         local = rcpt.rpartition("@")[0]
         return OutgoingMessage(
             send_id=r.send_id,
-            mail_from=self._envelope_sender,
+            mail_from=self._verp_prefix + self._signer.make_bounce(r.send_id) + self._verp_suffix,
             rcpt=rcpt,
             data=data,
             message_id=message_id,
@@ -242,8 +243,7 @@ class CampaignMessages:
     def _message_id(self, send_id: int) -> str:
         """Stable per send, so a retried send carries the same id; keyed, so not guessable."""
         left = f"{self._campaign_id}.{send_id}"
-        mac = hmac.new(self._msgid_key, left.encode(), hashlib.sha256).hexdigest()[:16]
-        return f"<{left}.{mac}@{self._mail_domain}>"
+        return f"<{left}.{_message_id_mac(self._msgid_key, left)}@{self._mail_domain}>"
 
     def _date_header(self) -> bytes:
         now = int(time.time())
@@ -274,6 +274,44 @@ def _qp(text: str) -> bytes:
         body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     # b2a_qp is ~40% faster on LF input than on CRLF; its output has no other LF to confuse.
     return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
+
+
+def _message_id_key(settings: Settings) -> bytes:
+    secret = settings.secret_key.reveal().encode()
+    return hmac.new(secret, b"mailer.message-id", hashlib.sha256).digest()
+
+
+def _message_id_mac(key: bytes, left: str) -> str:
+    return hmac.new(key, left.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def read_message_id(settings: Settings, message_id: str) -> tuple[int, int] | None:
+    """(campaign id, send id) of a Message-ID this builder made; None for any other.
+
+    Bounce and complaint reports quote the original Message-ID; its MAC proves it is ours.
+    """
+    match = _OUR_MESSAGE_ID.fullmatch(message_id.strip())
+    if match is None or match.group(4).lower() != settings.mail_domain.lower():
+        return None
+    left = f"{match.group(1)}.{match.group(2)}"
+    expected = _message_id_mac(_message_id_key(settings), left)
+    if not hmac.compare_digest(expected, match.group(3)):
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+_OUR_MESSAGE_ID = re.compile(r"<(\d{1,18})\.(\d{1,18})\.([0-9a-f]{16})@([A-Za-z0-9.-]+)>")
+
+
+def verp_parts(envelope_sender: str) -> tuple[str, str]:
+    """`("bounces+", "@cpi.example")` for `bounces@cpi.example`: a VERP address is the token
+    between them. Raises ConfigError naming MAILER_ENVELOPE_SENDER if it is no address."""
+    local, at, domain = envelope_sender.rpartition("@")
+    if not at or not local or not domain:
+        raise ConfigError(
+            f"MAILER_ENVELOPE_SENDER={envelope_sender!r} is not an address like bounces@cpi.example"
+        )
+    return f"{local}+", f"@{domain}"
 
 
 def _aligned(address: str, mail_domain: str) -> bool:

@@ -1,0 +1,290 @@
+"""Asynchronous bounces (DSN, RFC 3464) and complaints (ARF, RFC 5965), STANDARDS.md §6.
+
+`parse_report` reads a report's bytes into `BounceEvent`s; `apply_events` finds the send each
+event is about and acts on it, with the actor "bounce-processor":
+
+| event                                   | effect                                              |
+| --------------------------------------- | --------------------------------------------------- |
+| DSN `Action: failed`, classify → HARD   | Suppression `hard_bounce`; the send, if `sent`,     |
+|                                         | becomes `failed` with the status and diagnostic     |
+| failed and SOFT / RATE (e.g. 5.2.2)     | an audit event only                                 |
+| failed and POLICY (5.7.x, our defect)   | an audit event only: never suppress the recipient   |
+| DSN `Action: delayed`                   | an audit event only                                 |
+| ARF abuse, fraud or other               | opt-outs of all marketing and of service (source    |
+|                                         | `complaint`); NO Suppression row                    |
+
+Complaints: DESIGN.md says a complaint "suppresses an address for every category", but
+STANDARDS.md §6 says "suppress all commercial streams at once but keep mandatory notices". We
+follow STANDARDS: a Suppression row would also stop policy notices (the policy guard checks
+suppressions), and a privacy notice is owed even to someone who marked our promotion as spam.
+So a complaint opts the contact out of everything that can be opted out of, and the mandatory
+policy notices still go. `not-spam`, `virus` and `auth-failure` reports are audited only.
+
+Mapping a report to a send: the envelope recipient's VERP token (`bounces+<token>@domain`,
+`TokenSigner.make_bounce`) first. A token that does not verify means the report is forged,
+and nothing is done. A report to the bare bounce address falls back to the original
+Message-ID quoted in the report, whose own MAC proves it is ours (`read_message_id`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+from email.parser import BytesParser, HeaderParser
+from email.policy import default as default_policy
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from mailer.audit import record
+from mailer.consent import opt_out
+from mailer.delivery.results import suppress
+from mailer.enums import ALL_MARKETING, Category, OptOutSource, SendStatus
+from mailer.errors import NotFoundError, TokenError
+from mailer.messages.builder import read_message_id, verp_parts
+from mailer.models import Send, utcnow
+from mailer.outgoing import ReplyKind
+from mailer.runtime import Runtime
+from mailer.tokens import TokenSigner
+from mailer.transports.base import classify
+
+#: Who every change made here is audited as.
+ACTOR = "bounce-processor"
+#: Feedback types that are the recipient's complaint (RFC 5965 §7.3); others are audited only.
+COMPLAINT_TYPES = frozenset({"abuse", "fraud", "other"})
+#: The recipient actions of a DSN worth an event (RFC 3464 §2.3.3); delivered etc. are not.
+_ACTIONS = frozenset({"failed", "delayed"})
+_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+_REPLY_CODE = re.compile(r"\b([245]\d\d)\b")
+
+
+@dataclass(frozen=True)
+class BounceEvent:
+    """One recipient's fate from a DSN, or one complaint from an ARF report.
+
+    `kind` is "failed", "delayed" or "complaint"; `status` the RFC 3463 code ("5.1.1"),
+    `diagnostic` the remote server's words, `message_id` the original message's Message-ID.
+    """
+
+    kind: str
+    recipient: str = ""
+    status: str = ""
+    diagnostic: str = ""
+    feedback_type: str = ""
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `apply_events` did with one event: `action` is the audit action or "ignored"."""
+
+    event: BounceEvent
+    send_id: int | None
+    action: str
+
+
+def parse_report(data: bytes) -> list[BounceEvent]:
+    """The events of a DSN or ARF report; [] for any other message (never raises on content)."""
+    message = BytesParser(policy=default_policy).parsebytes(data)
+    if message.get_content_type() != "multipart/report":
+        return []
+    report_type = str(message.get_param("report-type", "")).lower()
+    parts = list(message.iter_parts()) if isinstance(message, EmailMessage) else []
+    original = _original_message_id(parts)
+    if report_type == "delivery-status":
+        return _dsn_events(parts, original)
+    if report_type == "feedback-report":
+        return _arf_events(parts, original)
+    return []
+
+
+def _dsn_events(parts: Sequence[Message], message_id: str) -> list[BounceEvent]:
+    status_part = next(
+        (p for p in parts if p.get_content_type() == "message/delivery-status"), None
+    )
+    if status_part is None:
+        return []
+    blocks = status_part.get_payload()
+    if not isinstance(blocks, list):
+        return []
+    events = []
+    for block in blocks[1:]:  # the first block is per message (Reporting-MTA …)
+        if not isinstance(block, Message):
+            continue
+        action = str(block.get("Action", "")).strip().lower()
+        if action not in _ACTIONS:
+            continue
+        status = _STATUS.search(str(block.get("Status", "")))
+        events.append(
+            BounceEvent(
+                kind=action,
+                recipient=_address(block.get("Final-Recipient") or block.get("Original-Recipient")),
+                status=status.group(0) if status else "",
+                diagnostic=_one_line(block.get("Diagnostic-Code", "")),
+                message_id=message_id,
+            )
+        )
+    return events
+
+
+def _arf_events(parts: Sequence[Message], message_id: str) -> list[BounceEvent]:
+    feedback = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
+    if feedback is None:
+        return []
+    blocks = feedback.get_payload()
+    if not isinstance(blocks, list) or not blocks:
+        return []
+    fields = blocks[0]
+    if not isinstance(fields, Message):
+        return []
+    return [
+        BounceEvent(
+            kind="complaint",
+            recipient=_address(fields.get("Original-Rcpt-To")),
+            feedback_type=str(fields.get("Feedback-Type", "")).strip().lower(),
+            message_id=message_id,
+        )
+    ]
+
+
+def _original_message_id(parts: Sequence[Message]) -> str:
+    """The Message-ID of the original message, from the report's third part if it has one."""
+    for part in parts[2:]:
+        kind = part.get_content_type()
+        if kind == "message/rfc822":
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner, Message):
+                return _one_line(inner.get("Message-ID", ""))
+        elif kind == "text/rfc822-headers":
+            text = part.get_payload(decode=True) or b""
+            assert isinstance(text, bytes)
+            headers = HeaderParser().parsestr(text.decode("utf-8", "replace"))
+            return _one_line(headers.get("Message-ID", ""))
+    return ""
+
+
+def _address(value: Any) -> str:
+    """`rfc822; pat@x.example` → `pat@x.example` (RFC 3464 address-type; value)."""
+    text = _one_line(value or "")
+    return text.partition(";")[2].strip() if ";" in text else text
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())[:1000]
+
+
+def send_for(rt: Runtime, signer: TokenSigner, envelope_rcpt: str, message_id: str) -> int | None:
+    """The send a report is about, or None (a forged VERP token is None, with no fallback)."""
+    prefix, suffix = verp_parts(rt.settings.envelope_sender)
+    rcpt = envelope_rcpt.strip().strip("<>")
+    if rcpt.lower().startswith(prefix.lower()) and rcpt.lower().endswith(suffix.lower()):
+        token = rcpt[len(prefix) : len(rcpt) - len(suffix)]
+        try:
+            return signer.read_bounce(token)
+        except TokenError:
+            return None
+    ours = read_message_id(rt.settings, message_id) if message_id else None
+    return ours[1] if ours else None
+
+
+def apply_events(rt: Runtime, events: list[BounceEvent], *, envelope_rcpt: str) -> list[Applied]:
+    """Act on the events of one report, in one transaction (all or nothing), and say what."""
+    signer = TokenSigner(rt.settings)
+    done: list[Applied] = []
+    with rt.sessions.begin() as session:
+        for event in events:
+            send_id = send_for(rt, signer, envelope_rcpt, event.message_id)
+            send = session.get(Send, send_id) if send_id is not None else None
+            if send is None:
+                done.append(Applied(event, send_id, "ignored"))
+                continue
+            action = _apply(rt, session, send, event)
+            done.append(Applied(event, send.id, action))
+    return done
+
+
+def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str:
+    details: dict[str, Any] = {
+        "send_id": send.id,
+        "campaign_id": send.campaign_id,
+        "status": event.status,
+        "diagnostic": event.diagnostic,
+        "reported_recipient": event.recipient,
+    }
+    if event.kind == "complaint":
+        return _complaint(session, send, event, details)
+    if event.kind == "delayed":
+        action = "bounce.delayed"
+    else:
+        kind = classify(_reply_code(event), event.status)
+        if kind is ReplyKind.HARD:
+            _hard_bounce(rt, session, send, event)
+            action = "bounce.hard"
+        elif kind is ReplyKind.POLICY:
+            action = "bounce.policy"  # our defect: the operator must look, the address is fine
+        else:
+            action = "bounce.soft"
+        details["kind"] = str(kind)
+    record(session, ACTOR, action, object_type="send", object_id=send.id, **details)
+    return action
+
+
+def _reply_code(event: BounceEvent) -> int:
+    """The SMTP reply code in the diagnostic ("smtp; 550 5.1.1 …"), else one of the status's
+    class: a DSN's Status is required, its Diagnostic-Code is not."""
+    match = _REPLY_CODE.search(event.diagnostic)
+    if match and (not event.status or match.group(1)[0] == event.status[0]):
+        return int(match.group(1))
+    return int(event.status[0]) * 100 + 50 if event.status else 550
+
+
+def _hard_bounce(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> None:
+    now = utcnow()
+    detail = f"{event.status} {event.diagnostic}".strip() or "hard bounce"
+    suppress(session, [(send.email, detail)], now, rt.hash_address)
+    # only a send we believed delivered: a failed or skipped one already says why
+    session.execute(
+        update(Send)
+        .where(Send.id == send.id, Send.status == SendStatus.SENT.value)
+        .values(
+            status=SendStatus.FAILED.value,
+            smtp_code=_reply_code(event),
+            smtp_reply=f"bounced later: {detail}"[:1000],
+            updated_at=now,
+        )
+    )
+
+
+def _complaint(session: Session, send: Send, event: BounceEvent, details: dict[str, Any]) -> str:
+    details["feedback_type"] = event.feedback_type
+    if event.feedback_type not in COMPLAINT_TYPES or send.contact_id is None:
+        # not a complaint (not-spam, virus …), or the contact is gone: nothing to opt out
+        action = "bounce.feedback"
+    else:
+        action = "bounce.complaint"
+        for scope in (ALL_MARKETING, Category.SERVICE):
+            try:
+                opt_out(
+                    session,
+                    contact_id=send.contact_id,
+                    scope=str(scope),
+                    source=OptOutSource.COMPLAINT,
+                    ip="",
+                    user_agent=f"feedback report: {event.feedback_type}",
+                    send_id=send.id,
+                    actor=ACTOR,
+                )
+            except NotFoundError:
+                action = "bounce.feedback"
+                break
+    record(session, ACTOR, action, object_type="send", object_id=send.id, **details)
+    return action
+
+
+def process_report(rt: Runtime, data: bytes, *, envelope_rcpt: str) -> list[Applied]:
+    """`parse_report` then `apply_events`: what `mailer inbound` calls for a bounce address."""
+    return apply_events(rt, parse_report(data), envelope_rcpt=envelope_rcpt)
