@@ -32,7 +32,7 @@ def serve_command(host: str, port: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=2526, show_default=True, type=int)
 def inbound_command(host: str, port: int) -> None:
-    """Receive unsubscribe requests sent to the List-Unsubscribe mailto address."""
+    """Receive unsubscribe mail (List-Unsubscribe mailto) and bounce and complaint reports."""
     import time
 
     from mailer.inbound import InboundServer
