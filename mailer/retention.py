@@ -149,49 +149,53 @@ def run_retention(
 
 
 # --- what is old ---------------------------------------------------------------------------
+# Each predicate takes the table (or alias) it judges and reads the others through fresh
+# aliases: nested in a dry run's counts, a bare `contacts` inside EXISTS would silently
+# correlate with an outer `contacts` and judge the wrong rows.
 
 
-def _send_is_recent(cutoff: dt.datetime) -> ColumnElement[bool]:
-    return or_(
-        sends.c.created_at >= cutoff, sends.c.sent_at >= cutoff, sends.c.updated_at >= cutoff
-    )
+def _send_is_recent(send: Any, cutoff: dt.datetime) -> ColumnElement[bool]:
+    return or_(send.c.created_at >= cutoff, send.c.sent_at >= cutoff, send.c.updated_at >= cutoff)
 
 
-def _org_is_old(cutoff: dt.datetime) -> ColumnElement[bool]:
+def _org_is_old(org: Any, cutoff: dt.datetime) -> ColumnElement[bool]:
+    contact, send, contact_send = contacts.alias(), sends.alias(), sends.alias()
     recent_contact = exists().where(
-        contacts.c.organization_id == orgs.c.id, contacts.c.last_activity_at >= cutoff
+        contact.c.organization_id == org.c.id, contact.c.last_activity_at >= cutoff
     )
-    recent_send = exists().where(sends.c.organization_id == orgs.c.id, _send_is_recent(cutoff))
+    recent_send = exists().where(send.c.organization_id == org.c.id, _send_is_recent(send, cutoff))
     # a send keeps its contact id when a contact moves; find recent sends by contact too
     recent_contact_send = exists().where(
-        contacts.c.organization_id == orgs.c.id,
-        sends.c.contact_id == contacts.c.id,
-        _send_is_recent(cutoff),
+        contact.c.organization_id == org.c.id,
+        contact_send.c.contact_id == contact.c.id,
+        _send_is_recent(contact_send, cutoff),
     )
     return and_(
-        orgs.c.last_activity_at < cutoff,
-        or_(orgs.c.agreement_ended_on.is_(None), orgs.c.agreement_ended_on < cutoff.date()),
+        org.c.last_activity_at < cutoff,
+        or_(org.c.agreement_ended_on.is_(None), org.c.agreement_ended_on < cutoff.date()),
         ~recent_contact,
         ~recent_send,
         ~recent_contact_send,
     )
 
 
-def _contact_is_old(cutoff: dt.datetime) -> ColumnElement[bool]:
-    recent_send = exists().where(sends.c.contact_id == contacts.c.id, _send_is_recent(cutoff))
-    return and_(contacts.c.last_activity_at < cutoff, ~recent_send)
+def _contact_is_old(contact: Any, cutoff: dt.datetime) -> ColumnElement[bool]:
+    send = sends.alias()
+    recent_send = exists().where(send.c.contact_id == contact.c.id, _send_is_recent(send, cutoff))
+    return and_(contact.c.last_activity_at < cutoff, ~recent_send)
 
 
-def _send_is_old(cutoff: dt.datetime) -> ColumnElement[bool]:
+def _send_is_old(send: Any, cutoff: dt.datetime) -> ColumnElement[bool]:
     return and_(
-        sends.c.created_at < cutoff,
-        or_(sends.c.sent_at.is_(None), sends.c.sent_at < cutoff),
-        or_(sends.c.updated_at.is_(None), sends.c.updated_at < cutoff),
+        send.c.created_at < cutoff,
+        or_(send.c.sent_at.is_(None), send.c.sent_at < cutoff),
+        or_(send.c.updated_at.is_(None), send.c.updated_at < cutoff),
     )
 
 
 def _stale_suppression(cutoff: dt.datetime) -> ColumnElement[bool]:
-    has_contact = exists().where(contacts.c.address_hash == suppressions.c.address_hash)
+    contact = contacts.alias()
+    has_contact = exists().where(contact.c.address_hash == suppressions.c.address_hash)
     return and_(suppressions.c.address != "", suppressions.c.created_at < cutoff, ~has_contact)
 
 
@@ -199,34 +203,43 @@ def _stale_suppression(cutoff: dt.datetime) -> ColumnElement[bool]:
 
 
 def _count(session: Session, cutoff: dt.datetime, report: RetentionReport) -> None:
-    def count(stmt: Select[Any]) -> int:
-        return int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+    # Correlated EXISTS, not IN (subquery): under OR, PostgreSQL runs an IN subquery too large
+    # for work_mem once per outer row (406 s on 475k sends); EXISTS is a few index probes.
+    def count(table: Table, *where: ColumnElement[bool]) -> int:
+        return int(session.scalar(select(func.count()).select_from(table).where(*where)) or 0)
 
-    old_orgs = select(orgs.c.id).where(_org_is_old(cutoff))
-    doomed_contacts = select(contacts.c.id).where(
-        or_(contacts.c.organization_id.in_(old_orgs), _contact_is_old(cutoff))
-    )
-    doomed_hashes = select(contacts.c.address_hash).where(contacts.c.id.in_(doomed_contacts))
-    report.organizations = count(old_orgs)
-    report.contacts = count(doomed_contacts)
-    report.organization_tags = count(select(tags.c.tag).where(tags.c.organization_id.in_(old_orgs)))
+    def org_is_doomed(org_id: Any) -> ColumnElement[bool]:
+        org = orgs.alias()
+        return exists().where(org.c.id == org_id, _org_is_old(org, cutoff))
+
+    def contact_is_doomed(contact: Any) -> ColumnElement[bool]:
+        return or_(org_is_doomed(contact.c.organization_id), _contact_is_old(contact, cutoff))
+
+    def a_doomed_contact(*where: ColumnElement[bool], contact: Any) -> ColumnElement[bool]:
+        return exists().where(*where, contact_is_doomed(contact))
+
+    c1, c2, c3 = contacts.alias(), contacts.alias(), contacts.alias()
+    report.organizations = count(orgs, _org_is_old(orgs, cutoff))
+    report.contacts = count(contacts, contact_is_doomed(contacts))
+    report.organization_tags = count(tags, org_is_doomed(tags.c.organization_id))
     report.sends = count(
-        select(sends.c.id).where(
-            or_(
-                _send_is_old(cutoff),
-                sends.c.organization_id.in_(old_orgs),
-                sends.c.contact_id.in_(doomed_contacts),
-            )
-        )
+        sends,
+        or_(
+            _send_is_old(sends, cutoff),
+            org_is_doomed(sends.c.organization_id),
+            a_doomed_contact(c1.c.id == sends.c.contact_id, contact=c1),
+        ),
     )
     report.opt_outs_detached = count(
-        select(opt_outs.c.id).where(opt_outs.c.contact_id.in_(doomed_contacts))
+        opt_outs, a_doomed_contact(c2.c.id == opt_outs.c.contact_id, contact=c2)
     )
     report.suppressions_blanked = count(
-        select(suppressions.c.id).where(
-            suppressions.c.address != "",
-            or_(suppressions.c.address_hash.in_(doomed_hashes), _stale_suppression(cutoff)),
-        )
+        suppressions,
+        suppressions.c.address != "",
+        or_(
+            a_doomed_contact(c3.c.address_hash == suppressions.c.address_hash, contact=c3),
+            _stale_suppression(cutoff),
+        ),
     )
 
 
@@ -266,9 +279,9 @@ def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionR
             )
         )
 
-    _in_chunks(rt, orgs.c.id, _org_is_old(cutoff), chunk_size, purge_orgs)
-    _in_chunks(rt, contacts.c.id, _contact_is_old(cutoff), chunk_size, purge_contacts)
-    _in_chunks(rt, sends.c.id, _send_is_old(cutoff), chunk_size, purge_sends)
+    _in_chunks(rt, orgs.c.id, _org_is_old(orgs, cutoff), chunk_size, purge_orgs)
+    _in_chunks(rt, contacts.c.id, _contact_is_old(contacts, cutoff), chunk_size, purge_contacts)
+    _in_chunks(rt, sends.c.id, _send_is_old(sends, cutoff), chunk_size, purge_sends)
     _in_chunks(rt, suppressions.c.id, _stale_suppression(cutoff), chunk_size, blank_suppressions)
 
 
