@@ -16,8 +16,9 @@ What survives, on purpose:
 - opt-outs: the row stays as proof, with `contact_id` NULL (the foreign key is ON DELETE SET
   NULL) and its keyed `address_hash`, so a re-import of the address is still opted out. A mailto
   opt-out's `user_agent` ("mailto from ADDRESS") is cut to "mailto": it named an address in clear;
-- suppressions keep their hash (and keep suppressing) but lose the clear address, when their
-  contact is purged or, with no contact left, when the suppression is older than the limit;
+- suppressions keep their hash and reason (and keep suppressing) but lose the clear address
+  and the detail (an SMTP reply usually quotes the address), when their contact is purged or,
+  with no contact left, when the suppression is older than the limit;
 - campaigns, even with no sends left: they are the record of what was launched (name, rule,
   template, who launched it), and hold no contact data;
 - audit events: they are the activity log. Their details must not carry contact data (addresses,
@@ -62,7 +63,9 @@ DEFAULT_CHUNK_SIZE = 5000
 NOTES_ON_AUDIT_EVENTS = (
     "consent.opt_out / consent.opt_in: contact id, IP, user agent (a mailto opt-out's user "
     "agent is 'mailto from ADDRESS': an address in clear that retention does not scrub); "
-    "template.preview: contact id. Ids of purged contacts name nobody once the rows are gone."
+    "template.preview: contact id; bounce.* (mailer.bounces): reported_recipient and the "
+    "diagnostic, both usually an address in clear. Ids of purged contacts name nobody once "
+    "the rows are gone; the addresses do, and retention leaves them."
 )
 
 orgs = cast(Table, Organization.__table__)
@@ -275,7 +278,7 @@ def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionR
     def blank_suppressions(session: Session, ids: list[int]) -> None:
         report.suppressions_blanked += rows_changed(
             session.execute(
-                update(suppressions).where(suppressions.c.id.in_(ids)).values(address="")
+                update(suppressions).where(suppressions.c.id.in_(ids)).values(address="", detail="")
             )
         )
 
@@ -292,7 +295,7 @@ def _forget_contacts(session: Session, ids: Select[Any], report: RetentionReport
         session.execute(
             update(suppressions)
             .where(suppressions.c.address_hash.in_(hashes), suppressions.c.address != "")
-            .values(address="")
+            .values(address="", detail="")
         )
     )
     theirs = opt_outs.c.contact_id.in_(ids)

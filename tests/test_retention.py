@@ -121,6 +121,7 @@ def add_suppression(rt, address: str, at: dt.datetime = OLD) -> int:
             address_hash=rt.hash_address(address),
             reason="hard_bounce",
             created_at=at,
+            detail=f"5.1.1 smtp; 550 5.1.1 <{address}>: Recipient address rejected",
         )
         s.add(row)
         s.flush()
@@ -275,6 +276,8 @@ def test_a_suppression_loses_its_clear_address_and_still_suppresses_a_reimport(
         rows = {r.id: r for r in s.scalars(select(Suppression))}
     assert rows[of_contact].address == "" and rows[stale_no_contact].address == ""
     assert rows[of_contact].address_hash == gone.address_hash
+    assert (rows[of_contact].detail, rows[of_contact].reason) == ("", "hard_bounce")
+    assert "kept.example" in rows[of_live_contact].detail
     assert rows[of_live_contact].address == live.email
     assert rows[recent_no_contact].address == "manual@block.example"
     assert report.suppressions_blanked == 2
