@@ -542,3 +542,21 @@ def test_a_refused_file_is_recorded_in_the_audit_log_without_cell_values(
     assert events[0].details["is_employee_data"] and events[1].details["bad_rows"] == 1
     assert "123-45-6789" not in str(events[0].details) and "secret-x" not in str(events[1].details)
     assert count(rt, Organization) == 0
+
+
+def test_a_file_with_only_the_required_columns_imports_and_the_rest_take_defaults(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    path = tmp_path / "minimal.csv"
+    path.write_text(
+        "external_id,kind,organization_name,email\n"
+        "M-1,client,Acme Health,pat@acme.example\n"
+        "M-2,prospect,Bend Schools,lee@bendschools.example\n"
+    )
+    report = import_contacts(rt, path, actor="tester")
+    assert (report.organizations_created, report.contacts_created) == (2, 2)
+    with rt.sessions() as s:
+        org = s.scalars(select(Organization).where(Organization.external_id == "M-1")).one()
+        contact = s.scalars(select(Contact).where(Contact.email == "pat@acme.example")).one()
+    assert (org.industry, org.city, org.country) == ("", "", "US")
+    assert (contact.first_name, contact.status, contact.is_primary) == ("", "active", False)

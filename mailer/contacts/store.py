@@ -250,8 +250,25 @@ def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
 def insert_dicts(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows that share their keys (COPY on PostgreSQL, executemany elsewhere)."""
     if rows:
-        columns = tuple(rows[0])
-        insert_tuples(conn, table, columns, [tuple(r[c] for c in columns) for r in rows])
+        # COPY fills only the columns it names; the rest would be NULL, not the model default
+        given = tuple(rows[0])
+        defaults = _python_defaults(table, given)
+        extra = tuple(defaults.values())
+        insert_tuples(
+            conn, table, (*given, *defaults), [(*(r[c] for c in given), *extra) for r in rows]
+        )
+
+
+def _python_defaults(table: Any, given: Iterable[str]) -> dict[str, Any]:
+    """The model-side scalar defaults of the columns a row leaves out (ids excepted)."""
+    skip = set(given)
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        if column.name in skip or column.primary_key or column.default is None:
+            continue
+        arg = column.default.arg
+        defaults[column.name] = arg(None) if callable(arg) else arg
+    return defaults
 
 
 def insert_tuples(
