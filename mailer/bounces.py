@@ -212,8 +212,9 @@ def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str
         "send_id": send.id,
         "campaign_id": send.campaign_id,
         "status": event.status,
-        "diagnostic": event.diagnostic,
-        "reported_recipient": event.recipient,
+        # no addresses in the audit log: it outlives the contact (retention keeps it); the
+        # diagnostic, which often quotes the address, goes to the send row instead
+        "recipient_matches_send": event.recipient.strip().lower() == send.email.lower(),
     }
     if event.kind == "complaint":
         return _complaint(session, send, event, details)

@@ -36,7 +36,7 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_REPORT_BYTES = 1024 * 1024
 
 
-def unsubscribe_by_mail(rt: Runtime, data: bytes, *, mail_from: str, ip: str) -> bool:
+def unsubscribe_by_mail(rt: Runtime, data: bytes, *, ip: str) -> bool:
     """Record the opt-out a mailto unsubscribe asks for; False when it names nobody we know."""
     headers = BytesParser(policy=default_policy).parsebytes(data, headersonly=True)
     match = _TOKEN.search(str(headers.get("Subject", "")))
@@ -56,7 +56,8 @@ def unsubscribe_by_mail(rt: Runtime, data: bytes, *, mail_from: str, ip: str) ->
                 scope=token.category,
                 source=OptOutSource.MAILTO,
                 ip=ip,
-                user_agent=f"mailto from {mail_from}"[:200],
+                # not the sender's address: the opt-out row outlives the contact
+                user_agent="mailto",
                 send_id=token.send_id or None,
                 actor="recipient",
             )
@@ -99,7 +100,7 @@ class _Handler:
             for rcpt in bounce_rcpts:
                 process_report(self.rt, data, envelope_rcpt=rcpt)
             if is_unsubscribe:
-                unsubscribe_by_mail(self.rt, data, mail_from=envelope.mail_from or "", ip=str(ip))
+                unsubscribe_by_mail(self.rt, data, ip=str(ip))
         except SQLAlchemyError:
             # nothing was recorded (each report is one transaction): the sender retries
             return "451 4.3.0 Temporary failure, please try again later"
