@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import smtplib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +18,8 @@ from mailer.bounces import BounceEvent, apply_events, parse_report
 from mailer.delivery.planning import start_sending
 from mailer.enums import Category, SendStatus
 from mailer.inbound import InboundServer
-from mailer.messages import CampaignInfo, CampaignMessages, Recipient, SenderIdentity, load_template
+from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, load_template
+from mailer.messages.context import SAMPLE_RECIPIENT
 from mailer.models import AuditEvent, Campaign, Contact, OptOut, Send, Suppression
 from mailer.outgoing import OutgoingMessage
 from mailer.runtime import Runtime
@@ -61,24 +63,7 @@ def _mailed(rt: Runtime, contact: Contact) -> OutgoingMessage:
         sender=SenderIdentity("CPI", "news@cpi.example"),
     )
     built = messages.build(
-        Recipient(
-            send_id=send_id,
-            contact_id=contact.id,
-            email=contact.email,
-            first_name="Pat",
-            last_name="Lee",
-            title="",
-            needs_smtputf8=False,
-            org_name="Org",
-            org_industry="healthcare",
-            org_employees=10,
-            org_city="Bend",
-            org_state="OR",
-            org_kind="client",
-            manager_name="",
-            manager_email="",
-            manager_phone="",
-        )
+        replace(SAMPLE_RECIPIENT, send_id=send_id, contact_id=contact.id, email=contact.email)
     )
     with rt.sessions.begin() as s:
         s.get_one(Send, send_id).message_id = built.message_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import smtplib
 from collections.abc import Iterator
+from dataclasses import replace
 from email.message import EmailMessage
 
 import pytest
@@ -12,7 +13,8 @@ from sqlalchemy import select
 
 from mailer.enums import Category
 from mailer.inbound import InboundServer
-from mailer.messages import CampaignInfo, CampaignMessages, Recipient, SenderIdentity, load_template
+from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, load_template
+from mailer.messages.context import SAMPLE_RECIPIENT
 from mailer.models import OptOut
 from mailer.runtime import Runtime
 from mailer.transports.capture import free_port
@@ -34,24 +36,7 @@ def _mailto_subject(rt: Runtime, contact) -> str:  # type: ignore[no-untyped-def
         sender=SenderIdentity("CPI", "news@cpi.example"),
     )
     built = messages.build(
-        Recipient(
-            send_id=5,
-            contact_id=contact.id,
-            email=contact.email,
-            first_name="Pat",
-            last_name="Lee",
-            title="",
-            needs_smtputf8=False,
-            org_name="Org",
-            org_industry="healthcare",
-            org_employees=10,
-            org_city="Bend",
-            org_state="OR",
-            org_kind="client",
-            manager_name="",
-            manager_email="",
-            manager_phone="",
-        )
+        replace(SAMPLE_RECIPIENT, send_id=5, contact_id=contact.id, email=contact.email)
     )
     header = re.search(rb"List-Unsubscribe: (.*?)\r\n(?!\s)", built.data, re.S)
     assert header is not None
