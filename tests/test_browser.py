@@ -17,6 +17,7 @@ from mailer import policy_text
 from mailer.models import OptOut, PolicyVersion
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
+from tests.real_messages import build_promotion, unsubscribe_url
 
 pytestmark = pytest.mark.browser
 
@@ -74,25 +75,8 @@ def page():  # type: ignore[no-untyped-def]
 
 
 def _unsubscribe_url_of_a_real_message(settings, contact) -> str:  # type: ignore[no-untyped-def]
-    from email import message_from_bytes, policy
-
-    from mailer.enums import Category
-    from mailer.messages import (
-        CampaignInfo,
-        CampaignMessages,
-        Recipient,
-        SenderIdentity,
-        load_template,
-    )
-
-    built = CampaignMessages(
-        settings,
-        template=load_template(settings, "promotions/open-enrollment"),
-        campaign=CampaignInfo(id=3, name="Open enrollment", category=Category.PROMOTIONS),
-        sender=SenderIdentity(name="CPI Marketing", email="news@cpi.example"),
-    ).build(Recipient(send_id=12, contact_id=contact.id, email=contact.email, first_name="Pat"))
-    header = str(message_from_bytes(built.data, policy=policy.default)["List-Unsubscribe"])
-    return header.strip().split(",")[0].strip().strip("<>")
+    message = build_promotion(settings, contact, send_id=12, campaign_id=3)
+    return unsubscribe_url(message, scheme="http")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

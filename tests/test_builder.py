@@ -30,6 +30,7 @@ from mailer.messages import (
 )
 from mailer.messages import headers as h
 from mailer.messages.builder import read_message_id
+from mailer.messages.context import SAMPLE_RECIPIENT
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import RecipientToken, TokenSigner
 
@@ -47,22 +48,13 @@ TEMPLATES = {
     Category.POLICY: "policy/privacy-policy-change",
 }
 POLICY_PARAMS = {"version": "2", "effective_date": "January 1, 2027", "summary": "Logs: 7 years."}
-RECIPIENT = Recipient(
+RECIPIENT = dataclasses.replace(
+    SAMPLE_RECIPIENT,
     send_id=501,
     contact_id=77,
     email="pat@client.example",
-    first_name="Pat",
     last_name="Lee",
-    title="HR Director",
     org_name="Example Health",
-    org_industry="healthcare",
-    org_employees=240,
-    org_city="Bend",
-    org_state="OR",
-    org_kind="client",
-    manager_name="Dana Reyes",
-    manager_email="dana.reyes@cpi.example",
-    manager_phone="541-555-0142",
 )
 _TEMPLATE_CACHE: dict[str, Any] = {}
 

@@ -17,6 +17,7 @@ from mailer.models import AuditEvent, Contact, OptOut
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
 from mailer.web.security import SlidingWindowLimiter
+from tests.real_messages import build_promotion, unsubscribe_url
 
 BASE_URL = "https://u.cpi.example"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0"
@@ -386,36 +387,7 @@ def test_category_in_the_token_decides_what_one_click_opts_out_of(
 
 def _real_message_unsubscribe_url(settings, contact: Contact, send_id: int = 31) -> str:
     """The https URL in the List-Unsubscribe header of a real built promotion."""
-    from email import message_from_bytes, policy
-
-    from mailer.messages import (
-        CampaignInfo,
-        CampaignMessages,
-        Recipient,
-        SenderIdentity,
-        load_template,
-    )
-
-    messages = CampaignMessages(
-        settings,
-        template=load_template(settings, "promotions/open-enrollment"),
-        campaign=CampaignInfo(id=5, name="Open enrollment", category=Category.PROMOTIONS),
-        sender=SenderIdentity(name="CPI Marketing", email="news@cpi.example"),
-    )
-    out = messages.build(
-        Recipient(
-            send_id=send_id,
-            contact_id=contact.id,
-            email=contact.email,
-            first_name="Pat",
-            org_name="Example Org",
-            org_kind="client",
-        )
-    )
-    parsed = message_from_bytes(out.data, policy=policy.default)
-    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    [url] = re.findall(r"<(https://[^>]+)>", str(parsed["List-Unsubscribe"]))
-    return url
+    return unsubscribe_url(build_promotion(settings, contact, send_id=send_id))
 
 
 def test_one_click_from_a_real_messages_header_keeps_the_contact_out_of_the_next_campaign(
