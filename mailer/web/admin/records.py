@@ -1,0 +1,42 @@
+"""The dashboard, and the record screens: contacts, policy, audit log, users and tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from mailer import reports
+from mailer.enums import Role
+from mailer.models import User
+from mailer.web.admin.pages import render
+from mailer.web.context import actor, context
+from mailer.web.guard import allow
+
+
+def _user(session: Any, request: Request) -> User:
+    user = session.get(User, actor(request).user_id)
+    assert user is not None
+    return user
+
+
+@allow(Role.ADMIN, Role.MARKETING, Role.ACCOUNT_MANAGER)
+async def dashboard(request: Request) -> Response:
+    """Running campaigns with live progress; recent opt-outs, bounces and complaints."""
+
+    def run() -> tuple[list[reports.CampaignRow], dict[str, list[reports.Activity]]]:
+        with context(request).runtime.sessions() as session:
+            user = _user(session, request)
+            running = reports.running_campaigns(session, user)
+            for row in running:
+                session.expunge(row.campaign)
+            return running, reports.recent_activity(session, user)
+
+    running, activity = await run_in_threadpool(run)
+    return render(request, "dashboard.html", running=running, activity=activity)
+
+
+ROUTES: list[BaseRoute] = []

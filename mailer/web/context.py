@@ -1,0 +1,46 @@
+"""What the admin app and the API share: the runtime, the batch dispatcher, the actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from mailer.delivery.batches import Dispatch
+from mailer.runtime import Runtime
+from mailer.web.auth import Actor
+from mailer.web.security import client_ip
+
+
+@dataclass
+class AppContext:
+    runtime: Runtime
+    #: Hands planned batches to the workers (None: leave them for the sweep).
+    dispatch: Dispatch | None
+
+    @property
+    def secret(self) -> bytes:
+        return self.runtime.settings.secret_key.reveal().encode()
+
+
+def context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def actor(request: Request) -> Actor:
+    """The signed-in actor (endpoints behind `allow` always have one)."""
+    who: Actor = request.state.actor
+    return who
+
+
+def ip_of(request: Request) -> str:
+    trusted = context(request).runtime.settings.trusted_proxy
+    return client_ip(request.scope, trusted_proxy=trusted)
+
+
+def int_param(request: Request, name: str) -> int:
+    """A path parameter declared `{name:int}`."""
+    value: Any = request.path_params[name]
+    return int(value)
