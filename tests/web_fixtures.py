@@ -27,8 +27,15 @@ def password_hash() -> str:
 def staff(make_user: Callable[..., User], password_hash: str) -> dict[str, User]:
     """One user per role, all with PASSWORD, plus a second account manager."""
     return {
-        "admin": make_user(username="ada", role="admin", password_hash=password_hash),
-        "marketing": make_user(username="mark", role="marketing", password_hash=password_hash),
+        "admin": make_user(
+            username="ada", role="admin", email="ada@cpi.example", password_hash=password_hash
+        ),
+        "marketing": make_user(
+            username="mark",
+            role="marketing",
+            email="mark@cpi.example",
+            password_hash=password_hash,
+        ),
         "account_manager": make_user(
             username="amy",
             role="account_manager",
@@ -37,7 +44,10 @@ def staff(make_user: Callable[..., User], password_hash: str) -> dict[str, User]
             password_hash=password_hash,
         ),
         "other_manager": make_user(
-            username="otto", role="account_manager", password_hash=password_hash
+            username="otto",
+            role="account_manager",
+            email="otto@cpi.example",
+            password_hash=password_hash,
         ),
     }
 

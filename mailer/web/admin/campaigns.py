@@ -265,7 +265,14 @@ async def _sample(request: Request, campaign: Any) -> Any:
 async def progress(request: Request) -> Response:
     """The progress fragment; it stops polling itself once the campaign is finished."""
     campaign, counts = await run_in_threadpool(_load, request, int_param(request, "campaign_id"))
-    return render(request, "_progress.html", campaign=campaign, counts=counts)
+    response = render(request, "_progress.html", campaign=campaign, counts=counts)
+    if is_htmx(request) and campaign.status not in (
+        CampaignStatus.SENDING,
+        CampaignStatus.SCHEDULED,
+    ):
+        # the last poll: reload the page once so its status and buttons say finished too
+        response.headers["hx-refresh"] = "true"
+    return response
 
 
 async def _preview_of(request: Request) -> tuple[Any, Any]:

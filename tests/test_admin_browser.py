@@ -1,0 +1,191 @@
+"""The admin app in a real browser (Debian's chromium under Playwright) against uvicorn,
+PostgreSQL, Redis-fed worker threads and a capturing SMTP server.
+
+Every screen visited is saved as a screenshot in test-artifacts/admin-*.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import func, select
+
+from mailer.models import Send
+from mailer.runtime import Runtime
+from mailer.web import create_app
+from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _free_port
+from tests.web_fixtures import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def admin_url(mail_rt: Runtime, workers: Any) -> Iterator[str]:
+    """The whole app under uvicorn on 127.0.0.1, launching into real worker threads."""
+    port = _free_port()
+    app = create_app(runtime=mail_rt, dispatch=workers.dispatch)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"admin-{name}.png"), full_page=True)
+
+
+def sign_in(page: Any, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/admin/")
+    assert "/admin/login" in page.url  # anonymous: sent to the sign-in form
+    shot(page, "login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+
+
+def marketing_flow(page: Any, base_url: str, rt: Runtime, smtp: Any, *, js: bool) -> None:
+    suffix = "" if js else "-nojs"
+    sign_in(page, base_url, "mark")
+    shot(page, f"dashboard{suffix}")
+    page.get_by_role("link", name="New campaign").first.click()
+    page.get_by_label("Name").fill("Open enrollment 2027")
+    page.get_by_label("Category").select_option("promotions")
+    page.get_by_label("Template").select_option("promotions/open-enrollment")
+    # A typo in the rule: the error says where and suggests the fix
+    page.get_by_label("Audience rule").fill('kind = client and stat = "OR"')
+    if not js:
+        page.get_by_role("button", name="Check audience").click()
+    error = page.get_by_test_id("rule-error")
+    error.wait_for()
+    assert "column 19" in error.inner_text()
+    assert "did you mean 'state'" in error.inner_text()
+    shot(page, f"editor-rule-error{suffix}")
+    page.get_by_label("Audience rule").fill('kind = client and state = "OR"')
+    if not js:
+        page.get_by_role("button", name="Check audience").click()
+    count = page.get_by_test_id("audience-count")
+    count.wait_for()
+    assert "12 contacts will get this" in count.inner_text()
+    shot(page, f"editor-count{suffix}")
+    page.get_by_role("button", name="Create draft").click()
+    page.get_by_text("Draft created").wait_for()
+    shot(page, f"campaign-draft{suffix}")
+    # Preview as the first contact of the sample
+    page.get_by_role("button", name="Preview").click()
+    page.get_by_role("heading", name="Preview as").wait_for()
+    assert "Subject" in page.get_by_test_id("headers").inner_text()
+    assert "unsubscribe" in page.get_by_test_id("text-part").inner_text().lower()
+    frame = page.frame_locator("iframe.mail")
+    frame.locator("body").wait_for()
+    shot(page, f"preview{suffix}")
+    page.go_back()
+    # A test to myself: it arrives, marked, and is not in the send log
+    before = len(smtp.messages)
+    page.get_by_role("button", name="Send test").click()
+    page.get_by_text("Test sent to mark@cpi.example").wait_for()
+    shot(page, f"test-sent{suffix}")
+    assert len(smtp.messages) == before + 1
+    received = smtp.messages[-1]
+    assert received.rcpt_tos == ["mark@cpi.example"]
+    assert b"Subject: [TEST] " in received.data and b"X-Mailer-Test: yes" in received.data
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Send)) == 0
+    # Launch after a confirmation that states the count
+    page.get_by_role("link", name="Launch…").click()
+    page.get_by_role("heading", name="Send to 12 contacts?").wait_for()
+    shot(page, f"launch-confirm{suffix}")
+    page.get_by_role("button", name="Send to 12 contacts").click()
+    page.get_by_text("Tick the box to confirm").wait_for()  # nothing goes without the tick
+    page.get_by_label("Yes, send").check()
+    page.get_by_role("button", name="Send to 12 contacts").click()
+    page.get_by_text("Launched: sending now.").wait_for()
+    # Progress to the end: htmx polls; without JavaScript the user reloads
+    deadline = time.monotonic() + 60
+    while "completed" not in page.locator(".progress-block").inner_text().lower():
+        if time.monotonic() > deadline:
+            shot(page, "timeout")
+            with rt.sessions() as s:
+                rows = s.execute(select(Send.status, func.count()).group_by(Send.status)).all()
+            raise AssertionError(f"the campaign did not complete within 60 s: {rows}")
+        if not js:
+            page.reload()
+        time.sleep(0.5)
+    assert "12 of 12 done" in page.locator(".progress-block").inner_text()
+    shot(page, f"campaign-completed{suffix}")
+    assert len(smtp.messages) == before + 1 + 12
+    # The report and its CSV
+    page.get_by_role("link", name="Report", exact=True).click()
+    page.get_by_role("heading", name="Report: Open enrollment 2027").wait_for()
+    shot(page, f"report{suffix}")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download CSV").click()
+    path = download_info.value.path()
+    rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"sent"}
+    page.get_by_role("link", name="Campaigns").click()
+    shot(page, f"campaigns{suffix}")
+
+
+@pytest.fixture
+def oregon_clients(make_org: Callable[..., Any], make_contact: Callable[..., Any]) -> None:
+    for n in range(12):
+        make_contact(organization=make_org(kind="client", state="OR"))
+    for n in range(3):
+        make_contact(organization=make_org(kind="client", state="WA"))
+        make_contact(organization=make_org(kind="prospect", state="OR"))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("js", [True, False], ids=["js", "no-js"])
+def test_marketing_runs_a_whole_campaign_in_the_browser(
+    js: bool,
+    mail_rt: Runtime,
+    admin_url: str,
+    browser: Any,
+    staff: Any,
+    oregon_clients: None,
+    smtp_server: Any,
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, java_script_enabled=js)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    marketing_flow(page, admin_url, mail_rt, smtp_server, js=js)
+    [cookie] = context.cookies()
+    assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == (
+        "mailer_admin",
+        "/admin",
+        True,
+        "Lax",
+    )
+    assert cookie["expires"] == -1  # a session cookie: gone when the browser closes
+    context.close()
