@@ -1,0 +1,246 @@
+"""Every route of the admin app and the API, called as every role, read from the app's router.
+
+anonymous → the sign-in page (HTML) or 401 (API); a role the route does not allow → 403;
+an allowed role → success. A route added without an entry in EXAMPLES fails the test, so none
+can be left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
+
+from mailer import campaigns
+from mailer.enums import Role
+from mailer.runtime import Runtime
+from mailer.web import create_app
+from mailer.web.guard import allowed_roles
+from tests.web_fixtures import PASSWORD, csrf_of
+
+#: Routes anyone may call (the sign-in form, static files, the API's description).
+PUBLIC = {
+    ("GET", "/admin/login"),
+    ("POST", "/admin/login"),
+    ("GET", "/api/v1/openapi.json"),
+}
+
+ROLE_USERS = {Role.ADMIN: "ada", Role.MARKETING: "mark", Role.ACCOUNT_MANAGER: "amy"}
+
+
+def app_routes(app: Any) -> list[tuple[str, str, Any]]:
+    """(method, full path, endpoint) of every admin and API route, in router order."""
+    found = []
+    for mount in app.routes:
+        if not isinstance(mount, Mount) or mount.path not in ("/admin", "/api/v1"):
+            continue
+        for route in mount.routes:
+            if isinstance(route, Route):
+                for method in sorted((route.methods or set()) - {"HEAD"}):
+                    found.append((method, mount.path + route.path, route.endpoint))
+    return found
+
+
+#: How to call each route successfully: form fields (admin) or JSON (API), with {cid} for the
+#: acting user's own campaign and {contact} for one of its contacts.
+EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/admin/logout"): {"form": {}, "last": True},
+    ("POST", "/admin/logout-everywhere"): {"form": {}, "last": True},
+    ("GET", "/admin/"): {},
+    ("GET", "/admin/campaigns"): {},
+    ("GET", "/admin/campaigns/new"): {},
+    ("POST", "/admin/campaigns"): {
+        "form": {"name": "Another", "category": "{category}", "template": "{template}", "rule": ""}
+    },
+    ("POST", "/admin/audience/count"): {
+        "form": {"category": "{category}", "rule": "kind = client"}
+    },
+    ("GET", "/admin/campaigns/{campaign_id:int}"): {},
+    ("GET", "/admin/campaigns/{campaign_id:int}/progress"): {},
+    ("GET", "/admin/campaigns/{campaign_id:int}/preview"): {"query": "?contact={contact}"},
+    ("GET", "/admin/campaigns/{campaign_id:int}/preview.html"): {"query": "?contact={contact}"},
+    ("POST", "/admin/campaigns/{campaign_id:int}/test-send"): {
+        "form": {"contact": "{contact}", "to": "me@cpi.example"}
+    },
+    ("GET", "/admin/campaigns/{campaign_id:int}/launch"): {},
+    ("POST", "/admin/campaigns/{campaign_id:int}/launch"): {
+        "form": {"when": "now", "confirm": "yes"}
+    },
+    ("POST", "/admin/campaigns/{campaign_id:int}/pause"): {"form": {}},
+    ("POST", "/admin/campaigns/{campaign_id:int}/resume"): {"form": {}},
+    ("POST", "/admin/campaigns/{campaign_id:int}/cancel"): {"form": {}},
+    ("GET", "/admin/campaigns/{campaign_id:int}/report"): {},
+    ("GET", "/admin/campaigns/{campaign_id:int}/report.csv"): {},
+}
+
+#: The category and template each role's own campaign uses.
+OWN_CAMPAIGN = {
+    Role.ADMIN: ("promotions", "promotions/open-enrollment"),
+    Role.MARKETING: ("promotions", "promotions/open-enrollment"),
+    Role.ACCOUNT_MANAGER: ("service", "service/planned-maintenance"),
+}
+
+
+@pytest.fixture
+def routed_app(rt: Runtime, smtp_server: Any) -> Any:
+    settings = rt.settings.with_(smtp_url=smtp_server.url, smtp_local_hostname="mailer.test")
+    return create_app(
+        runtime=Runtime(settings, rt.engine, rt.sessions), dispatch=lambda batches: None
+    )
+
+
+@pytest.fixture
+def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Role, dict[str, Any]]:
+    """For each role: its own draft campaign and a contact it may preview as."""
+    out: dict[Role, dict[str, Any]] = {}
+    for role, username in ROLE_USERS.items():
+        category, template = OWN_CAMPAIGN[role]
+        manager = staff["account_manager"] if role == Role.ACCOUNT_MANAGER else None
+        org = make_org(kind="client", account_manager_id=manager.id if manager else None)
+        contact = make_contact(organization=org)
+        campaign = campaigns.create_campaign(
+            rt, username=username, name=f"{role} campaign", category=category, template=template
+        )
+        out[role] = {
+            "cid": campaign.id,
+            "contact": str(contact.id),
+            "category": category,
+            "template": template,
+        }
+    return out
+
+
+def _fill(value: str, values: dict[str, Any]) -> str:
+    for key, v in values.items():
+        value = value.replace("{" + key + "}", str(v))
+    return value
+
+
+def _url(path: str, values: dict[str, Any]) -> str:
+    return path.replace("{campaign_id:int}", str(values["cid"]))
+
+
+@pytest.fixture
+def signed_in(routed_app: Any) -> Iterator[Callable[[str], tuple[TestClient, str]]]:
+    clients: list[TestClient] = []
+
+    def make(username: str) -> tuple[TestClient, str]:
+        client = TestClient(routed_app)
+        clients.append(client)
+        response = client.post(
+            "/admin/login", data={"username": username, "password": PASSWORD, "next": "/admin/"}
+        )
+        assert response.status_code == 200, response.text
+        return client, csrf_of(response.text)
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_every_route_is_declared_with_its_roles_and_an_example(routed_app: Any) -> None:
+    for method, path, endpoint in app_routes(routed_app):
+        if (method, path) in PUBLIC or path.startswith("/admin/assets"):
+            assert allowed_roles(endpoint) is None, f"{method} {path} should be public"
+            continue
+        assert allowed_roles(endpoint), f"{method} {path} has no allow(...) roles"
+        if path.startswith("/admin"):
+            assert (method, path) in EXAMPLES, f"add an example call for {method} {path}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_anonymous_callers_are_sent_to_sign_in_or_get_401(routed_app: Any, world: Any) -> None:
+    values = world[Role.ADMIN]
+    with TestClient(routed_app) as client:
+        for method, path, endpoint in app_routes(routed_app):
+            if allowed_roles(endpoint) is None:
+                continue
+            url = _url(path, values)
+            response = client.request(method, url, follow_redirects=False)
+            if path.startswith("/api/"):
+                assert response.status_code == 401, (method, path)
+                assert response.headers["www-authenticate"].startswith("Bearer")
+                assert response.headers["content-type"] == "application/problem+json"
+            else:
+                assert response.status_code == 303, (method, path, response.status_code)
+                assert response.headers["location"].startswith("/admin/login"), (method, path)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("role", list(ROLE_USERS), ids=[r.value for r in ROLE_USERS])
+def test_each_role_gets_what_it_may_and_403_for_the_rest(
+    role: Role, routed_app: Any, world: Any, signed_in: Any
+) -> None:
+    client, token = signed_in(ROLE_USERS[role])
+    values = world[role]
+    last = []
+    for method, path, endpoint in app_routes(routed_app):
+        roles = allowed_roles(endpoint)
+        if roles is None or not path.startswith("/admin"):
+            continue
+        example = EXAMPLES[(method, path)]
+        if example.get("last"):
+            last.append((method, path, roles))
+            continue
+        _call_and_check(client, token, method, path, roles, role, values, example)
+    for method, path, roles in last:  # signing out ends the session: do it at the end
+        _call_and_check(client, token, method, path, roles, role, values, EXAMPLES[(method, path)])
+
+
+def _call_and_check(
+    client: TestClient,
+    token: str,
+    method: str,
+    path: str,
+    roles: frozenset[Role],
+    role: Role,
+    values: dict[str, Any],
+    example: dict[str, Any],
+) -> None:
+    url = _url(path, values) + _fill(example.get("query", ""), values)
+    form = {k: _fill(v, values) for k, v in example.get("form", {}).items()}
+    if method == "POST":
+        form["csrf_token"] = token
+    response = client.request(
+        method, url, data=form if method == "POST" else None, follow_redirects=False
+    )
+    if role not in roles:
+        assert response.status_code == 403, (role, method, path, response.status_code)
+    else:
+        assert response.status_code in (200, 303), (role, method, path, response.text[:800])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_form_post_without_the_session_token_is_refused(
+    routed_app: Any, world: Any, signed_in: Any
+) -> None:
+    client, token = signed_in("mark")
+    cid = world[Role.MARKETING]["cid"]
+    response = client.post(f"/admin/campaigns/{cid}/cancel", data={"csrf_token": "0" * 64})
+    assert response.status_code == 403
+    response = client.post(f"/admin/campaigns/{cid}/cancel", data={})
+    assert response.status_code == 403
+    # and one from another site is refused before the token is even read
+    response = client.post(
+        f"/admin/campaigns/{cid}/cancel",
+        data={"csrf_token": token},
+        headers={"sec-fetch-site": "cross-site"},
+    )
+    assert response.status_code == 403
+    assert client.get(f"/admin/campaigns/{cid}").text.count("draft") >= 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_account_manager_cannot_open_a_marketing_campaign(
+    world: Any, signed_in: Any
+) -> None:
+    client, _ = signed_in("amy")
+    cid = world[Role.MARKETING]["cid"]
+    assert client.get(f"/admin/campaigns/{cid}").status_code == 403
+    assert client.get(f"/admin/campaigns/{cid}/report.csv").status_code == 403
+    listing = client.get("/admin/campaigns").text
+    assert "marketing campaign" not in listing and "account_manager campaign" in listing
