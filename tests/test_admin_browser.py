@@ -158,9 +158,9 @@ def marketing_flow(page: Any, base_url: str, rt: Runtime, smtp: Any, *, js: bool
 
 @pytest.fixture
 def oregon_clients(make_org: Callable[..., Any], make_contact: Callable[..., Any]) -> None:
-    for n in range(12):
+    for _ in range(12):
         make_contact(organization=make_org(kind="client", state="OR"))
-    for n in range(3):
+    for _ in range(3):
         make_contact(organization=make_org(kind="client", state="WA"))
         make_contact(organization=make_org(kind="prospect", state="OR"))
 

@@ -7,6 +7,7 @@ can be left out.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from mailer import campaigns
+from mailer import campaigns, policy
 from mailer.enums import Role
 from mailer.runtime import Runtime
 from mailer.web import create_app
@@ -43,6 +44,11 @@ def app_routes(app: Any) -> list[tuple[str, str, Any]]:
                     found.append((method, mount.path + route.path, route.endpoint))
     return found
 
+
+IMPORT_CSV = (
+    "external_id,kind,organization_name,email,first_name,last_name\r\n"
+    "ORG-NEW-1,client,New Client Co,pat@newclient.example,Pat,Lee\r\n"
+)
 
 #: How to call each route successfully: form fields (admin) or JSON (API), with {cid} for the
 #: acting user's own campaign and {contact} for one of its contacts.
@@ -74,6 +80,45 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/admin/campaigns/{campaign_id:int}/cancel"): {"form": {}},
     ("GET", "/admin/campaigns/{campaign_id:int}/report"): {},
     ("GET", "/admin/campaigns/{campaign_id:int}/report.csv"): {},
+    ("GET", "/admin/contacts"): {"query": "?q=example"},
+    ("GET", "/admin/contacts/import"): {},
+    ("POST", "/admin/contacts/import"): {
+        "form": {"dry_run": "yes"},
+        "files": {"file": ("new.csv", IMPORT_CSV, "text/csv")},
+    },
+    ("GET", "/admin/contacts/{contact_id:int}"): {},
+    ("POST", "/admin/contacts/{contact_id:int}/opt-out"): {
+        "form": {"scope": "promotions", "reason": "asked by phone"}
+    },
+    ("POST", "/admin/contacts/{contact_id:int}/suppress"): {"form": {"reason": "asked by phone"}},
+    ("POST", "/admin/contacts/{contact_id:int}/unsuppress"): {
+        "form": {"reason": "address works again"}
+    },
+    ("GET", "/admin/policy"): {},
+    ("POST", "/admin/policy"): {
+        "form": {
+            "version": "3",
+            "effective_on": "2099-01-01",
+            "summary": "Clearer wording.",
+            "text": "The new text.",
+            "confirm": "yes",
+        }
+    },
+    ("GET", "/admin/policy/{version}/coverage"): {},
+    ("GET", "/admin/policy/{version}/coverage.csv"): {},
+    ("POST", "/admin/policy/{version}/resend"): {"form": {}},
+    ("GET", "/admin/audit"): {"query": "?actor=ada&action=campaign."},
+    ("GET", "/admin/audit.csv"): {"query": "?object=campaign:1"},
+    ("GET", "/admin/users"): {},
+    ("POST", "/admin/users"): {
+        "form": {
+            "username": "newbie",
+            "display_name": "New Bie",
+            "email": "newbie@cpi.example",
+            "role": "marketing",
+            "password": "a long first password",
+        }
+    },
 }
 
 #: The category and template each role's own campaign uses.
@@ -95,6 +140,16 @@ def routed_app(rt: Runtime, smtp_server: Any) -> Any:
 @pytest.fixture
 def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Role, dict[str, Any]]:
     """For each role: its own draft campaign and a contact it may preview as."""
+    policy.publish_policy(
+        rt,
+        version="2",
+        effective_on=dt.date.today(),
+        text="Version 2 of the policy.",
+        summary="We share less.",
+        is_material=True,
+        username="ada",
+        dispatch=None,
+    )
     out: dict[Role, dict[str, Any]] = {}
     for role, username in ROLE_USERS.items():
         category, template = OWN_CAMPAIGN[role]
@@ -120,7 +175,11 @@ def _fill(value: str, values: dict[str, Any]) -> str:
 
 
 def _url(path: str, values: dict[str, Any]) -> str:
-    return path.replace("{campaign_id:int}", str(values["cid"]))
+    return (
+        path.replace("{campaign_id:int}", str(values["cid"]))
+        .replace("{contact_id:int}", str(values["contact"]))
+        .replace("{version}", "2")
+    )
 
 
 @pytest.fixture
@@ -206,7 +265,11 @@ def _call_and_check(
     if method == "POST":
         form["csrf_token"] = token
     response = client.request(
-        method, url, data=form if method == "POST" else None, follow_redirects=False
+        method,
+        url,
+        data=form if method == "POST" else None,
+        files=example.get("files"),
+        follow_redirects=False,
     )
     if role not in roles:
         assert response.status_code == 403, (role, method, path, response.status_code)
@@ -235,9 +298,7 @@ def test_a_form_post_without_the_session_token_is_refused(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_an_account_manager_cannot_open_a_marketing_campaign(
-    world: Any, signed_in: Any
-) -> None:
+def test_an_account_manager_cannot_open_a_marketing_campaign(world: Any, signed_in: Any) -> None:
     client, _ = signed_in("amy")
     cid = world[Role.MARKETING]["cid"]
     assert client.get(f"/admin/campaigns/{cid}").status_code == 403

@@ -7,7 +7,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 
 from mailer import reports
 from mailer.enums import Role
@@ -37,6 +36,3 @@ async def dashboard(request: Request) -> Response:
 
     running, activity = await run_in_threadpool(run)
     return render(request, "dashboard.html", running=running, activity=activity)
-
-
-ROUTES: list[BaseRoute] = []
