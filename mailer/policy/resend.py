@@ -2,7 +2,7 @@
 
 The resend works on the notice's own campaign, so one send log holds the whole story of a
 version and (campaign, contact) stays unique: a contact with a `sent` row is never sent the
-notice again. Only clients the notice was for (`policy_coverage.eligible_organization_ids`) are
+notice again. Only clients the notice was for (`coverage.eligible_organization_ids`) are
 written to, and only contacts the `policy` guard lets through today:
 
 - an eligible contact with no row (added to a client since the launch) gets a queued row;
@@ -32,7 +32,7 @@ from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.errors import PolicyError
 from mailer.models import Campaign, Contact, PolicyVersion, Send, utcnow
 from mailer.permissions import find_user, require_admin
-from mailer.policy_coverage import eligible_organization_ids, require_version
+from mailer.policy.coverage import eligible_organization_ids, require_version
 from mailer.rules import audience_select
 from mailer.runtime import Runtime
 

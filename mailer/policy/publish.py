@@ -8,9 +8,8 @@ its whole send log exist together or not at all. The `policy` category guard pic
 `policy_grace_days` ago); opt-outs never apply, suppressed addresses are skipped and counted
 as undeliverable. The notice rides the priority queue with at-least-once delivery.
 
-Coverage (`coverage`, in `mailer.policy_coverage`) proves who was told; resending
-(`resend_notice`, in `mailer.policy_resend`) reaches eligible contacts not yet told, never twice.
-This module re-exports both, so callers import `mailer.policy` alone.
+Coverage (`mailer.policy.coverage`) proves who was told; resending (`mailer.policy.resend`)
+reaches eligible contacts not yet told, never twice.
 """
 
 from __future__ import annotations
@@ -33,20 +32,8 @@ from mailer.enums import Category
 from mailer.errors import PolicyError
 from mailer.models import Campaign, PolicyVersion, User, utcnow
 from mailer.permissions import find_user, require_admin
-from mailer.policy_coverage import CoverageReport, coverage, require_version
-from mailer.policy_resend import ResendReport, resend_notice
-from mailer.policy_text import ensure_first_version, get_version
+from mailer.policy.text import ensure_first_version, get_version
 from mailer.runtime import Runtime
-
-__all__ = [
-    "CoverageReport",
-    "PublishReport",
-    "ResendReport",
-    "coverage",
-    "publish_policy",
-    "require_version",
-    "resend_notice",
-]
 
 NOTICE_TEMPLATE = "policy/privacy-policy-change"
 #: Labels appear in URLs (`/privacy/V`) and file names: keep them plain.
