@@ -25,6 +25,7 @@ from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.campaigns.lifecycle import transition
 from mailer.db import is_postgres
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
 from mailer.delivery.planning import PLANNED_COLUMNS
@@ -82,13 +83,18 @@ def resend_notice(
         )
         report.batches = len(batches)
         if batches and campaign.status == CampaignStatus.COMPLETED:
-            campaign.status = CampaignStatus.SENDING.value
-            campaign.completed_at = None
-            campaign.updated_at = now
-            campaign.status_detail = (
-                f"reopened by {user.username} to resend the notice to {report.queued} contacts"
+            report.is_reopened = transition(
+                session,
+                campaign.id,
+                CampaignStatus.SENDING,
+                actor=user.username,
+                action="reopen",
+                detail=f"reopened by {user.username} to resend the notice to {report.queued} "
+                "contacts",
+                sources=(CampaignStatus.COMPLETED,),
+                values={"completed_at": None},
+                now=now,
             )
-            report.is_reopened = True
         audit.record(
             session,
             user.username,
