@@ -27,6 +27,7 @@ from mailer.campaigns.lifecycle import (
     send_counts,
 )
 from mailer.campaigns.summary import CampaignSummary, campaign_status, get_campaign, summarize
+from mailer.campaigns.times import format_time
 from mailer.delivery.batches import Batch, Dispatch, dispatch_all
 from mailer.delivery.planning import finish_planning, plan_send_log
 from mailer.enums import CampaignStatus, Category
@@ -124,8 +125,16 @@ def launch_campaign(
     """Launch a campaign now, or schedule it for `at`; the whole of it, for any front end.
 
     Checks that `username` may launch it (owner or admin, role allowed for the category).
+    A time `at` already past is refused rather than taken to mean "now".
     """
     now = now or utcnow()
+    if at is not None and at <= now:
+        tz = rt.settings.timezone
+        raise CampaignError(
+            f"the launch time {format_time(at, tz)} is in the past (it is now "
+            f"{format_time(now, tz)}); give a later time, or launch it right away with "
+            f"`mailer campaign launch {campaign_id} --now`"
+        )
     with rt.sessions.begin() as session:
         user = find_user(session, username)
         campaign = get_campaign(session, campaign_id)
@@ -136,7 +145,7 @@ def launch_campaign(
                 f"campaign {campaign_id} is {campaign.status}; only a draft, scheduled, missed "
                 "or failed campaign can be launched"
             )
-        if at is not None and at > now:
+        if at is not None:
             validate_launch(
                 rt,
                 Category(campaign.category),

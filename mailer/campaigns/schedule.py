@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from mailer.campaigns.launch import Launch, begin_launch
 from mailer.campaigns.lifecycle import transition
+from mailer.campaigns.times import format_time
 from mailer.db import is_postgres
 from mailer.delivery.batches import Batch
 from mailer.enums import CampaignStatus
@@ -79,7 +80,7 @@ def _start_one(
             return None  # another scheduler has it
         assert campaign.scheduled_at is not None
         if now - campaign.scheduled_at > window:
-            _mark_missed(session, campaign, actor, now)
+            _mark_missed(session, campaign, actor, now, rt.settings.timezone)
             report.missed.append(campaign_id)
             return None
         return begin_launch(
@@ -92,7 +93,9 @@ def _start_one(
         )
 
 
-def _mark_missed(session: Session, campaign: Campaign, actor: str, now: dt.datetime) -> None:
+def _mark_missed(
+    session: Session, campaign: Campaign, actor: str, now: dt.datetime, zone_name: str
+) -> None:
     """Too late to fire by itself (workers were down, a backup was restored): wait for a person."""
     assert campaign.scheduled_at is not None
     late = now - campaign.scheduled_at
@@ -103,7 +106,7 @@ def _mark_missed(session: Session, campaign: Campaign, actor: str, now: dt.datet
         actor=actor,
         action="missed",
         detail=(
-            f"missed its start at {campaign.scheduled_at:%Y-%m-%d %H:%M} UTC by "
+            f"missed its start at {format_time(campaign.scheduled_at, zone_name)} by "
             f"{int(late.total_seconds() // 60)} minutes; launch it again to send"
         ),
         sources=(CampaignStatus.SCHEDULED,),
