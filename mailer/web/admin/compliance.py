@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from mailer import audit, policy, policy_text, reports
+from mailer import audit, policy, reports
 from mailer.enums import Role
 from mailer.errors import PolicyError
 from mailer.users import UserError, create_user, list_users
@@ -37,8 +37,8 @@ AUDIT_COLUMNS = ["id", "at", "actor", "ip", "action", "object_type", "object_id"
 
 def _versions(request: Request) -> list[Any]:
     with context(request).runtime.sessions.begin() as session:
-        policy_text.ensure_first_version(session)
-        versions = policy_text.all_versions(session)
+        policy.ensure_first_version(session)
+        versions = policy.all_versions(session)
         session.expunge_all()
         return list(reversed(versions))
 
