@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.access.permissions import find_user, require_category, require_owner_or_admin
 from mailer.db import rows_changed
 from mailer.delivery.batches import Dispatch, batches_for, dispatch_all
 from mailer.delivery.completion import maybe_complete, send_counts
@@ -29,7 +30,6 @@ from mailer.delivery.planning import (
 from mailer.enums import CampaignStatus, Category, Role, SendStatus
 from mailer.errors import CampaignError, NotFoundError
 from mailer.models import Campaign, Send, User, utcnow
-from mailer.permissions import find_user, require_category, require_owner_or_admin
 from mailer.runtime import Runtime
 
 #: Rows planned before the first batches go out; the rest is planned while they are sent, so

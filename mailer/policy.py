@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.access.permissions import find_user, require_admin
 from mailer.campaigns import add_draft, summarize
 from mailer.config import Settings
 from mailer.delivery.batches import Batch, Dispatch, dispatch_all
@@ -32,7 +33,6 @@ from mailer.delivery.planning import start_sending, validate_launch
 from mailer.enums import Category
 from mailer.errors import PolicyError
 from mailer.models import Campaign, PolicyVersion, User, utcnow
-from mailer.permissions import find_user, require_admin
 from mailer.policy_coverage import CoverageReport, coverage, require_version
 from mailer.policy_resend import ResendReport, resend_notice
 from mailer.policy_text import ensure_first_version, get_version
