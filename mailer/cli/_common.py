@@ -38,6 +38,13 @@ def acting(session: Session, username: str | None = None) -> Actor:
     return _cli_actor(session, username or runtime().settings.user)
 
 
+def current_actor(username: str | None = None) -> Actor:
+    """The acting user, resolved in a short session of its own (for core functions that take
+    the runtime rather than a session)."""
+    with runtime().sessions() as session:
+        return acting(session, username)
+
+
 def read_password_stdin() -> str:
     """The first line of standard input, as a password (never a command-line argument, which
     other users of the machine can read in the process list)."""
