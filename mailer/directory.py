@@ -12,12 +12,12 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from mailer import audit, consent
+from mailer import consent
+from mailer.access import Actor, audit, deny, require
 from mailer.addresses import normalize
 from mailer.enums import OptOutSource, Role, SuppressionReason
-from mailer.errors import MailerError, NotFoundError, PermissionDeniedError
+from mailer.errors import MailerError, NotFoundError
 from mailer.models import Campaign, Contact, Organization, Send, Suppression, User, utcnow
-from mailer.permissions import require_admin
 
 #: The shortest reason an admin may give for a manual change.
 MIN_REASON_CHARS = 4
@@ -49,20 +49,21 @@ class ContactDetails:
     sends: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _visible(user: User) -> Any:
+def _visible(actor: Actor) -> Any:
     query = select(Contact, Organization).join(
         Organization, Organization.id == Contact.organization_id
     )
-    if user.role == Role.ACCOUNT_MANAGER:
-        query = query.where(Organization.account_manager_id == user.id)
+    if actor.role == Role.ACCOUNT_MANAGER:
+        query = query.where(Organization.account_manager_id == actor.user_id)
     return query
 
 
 def search_contacts(
-    session: Session, user: User, text: str, *, limit: int = 50, after_id: int = 0
+    session: Session, actor: Actor, text: str, *, limit: int = 50, after_id: int = 0
 ) -> list[ContactRow]:
     """Contacts whose email, name or organization contains `text`, by id (keyset)."""
-    query = _visible(user).where(Contact.id > after_id).order_by(Contact.id).limit(limit)
+    require(session, actor, "contacts.view", object_type="contact")
+    query = _visible(actor).where(Contact.id > after_id).order_by(Contact.id).limit(limit)
     text = text.strip()
     if text:
         like = f"%{text}%"
@@ -89,13 +90,19 @@ def search_contacts(
     ]
 
 
-def contact_details(session: Session, user: User, contact_id: int) -> ContactDetails:
+def contact_details(session: Session, actor: Actor, contact_id: int) -> ContactDetails:
     """A contact with consent per category, suppression and the last 100 sends."""
-    row = session.execute(_visible(user).where(Contact.id == contact_id)).first()
+    require(session, actor, "contacts.view", object_type="contact", object_id=contact_id)
+    row = session.execute(_visible(actor).where(Contact.id == contact_id)).first()
     if row is None:
         if session.get(Contact, contact_id) is not None:
-            raise PermissionDeniedError(
-                f"contact {contact_id} belongs to another account manager's client"
+            raise deny(
+                session,
+                actor,
+                "contacts.view",
+                f"contact {contact_id} belongs to another account manager's client",
+                object_type="contact",
+                object_id=contact_id,
             )
         raise NotFoundError(f"no contact {contact_id}")
     contact, org = row
@@ -141,37 +148,36 @@ def _reason(reason: str) -> str:
 
 
 def admin_opt_out(
-    session: Session, user: User, contact_id: int, scope: str, *, reason: str, ip: str
+    session: Session, actor: Actor, contact_id: int, scope: str, *, reason: str
 ) -> bool:
     """Opt a contact out of `scope` on their behalf (admins only); False if already out."""
-    require_admin(user, "opt a contact out")
+    require(session, actor, "consent.admin_opt_out", object_type="contact", object_id=contact_id)
     reason = _reason(reason)
     changed = consent.opt_out(
         session,
         contact_id=contact_id,
         scope=scope,
         source=OptOutSource.ADMIN,
-        ip=ip,
+        ip=actor.ip or "",
         user_agent="",
-        actor=user.username,
+        actor=actor.username,
     )
     if changed:
-        audit.record(
+        audit(
             session,
-            user.username,
+            actor,
             "consent.admin_opt_out",
             object_type="contact",
             object_id=contact_id,
-            ip=ip,
             scope=scope,
             reason=reason,
         )
     return changed
 
 
-def suppress(session: Session, user: User, contact_id: int, *, reason: str, ip: str) -> bool:
+def suppress(session: Session, actor: Actor, contact_id: int, *, reason: str) -> bool:
     """Stop all mail to the contact's address (admins only); False if already suppressed."""
-    require_admin(user, "suppress an address")
+    require(session, actor, "suppression.add", object_type="contact", object_id=contact_id)
     reason = _reason(reason)
     contact = session.get(Contact, contact_id)
     if contact is None:
@@ -190,21 +196,20 @@ def suppress(session: Session, user: User, contact_id: int, *, reason: str, ip: 
             created_at=utcnow(),
         )
     )
-    audit.record(
+    audit(
         session,
-        user.username,
+        actor,
         "suppression.add",
         object_type="contact",
         object_id=contact_id,
-        ip=ip,
         reason=reason,
     )
     return True
 
 
-def unsuppress(session: Session, user: User, contact_id: int, *, reason: str, ip: str) -> bool:
+def unsuppress(session: Session, actor: Actor, contact_id: int, *, reason: str) -> bool:
     """Let mail go to the contact's address again (admins only); False if it was not blocked."""
-    require_admin(user, "lift a suppression")
+    require(session, actor, "suppression.remove", object_type="contact", object_id=contact_id)
     reason = _reason(reason)
     contact = session.get(Contact, contact_id)
     if contact is None:
@@ -214,13 +219,12 @@ def unsuppress(session: Session, user: User, contact_id: int, *, reason: str, ip
     )
     if row is None:
         return False
-    audit.record(
+    audit(
         session,
-        user.username,
+        actor,
         "suppression.remove",
         object_type="contact",
         object_id=contact_id,
-        ip=ip,
         reason=reason,
         was=row.reason,
         detail=row.detail,

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer import audit
+from mailer.access import Actor, audit, deny, require
+from mailer.access.permissions import ALLOWED_CATEGORIES
 from mailer.addresses import normalize
 from mailer.config import Settings
 from mailer.enums import Category, Role
-from mailer.errors import MailerError, NotFoundError, PermissionDeniedError
+from mailer.errors import MailerError, NotFoundError
 from mailer.messages import (
     CampaignInfo,
     CampaignMessages,
@@ -33,8 +34,7 @@ from mailer.messages.check import SAMPLE_POLICY_PARAMS
 from mailer.messages.headers import parse_mailbox
 from mailer.models import Contact, Organization, PolicyVersion, User
 from mailer.outgoing import DeliveryResult, Outcome
-from mailer.permissions import require_category
-from mailer.rules import Preview, parse_rule, preview
+from mailer.rules import Preview, parse_rule, preview_audience
 from mailer.runtime import Runtime
 from mailer.transports import make_transport
 
@@ -82,21 +82,21 @@ class TestDelivery:
 
 def preview_message(
     rt: Runtime,
+    actor: Actor,
     *,
-    username: str,
     template: str,
     contact: int | str,
     params: dict[str, Any] | None = None,
 ) -> MessagePreview:
     """Render `template` as `contact` (id or email) would get it; audited as template.preview."""
     with rt.sessions.begin() as session:
-        user, make, recipient = _prepare(rt.settings, session, username, template, contact)
+        make, recipient = _prepare(rt.settings, session, actor, template, contact)
         messages = make(params)
         out = messages.build(recipient)
         subject, text, html = messages.render_parts(recipient)
-        audit.record(
+        audit(
             session,
-            user.username,
+            actor,
             "template.preview",
             object_type="template",
             object_id=template,
@@ -129,8 +129,8 @@ def parse_test_addresses(text: str) -> list[str]:
 
 async def send_test(
     rt: Runtime,
+    actor: Actor,
     *,
-    username: str,
     template: str,
     contact: int | str,
     to: list[str],
@@ -145,7 +145,7 @@ async def send_test(
     addresses = parse_test_addresses("\n".join(to))
     settings = rt.settings.with_(dkim_private_key_path="")
     with rt.sessions() as session:
-        user, make, recipient = _prepare(settings, session, username, template, contact)
+        make, recipient = _prepare(settings, session, actor, template, contact)
         messages = make(params)
         built = []
         for n, address in enumerate(addresses):
@@ -165,9 +165,9 @@ async def send_test(
         for address, r in zip(addresses, results, strict=True)
     ]
     with rt.sessions.begin() as session:
-        audit.record(
+        audit(
             session,
-            user.username,
+            actor,
             "campaign.test_send",
             object_type="campaign" if campaign_id else "template",
             object_id=campaign_id or template,
@@ -202,18 +202,20 @@ def _to_and_subject(data: bytes, address: str) -> bytes:
 
 
 def _prepare(
-    settings: Settings, session: Session, username: str, template_name: str, contact: int | str
-) -> tuple[User, Any, Recipient]:
-    user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise NotFoundError(f"no user named {username!r}")
+    settings: Settings, session: Session, actor: Actor, template_name: str, contact: int | str
+) -> tuple[Any, Recipient]:
     template = load_template(settings, template_name)
-    require_category(user, template.category)
+    require_category(session, actor, template.category, template_name)
     recipient, manager = recipient_for(session, contact)
-    if user.role == Role.ACCOUNT_MANAGER and (manager is None or manager.id != user.id):
-        raise PermissionDeniedError(
-            f"contact {contact} is not a contact of one of {user.username}'s clients; "
-            "an account manager previews and tests only with their own clients"
+    if actor.role == Role.ACCOUNT_MANAGER and (manager is None or manager.id != actor.user_id):
+        raise deny(
+            session,
+            actor,
+            "template.preview",
+            f"contact {contact} is not a contact of one of {actor.username}'s clients; an "
+            "account manager previews and tests only with their own clients",
+            object_type="contact",
+            object_id=recipient.contact_id,
         )
     policy = _policy_params(session) if template.category is Category.POLICY else {}
     sender = sender_for(settings, template.category, manager)
@@ -229,7 +231,22 @@ def _prepare(
             params={**policy, **(params or {})},
         )
 
-    return user, make, recipient
+    return make, recipient
+
+
+def require_category(session: Session, actor: Actor, category: Category, what: str) -> None:
+    """Refuse (audited) unless the actor's role may send mail of `category`."""
+    allowed = ALLOWED_CATEGORIES[actor.role]
+    require(
+        session,
+        actor,
+        "template.view",
+        object_type="template",
+        object_id=what,
+        allowed=category in allowed,
+        reason=f"{category} mail needs another role; a {actor.role.value} user sends "
+        + ", ".join(sorted(allowed)),
+    )
 
 
 def recipient_for(session: Session, contact: int | str) -> tuple[Recipient, User | None]:
@@ -291,47 +308,28 @@ def _policy_params(session: Session) -> dict[str, Any]:
 
 def count_audience(
     rt: Runtime,
+    actor: Actor,
     *,
-    username: str,
     rule_text: str,
     category: Category | str,
     sample_size: int = 10,
     now: dt.datetime | None = None,
 ) -> Preview:
-    """Who `rule_text` reaches in `category` as `username` would launch it: counts and a sample.
+    """Who `rule_text` reaches in `category` as `actor` would launch it: counts and a sample.
 
-    An account manager's service mail reaches only their own clients, as planning does. The
-    sample shows contact details, so the look is audited. RuleError says where a rule is wrong.
+    An account manager sees only their own clients. RuleError says where a rule is wrong.
     """
     category = Category(category)
     rule = parse_rule(rule_text, "rule") if rule_text.strip() else None
-    now = now or dt.datetime.now(dt.UTC)
     with rt.sessions.begin() as session:
-        user = session.scalar(select(User).where(User.username == username))
-        if user is None:
-            raise NotFoundError(f"no user named {username!r}")
-        require_category(user, category)
-        is_own = user.role == Role.ACCOUNT_MANAGER and category is Category.SERVICE
-        result = preview(
+        require_category(session, actor, category, "audience")
+        return preview_audience(
             session,
+            actor,
             rule,
             category,
-            today=now.date(),
-            now=now,
-            account_manager_id=user.id if is_own else None,
-            policy_grace_days=rt.settings.policy_grace_days,
+            settings=rt.settings,
+            label="rule",
             sample_size=sample_size,
+            now=now,
         )
-        audit.record(
-            session,
-            user.username,
-            "audience.preview",
-            object_type="audience",
-            object_id="rule",
-            category=category.value,
-            rule=rule_text,
-            eligible=result.eligible,
-            excluded=result.excluded,
-            sample_size=len(result.sample),
-        )
-    return result

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from mailer.access import Actor, deny
 from mailer.enums import Category, OptOutSource, Role, SendStatus
-from mailer.errors import NotFoundError, PermissionDeniedError
-from mailer.models import Campaign, OptOut, Send, User
+from mailer.errors import NotFoundError
+from mailer.models import Campaign, OptOut, Send
 
 #: Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -69,19 +70,19 @@ class CampaignRow:
     counts: CampaignCounts
 
 
-def visible_campaigns(user: User) -> Select[Any]:
-    """The campaigns `user` may see, as a select to filter further."""
+def visible_campaigns(actor: Actor) -> Select[Any]:
+    """The campaigns `actor` may see, as a select to filter further."""
     query = select(Campaign)
-    if user.role == Role.MARKETING:
+    if actor.role == Role.MARKETING:
         query = query.where(Campaign.category.in_((Category.FEATURES, Category.PROMOTIONS)))
-    elif user.role == Role.ACCOUNT_MANAGER:
-        query = query.where(Campaign.created_by == user.username)
+    elif actor.role == Role.ACCOUNT_MANAGER:
+        query = query.where(Campaign.created_by == actor.username)
     return query
 
 
 def list_campaign_rows(
     session: Session,
-    user: User,
+    actor: Actor,
     *,
     status: str = "",
     category: str = "",
@@ -90,7 +91,7 @@ def list_campaign_rows(
     before_id: int | None = None,
 ) -> list[CampaignRow]:
     """Newest campaigns first (keyset on id), with their counts in three grouped queries."""
-    query = visible_campaigns(user).order_by(Campaign.id.desc()).limit(limit)
+    query = visible_campaigns(actor).order_by(Campaign.id.desc()).limit(limit)
     if status:
         query = query.where(Campaign.status == status)
     if category:
@@ -105,16 +106,20 @@ def list_campaign_rows(
     return [CampaignRow(c, counts[c.id]) for c in found]
 
 
-def get_visible_campaign(session: Session, user: User, campaign_id: int) -> Campaign:
-    """The campaign, if `user` may see it; NotFoundError or PermissionDeniedError otherwise."""
+def get_visible_campaign(session: Session, actor: Actor, campaign_id: int) -> Campaign:
+    """The campaign, if `actor` may see it; NotFoundError, or PermissionDeniedError (audited)."""
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise NotFoundError(f"no campaign {campaign_id}")
-    visible = session.scalar(visible_campaigns(user).where(Campaign.id == campaign_id))
+    visible = session.scalar(visible_campaigns(actor).where(Campaign.id == campaign_id))
     if visible is None:
-        raise PermissionDeniedError(
-            f"campaign {campaign_id} is not one of the campaigns a {user.role} user "
-            f"{user.username!r} may see"
+        raise deny(
+            session,
+            actor,
+            "campaign.view",
+            f"campaign {campaign_id} is {campaign.created_by}'s {campaign.category} campaign",
+            object_type="campaign",
+            object_id=campaign_id,
         )
     return campaign
 
@@ -259,15 +264,17 @@ class Activity:
     campaign_id: int | None
 
 
-def recent_activity(session: Session, user: User, *, limit: int = 10) -> dict[str, list[Activity]]:
+def recent_activity(
+    session: Session, actor: Actor, *, limit: int = 10
+) -> dict[str, list[Activity]]:
     """The latest opt-outs, complaints and bounces; an account manager's own clients only."""
     from mailer.models import Contact, Organization
 
     def scoped(query: Any) -> Any:
-        if user.role != Role.ACCOUNT_MANAGER:
+        if actor.role != Role.ACCOUNT_MANAGER:
             return query
         return query.join(Organization, Organization.id == Contact.organization_id).where(
-            Organization.account_manager_id == user.id
+            Organization.account_manager_id == actor.user_id
         )
 
     opt_rows = session.execute(
@@ -311,14 +318,14 @@ def recent_activity(session: Session, user: User, *, limit: int = 10) -> dict[st
     return {"opt_outs": opt_outs, "complaints": complaints, "bounces": bounces}
 
 
-def running_campaigns(session: Session, user: User) -> list[CampaignRow]:
+def running_campaigns(session: Session, actor: Actor) -> list[CampaignRow]:
     """Campaigns sending, paused or scheduled, with their counts."""
     from mailer.enums import CampaignStatus
 
     live = (CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.SCHEDULED)
     found = list(
         session.scalars(
-            visible_campaigns(user).where(Campaign.status.in_(live)).order_by(Campaign.id.desc())
+            visible_campaigns(actor).where(Campaign.status.in_(live)).order_by(Campaign.id.desc())
         )
     )
     counts = campaign_counts(session, [c.id for c in found])

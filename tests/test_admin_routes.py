@@ -15,7 +15,7 @@ import pytest
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from mailer import campaigns, policy
+from mailer import access, campaigns, policy
 from mailer.enums import Role
 from mailer.runtime import Runtime
 from mailer.web import create_app
@@ -110,6 +110,13 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/admin/audit"): {"query": "?actor=ada&action=campaign."},
     ("GET", "/admin/audit.csv"): {"query": "?object=campaign:1"},
     ("GET", "/admin/users"): {},
+    ("POST", "/admin/users/{username}/role"): {"form": {"role": "marketing"}},
+    ("POST", "/admin/users/{username}/disable"): {"form": {}},
+    ("POST", "/admin/users/{username}/enable"): {"form": {}},
+    ("POST", "/admin/users/{username}/password"): {"form": {"password": "another long password"}},
+    ("POST", "/admin/users/{username}/logout-everywhere"): {"form": {}},
+    ("POST", "/admin/tokens"): {"form": {"name": "crm-sync", "username": "otto", "expires": "30"}},
+    ("POST", "/admin/tokens/{public_id}/revoke"): {"form": {}},
     ("POST", "/admin/users"): {
         "form": {
             "username": "newbie",
@@ -119,6 +126,64 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
             "password": "a long first password",
         }
     },
+}
+
+API = "/api/v1"
+#: How to call each API route successfully (JSON bodies; the same placeholders).
+API_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", f"{API}/campaigns"): {"query": "?limit=5"},
+    ("POST", f"{API}/campaigns"): {
+        "json": {"name": "By API", "category": "{category}", "template": "{template}"}
+    },
+    ("GET", f"{API}/campaigns/{{campaign_id:int}}"): {},
+    ("POST", f"{API}/campaigns/{{campaign_id:int}}/preview"): {"json": {"contact_id": "{contact}"}},
+    ("POST", f"{API}/campaigns/{{campaign_id:int}}/test-send"): {
+        "json": {"contact_id": "{contact}", "to": ["me@cpi.example"]}
+    },
+    ("POST", f"{API}/campaigns/{{campaign_id:int}}/launch"): {"json": {}},
+    ("POST", f"{API}/campaigns/{{campaign_id:int}}/pause"): {},
+    ("POST", f"{API}/campaigns/{{campaign_id:int}}/resume"): {},
+    ("POST", f"{API}/campaigns/{{campaign_id:int}}/cancel"): {},
+    ("GET", f"{API}/campaigns/{{campaign_id:int}}/report"): {},
+    ("GET", f"{API}/campaigns/{{campaign_id:int}}/report.csv"): {},
+    ("POST", f"{API}/audiences/check"): {"json": {"rule": "kind = client"}},
+    ("POST", f"{API}/audiences/count"): {"json": {"category": "{category}", "rule": ""}},
+    ("GET", f"{API}/templates"): {},
+    ("GET", f"{API}/contacts"): {"query": "?q=example&limit=10"},
+    ("POST", f"{API}/contacts/import"): {"query": "?dry_run=true", "csv": True},
+    ("GET", f"{API}/contacts/{{contact_id:int}}"): {},
+    ("POST", f"{API}/contacts/{{contact_id:int}}/opt-out"): {
+        "json": {"scope": "promotions", "reason": "asked by phone"}
+    },
+    ("POST", f"{API}/contacts/{{contact_id:int}}/suppress"): {"json": {"reason": "asked by phone"}},
+    ("POST", f"{API}/contacts/{{contact_id:int}}/unsuppress"): {"json": {"reason": "works again"}},
+    ("GET", f"{API}/policy/versions"): {},
+    ("POST", f"{API}/policy/versions"): {
+        "json": {
+            "version": "4",
+            "effective_on": "2099-02-01",
+            "summary": "Clearer wording.",
+            "text": "The new text.",
+            "is_material": False,
+        }
+    },
+    ("GET", f"{API}/policy/versions/{{version}}/coverage"): {},
+    ("POST", f"{API}/policy/versions/{{version}}/resend"): {},
+    ("GET", f"{API}/audit/events"): {"query": "?action=campaign.&limit=5"},
+    ("GET", f"{API}/users"): {},
+    ("POST", f"{API}/users"): {
+        "json": {
+            "username": "apinew",
+            "display_name": "Api New",
+            "email": "apinew@cpi.example",
+            "role": "marketing",
+            "password": "a long first password",
+        }
+    },
+    ("PATCH", f"{API}/users/{{username}}"): {"json": {"role": "marketing"}},
+    ("GET", f"{API}/tokens"): {},
+    ("POST", f"{API}/tokens"): {"json": {"name": "crm-sync", "username": "otto"}},
+    ("POST", f"{API}/tokens/{{public_id}}/revoke"): {},
 }
 
 #: The category and template each role's own campaign uses.
@@ -150,6 +215,13 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
         username="ada",
         dispatch=None,
     )
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        otto_token = access.create_api_token(s, ada, name="to revoke", username="otto")
+        bearer = {
+            role: access.create_api_token(s, ada, name="tests", username=name).token
+            for role, name in ROLE_USERS.items()
+        }
     out: dict[Role, dict[str, Any]] = {}
     for role, username in ROLE_USERS.items():
         category, template = OWN_CAMPAIGN[role]
@@ -160,6 +232,8 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
             rt, username=username, name=f"{role} campaign", category=category, template=template
         )
         out[role] = {
+            "bearer": bearer[role],
+            "public_id": otto_token.info.public_id,
             "cid": campaign.id,
             "contact": str(contact.id),
             "category": category,
@@ -179,6 +253,8 @@ def _url(path: str, values: dict[str, Any]) -> str:
         path.replace("{campaign_id:int}", str(values["cid"]))
         .replace("{contact_id:int}", str(values["contact"]))
         .replace("{version}", "2")
+        .replace("{username}", "otto")
+        .replace("{public_id}", values["public_id"])
     )
 
 
@@ -207,8 +283,8 @@ def test_every_route_is_declared_with_its_roles_and_an_example(routed_app: Any) 
             assert allowed_roles(endpoint) is None, f"{method} {path} should be public"
             continue
         assert allowed_roles(endpoint), f"{method} {path} has no allow(...) roles"
-        if path.startswith("/admin"):
-            assert (method, path) in EXAMPLES, f"add an example call for {method} {path}"
+        examples = EXAMPLES if path.startswith("/admin") else API_EXAMPLES
+        assert (method, path) in examples, f"add an example call for {method} {path}"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -274,7 +350,7 @@ def _call_and_check(
     if role not in roles:
         assert response.status_code == 403, (role, method, path, response.status_code)
     else:
-        assert response.status_code in (200, 303), (role, method, path, response.text[:800])
+        assert response.status_code in (200, 201, 303), (role, method, path, response.text[:800])
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -305,3 +381,42 @@ def test_an_account_manager_cannot_open_a_marketing_campaign(world: Any, signed_
     assert client.get(f"/admin/campaigns/{cid}/report.csv").status_code == 403
     listing = client.get("/admin/campaigns").text
     assert "marketing campaign" not in listing and "account_manager campaign" in listing
+
+
+def _typed(value: Any, values: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        filled = _fill(value, values)
+        return int(filled) if value == "{contact}" else filled
+    if isinstance(value, list):
+        return [_typed(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _typed(v, values) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("role", list(ROLE_USERS), ids=[r.value for r in ROLE_USERS])
+def test_each_role_gets_what_it_may_from_the_api_and_403_for_the_rest(
+    role: Role, routed_app: Any, world: Any
+) -> None:
+    values = world[role]
+    headers = {"authorization": f"Bearer {values['bearer']}"}
+    with TestClient(routed_app) as client:
+        for method, path, endpoint in app_routes(routed_app):
+            roles = allowed_roles(endpoint)
+            if roles is None or not path.startswith(API):
+                continue
+            example = API_EXAMPLES[(method, path)]
+            url = _url(path, values) + _fill(example.get("query", ""), values)
+            extra: dict[str, Any] = {}
+            if "json" in example:
+                extra["json"] = _typed(example["json"], values)
+            if example.get("csv"):
+                extra["content"] = IMPORT_CSV
+                extra["headers"] = {**headers, "content-type": "text/csv"}
+            response = client.request(method, url, headers=extra.pop("headers", headers), **extra)
+            if role not in roles:
+                assert response.status_code == 403, (role, method, path, response.text)
+                assert response.headers["content-type"] == "application/problem+json"
+            else:
+                assert 200 <= response.status_code < 300, (role, method, path, response.text)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from mailer.access.users import hash_password
 from mailer.models import User
 from mailer.runtime import Runtime
-from mailer.users import hash_password
 from mailer.web import create_app
 
 #: Every test user's password (hashed once per session: argon2 takes ~0.1 s).

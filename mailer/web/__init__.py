@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 
+from mailer.access import make_login_throttle
 from mailer.config import Settings
 from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
@@ -83,7 +84,11 @@ def create_app(
         return render(env, "error.html", status_code=status, title=title, status=status)
 
     dispatcher = None if dispatch is not None else WebDispatcher(runtime)
-    ctx = AppContext(runtime=runtime, dispatch=dispatch or dispatcher.dispatch)  # type: ignore[union-attr]
+    ctx = AppContext(
+        runtime=runtime,
+        dispatch=dispatch or dispatcher.dispatch,  # type: ignore[union-attr]
+        throttle=make_login_throttle(settings),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

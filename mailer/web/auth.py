@@ -1,87 +1,76 @@
 """Who is calling: the admin's session cookie or the API's bearer token, turned into an actor.
 
-The web only carries the session id and the token; users, passwords, sessions, tokens and
-throttling live in the core (`mailer.access`), which this module calls.
-INTERIM: until mailer.access lands, a signed user id stands in for a session row.
+The web only carries the session id and the token; users, passwords, sessions, tokens, TOTP and
+throttling live in `mailer.access`, which this module calls (password checks in a thread, so
+argon2's ~0.1 s never blocks the event loop).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from dataclasses import dataclass
-
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from mailer.enums import Role
-from mailer.models import User
+from mailer.access import (
+    Actor,
+    LoginFailure,
+    LoginThrottle,
+    authenticate,
+    close_all_sessions,
+    close_session,
+    open_session,
+    session_actor,
+    token_actor,
+)
 from mailer.runtime import Runtime
-from mailer.users import verify_password
 
-
-@dataclass(frozen=True)
-class Actor:
-    user_id: int | None
-    username: str
-    role: Role
-    via: str
-    ip: str | None = None
-
-
-class LoginError(Exception):
-    """Wrong username, password or code (never says which)."""
-
-
-class LoginThrottledError(Exception):
-    def __init__(self, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(f"too many attempts; try again in {retry_after_s} s")
-
-
-def _mac(rt: Runtime, value: str) -> str:
-    key = rt.settings.secret_key.reveal().encode()
-    return hmac.new(key, b"session:" + value.encode(), hashlib.sha256).hexdigest()
+__all__ = ["Actor", "LoginFailure", "actor_for_session", "actor_for_token", "login"]
 
 
 async def login(
-    rt: Runtime, username: str, password: str, *, ip: str, user_agent: str, code: str = ""
-) -> tuple[str, Actor]:
-    """A new session for the user, or LoginError."""
+    rt: Runtime,
+    throttle: LoginThrottle,
+    username: str,
+    password: str,
+    *,
+    ip: str,
+    user_agent: str,
+    code: str = "",
+) -> tuple[str, Actor] | LoginFailure:
+    """A new session (id for the cookie, and its actor), or why the sign-in failed."""
 
-    def check() -> User | None:
-        with rt.sessions() as session:
-            user = session.scalar(select(User).where(User.username == username.strip()))
-            if user is None or not verify_password(user, password):
-                return None
-            session.expunge(user)
-            return user
+    def run() -> tuple[str, Actor] | LoginFailure:
+        with rt.sessions.begin() as session:
+            found = authenticate(
+                session,
+                username,
+                password,
+                ip,
+                user_agent,
+                throttle=throttle,
+                totp_code=code or None,
+                via="web",
+            )
+            if isinstance(found, LoginFailure):
+                return found
+            return open_session(session, found, ip=ip, user_agent=user_agent), found
 
-    user = await run_in_threadpool(check)
-    if user is None:
-        raise LoginError("wrong username or password")
-    value = str(user.id)
-    return f"{value}.{_mac(rt, value)}", Actor(user.id, user.username, Role(user.role), "web", ip)
-
-
-def actor_for_session(rt: Runtime, session_id: str, *, ip: str, user_agent: str) -> Actor | None:
-    value, _, mac = session_id.partition(".")
-    if not value.isdigit() or not hmac.compare_digest(_mac(rt, value), mac):
-        return None
-    with rt.sessions() as session:
-        user = session.get(User, int(value))
-        if user is None:
-            return None
-        return Actor(user.id, user.username, Role(user.role), "web", ip)
+    return await run_in_threadpool(run)
 
 
-def logout(rt: Runtime, session_id: str) -> None:
-    return None
+def actor_for_session(rt: Runtime, session_id: str, *, ip: str) -> Actor | None:
+    with rt.sessions.begin() as session:
+        return session_actor(session, session_id, settings=rt.settings, ip=ip)
+
+
+def logout(rt: Runtime, session_id: str, actor: Actor) -> None:
+    with rt.sessions.begin() as session:
+        close_session(session, session_id, actor=actor)
 
 
 def logout_everywhere(rt: Runtime, actor: Actor) -> int:
-    return 0
+    with rt.sessions.begin() as session:
+        return close_all_sessions(session, actor)
 
 
 def actor_for_token(rt: Runtime, token: str, *, ip: str) -> Actor | None:
-    return None
+    with rt.sessions.begin() as session:
+        return token_actor(session, token, ip=ip)

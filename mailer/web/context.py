@@ -7,9 +7,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from mailer.access import Actor, LoginThrottle
 from mailer.delivery.batches import Dispatch
 from mailer.runtime import Runtime
-from mailer.web.auth import Actor
 from mailer.web.security import client_ip
 
 
@@ -18,6 +18,8 @@ class AppContext:
     runtime: Runtime
     #: Hands planned batches to the workers (None: leave them for the sweep).
     dispatch: Dispatch | None
+    #: Failed sign-ins per (IP, username), shared through Redis when the broker is Redis.
+    throttle: LoginThrottle
 
     @property
     def secret(self) -> bytes:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailer.access import ApiTokenError, UserError
 from mailer.errors import (
     CampaignError,
     ContactImportError,
@@ -35,6 +36,8 @@ STATUS_OF: list[tuple[type[MailerError], int]] = [
     (RuleError, 422),
     (TemplateError, 422),
     (TestSendError, 422),
+    (UserError, 422),
+    (ApiTokenError, 422),
     (ContactImportError, 422),
     (CampaignError, 409),
     (PolicyError, 409),

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mailer.enums import Role
 from mailer.errors import MailerError
 from mailer.web import auth
-from mailer.web.admin import campaigns, compliance, contacts, records, session
+from mailer.web.admin import campaigns, compliance, contacts, records, session, users
 from mailer.web.admin.pages import COOKIE, make_environment, redirect, render
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
@@ -71,6 +72,7 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns/{campaign_id:int}/report.csv", c.report_csv, methods=["GET"]),
         *contacts.ROUTES,
         *compliance.ROUTES,
+        *users.ROUTES,
     ]
 
 
@@ -90,11 +92,8 @@ class SessionMiddleware:
             state["session_id"] = ""
             if session_id:
                 ip = client_ip(scope, trusted_proxy=self.ctx.runtime.settings.trusted_proxy)
-                found = auth.actor_for_session(
-                    self.ctx.runtime,
-                    session_id,
-                    ip=ip,
-                    user_agent=request.headers.get("user-agent", ""),
+                found = await run_in_threadpool(
+                    auth.actor_for_session, self.ctx.runtime, session_id, ip=ip
                 )
                 if found is not None:
                     state["actor"] = found

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from mailer import campaigns, previews, reports
+from mailer.access.permissions import ALLOWED_CATEGORIES
 from mailer.enums import CampaignStatus, Category, Role
 from mailer.errors import (
     CampaignError,
@@ -24,7 +25,6 @@ from mailer.errors import (
 )
 from mailer.messages import list_templates, load_template
 from mailer.models import User
-from mailer.permissions import ALLOWED_CATEGORIES
 from mailer.web.admin.pages import (
     DEFAULT_ZONE,
     ZONES,
@@ -44,15 +44,9 @@ LIVE = (CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.SCHEDULED)
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
-def _user(session: Any, request: Request) -> User:
-    user = session.get(User, actor(request).user_id)
-    assert user is not None
-    return user
-
-
 def _load(request: Request, campaign_id: int) -> tuple[Any, reports.CampaignCounts]:
     with context(request).runtime.sessions() as session:
-        campaign = reports.get_visible_campaign(session, _user(session, request), campaign_id)
+        campaign = reports.get_visible_campaign(session, actor(request), campaign_id)
         counts = reports.campaign_counts(session, [campaign_id])[campaign_id]
         session.expunge(campaign)
     return campaign, counts
@@ -87,7 +81,7 @@ async def campaign_list(request: Request) -> Response:
         with context(request).runtime.sessions() as session:
             rows = reports.list_campaign_rows(
                 session,
-                _user(session, request),
+                actor(request),
                 status=status,
                 category=category,
                 search=search,
@@ -162,7 +156,7 @@ async def _count(request: Request, values: dict[str, str]) -> tuple[Any, dict[st
         result = await run_in_threadpool(
             lambda: previews.count_audience(
                 context(request).runtime,
-                username=actor(request).username,
+                actor(request),
                 rule_text=values["rule"],
                 category=values["category"],
                 sample_size=5,
@@ -241,7 +235,8 @@ async def campaign_page(request: Request) -> Response:
 
 def _own_email(request: Request) -> str:
     with context(request).runtime.sessions() as session:
-        return _user(session, request).email
+        user = session.get(User, actor(request).user_id)
+        return user.email if user else ""
 
 
 async def _sample(request: Request, campaign: Any) -> Any:
@@ -251,7 +246,7 @@ async def _sample(request: Request, campaign: Any) -> Any:
         return await run_in_threadpool(
             lambda: previews.count_audience(
                 context(request).runtime,
-                username=actor(request).username,
+                actor(request),
                 rule_text=campaign.rule_text,
                 category=campaign.category,
                 sample_size=5,
@@ -283,7 +278,7 @@ async def _preview_of(request: Request) -> tuple[Any, Any]:
     result = await run_in_threadpool(
         lambda: previews.preview_message(
             context(request).runtime,
-            username=actor(request).username,
+            actor(request),
             template=campaign.template,
             contact=contact,
             params=campaign.params,
@@ -328,7 +323,7 @@ async def test_send(request: Request) -> Response:
             raise previews.TestSendError("choose the contact to render as", field="contact")
         deliveries = await previews.send_test(
             context(request).runtime,
-            username=actor(request).username,
+            actor(request),
             template=campaign.template,
             contact=contact,
             to=to.replace(",", "\n").splitlines(),

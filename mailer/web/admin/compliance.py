@@ -1,5 +1,5 @@
-"""Admin screens: policy versions (publish, coverage with CSV, resend), the audit log with
-filters and export, and users."""
+"""Admin screens: policy versions (publish, coverage with CSV, resend) and the audit log with
+filters and export."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from starlette.routing import BaseRoute, Route
 from mailer import audit, policy, reports
 from mailer.enums import Role
 from mailer.errors import PolicyError
-from mailer.users import UserError, create_user, list_users
 from mailer.web.admin.pages import DEFAULT_ZONE, checked_form, done, field, render
 from mailer.web.context import actor, context
 from mailer.web.guard import allow
@@ -227,74 +226,6 @@ async def audit_csv(request: Request) -> Response:
     )
 
 
-@allow(Role.ADMIN)
-async def users_page(request: Request) -> Response:
-    """Users and their roles."""
-
-    def run() -> list[Any]:
-        with context(request).runtime.sessions() as session:
-            users = list_users(session)
-            session.expunge_all()
-            return users
-
-    return render(
-        request,
-        "users.html",
-        users=await run_in_threadpool(run),
-        values={},
-        error="",
-        roles=list(Role),
-    )
-
-
-@allow(Role.ADMIN)
-async def create(request: Request) -> Response:
-    """Add a user with a role and a first password."""
-    form = await checked_form(request)
-    values = {k: field(form, k) for k in ("username", "display_name", "email", "role", "phone")}
-    password = str(form.get("password", ""))
-
-    def run() -> None:
-        with context(request).runtime.sessions.begin() as session:
-            create_user(
-                session,
-                username=values["username"],
-                display_name=values["display_name"],
-                email=values["email"],
-                role=values["role"],
-                phone=values["phone"],
-                password=password,
-                actor=actor(request).username,
-            )
-
-    error = ""
-    if len(password) < 12:
-        error = "Give a first password of at least 12 characters."
-    else:
-        try:
-            await run_in_threadpool(run)
-        except UserError as exc:
-            error = str(exc)
-    if not error:
-        return done(request, "/admin/users?notice=created")
-
-    def users() -> list[Any]:
-        with context(request).runtime.sessions() as session:
-            found = list_users(session)
-            session.expunge_all()
-            return found
-
-    return render(
-        request,
-        "users.html",
-        status_code=422,
-        users=await run_in_threadpool(users),
-        values=values,
-        error=error,
-        roles=list(Role),
-    )
-
-
 ROUTES: list[BaseRoute] = [
     Route("/policy", policy_page, methods=["GET"]),
     Route("/policy", publish, methods=["POST"]),
@@ -303,6 +234,4 @@ ROUTES: list[BaseRoute] = [
     Route("/policy/{version}/resend", resend, methods=["POST"]),
     Route("/audit", audit_log, methods=["GET"]),
     Route("/audit.csv", audit_csv, methods=["GET"]),
-    Route("/users", users_page, methods=["GET"]),
-    Route("/users", create, methods=["POST"]),
 ]

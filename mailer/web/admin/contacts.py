@@ -17,19 +17,12 @@ from mailer import directory
 from mailer.contacts import import_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
 from mailer.errors import ContactImportError, MailerError
-from mailer.models import User
 from mailer.web.admin.pages import checked_form, done, field, render
-from mailer.web.context import actor, context, int_param, ip_of
+from mailer.web.context import actor, context, int_param
 from mailer.web.guard import allow
 
 #: The largest CSV the import form takes; bigger files go through `mailer import`.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-
-
-def _user(session: Any, request: Request) -> User:
-    user = session.get(User, actor(request).user_id)
-    assert user is not None
-    return user
 
 
 @allow(Role.ADMIN, Role.MARKETING, Role.ACCOUNT_MANAGER)
@@ -42,7 +35,7 @@ async def search(request: Request) -> Response:
         with context(request).runtime.sessions() as session:
             return directory.search_contacts(
                 session,
-                _user(session, request),
+                actor(request),
                 text,
                 after_id=int(after) if after.isdigit() else 0,
             )
@@ -59,7 +52,7 @@ async def search(request: Request) -> Response:
 
 def _details(request: Request, contact_id: int) -> directory.ContactDetails:
     with context(request).runtime.sessions() as session:
-        details = directory.contact_details(session, _user(session, request), contact_id)
+        details = directory.contact_details(session, actor(request), contact_id)
         session.expunge_all()
         return details
 
@@ -77,17 +70,16 @@ def _change(kind: str) -> Any:
         contact_id = int_param(request, "contact_id")
         reason = field(form, "reason")
         scope = field(form, "scope")
-        ip = ip_of(request)
 
         def run() -> None:
+            who = actor(request)
             with context(request).runtime.sessions.begin() as session:
-                user = _user(session, request)
                 if kind == "opt-out":
-                    directory.admin_opt_out(session, user, contact_id, scope, reason=reason, ip=ip)
+                    directory.admin_opt_out(session, who, contact_id, scope, reason=reason)
                 elif kind == "suppress":
-                    directory.suppress(session, user, contact_id, reason=reason, ip=ip)
+                    directory.suppress(session, who, contact_id, reason=reason)
                 else:
-                    directory.unsuppress(session, user, contact_id, reason=reason, ip=ip)
+                    directory.unsuppress(session, who, contact_id, reason=reason)
 
         try:
             await run_in_threadpool(run)
@@ -156,7 +148,7 @@ async def import_file(request: Request) -> Response:
             with open(path, "wb") as out:
                 out.write(data)
             return import_contacts(
-                context(request).runtime, path, dry_run=is_dry_run, actor=actor(request).username
+                context(request).runtime, path, dry_run=is_dry_run, actor=actor(request)
             )
 
     try:

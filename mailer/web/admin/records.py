@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from mailer import reports
 from mailer.enums import Role
-from mailer.models import User
 from mailer.web.admin.pages import render
 from mailer.web.context import actor, context
 from mailer.web.guard import allow
-
-
-def _user(session: Any, request: Request) -> User:
-    user = session.get(User, actor(request).user_id)
-    assert user is not None
-    return user
 
 
 @allow(Role.ADMIN, Role.MARKETING, Role.ACCOUNT_MANAGER)
@@ -28,11 +19,10 @@ async def dashboard(request: Request) -> Response:
 
     def run() -> tuple[list[reports.CampaignRow], dict[str, list[reports.Activity]]]:
         with context(request).runtime.sessions() as session:
-            user = _user(session, request)
-            running = reports.running_campaigns(session, user)
+            running = reports.running_campaigns(session, actor(request))
             for row in running:
                 session.expunge(row.campaign)
-            return running, reports.recent_activity(session, user)
+            return running, reports.recent_activity(session, actor(request))
 
     running, activity = await run_in_threadpool(run)
     return render(request, "dashboard.html", running=running, activity=activity)

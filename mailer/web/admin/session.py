@@ -33,6 +33,7 @@ async def login_page(request: Request) -> Response:
         "login.html",
         next=_safe_next(request.query_params.get("next", "")),
         username="",
+        password="",
         error="",
         needs_code=False,
     )
@@ -41,60 +42,53 @@ async def login_page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """Check the password (off the event loop), then a new session and a new cookie."""
     form = await request.form()
-    username = str(form.get("username", "")).strip()
-    password = str(form.get("password", ""))
-    code = str(form.get("code", "")).strip()
+    username = str(form.get("username", "")).strip()[:100]
+    password = str(form.get("password", ""))[:1000]
+    code = str(form.get("code", "")).strip()[:10]
     target = _safe_next(str(form.get("next", "")))
-    rt = context(request).runtime
-    try:
-        session_id, _ = await auth.login(
-            rt,
-            username,
-            password,
-            code=code,
-            ip=ip_of(request),
-            user_agent=request.headers.get("user-agent", ""),
-        )
-    except auth.LoginThrottledError as exc:
-        response = render(
-            request,
-            "login.html",
-            status_code=429,
-            next=target,
-            username=username,
-            needs_code=False,
-            error=f"Too many sign-in attempts. Wait {exc.retry_after_s} seconds and try again.",
-        )
-        response.headers["retry-after"] = str(exc.retry_after_s)
-        return response
-    except auth.LoginError as exc:
-        return render(
-            request,
-            "login.html",
-            status_code=401 if not getattr(exc, "needs_code", False) else 200,
-            next=target,
-            username=username,
-            needs_code=getattr(exc, "needs_code", False),
-            error=str(exc) if getattr(exc, "needs_code", False) else "Wrong username or password.",
-        )
-    done = redirect(target)
-    is_https = request.url.scheme == "https" or rt.settings.public_base_url.startswith("https:")
-    done.set_cookie(
-        COOKIE,
-        session_id,
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="lax",
-        secure=is_https,
+    ctx = context(request)
+    result = await auth.login(
+        ctx.runtime,
+        ctx.throttle,
+        username,
+        password,
+        code=code,
+        ip=ip_of(request),
+        user_agent=request.headers.get("user-agent", ""),
     )
-    return done
+    if isinstance(result, auth.LoginFailure):
+        needs_code = result.reason in ("totp_required", "totp_invalid")
+        status = {"throttled": 429, "invalid": 401}.get(result.reason, 200)
+        page = render(
+            request,
+            "login.html",
+            status_code=status,
+            next=target,
+            username=username,
+            password=password if needs_code else "",
+            needs_code=needs_code,
+            error=result.message[0].upper() + result.message[1:] + ".",
+        )
+        if result.retry_after_s:
+            page.headers["retry-after"] = str(result.retry_after_s)
+        return page
+    session_id, _ = result
+    response = redirect(target)
+    is_https = request.url.scheme == "https" or ctx.runtime.settings.public_base_url.startswith(
+        "https:"
+    )
+    # no max_age/expires: the cookie ends with the browser session (DESIGN: session cookies only)
+    response.set_cookie(
+        COOKIE, session_id, path=COOKIE_PATH, httponly=True, samesite="lax", secure=is_https
+    )
+    return response
 
 
 @allow()
 async def logout(request: Request) -> Response:
     """End this session."""
     await checked_form(request)
-    auth.logout(context(request).runtime, request.state.session_id)
+    auth.logout(context(request).runtime, request.state.session_id, actor(request))
     response = redirect("/admin/login")
     response.delete_cookie(COOKIE, path=COOKIE_PATH)
     return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -80,7 +81,9 @@ class BearerMiddleware:
             found = None
             if scheme.lower() == "bearer" and token.strip():
                 ip = client_ip(scope, trusted_proxy=self.ctx.runtime.settings.trusted_proxy)
-                found = auth.actor_for_token(self.ctx.runtime, token.strip(), ip=ip)
+                found = await run_in_threadpool(
+                    auth.actor_for_token, self.ctx.runtime, token.strip(), ip=ip
+                )
             scope.setdefault("state", {})["actor"] = found
         await self.app(scope, receive, send)
 

@@ -15,7 +15,7 @@ from mailer import campaigns, previews, reports
 from mailer.enums import CampaignStatus, Category, Role
 from mailer.errors import CampaignError, RuleError, TemplateError
 from mailer.messages import list_templates, load_template
-from mailer.models import Campaign, User
+from mailer.models import Campaign
 from mailer.rules import parse_rule
 from mailer.web.context import actor, context, int_param
 from mailer.web.guard import allow
@@ -164,12 +164,6 @@ def decode_cursor(cursor: str | None) -> int | None:
     raise InvalidInput([{"field": "cursor", "message": "not a cursor this API gave out"}])
 
 
-def _user(session: Any, request: Request) -> User:
-    user = session.get(User, actor(request).user_id)
-    assert user is not None
-    return user
-
-
 @allow(*SENDERS)
 @operation(
     "campaigns",
@@ -195,7 +189,7 @@ async def list_campaigns(request: Request) -> Response:
         with context(request).runtime.sessions() as session:
             rows = reports.list_campaign_rows(
                 session,
-                _user(session, request),
+                actor(request),
                 status=q["status"] or "",
                 category=q["category"] or "",
                 limit=q["limit"],
@@ -235,7 +229,7 @@ async def create_campaign(request: Request) -> Response:
 async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
     def run() -> dict[str, Any]:
         with context(request).runtime.sessions() as session:
-            c = reports.get_visible_campaign(session, _user(session, request), campaign_id)
+            c = reports.get_visible_campaign(session, actor(request), campaign_id)
             return campaign_json(c, reports.campaign_counts(session, [c.id])[c.id])
 
     return await run_in_threadpool(run)
@@ -257,7 +251,7 @@ async def preview_campaign(request: Request) -> Response:
     result = await run_in_threadpool(
         lambda: previews.preview_message(
             context(request).runtime,
-            username=actor(request).username,
+            actor(request),
             template=campaign["template"],
             contact=body["contact_id"],
         )
@@ -285,7 +279,7 @@ async def test_send(request: Request) -> Response:
     campaign = await _campaign(request, campaign_id)
     deliveries = await previews.send_test(
         context(request).runtime,
-        username=actor(request).username,
+        actor(request),
         template=campaign["template"],
         contact=body["contact_id"],
         to=body["to"],
@@ -307,7 +301,7 @@ async def launch(request: Request) -> Response:
         counted = await run_in_threadpool(
             lambda: previews.count_audience(
                 ctx.runtime,
-                username=actor(request).username,
+                actor(request),
                 rule_text=campaign["rule"],
                 category=campaign["category"],
                 sample_size=0,
@@ -466,7 +460,7 @@ async def count_audience(request: Request) -> Response:
         result = await run_in_threadpool(
             lambda: previews.count_audience(
                 context(request).runtime,
-                username=actor(request).username,
+                actor(request),
                 rule_text=body.get("rule", ""),
                 category=body["category"],
                 sample_size=body.get("sample", 10),
@@ -487,7 +481,7 @@ async def list_template_names(request: Request) -> Response:
     """Templates the caller may send, with category and subject."""
     settings = context(request).runtime.settings
     role = actor(request).role
-    from mailer.permissions import ALLOWED_CATEGORIES
+    from mailer.access.permissions import ALLOWED_CATEGORIES
 
     items = []
     for name in list_templates(settings):

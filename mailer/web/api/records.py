@@ -13,14 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailer import audit, directory, policy
+from mailer import access, audit, directory, policy
 from mailer.contacts import import_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
-from mailer.errors import ContactImportError
-from mailer.models import User
-from mailer.users import UserError, create_user, list_users
+from mailer.errors import ContactImportError, NotFoundError
 from mailer.web.api.campaigns import PAGE_QUERY, decode_cursor, encode_cursor
-from mailer.web.context import actor, context, int_param, ip_of
+from mailer.web.context import actor, context, int_param
 from mailer.web.guard import allow
 from mailer.web.openapi import Param, operation, read_body, read_query
 from mailer.web.problems import InvalidInput
@@ -44,12 +42,6 @@ CONTACT = {
 REASON = {"type": "string", "minLength": 1, "maxLength": 500}
 
 
-def _user(session: Any, request: Request) -> User:
-    user = session.get(User, actor(request).user_id)
-    assert user is not None
-    return user
-
-
 @allow(*EVERYONE)
 @operation(
     "contacts",
@@ -70,7 +62,7 @@ async def search_contacts(request: Request) -> Response:
     def run() -> list[dict[str, Any]]:
         with context(request).runtime.sessions() as session:
             rows = directory.search_contacts(
-                session, _user(session, request), q["q"] or "", limit=q["limit"], after_id=after
+                session, actor(request), q["q"] or "", limit=q["limit"], after_id=after
             )
             return [vars(r) for r in rows]
 
@@ -100,7 +92,7 @@ async def get_contact(request: Request) -> Response:
 
     def run() -> dict[str, Any]:
         with context(request).runtime.sessions() as session:
-            d = directory.contact_details(session, _user(session, request), contact_id)
+            d = directory.contact_details(session, actor(request), contact_id)
             c = d.contact
             return {
                 "contact": {
@@ -145,20 +137,17 @@ def _contact_change(kind: str) -> Any:
     async def endpoint(request: Request) -> Response:
         body = await read_body(request)
         contact_id = int_param(request, "contact_id")
-        ip = ip_of(request)
 
         def run() -> bool:
+            who = actor(request)
             with context(request).runtime.sessions.begin() as session:
-                user = _user(session, request)
                 if kind == "opt-out":
                     return directory.admin_opt_out(
-                        session, user, contact_id, body["scope"], reason=body["reason"], ip=ip
+                        session, who, contact_id, body["scope"], reason=body["reason"]
                     )
                 if kind == "suppress":
-                    return directory.suppress(
-                        session, user, contact_id, reason=body["reason"], ip=ip
-                    )
-                return directory.unsuppress(session, user, contact_id, reason=body["reason"], ip=ip)
+                    return directory.suppress(session, who, contact_id, reason=body["reason"])
+                return directory.unsuppress(session, who, contact_id, reason=body["reason"])
 
         try:
             changed = await run_in_threadpool(run)
@@ -213,7 +202,7 @@ async def import_csv(request: Request) -> Response:
                     context(request).runtime,
                     path,
                     dry_run=q["dry_run"] != "false",
-                    actor=actor(request).username,
+                    actor=actor(request),
                 )
             except ContactImportError as exc:
                 message = str(exc).removeprefix(f"{path}: ")
@@ -383,22 +372,63 @@ async def audit_events(request: Request) -> Response:
     )
 
 
+USER = {
+    "type": "object",
+    "properties": {
+        "username": {"type": "string"},
+        "display_name": {"type": "string"},
+        "email": {"type": "string"},
+        "role": {"type": "string"},
+        "is_active": {"type": "boolean"},
+        "totp_enabled": {"type": "boolean"},
+    },
+}
+TOKEN = {
+    "type": "object",
+    "properties": {
+        "public_id": {"type": "string"},
+        "name": {"type": "string"},
+        "username": {"type": "string"},
+        "created_by": {"type": "string"},
+        "created_at": {"type": "string"},
+        "expires_at": {"type": ["string", "null"]},
+        "last_used_at": {"type": ["string", "null"]},
+        "revoked_at": {"type": ["string", "null"]},
+    },
+}
+
+
+def _user_json(u: Any) -> dict[str, Any]:
+    return {k: getattr(u, k) for k in USER["properties"]}
+
+
+def _token_json(t: Any) -> dict[str, Any]:
+    def iso(v: dt.datetime | None) -> str | None:
+        return v.isoformat() if v else None
+
+    return {
+        "public_id": t.public_id,
+        "name": t.name,
+        "username": t.username,
+        "created_by": t.created_by,
+        "created_at": t.created_at.isoformat(),
+        "expires_at": iso(t.expires_at),
+        "last_used_at": iso(t.last_used_at),
+        "revoked_at": iso(t.revoked_at),
+    }
+
+
 @allow(Role.ADMIN)
-@operation("users", response={"type": "object", "properties": {"items": {"type": "array"}}})
+@operation(
+    "users",
+    response={"type": "object", "properties": {"items": {"type": "array", "items": USER}}},
+)
 async def users(request: Request) -> Response:
-    """Every user with role and email."""
+    """Every user with role and status."""
 
     def run() -> list[dict[str, Any]]:
         with context(request).runtime.sessions() as session:
-            return [
-                {
-                    "username": u.username,
-                    "display_name": u.display_name,
-                    "email": u.email,
-                    "role": u.role,
-                }
-                for u in list_users(session)
-            ]
+            return [_user_json(u) for u in access.list_user_infos(session, actor(request))]
 
     return JSONResponse({"items": await run_in_threadpool(run)})
 
@@ -415,34 +445,138 @@ async def users(request: Request) -> Response:
             "email": {"type": "string", "maxLength": 320},
             "role": {"type": "string", "enum": [r.value for r in Role]},
             "phone": {"type": "string", "maxLength": 40},
-            "password": {"type": "string", "minLength": 12, "maxLength": 1000},
+            "password": {"type": "string", "maxLength": 1000},
         },
     },
-    response={"type": "object"},
+    response=USER,
     status=201,
 )
 async def add_user(request: Request) -> Response:
     """Add a user with a role and a first password."""
     body = await read_body(request)
 
-    def run() -> None:
+    def run() -> dict[str, Any]:
         with context(request).runtime.sessions.begin() as session:
-            create_user(
+            access.create_user(
                 session,
+                actor(request),
                 username=body["username"],
                 display_name=body["display_name"],
                 email=body["email"],
                 role=body["role"],
                 phone=body.get("phone", ""),
                 password=body["password"],
-                actor=actor(request).username,
             )
+            [info] = [
+                u
+                for u in access.list_user_infos(session, actor(request))
+                if u.username == body["username"]
+            ]
+            return _user_json(info)
 
-    try:
-        await run_in_threadpool(run)
-    except UserError as exc:
-        raise InvalidInput([{"field": "body", "message": str(exc)}]) from exc
-    return JSONResponse({"username": body["username"], "role": body["role"]}, status_code=201)
+    return JSONResponse(await run_in_threadpool(run), status_code=201)
+
+
+@allow(Role.ADMIN)
+@operation(
+    "users",
+    body={
+        "type": "object",
+        "properties": {
+            "role": {"type": "string", "enum": [r.value for r in Role]},
+            "is_active": {"type": "boolean"},
+            "password": {"type": "string", "maxLength": 1000},
+        },
+        "additionalProperties": False,
+    },
+    response=USER,
+)
+async def change_user(request: Request) -> Response:
+    """Change a user's role, disable or enable them, or set a new password."""
+    body = await read_body(request)
+    username = request.path_params["username"]
+    who = actor(request)
+
+    def run() -> dict[str, Any]:
+        with context(request).runtime.sessions.begin() as session:
+            if "role" in body:
+                access.set_role(session, who, username, body["role"])
+            if body.get("is_active") is False:
+                access.disable_user(session, who, username)
+            elif body.get("is_active") is True:
+                access.enable_user(session, who, username)
+            if "password" in body:
+                access.set_password(session, who, username, body["password"])
+            found = [u for u in access.list_user_infos(session, who) if u.username == username]
+            if not found:
+                raise NotFoundError(f"no user {username!r}")
+            return _user_json(found[0])
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+@allow(Role.ADMIN)
+@operation(
+    "tokens",
+    query=[Param("username", {"type": "string", "maxLength": 64})],
+    response={"type": "object", "properties": {"items": {"type": "array", "items": TOKEN}}},
+)
+async def tokens(request: Request) -> Response:
+    """Active API tokens, newest first (never their secrets)."""
+    q = read_query(request)
+
+    def run() -> list[dict[str, Any]]:
+        with context(request).runtime.sessions() as session:
+            found = access.list_tokens(session, actor(request), username=q["username"] or None)
+            return [_token_json(t) for t in found]
+
+    return JSONResponse({"items": await run_in_threadpool(run)})
+
+
+@allow(Role.ADMIN)
+@operation(
+    "tokens",
+    body={
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "maxLength": 100},
+            "username": {"type": "string", "maxLength": 64},
+            "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650},
+        },
+    },
+    response={"type": "object", "properties": {"token": {"type": "string"}, "info": TOKEN}},
+    status=201,
+)
+async def create_token(request: Request) -> Response:
+    """Create a token acting as a user; the secret is in this answer only."""
+    body = await read_body(request)
+
+    def run() -> dict[str, Any]:
+        with context(request).runtime.sessions.begin() as session:
+            created = access.create_api_token(
+                session,
+                actor(request),
+                name=body["name"],
+                username=body.get("username"),
+                expires_in_days=body.get("expires_in_days", 90),
+            )
+            return {"token": created.token, "info": _token_json(created.info)}
+
+    return JSONResponse(await run_in_threadpool(run), status_code=201)
+
+
+@allow(Role.ADMIN)
+@operation("tokens", response=TOKEN)
+async def revoke_token(request: Request) -> Response:
+    """Revoke a token at once."""
+    public_id = request.path_params["public_id"]
+
+    def run() -> dict[str, Any]:
+        with context(request).runtime.sessions.begin() as session:
+            return _token_json(access.revoke_token(session, actor(request), public_id))
+
+    return JSONResponse(await run_in_threadpool(run))
 
 
 ROUTES: list[BaseRoute] = [
@@ -459,4 +593,8 @@ ROUTES: list[BaseRoute] = [
     Route("/audit/events", audit_events, methods=["GET"]),
     Route("/users", users, methods=["GET"]),
     Route("/users", add_user, methods=["POST"]),
+    Route("/users/{username}", change_user, methods=["PATCH"]),
+    Route("/tokens", tokens, methods=["GET"]),
+    Route("/tokens", create_token, methods=["POST"]),
+    Route("/tokens/{public_id}/revoke", revoke_token, methods=["POST"]),
 ]
