@@ -420,3 +420,14 @@ def test_each_role_gets_what_it_may_from_the_api_and_403_for_the_rest(
                 assert response.headers["content-type"] == "application/problem+json"
             else:
                 assert 200 <= response.status_code < 300, (role, method, path, response.text)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_wrong_method_names_every_method_the_path_takes(routed_app: Any) -> None:
+    with TestClient(routed_app) as client:
+        response = client.delete("/api/v1/campaigns")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, HEAD, POST"
+        assert response.headers["content-type"] == "application/problem+json"
+        response = client.put("/admin/campaigns")
+        assert (response.status_code, response.headers["allow"]) == (405, "GET, HEAD, POST")

@@ -9,10 +9,12 @@ so the document cannot drift from what the code accepts.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.convertors import IntegerConvertor
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -198,6 +200,9 @@ def _check_object(
 
 # ---- the document --------------------------------------------------------------------------
 
+#: `{campaign_id:int}` in a Starlette path is `{campaign_id}` in OpenAPI.
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+
 PROBLEM_SCHEMA = {
     "type": "object",
     "required": ["title", "status"],
@@ -221,7 +226,7 @@ def document(routes: list[Any], *, title: str, version: str, prefix: str) -> dic
         if op is None:
             continue
         for method in sorted((route.methods or set()) - {"HEAD"}):
-            path = paths.setdefault(prefix + route.path, {})
+            path = paths.setdefault(prefix + _CONVERTOR.sub(r"{\1}", route.path), {})
             path[method.lower()] = _operation(route, op)
     return {
         "openapi": "3.1.0",
@@ -243,10 +248,15 @@ def _operation(route: Route, op: Operation) -> dict[str, Any]:
         },
     }
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
-        if name.endswith("id")
-        else {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in route.param_convertors
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0}
+            if isinstance(convertor, IntegerConvertor)
+            else {"type": "string", "pattern": "^[^/]+$"},
+        }
+        for name, convertor in route.param_convertors.items()
     ]
     params += [
         {

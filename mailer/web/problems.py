@@ -109,7 +109,24 @@ def rule_error_fields(exc: RuleError, field: str = "rule") -> list[dict[str, Any
 
 async def handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route matching the path; a path
+        # served by several routes (GET and POST endpoints) answers with all of them
+        headers["allow"] = ", ".join(allowed_methods(request))
+    return problem(exc.status_code, str(exc.detail), headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    path = request.scope.get("path", "")
+    root = request.scope.get("root_path", "")
+    local = path[len(root) :] if root and path.startswith(root) else path
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(local) and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 async def handle_mailer(request: Request, exc: Exception) -> Response:

@@ -29,7 +29,7 @@ from mailer.web.admin import campaigns, compliance, contacts, records, session, 
 from mailer.web.admin.pages import COOKIE, make_environment, redirect, render
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
-from mailer.web.problems import status_for
+from mailer.web.problems import allowed_methods, status_for
 from mailer.web.security import client_ip
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -144,7 +144,9 @@ async def _forbidden(request: Request, allowed: Iterable[Role]) -> Response:
 async def _error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         status, detail = exc.status_code, str(exc.detail)
-        headers = dict(exc.headers or {})
+        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+        if status == 405:
+            headers["allow"] = ", ".join(allowed_methods(request))
     elif isinstance(exc, MailerError):
         status, detail, headers = status_for(exc), str(exc), {}
     else:
