@@ -7,6 +7,7 @@ Every screen visited is saved as a screenshot in test-artifacts/admin-*.png.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select
 
-from mailer.models import Send
+from mailer.models import Campaign, Send
 from mailer.runtime import Runtime
 from mailer.web import create_app
 from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _free_port
@@ -188,4 +189,134 @@ def test_marketing_runs_a_whole_campaign_in_the_browser(
         "Lax",
     )
     assert cookie["expires"] == -1  # a session cookie: gone when the browser closes
+    context.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_an_account_manager_sees_only_their_clients_and_cannot_create_a_promotion(
+    mail_rt: Runtime,
+    admin_url: str,
+    browser: Any,
+    staff: Any,
+    make_org: Callable[..., Any],
+    make_contact: Callable[..., Any],
+) -> None:
+    amy, otto = staff["account_manager"], staff["other_manager"]
+    mine = [
+        make_contact(
+            organization=make_org(kind="client", name=f"Amy Client {n}", account_manager_id=amy.id)
+        )
+        for n in range(2)
+    ]
+    theirs = make_contact(
+        organization=make_org(kind="client", name="Otto Client", account_manager_id=otto.id)
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    sign_in(page, admin_url, "amy")
+    # Contacts: only her clients', and another manager's contact is refused by URL too
+    page.get_by_role("link", name="Contacts").click()
+    text = page.locator("table").inner_text()
+    assert "Amy Client 0" in text and "Amy Client 1" in text and "Otto Client" not in text
+    shot(page, "contacts-account-manager")
+    page.goto(f"{admin_url}/admin/contacts/{theirs.id}")
+    page.get_by_role("heading", name="Not allowed").wait_for()
+    page.goto(f"{admin_url}/admin/contacts/{mine[0].id}")
+    page.get_by_role("heading", name="Send history").wait_for()
+    shot(page, "contact")
+    # The editor offers service mail only, and the server refuses a promotion forced in
+    page.goto(f"{admin_url}/admin/campaigns/new")
+    options = page.get_by_label("Category").locator("option").all_inner_texts()
+    assert options == ["service"]
+    page.evaluate(
+        """() => {
+        const add = (id, v) => { const o = document.createElement('option'); o.value = v;
+          o.textContent = v; document.getElementById(id).appendChild(o); };
+        add('category', 'promotions'); add('template', 'promotions/open-enrollment'); }"""
+    )
+    page.get_by_label("Name").fill("Sneaky promotion")
+    page.get_by_label("Category").select_option("promotions")
+    page.get_by_label("Template").select_option("promotions/open-enrollment")
+    page.get_by_role("button", name="Create draft").click()
+    page.get_by_text("promotions mail needs another role").first.wait_for()
+    shot(page, "editor-refused-promotion")
+    with mail_rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Campaign)) == 0
+    # A service notice to "every client" reaches her two clients, not Otto's
+    page.goto(f"{admin_url}/admin/campaigns/new")
+    page.get_by_label("Name").fill("Maintenance Saturday")
+    page.get_by_label("Template").select_option("service/planned-maintenance")
+    page.get_by_label("Audience rule").fill("kind = client")
+    page.get_by_test_id("audience-count").wait_for()
+    assert "2 contacts will get this" in page.get_by_test_id("audience-count").inner_text()
+    context.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_an_admin_publishes_a_material_policy_version_and_downloads_its_coverage(
+    mail_rt: Runtime,
+    admin_url: str,
+    browser: Any,
+    staff: Any,
+    make_org: Callable[..., Any],
+    make_contact: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    for n in range(4):
+        make_contact(organization=make_org(kind="client", name=f"Client {n}"))
+    make_contact(organization=make_org(kind="prospect", name="Prospect"))
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    sign_in(page, admin_url, "ada")
+    page.get_by_role("link", name="Policy").click()
+    page.get_by_label("Version label").fill("2")
+    page.get_by_label("Effective on").fill(dt.date.today().isoformat())
+    page.get_by_label("What changed").fill("We now keep client information for five years.")
+    page.get_by_label("Full text").fill("CPI privacy policy, version 2. We keep data five years.")
+    page.get_by_label("Material change").check()
+    shot(page, "policy")
+    page.get_by_role("button", name="Publish version").click()
+    page.get_by_text("Tick the box to confirm.").wait_for()  # nothing published without it
+    page.get_by_label("I have checked the text and the date").check()
+    page.get_by_role("button", name="Publish version").click()
+    page.get_by_role("heading", name="Coverage of version 2").wait_for()
+    deadline = time.monotonic() + 60
+    while page.get_by_test_id("reached").inner_text() != "4":
+        assert time.monotonic() < deadline, "the notice did not reach the 4 clients in 60 s"
+        time.sleep(0.5)
+        page.reload()
+    shot(page, "coverage")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text())))
+    assert sorted(r["name"] for r in rows) == [f"Client {n}" for n in range(4)]
+    assert {r["is_reached"] for r in rows} == {"True"}
+    # The other admin screens, for the record
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("Action").fill("policy.")
+    page.get_by_role("button", name="Filter").click()
+    assert "policy.publish" in page.locator("table").inner_text()
+    shot(page, "audit")
+    page.get_by_role("link", name="Users").click()
+    page.get_by_label("New token: what uses it").fill("crm-sync")
+    page.get_by_role("button", name="Create token").click()
+    assert "mlr_" in page.get_by_test_id("new-token").inner_text()  # shown once, here
+    shot(page, "users")
+    page.get_by_role("link", name="Contacts").click()
+    shot(page, "contacts")
+    page.get_by_role("link", name="Import CSV").click()
+    upload = tmp_path / "new-clients.csv"
+    upload.write_text(
+        "external_id,kind,organization_name,email,first_name,last_name\r\n"
+        "ORG-NEW-1,client,New Client Co,pat@newclient.example,Pat,Lee\r\n"
+        "ORG-NEW-2,client,Other Co,not-an-address,Sam,Roe\r\n"
+    )
+    page.get_by_label("CSV file").set_input_files(str(upload))
+    page.get_by_role("button", name="Check / import").click()
+    page.get_by_text("Rows to fix").wait_for()
+    shot(page, "import-dry-run")
+    page.get_by_role("link", name="Dashboard").click()
+    shot(page, "dashboard-admin")
     context.close()
