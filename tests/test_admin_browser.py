@@ -107,7 +107,7 @@ def marketing_flow(page: Any, base_url: str, rt: Runtime, smtp: Any, *, js: bool
     assert "Subject" in page.get_by_test_id("headers").inner_text()
     assert "unsubscribe" in page.get_by_test_id("text-part").inner_text().lower()
     frame = page.frame_locator("iframe.mail")
-    frame.locator("body").wait_for()
+    frame.get_by_text("Hello Pat").wait_for()  # the HTML part, rendered in its sandbox
     shot(page, f"preview{suffix}")
     page.go_back()
     # A test to myself: it arrives, marked, and is not in the send log

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,12 +19,14 @@ from mailer.web.guard import allow
 async def dashboard(request: Request) -> Response:
     """Running campaigns with live progress; recent opt-outs, bounces and complaints."""
 
-    def run() -> tuple[list[reports.CampaignRow], dict[str, list[reports.Activity]]]:
+    def run() -> tuple[Any, Any, Any]:
         with context(request).runtime.sessions() as session:
-            running = reports.running_campaigns(session, actor(request))
-            for row in running:
-                session.expunge(row.campaign)
-            return running, reports.recent_activity(session, actor(request))
+            who = actor(request)
+            running = reports.running_campaigns(session, who)
+            recent = reports.list_campaign_rows(session, who, limit=5)
+            activity = reports.recent_activity(session, who)
+            session.expunge_all()
+            return running, recent, activity
 
-    running, activity = await run_in_threadpool(run)
-    return render(request, "dashboard.html", running=running, activity=activity)
+    running, recent, activity = await run_in_threadpool(run)
+    return render(request, "dashboard.html", running=running, recent=recent, activity=activity)
