@@ -8,15 +8,19 @@ can be left out.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from mailer import access, campaigns, policy
+from mailer.access import totp
 from mailer.enums import Role
+from mailer.models import User
 from mailer.runtime import Runtime
 from mailer.web import create_app
 from mailer.web.guard import allowed_roles
@@ -56,6 +60,9 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/admin/logout"): {"form": {}, "last": True},
     ("POST", "/admin/logout-everywhere"): {"form": {}, "last": True},
     ("GET", "/admin/"): {},
+    ("GET", "/admin/account"): {},
+    ("POST", "/admin/account/totp"): {"form": {}},
+    ("POST", "/admin/account/totp/confirm"): {"form": {"code": "{totp}"}},
     ("GET", "/admin/campaigns"): {},
     ("GET", "/admin/campaigns/new"): {},
     ("POST", "/admin/campaigns"): {
@@ -232,6 +239,7 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
             rt, username=username, name=f"{role} campaign", category=category, template=template
         )
         out[role] = {
+            "totp": _CurrentCode(rt, username),
             "bearer": bearer[role],
             "public_id": otto_token.info.public_id,
             "cid": campaign.id,
@@ -240,6 +248,18 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
             "template": template,
         }
     return out
+
+
+class _CurrentCode:
+    """The code a user's authenticator app would show now (read when the form is filled)."""
+
+    def __init__(self, rt: Runtime, username: str) -> None:
+        self.rt, self.username = rt, username
+
+    def __str__(self) -> str:
+        with self.rt.sessions() as s:
+            secret = s.scalar(select(User.totp_secret).where(User.username == self.username))
+        return totp.code_at(secret or "", totp.step_at(time.time()))
 
 
 def _fill(value: str, values: dict[str, Any]) -> str:

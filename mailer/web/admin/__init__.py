@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mailer.enums import Role
 from mailer.errors import MailerError
 from mailer.web import auth
-from mailer.web.admin import campaigns, compliance, contacts, records, session, users
+from mailer.web.admin import account, campaigns, compliance, contacts, records, session, users
 from mailer.web.admin.pages import COOKIE, make_environment, redirect, render
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
@@ -73,6 +73,7 @@ def routes() -> list[BaseRoute]:
         *contacts.ROUTES,
         *compliance.ROUTES,
         *users.ROUTES,
+        *account.ROUTES,
     ]
 
 
