@@ -99,6 +99,8 @@ class Settings:
     secret_key: Secret = field(default_factory=lambda: Secret(DEMO_SECRET))
     #: Older secret keys still accepted for tokens, newest first (key rotation).
     old_secret_keys: tuple[Secret, ...] = ()
+    #: The key address hashes are made with, if not one of the keys above (see mailer.keys).
+    address_hash_key: Secret = field(default_factory=lambda: Secret(""))
     public_base_url: str = "http://127.0.0.1:8000"
     mail_domain: str = "cpi.example"
     postal_address: str = DEFAULT_POSTAL_ADDRESS
