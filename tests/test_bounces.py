@@ -14,10 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from mailer.bounces import BounceEvent, apply_events, parse_report
 from mailer.delivery.planning import start_sending
 from mailer.enums import Category, SendStatus
-from mailer.inbound import InboundServer
+from mailer.inbound import BounceEvent, InboundServer, apply_events, parse_report
 from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, load_template
 from mailer.messages.context import SAMPLE_RECIPIENT
 from mailer.models import AuditEvent, Campaign, Contact, OptOut, Send, Suppression

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from mailer.addresses import address_hash
-from mailer.bounces import apply_events, parse_report
 from mailer.config import Secret
 from mailer.consent import is_opted_out, opt_out
 from mailer.contacts.importer import import_contacts
 from mailer.enums import Category
 from mailer.errors import ConfigError
+from mailer.inbound import apply_events, parse_report
 from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, load_template
 from mailer.messages.builder import read_message_id
 from mailer.messages.context import SAMPLE_RECIPIENT

@@ -5,7 +5,7 @@ A mail client that cannot POST (RFC 8058) sends a message to MAILTO_ADDRESS with
 exactly as the one-click page does, with source `mailto`. A forged or unknown token changes
 nothing, and the reply never says which it was.
 
-The same server takes bounce and complaint reports (`mailer.bounces`) sent to the VERP
+The same server takes bounce and complaint reports (`mailer.inbound.bounces`) sent to the VERP
 addresses `local+<token>@domain` of MAILER_ENVELOPE_SENDER, and to that address itself (where
 feedback loops and pre-VERP bounces arrive). Every other recipient is refused.
 """
@@ -20,10 +20,10 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailer.bounces import process_report
 from mailer.consent import opt_out
 from mailer.enums import Category, OptOutSource
 from mailer.errors import NotFoundError, TokenError
+from mailer.inbound.bounces import process_report
 from mailer.messages.builder import verp_parts
 from mailer.runtime import Runtime
 from mailer.tokens import TokenSigner
