@@ -108,6 +108,9 @@ class Settings:
     marketing_from: str = "CPI Benefits <news@cpi.example>"
     company_from: str = "Communication Partners, Inc. <privacy@cpi.example>"
     envelope_sender: str = "bounces@cpi.example"
+    #: Who may send us complaints (ARF): addresses or domains (a domain covers its subdomains)
+    #: of the feedback loops we signed up for, matched on the report's From. Empty: none.
+    feedback_loop_senders: tuple[str, ...] = ()
     unsubscribe_mailto: str = "unsub@cpi.example"
     feedback_sender_id: str = "cpimail01"
     dkim_selector: str = ""
@@ -240,6 +243,8 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
             return Secret(raw)
         if kind == "tuple[Secret, ...]":
             return tuple(Secret(v) for v in _parse_list(raw))
+        if kind == "tuple[str, ...]":
+            return tuple(v.lower() for v in _parse_list(raw))
         if kind == "tuple[int, ...]":
             return tuple(int(v) for v in _parse_list(raw))
         if kind == "int":

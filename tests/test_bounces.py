@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from mailer.config import Settings
 from mailer.delivery.planning import start_sending
 from mailer.enums import Category, SendStatus
 from mailer.inbound import BounceEvent, InboundServer, apply_events, parse_report
@@ -25,6 +26,13 @@ from mailer.runtime import Runtime
 from mailer.transports.capture import free_port
 
 SENT_AT = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+#: The feedback loop these tests configure; complaints from anyone else are not believed.
+FBL_SENDER = "fbl@feedback.isp.example"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.with_(feedback_loop_senders=("feedback.isp.example",))
 
 
 @pytest.fixture
@@ -69,9 +77,16 @@ def _mailed(rt: Runtime, contact: Contact) -> OutgoingMessage:
     return built
 
 
-def _report(report_type: str, status_part: str, third_part: str, *, to: str) -> bytes:
+def _report(
+    report_type: str,
+    status_part: str,
+    third_part: str,
+    *,
+    to: str,
+    sender: str = "MAILER-DAEMON@mx.client.example",
+) -> bytes:
     text = (
-        "From: MAILER-DAEMON@mx.client.example\r\n"
+        f"From: {sender}\r\n"
         f"To: {to}\r\n"
         "Subject: Report\r\n"
         "MIME-Version: 1.0\r\n"
@@ -120,7 +135,13 @@ def dsn(
     return _report("delivery-status", blocks, headers, to=original.mail_from)
 
 
-def arf(original: OutgoingMessage, *, feedback_type: str = "abuse", to: str = "") -> bytes:
+def arf(
+    original: OutgoingMessage,
+    *,
+    feedback_type: str = "abuse",
+    to: str = "",
+    sender: str = FBL_SENDER,
+) -> bytes:
     """A feedback-loop complaint about `original`, quoting the whole message (message/rfc822),
     with the recipient redacted as ISPs often do."""
     feedback = (
@@ -134,7 +155,7 @@ def arf(original: OutgoingMessage, *, feedback_type: str = "abuse", to: str = ""
         "\r\n"
     )
     quoted = "Content-Type: message/rfc822\r\n\r\n" + original.data.decode() + "\r\n"
-    return _report("feedback-report", feedback, quoted, to=to or original.mail_from)
+    return _report("feedback-report", feedback, quoted, to=to or original.mail_from, sender=sender)
 
 
 def _deliver(server: InboundServer, rcpt: str, data: bytes) -> tuple[int, bytes]:
@@ -199,12 +220,14 @@ def test_a_dsn_gives_one_event_per_failed_or_delayed_recipient(
             status="5.1.1",
             diagnostic="smtp; 550 5.1.1 <pat>: Recipient address rejected: User unknown",
             message_id=original.message_id,
+            reporter="mailer-daemon@mx.client.example",
         ),
         BounceEvent(
             kind="delayed",
             recipient="third@client.example",
             status="4.4.1",
             message_id=original.message_id,
+            reporter="mailer-daemon@mx.client.example",
         ),
     ]
 
@@ -219,6 +242,7 @@ def test_an_arf_report_gives_a_complaint_with_the_original_message_id(
         recipient="redacted@client.example",
         feedback_type="abuse",
         message_id=original.message_id,
+        reporter=FBL_SENDER,
     )
 
 
@@ -326,10 +350,63 @@ def test_a_report_to_the_bare_bounce_address_is_matched_by_its_message_id(
     original = _mailed(rt, contact)
     bare = rt.settings.envelope_sender
     forged_id = original.message_id.replace(".", ".9", 1)
+    soft = dsn(original, status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full")
     assert _deliver(inbound, bare, dsn(original, message_id=forged_id))[0] == 250
-    assert _state(rt, original.send_id)["suppressions"] == []
-    assert _deliver(inbound, bare, dsn(original))[0] == 250
-    assert _state(rt, original.send_id)["suppressions"] == [(contact.email, "hard_bounce")]
+    assert _state(rt, original.send_id)["audit"] == []
+    assert _deliver(inbound, bare, soft)[0] == 250
+    assert _state(rt, original.send_id)["audit"] == ["bounce.soft"]
+
+
+def test_a_hard_bounce_quoting_a_genuine_message_id_at_the_bare_address_suppresses_nobody(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
+) -> None:
+    # Given someone who saw the message (a forward, an archive) and knows its Message-ID
+    contact = make_contact()
+    original = _mailed(rt, contact)
+    before = _state(rt, original.send_id)
+    # When they send a hard bounce about it to the bare bounce address
+    assert _deliver(inbound, rt.settings.envelope_sender, dsn(original))[0] == 250
+    # Then nothing changes: hard bounces count only at the VERP address, which only the
+    # receiving server saw
+    assert _state(rt, original.send_id) == before
+    assert _plan(rt, Category.POLICY, contact) == ("queued", "")
+
+
+def test_a_report_at_the_bare_address_about_another_recipient_is_ignored(
+    rt: Runtime, make_contact: Callable[..., Contact]
+) -> None:
+    original = _mailed(rt, make_contact())
+    other = replace(original, rcpt="someone.else@client.example")
+    report = dsn(other, status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full")
+    [applied] = apply_events(rt, parse_report(report), envelope_rcpt=rt.settings.envelope_sender)
+    assert applied.action == "ignored" and "recipient" in applied.reason
+    assert _state(rt, original.send_id)["audit"] == []
+
+
+@pytest.mark.parametrize("to_verp", [True, False])
+def test_a_complaint_from_anyone_but_a_configured_feedback_loop_changes_nothing(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact], to_verp: bool
+) -> None:
+    contact = make_contact()
+    original = _mailed(rt, contact)
+    before = _state(rt, original.send_id)
+    rcpt = original.mail_from if to_verp else rt.settings.envelope_sender
+    for sender in ("mallory@attacker.example", "fbl@feedback.isp.example.attacker.example"):
+        assert _deliver(inbound, rcpt, arf(original, sender=sender))[0] == 250
+    assert _state(rt, original.send_id) == before
+    assert _plan(rt, Category.PROMOTIONS, contact) == ("queued", "")
+
+
+def test_a_complaint_from_the_feedback_loop_at_the_bare_address_opts_out(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
+) -> None:
+    contact = make_contact()
+    original = _mailed(rt, contact)
+    assert _deliver(inbound, rt.settings.envelope_sender, arf(original))[0] == 250
+    assert _state(rt, original.send_id)["opt_outs"] == [
+        ("all_marketing", "complaint"),
+        ("service", "complaint"),
+    ]
 
 
 def test_a_bounce_of_a_send_that_already_failed_keeps_its_reason(

@@ -23,7 +23,10 @@ policy notices still go. `not-spam`, `virus` and `auth-failure` reports are audi
 Mapping a report to a send: the envelope recipient's VERP token (`bounces+<token>@domain`,
 `TokenSigner.make_bounce`) first. A token that does not verify means the report is forged,
 and nothing is done. A report to the bare bounce address falls back to the original
-Message-ID quoted in the report, whose own MAC proves it is ours (`read_message_id`).
+Message-ID quoted in the report, whose own MAC proves it is ours (`read_message_id`) but not
+that the reporter received it: anyone who saw the message knows it. On that path the report
+must name the send's own recipient, and a hard bounce is not taken (`_refusal`).
+Complaints count only from MAILER_FEEDBACK_LOOP_SENDERS, on either path.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from mailer.audit import record
+from mailer.config import Settings
 from mailer.consent import opt_out
 from mailer.delivery.results import suppress
 from mailer.enums import ALL_MARKETING, Category, OptOutSource, SendStatus
@@ -62,20 +66,66 @@ class Applied:
     event: BounceEvent
     send_id: int | None
     action: str
+    #: Why an event was ignored.
+    reason: str = ""
 
 
 def send_for(rt: Runtime, signer: TokenSigner, envelope_rcpt: str, message_id: str) -> int | None:
     """The send a report is about, or None (a forged VERP token is None, with no fallback)."""
+    send_id, _via_verp = _find_send(rt, signer, envelope_rcpt, message_id)
+    return send_id
+
+
+def _find_send(
+    rt: Runtime, signer: TokenSigner, envelope_rcpt: str, message_id: str
+) -> tuple[int | None, bool]:
+    """(send id or None, whether the VERP address named it)."""
     prefix, suffix = verp_parts(rt.settings.envelope_sender)
     rcpt = envelope_rcpt.strip().strip("<>")
     if rcpt.lower().startswith(prefix.lower()) and rcpt.lower().endswith(suffix.lower()):
         token = rcpt[len(prefix) : len(rcpt) - len(suffix)]
         try:
-            return signer.read_bounce(token)
+            return signer.read_bounce(token), True
         except TokenError:
-            return None
+            return None, True
     ours = read_message_id(rt.settings, message_id) if message_id else None
-    return ours[1] if ours else None
+    return (ours[1] if ours else None), False
+
+
+def is_feedback_loop(settings: Settings, reporter: str) -> bool:
+    """Whether `reporter` (a report's From address) is one of MAILER_FEEDBACK_LOOP_SENDERS."""
+    reporter = reporter.strip().lower()
+    domain = reporter.rpartition("@")[2]
+    if not reporter or not domain:
+        return False
+    for allowed in settings.feedback_loop_senders:
+        if "@" in allowed:
+            if reporter == allowed:
+                return True
+        elif domain == allowed or domain.endswith("." + allowed):
+            return True
+    return False
+
+
+def _refusal(rt: Runtime, send: Send, event: BounceEvent, via_verp: bool) -> str:
+    """Why an event must not be acted on; "" when it may.
+
+    The VERP address was seen only by the server that received the message; a Message-ID was
+    seen by every reader, forwardee and archive of it, so on that path a report must name the
+    send's own recipient, and a hard bounce (which stops even policy notices) is not taken.
+    A complaint counts only from a feedback loop we configured: it opts the contact out.
+    """
+    if event.kind == "complaint":
+        if not is_feedback_loop(rt.settings, event.reporter):
+            return f"complaint from {event.reporter or 'nobody'}, not a feedback loop sender"
+        return ""  # feedback loops often redact the recipient; the sender is what we trust
+    if via_verp:
+        return ""
+    if event.recipient.strip().lower() != send.email.lower():
+        return "the reported recipient is not the send's, and the report came without VERP"
+    if event.kind == "failed" and _kind(event) is ReplyKind.HARD:
+        return "hard bounces are taken only at the VERP address"
+    return ""
 
 
 def apply_events(rt: Runtime, events: list[BounceEvent], *, envelope_rcpt: str) -> list[Applied]:
@@ -84,10 +134,14 @@ def apply_events(rt: Runtime, events: list[BounceEvent], *, envelope_rcpt: str) 
     done: list[Applied] = []
     with rt.sessions.begin() as session:
         for event in events:
-            send_id = send_for(rt, signer, envelope_rcpt, event.message_id)
+            send_id, via_verp = _find_send(rt, signer, envelope_rcpt, event.message_id)
             send = session.get(Send, send_id) if send_id is not None else None
             if send is None:
-                done.append(Applied(event, send_id, "ignored"))
+                done.append(Applied(event, send_id, "ignored", "no send of ours"))
+                continue
+            refusal = _refusal(rt, send, event, via_verp)
+            if refusal:
+                done.append(Applied(event, send.id, "ignored", refusal))
                 continue
             action = _apply(rt, session, send, event)
             done.append(Applied(event, send.id, action))
@@ -108,7 +162,7 @@ def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str
     if event.kind == "delayed":
         action = "bounce.delayed"
     else:
-        kind = classify(_reply_code(event), event.status)
+        kind = _kind(event)
         if kind is ReplyKind.HARD:
             _hard_bounce(rt, session, send, event)
             action = "bounce.hard"
@@ -119,6 +173,10 @@ def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str
         details["kind"] = str(kind)
     record(session, ACTOR, action, object_type="send", object_id=send.id, **details)
     return action
+
+
+def _kind(event: BounceEvent) -> ReplyKind:
+    return classify(_reply_code(event), event.status)
 
 
 def _reply_code(event: BounceEvent) -> int:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
 from email.policy import default as default_policy
+from email.utils import parseaddr
 from typing import Any
 
 #: The recipient actions of a DSN worth an event (RFC 3464 §2.3.3); delivered etc. are not.
@@ -24,7 +25,8 @@ class BounceEvent:
     """One recipient's fate from a DSN, or one complaint from an ARF report.
 
     `kind` is "failed", "delayed" or "complaint"; `status` the RFC 3463 code ("5.1.1"),
-    `diagnostic` the remote server's words, `message_id` the original message's Message-ID.
+    `diagnostic` the remote server's words, `message_id` the original message's Message-ID,
+    `reporter` the report's From address (lowercase), which says nothing until checked.
     """
 
     kind: str
@@ -33,6 +35,7 @@ class BounceEvent:
     diagnostic: str = ""
     feedback_type: str = ""
     message_id: str = ""
+    reporter: str = ""
 
 
 def parse_report(data: bytes) -> list[BounceEvent]:
@@ -44,10 +47,13 @@ def parse_report(data: bytes) -> list[BounceEvent]:
     parts = list(message.iter_parts()) if isinstance(message, EmailMessage) else []
     original = _original_message_id(parts)
     if report_type == "delivery-status":
-        return _dsn_events(parts, original)
-    if report_type == "feedback-report":
-        return _arf_events(parts, original)
-    return []
+        events = _dsn_events(parts, original)
+    elif report_type == "feedback-report":
+        events = _arf_events(parts, original)
+    else:
+        return []
+    reporter = parseaddr(_one_line(message.get("From", "")))[1].lower()
+    return [replace(event, reporter=reporter) for event in events]
 
 
 def _dsn_events(parts: Sequence[Message], message_id: str) -> list[BounceEvent]:
