@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import smtplib
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -18,11 +20,14 @@ from mailer.config import Settings
 from mailer.delivery.planning import start_sending
 from mailer.enums import Category, SendStatus
 from mailer.inbound import BounceEvent, InboundServer, apply_events, parse_report
+from mailer.inbound.server import MAX_RECIPIENTS, MAX_REPORT_BYTES
 from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, load_template
+from mailer.messages.builder import verp_parts
 from mailer.messages.context import SAMPLE_RECIPIENT
 from mailer.models import AuditEvent, Campaign, Contact, OptOut, Send, Suppression
 from mailer.outgoing import OutgoingMessage
 from mailer.runtime import Runtime
+from mailer.tokens import TokenSigner
 from mailer.transports.capture import free_port
 
 SENT_AT = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -300,7 +305,7 @@ def test_a_complaint_stops_marketing_and_service_but_not_policy_notices(
     assert _plan(rt, Category.POLICY, contact) == ("queued", "")
 
 
-def test_a_forged_verp_token_changes_nothing_and_gets_the_same_reply(
+def test_a_forged_verp_token_is_refused_at_rcpt_and_changes_nothing(
     rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
 ) -> None:
     contact = make_contact()
@@ -308,10 +313,69 @@ def test_a_forged_verp_token_changes_nothing_and_gets_the_same_reply(
     local, _, domain = original.mail_from.partition("@")
     forged = f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
     before = _state(rt, original.send_id)
-    forged_reply = _deliver(inbound, forged, dsn(original))
-    forged_reply_arf = _deliver(inbound, forged, arf(original))
+    with smtplib.SMTP("127.0.0.1", inbound.port, timeout=5) as client:
+        client.ehlo("mx.client.example")
+        client.mail("<>")
+        code, reply = client.rcpt(forged)
+        assert code == 550 and b"bounce" in reply
+        assert client.rcpt("bounces+1-0123456789abcdef0123@cpi.example")[0] == 550
+        assert client.rcpt(original.mail_from)[0] == 250
     assert _state(rt, original.send_id) == before
-    assert forged_reply == forged_reply_arf == _deliver(inbound, original.mail_from, b"hello")
+
+
+def test_a_report_with_too_many_recipients_is_refused_at_rcpt(
+    rt: Runtime, inbound: InboundServer
+) -> None:
+    signer = TokenSigner(rt.settings)
+    prefix, suffix = verp_parts(rt.settings.envelope_sender)
+    with smtplib.SMTP("127.0.0.1", inbound.port, timeout=5) as client:
+        client.ehlo("mx.client.example")
+        client.mail("<>")
+        codes = [
+            client.rcpt(f"{prefix}{signer.make_bounce(n)}{suffix}")[0]
+            for n in range(1, MAX_RECIPIENTS + 3)
+        ]
+    assert codes == [250] * MAX_RECIPIENTS + [452, 452]
+
+
+def test_a_costly_report_to_many_recipients_does_not_stall_other_connections(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
+) -> None:
+    # Given a report near the size limit made of tiny MIME parts (the costliest to parse),
+    # to as many genuine VERP addresses as allowed
+    original = _mailed(rt, make_contact())
+    signer = TokenSigner(rt.settings)
+    prefix, suffix = verp_parts(rt.settings.envelope_sender)
+    tiny = b"--RB\r\nContent-Type: text/plain\r\n\r\nx\r\n" * (MAX_REPORT_BYTES // 40)
+    report = dsn(original).replace(b"--RB--", tiny + b"--RB--")
+    assert len(report) < MAX_REPORT_BYTES
+    rcpts = [f"{prefix}{signer.make_bounce(n)}{suffix}" for n in range(1, MAX_RECIPIENTS + 1)]
+    replies: list[tuple[int, bytes]] = []
+
+    def send_report() -> None:
+        with smtplib.SMTP("127.0.0.1", inbound.port, timeout=120) as client:
+            client.ehlo("mx.client.example")
+            client.mail("<>")
+            for rcpt in rcpts:
+                client.rcpt(rcpt)
+            replies.append(client.data(report))
+
+    # When it is being sent and processed, another sender keeps asking
+    worker = threading.Thread(target=send_report, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    slowest_s = 0.0
+    with smtplib.SMTP("127.0.0.1", inbound.port, timeout=120) as other:
+        while worker.is_alive() and time.monotonic() - started < 15:
+            asked = time.monotonic()
+            other.noop()
+            slowest_s = max(slowest_s, time.monotonic() - asked)
+            time.sleep(0.05)
+    worker.join(120)
+    # Then the other connection is always answered at once, and the report handled in seconds
+    assert slowest_s < 1.0
+    assert replies and replies[0][0] == 250
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ raises on content, whatever the bytes.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,6 +18,12 @@ from typing import Any
 
 #: The recipient actions of a DSN worth an event (RFC 3464 §2.3.3); delivered etc. are not.
 _ACTIONS = frozenset({"failed", "delayed"})
+#: Lines that may start a MIME part ("--boundary") in a report: a DSN or ARF report has 4,
+#: a quoted original message a few more.
+MAX_BOUNDARY_LINES = 200
+#: Recipients one report may speak for; a real DSN names one or a few.
+MAX_EVENTS = 100
+_log = logging.getLogger(__name__)
 _STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 
 
@@ -39,7 +46,22 @@ class BounceEvent:
 
 
 def parse_report(data: bytes) -> list[BounceEvent]:
-    """The events of a DSN or ARF report; [] for any other message (never raises on content)."""
+    """The events of a DSN or ARF report; [] for any other message (never raises on content).
+
+    A message of thousands of MIME parts is no report, and parsing it would cost seconds of
+    CPU: it is refused before parsing. At most MAX_EVENTS events come from one report.
+    """
+    if data.count(b"\n--") > MAX_BOUNDARY_LINES:
+        _log.info("over %d MIME boundaries: taken for no report", MAX_BOUNDARY_LINES)
+        return []
+    try:
+        return _parse(data)[:MAX_EVENTS]
+    except Exception:  # the email package still trips over some malformed input
+        _log.warning("a malformed report could not be parsed", exc_info=True)
+        return []
+
+
+def _parse(data: bytes) -> list[BounceEvent]:
     message = BytesParser(policy=default_policy).parsebytes(data)
     if message.get_content_type() != "multipart/report":
         return []
