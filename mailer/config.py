@@ -196,6 +196,11 @@ class Settings:
                 "MAILER_POSTAL_ADDRESS is empty; commercial mail must carry a postal address "
                 "(CAN-SPAM)"
             )
+        if not self.smtp_url.startswith("capture://"):
+            # late import: transports import this module; refuse a bad relay at start-up
+            from mailer.transports.relays import parse_relays
+
+            parse_relays(self.smtp_url)
         if self.batch_size < 1:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:

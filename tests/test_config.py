@@ -45,7 +45,7 @@ def test_secrets_and_url_passwords_print_masked() -> None:
     settings = Settings.from_env(
         {
             "MAILER_SECRET_KEY": "s3cret-value",
-            "MAILER_SMTP_URL": "smtp://relay-user:relay-pass@relay.example:587",
+            "MAILER_SMTP_URL": "smtp://relay-user:relay-pass@relay.example:587?starttls=1",
             "MAILER_DATABASE_URL": "postgresql://app:dbpass@127.0.0.1/mailer",
         },
         env_file=None,
@@ -54,7 +54,7 @@ def test_secrets_and_url_passwords_print_masked() -> None:
     text = repr(settings) + str(shown)
     for secret in ("s3cret-value", "relay-pass", "dbpass"):
         assert secret not in text
-    assert shown["smtp_url"] == "smtp://relay-user:****@relay.example:587"
+    assert shown["smtp_url"] == "smtp://relay-user:****@relay.example:587?starttls=1"
     assert shown["secret_key"] == "**********"
 
 
