@@ -1,7 +1,8 @@
 """Settings: one object built from `MAILER_*` environment variables and a `.env` file.
 
 Nothing else in mailer reads `os.environ`. Every setting has a default that works on a laptop;
-production (`MAILER_ENV=production`) refuses to start with the demo secret.
+production (`MAILER_ENV=production`, the only other value) refuses to start with the demo
+secret or a short key in any key setting.
 """
 
 from __future__ import annotations
@@ -22,6 +23,23 @@ _PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 #: CPI's postal address, as printed in privacy-policy.txt.
 DEFAULT_POSTAL_ADDRESS = "Communication Partners, Inc., 132 Crowell Way, Suite 100, Bend, OR 97702"
+
+
+#: The values MAILER_ENV may take.
+ENVIRONMENTS = ("development", "production")
+#: Production keys are at least this long (and not one character repeated).
+MIN_KEY_BYTES = 32
+
+
+def _key_problem(key: str) -> str:
+    """Why `key` is too weak to sign with in production; "" when it is fine."""
+    if key == DEMO_SECRET:
+        return "is the demo secret shipped with mailer"
+    if len(key.encode()) < MIN_KEY_BYTES:
+        return f"is {len(key.encode())} bytes long"
+    if len(set(key)) < 8:
+        return "has fewer than 8 different characters"
+    return ""
 
 
 class Secret:
@@ -181,11 +199,13 @@ class Settings:
         return self.env == "production"
 
     def validate(self) -> None:
-        if self.is_production and self.secret_key.reveal() in ("", DEMO_SECRET):
+        if self.env not in ENVIRONMENTS:
             raise ConfigError(
-                "MAILER_SECRET_KEY is the demo secret; production refuses to start with it. "
-                "Set MAILER_SECRET_KEY to a long random value."
+                f"MAILER_ENV={self.env!r} is not known; use one of {', '.join(ENVIRONMENTS)} "
+                "(exactly so: anything else would quietly skip production's checks)"
             )
+        if self.is_production:
+            self._check_keys()
         if self.is_production and not self.public_base_url.startswith("https://"):
             raise ConfigError(
                 f"MAILER_PUBLIC_BASE_URL={self.public_base_url!r}: production needs an https:// "
@@ -205,6 +225,22 @@ class Settings:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
             raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+
+    def _check_keys(self) -> None:
+        """Production: every key that signs or verifies is long, random and not the demo's."""
+        named = [("MAILER_SECRET_KEY", self.secret_key)]
+        named += [("MAILER_OLD_SECRET_KEYS", k) for k in self.old_secret_keys]
+        if self.address_hash_key:
+            named.append(("MAILER_ADDRESS_HASH_KEY", self.address_hash_key))
+        for name, key in named:
+            problem = _key_problem(key.reveal())
+            if problem:
+                raise ConfigError(
+                    f"{name}: a key {problem}; production refuses to start with it (anyone "
+                    "who can guess a key can forge opt-out links). Use at least "
+                    f"{MIN_KEY_BYTES} random bytes, e.g. the output of "
+                    '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
+                )
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
