@@ -370,3 +370,17 @@ class PolicyVersion(Base):
     published_by: Mapped[str] = mapped_column(String(100))
     #: The notice campaign launched for a material change, if any.
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
+
+
+class KeyId(Base):
+    """Which secret a long-lived derived value was made with, by a non-secret id of the key.
+
+    Address hashes must outlive key rotation: the row for `address_hash` names the key every
+    stored hash was made with, so a rotated MAILER_SECRET_KEY never silently changes it.
+    """
+
+    __tablename__ = "key_ids"
+
+    purpose: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
