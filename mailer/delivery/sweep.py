@@ -2,23 +2,26 @@
 retry deferred sends when due, re-enqueue lost batches, complete finished campaigns.
 
 Safe with several schedulers on one database: every change is a conditional UPDATE, and on
-PostgreSQL due campaigns are taken with FOR UPDATE SKIP LOCKED.
+PostgreSQL due campaigns and send rows are taken with FOR UPDATE SKIP LOCKED.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from functools import partial
+from typing import Any, cast
 
-from sqlalchemy import Table, literal_column, select, update
+from sqlalchemy import ColumnElement, Table, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
 from mailer.db import is_postgres
-from mailer.delivery.batches import Batch, Dispatch, batches_for, cut_batches, dispatch_all
+from mailer.delivery.batches import Batch, Dispatch, cut_batches, dispatch_all
 from mailer.delivery.completion import maybe_complete
 from mailer.delivery.planning import finish_planning, start_sending
+from mailer.delivery.transactions import in_transaction
 from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.errors import MailerError
 from mailer.models import Campaign, Send, utcnow
@@ -44,18 +47,26 @@ class TickReport:
 def scheduler_tick(
     rt: Runtime, *, dispatch: Dispatch | None, now: dt.datetime | None = None
 ) -> TickReport:
-    """One pass of the sweep; enqueue what it found through `dispatch`."""
+    """One pass of the sweep; enqueue what it found through `dispatch`.
+
+    Send rows are changed in id order, a chunk per transaction, skipping rows a worker holds
+    (see `mailer.delivery.transactions`): the sweep never waits for a worker, so never
+    deadlocks with one.
+    """
     now = now or utcnow()
     report = TickReport()
     _start_scheduled(rt, report, now)
     _finish_interrupted_planning(rt, report, now)
-    with rt.sessions.begin() as session:
-        _recover_leases(session, rt.settings.batch_size, report, now)
-        _retry_due(session, rt.settings.batch_size, report, now)
-        _requeue_stale(session, rt.settings.batch_size, rt.settings.lease_s, report, now)
-        for campaign_id in _sending_campaigns(session):
-            if maybe_complete(session, campaign_id, now):
-                report.completed.append(campaign_id)
+    _recover_leases(rt, report, now)
+    _retry_due(rt, report, now)
+    _requeue_stale(rt, report, now)
+    for campaign_id in _sending_campaigns(rt):
+        if in_transaction(
+            rt.sessions,
+            partial(maybe_complete, campaign_id=campaign_id, now=now),
+            what=f"campaign {campaign_id}: completing",
+        ):
+            report.completed.append(campaign_id)
     dispatch_all(dispatch, report.batches)
     return report
 
@@ -155,100 +166,143 @@ def _mark_missed(session: Session, campaign: Campaign, now: dt.datetime) -> None
     )
 
 
-def _recover_leases(
-    session: Session, batch_size: int, report: TickReport, now: dt.datetime
-) -> None:
+def _recover_leases(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
     """Sends whose worker died: resend service/policy mail, mark marketing mail unknown."""
-    expired = list(
-        session.execute(
-            select(Send.id, Send.campaign_id, Send.category).where(
-                Send.status == literal_column("'sending'"), Send.lease_expires_at < now
+    with rt.sessions() as session:
+        expired = list(
+            session.execute(
+                select(Send.id, Send.campaign_id, Send.category).where(
+                    Send.status == literal_column("'sending'"), Send.lease_expires_at < now
+                )
             )
         )
-    )
-    by_campaign: dict[tuple[int, str], list[int]] = {}
-    for send_id, campaign_id, category in expired:
-        by_campaign.setdefault((campaign_id, category), []).append(send_id)
-    for (campaign_id, category), ids in by_campaign.items():
+    for (campaign_id, category), ids in _by_campaign(expired).items():
         at_least_once = Category(category).is_at_least_once
         target = SendStatus.QUEUED if at_least_once else SendStatus.UNKNOWN
-        changed = _move(
-            session,
+        reply = "" if at_least_once else LOST_REPLY
+        changed = move_sends(
+            rt,
             ids,
             SendStatus.SENDING,
             target,
             now,
-            reply=""
-            if at_least_once
-            else "worker lost while sending; not resent (marketing mail is sent at most once)",
+            reply=reply,
+            only_if=(_sends.c.lease_expires_at < now,),
         )
         if at_least_once:
             report.requeued += len(changed)
+            batch_size = rt.settings.batch_size
             report.batches.extend(cut_batches(campaign_id, category, changed, batch_size))
         else:
             report.unknown += len(changed)
         if changed:
-            audit.record(
-                session,
-                "scheduler",
-                "sends.lease_expired",
-                object_type="campaign",
-                object_id=campaign_id,
-                count=len(changed),
-                now_status=target.value,
-            )
+            _audit_lease_expired(rt, campaign_id, len(changed), target)
 
 
-def _retry_due(session: Session, batch_size: int, report: TickReport, now: dt.datetime) -> None:
-    due = list(
-        session.execute(
-            select(Send.id, Send.campaign_id, Send.category)
-            .join(Campaign, Campaign.id == Send.campaign_id)
-            .where(
-                Send.status == literal_column("'deferred'"),
-                Send.next_attempt_at <= now,
-                Campaign.status == CampaignStatus.SENDING,
+#: What the send log says of marketing mail whose worker was lost while sending it.
+LOST_REPLY = "worker lost while sending; not resent (marketing mail is sent at most once)"
+
+
+def _audit_lease_expired(rt: Runtime, campaign_id: int, count: int, target: SendStatus) -> None:
+    in_transaction(
+        rt.sessions,
+        lambda session: audit.record(
+            session,
+            "scheduler",
+            "sends.lease_expired",
+            object_type="campaign",
+            object_id=campaign_id,
+            count=count,
+            now_status=target.value,
+        ),
+        what=f"campaign {campaign_id}: auditing",
+    )
+
+
+def _retry_due(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
+    with rt.sessions() as session:
+        due = list(
+            session.execute(
+                select(Send.id, Send.campaign_id, Send.category)
+                .join(Campaign, Campaign.id == Send.campaign_id)
+                .where(
+                    Send.status == literal_column("'deferred'"),
+                    Send.next_attempt_at <= now,
+                    Campaign.status == CampaignStatus.SENDING,
+                )
             )
         )
-    )
-    by_campaign: dict[tuple[int, str], list[int]] = {}
-    for send_id, campaign_id, category in due:
-        by_campaign.setdefault((campaign_id, category), []).append(send_id)
-    for (campaign_id, category), ids in by_campaign.items():
-        changed = _move(session, ids, SendStatus.DEFERRED, SendStatus.QUEUED, now)
+    for (campaign_id, category), ids in _by_campaign(due).items():
+        changed = move_sends(
+            rt,
+            ids,
+            SendStatus.DEFERRED,
+            SendStatus.QUEUED,
+            now,
+            only_if=(_sends.c.next_attempt_at <= now,),
+        )
         report.retried += len(changed)
-        report.batches.extend(cut_batches(campaign_id, category, changed, batch_size))
+        report.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
 
 
-def _requeue_stale(
-    session: Session, batch_size: int, lease_s: int, report: TickReport, now: dt.datetime
-) -> None:
-    """Queued rows nobody has touched for a lease period: their broker message was lost."""
-    stale_before = now - dt.timedelta(seconds=lease_s)
-    campaigns = session.execute(
-        select(Campaign.id, Campaign.category).where(Campaign.status == CampaignStatus.SENDING)
-    )
-    for campaign_id, category in list(campaigns):
-        report.batches.extend(
-            batches_for(
-                session,
-                campaign_id,
-                Category(category),
-                batch_size,
-                touch_at=now,
-                stale_before=stale_before,
+def _requeue_stale(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
+    """Queued rows nobody has touched for a lease period: their broker message was lost.
+
+    They are touched (updated_at = now) as they are re-enqueued, so they count as stale again
+    only a lease period later.
+    """
+    stale_before = now - dt.timedelta(seconds=rt.settings.lease_s)
+    with rt.sessions() as session:
+        stale = list(
+            session.execute(
+                select(Send.id, Send.campaign_id, Send.category)
+                .join(Campaign, Campaign.id == Send.campaign_id)
+                .where(
+                    Send.status == literal_column("'queued'"),
+                    Send.updated_at < stale_before,
+                    Campaign.status == CampaignStatus.SENDING,
+                )
             )
         )
+    for (campaign_id, category), ids in _by_campaign(stale).items():
+        changed = move_sends(
+            rt,
+            ids,
+            SendStatus.QUEUED,
+            SendStatus.QUEUED,
+            now,
+            only_if=(_sends.c.updated_at < stale_before,),
+        )
+        report.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
 
 
-def _move(
-    session: Session,
-    ids: list[int],
+def _by_campaign(rows: Iterable[Any]) -> dict[tuple[int, str], list[int]]:
+    grouped: dict[tuple[int, str], list[int]] = {}
+    for send_id, campaign_id, category in rows:
+        grouped.setdefault((campaign_id, category), []).append(send_id)
+    return grouped
+
+
+#: Send rows changed per sweep transaction: small, so workers never wait long behind one.
+SWEEP_CHUNK = 500
+
+
+def move_sends(
+    rt: Runtime,
+    ids: Sequence[int],
     source: SendStatus,
     target: SendStatus,
     now: dt.datetime,
+    *,
     reply: str = "",
+    only_if: Sequence[ColumnElement[bool]] = (),
+    extra: Mapping[str, object] | None = None,
 ) -> list[int]:
+    """`source` → `target` for those of `ids` still in `source` (and matching `only_if`).
+
+    In id order, one transaction per chunk of `SWEEP_CHUNK`; rows locked by a worker right now
+    are left for the next sweep (PostgreSQL `FOR UPDATE SKIP LOCKED`). Returns the ids changed.
+    """
     values: dict[str, object] = {
         "status": target.value,
         "lease_expires_at": None,
@@ -257,20 +311,39 @@ def _move(
     }
     if reply:
         values["smtp_reply"] = reply
+    values.update(extra or {})
+    ordered = sorted(ids)
     changed: list[int] = []
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        rows = session.execute(
+    for start in range(0, len(ordered), SWEEP_CHUNK):
+        chunk = ordered[start : start + SWEEP_CHUNK]
+        free = (
+            select(_sends.c.id)
+            .where(_sends.c.id.in_(chunk), _sends.c.status == source.value, *only_if)
+            .order_by(_sends.c.id)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
             update(_sends)
-            .where(_sends.c.id.in_(chunk), _sends.c.status == source.value)
+            .where(_sends.c.id.in_(free.scalar_subquery()), _sends.c.status == source.value)
             .values(**values)
             .returning(_sends.c.id)
         )
-        changed.extend(row.id for row in rows)
+        changed.extend(
+            in_transaction(
+                rt.sessions,
+                partial(_changed_ids, stmt=stmt),
+                what=f"sweep: sends {source.value} -> {target.value}",
+            )
+        )
     return changed
 
 
-def _sending_campaigns(session: Session) -> list[int]:
-    return list(
-        session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.SENDING))
-    )
+def _changed_ids(session: Session, *, stmt: Any) -> list[int]:
+    return list(session.scalars(stmt))
+
+
+def _sending_campaigns(rt: Runtime) -> list[int]:
+    with rt.sessions() as session:
+        return list(
+            session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.SENDING))
+        )
