@@ -24,7 +24,7 @@ HEARTBEAT_TIMEOUT_MS = 30_000
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
-    if settings.broker_url.startswith("memory://"):
+    if settings.is_embedded_broker:
         broker: dramatiq.Broker = StubBroker()
         broker.emit_after("process_boot")
     else:

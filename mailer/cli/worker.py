@@ -18,7 +18,7 @@ from mailer.errors import ConfigError
 def worker_command(processes: int, threads: int) -> None:
     """Run delivery workers on the Redis broker (`dramatiq workers.main` underneath)."""
     rt = runtime()
-    if rt.settings.broker_url.startswith("memory://"):
+    if rt.settings.is_embedded_broker:
         raise ConfigError(
             "MAILER_BROKER_URL is memory://, where workers run inside the command that launches "
             "a campaign; set MAILER_BROKER_URL=redis://127.0.0.1:6379/0 to run separate workers"
@@ -54,7 +54,7 @@ def scheduler_command(interval_s: float | None, once: bool) -> None:
 
     rt = runtime()
     interval_s = interval_s or rt.settings.scheduler_interval_s
-    if rt.settings.broker_url.startswith("memory://"):
+    if rt.settings.is_embedded_broker:
         from workers.embedded import EmbeddedWorkers
 
         with EmbeddedWorkers(rt.settings, rt) as embedded:

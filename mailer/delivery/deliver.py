@@ -20,6 +20,8 @@ from sqlalchemy import Table, bindparam, exists, false, func, literal, select, u
 from sqlalchemy.orm import Session
 
 from mailer.delivery.completion import maybe_complete
+from mailer.delivery.journal import Journal
+from mailer.delivery.recovery import settle_own_journal
 from mailer.delivery.results import (
     Claimed,
     RecordReport,
@@ -74,11 +76,14 @@ class DeliveryContext:
         transport_factory: Callable[[], Transport],
         *,
         rate_limiter: RateLimiter | None = None,
+        journal: Journal | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.rt = rt
         self.clock = clock
         self.rate_limiter = rate_limiter
+        #: Claims and acceptances, on disk the moment they happen (see `journal`).
+        self.journal = journal
         self._transport_factory = transport_factory
         self._transport: Transport | None = None
         self._loop = asyncio.new_event_loop()
@@ -94,7 +99,7 @@ class DeliveryContext:
             transport = self._transport_factory()
             await transport.open()
             self._transport = transport
-        return await self._transport.send_batch(messages)
+        return await self._transport.send_batch(messages, self.journal)
 
     def messages_for(self, session: Session, campaign: Campaign) -> CampaignMessages:
         """The campaign's compiled templates, built once per worker thread."""
@@ -121,13 +126,15 @@ class DeliveryContext:
             self._loop.run_until_complete(self._transport.close())
             self._transport = None
         self._loop.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def deliver_batch(
     ctx: DeliveryContext, campaign_id: int, first_id: int, last_id: int
 ) -> BatchReport:
     """Send the queued sends `first_id`..`last_id` of a campaign; safe to run twice."""
-    rt, settings = ctx.rt, ctx.rt.settings
+    rt = ctx.rt
     report = BatchReport(campaign_id)
     begun = in_transaction(
         rt.sessions,
@@ -138,6 +145,32 @@ def deliver_batch(
         report.stopped = begun
         return report
     category, messages, pending = begun
+    try:
+        _deliver_slices(ctx, report, campaign_id, category, messages, pending)
+    except BaseException:
+        # claimed rows would otherwise wait for their lease: settle them from the journal now
+        # (accepted ones sent, never begun ones queued again)
+        if ctx.journal is not None:
+            settle_own_journal(rt, ctx.journal, ctx.clock())
+        raise
+    if not report.stopped:
+        in_transaction(
+            rt.sessions,
+            partial(maybe_complete, campaign_id=campaign_id, now=ctx.clock()),
+            what=f"campaign {campaign_id}: completing",
+        )
+    return report
+
+
+def _deliver_slices(
+    ctx: DeliveryContext,
+    report: BatchReport,
+    campaign_id: int,
+    category: Category,
+    messages: CampaignMessages,
+    pending: list[int],
+) -> None:
+    rt, settings = ctx.rt, ctx.rt.settings
     step = settings.record_every
     for start in range(0, len(pending), step):
         ids = pending[start : start + step]
@@ -151,6 +184,7 @@ def deliver_batch(
                 ids=ids,
                 now=ctx.clock(),
                 lease_s=settings.lease_s,
+                journal=ctx.journal,
             ),
             what=f"campaign {campaign_id}: claiming sends",
         )
@@ -162,6 +196,8 @@ def deliver_batch(
                 partial(_record, ctx, sent=sent),
                 what=f"campaign {campaign_id}: recording results",
             )
+            if ctx.journal is not None:
+                ctx.journal.recorded()
             report.add(recorded.counts)
             if recorded.policy_failures:
                 in_transaction(
@@ -173,14 +209,7 @@ def deliver_batch(
                 )
         elif _status(rt, campaign_id) != CampaignStatus.SENDING:
             report.stopped = "campaign no longer sending"
-            break
-    if not report.stopped:
-        in_transaction(
-            rt.sessions,
-            lambda session: maybe_complete(session, campaign_id, ctx.clock()),
-            what=f"campaign {campaign_id}: completing",
-        )
-    return report
+            return
 
 
 def _begin(
@@ -270,13 +299,30 @@ def _claim(
     ids: list[int],
     now: dt.datetime,
     lease_s: int,
+    journal: Journal | None = None,
 ) -> tuple[dict[int, Claimed], Sequence[Any]]:
     """queued → sending for the rows nobody else took, while the campaign is still sending;
     then who they go to and whether consent still holds. The lease lets the sweep recover them.
+    The claim is journalled before it commits, so no crash leaves a claim the journal lacks.
     """
     lease = now + dt.timedelta(seconds=lease_s)
     if session.get_bind().dialect.name == "postgresql":
-        return _claim_postgres(session, category, campaign_id, ids, now, lease)
+        claimed, rows = _claim_postgres(session, category, campaign_id, ids, now, lease)
+    else:
+        claimed, rows = _claim_generic(session, category, campaign_id, ids, now, lease)
+    if journal is not None and claimed:
+        journal.claimed((send_id, info.attempts) for send_id, info in claimed.items())
+    return claimed, rows
+
+
+def _claim_generic(
+    session: Session,
+    category: Category,
+    campaign_id: int,
+    ids: list[int],
+    now: dt.datetime,
+    lease: dt.datetime,
+) -> tuple[dict[int, Claimed], Sequence[Any]]:
     still_sending = exists().where(
         Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING.value
     )

@@ -8,12 +8,12 @@ PostgreSQL due campaigns and send rows are taken with FOR UPDATE SKIP LOCKED.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, literal_column, select, update
+from sqlalchemy import Table, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
@@ -21,8 +21,9 @@ from mailer.db import is_postgres
 from mailer.delivery.batches import Batch, Dispatch, cut_batches, dispatch_all
 from mailer.delivery.completion import maybe_complete
 from mailer.delivery.planning import finish_planning, start_sending
+from mailer.delivery.recovery import move_sends, recover
 from mailer.delivery.transactions import in_transaction
-from mailer.enums import CampaignStatus, Category, SendStatus
+from mailer.enums import CampaignStatus, SendStatus
 from mailer.errors import MailerError
 from mailer.models import Campaign, Send, utcnow
 from mailer.rules import load_audiences
@@ -37,8 +38,9 @@ class TickReport:
     started: list[int] = field(default_factory=list)
     missed: list[int] = field(default_factory=list)
     failed_to_start: dict[int, str] = field(default_factory=dict)
-    requeued: int = 0  #: expired leases of at-least-once mail, sent again
-    unknown: int = 0  #: expired leases of at-most-once mail, never resent
+    recovered_sent: int = 0  #: accepted before their worker stopped, as its journal says
+    requeued: int = 0  #: stopped workers' sends queued again (never begun, or at-least-once)
+    unknown: int = 0  #: stopped workers' marketing mail that may have gone out; never resent
     retried: int = 0
     completed: list[int] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
@@ -57,7 +59,11 @@ def scheduler_tick(
     report = TickReport()
     _start_scheduled(rt, report, now)
     _finish_interrupted_planning(rt, report, now)
-    _recover_leases(rt, report, now)
+    recovered = recover(rt, now)
+    report.recovered_sent = recovered.sent
+    report.requeued = recovered.requeued
+    report.unknown = recovered.unknown
+    report.batches.extend(recovered.batches)
     _retry_due(rt, report, now)
     _requeue_stale(rt, report, now)
     for campaign_id in _sending_campaigns(rt):
@@ -166,59 +172,6 @@ def _mark_missed(session: Session, campaign: Campaign, now: dt.datetime) -> None
     )
 
 
-def _recover_leases(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
-    """Sends whose worker died: resend service/policy mail, mark marketing mail unknown."""
-    with rt.sessions() as session:
-        expired = list(
-            session.execute(
-                select(Send.id, Send.campaign_id, Send.category).where(
-                    Send.status == literal_column("'sending'"), Send.lease_expires_at < now
-                )
-            )
-        )
-    for (campaign_id, category), ids in _by_campaign(expired).items():
-        at_least_once = Category(category).is_at_least_once
-        target = SendStatus.QUEUED if at_least_once else SendStatus.UNKNOWN
-        reply = "" if at_least_once else LOST_REPLY
-        changed = move_sends(
-            rt,
-            ids,
-            SendStatus.SENDING,
-            target,
-            now,
-            reply=reply,
-            only_if=(_sends.c.lease_expires_at < now,),
-        )
-        if at_least_once:
-            report.requeued += len(changed)
-            batch_size = rt.settings.batch_size
-            report.batches.extend(cut_batches(campaign_id, category, changed, batch_size))
-        else:
-            report.unknown += len(changed)
-        if changed:
-            _audit_lease_expired(rt, campaign_id, len(changed), target)
-
-
-#: What the send log says of marketing mail whose worker was lost while sending it.
-LOST_REPLY = "worker lost while sending; not resent (marketing mail is sent at most once)"
-
-
-def _audit_lease_expired(rt: Runtime, campaign_id: int, count: int, target: SendStatus) -> None:
-    in_transaction(
-        rt.sessions,
-        lambda session: audit.record(
-            session,
-            "scheduler",
-            "sends.lease_expired",
-            object_type="campaign",
-            object_id=campaign_id,
-            count=count,
-            now_status=target.value,
-        ),
-        what=f"campaign {campaign_id}: auditing",
-    )
-
-
 def _retry_due(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
     with rt.sessions() as session:
         due = list(
@@ -281,65 +234,6 @@ def _by_campaign(rows: Iterable[Any]) -> dict[tuple[int, str], list[int]]:
     for send_id, campaign_id, category in rows:
         grouped.setdefault((campaign_id, category), []).append(send_id)
     return grouped
-
-
-#: Send rows changed per sweep transaction: small, so workers never wait long behind one.
-SWEEP_CHUNK = 500
-
-
-def move_sends(
-    rt: Runtime,
-    ids: Sequence[int],
-    source: SendStatus,
-    target: SendStatus,
-    now: dt.datetime,
-    *,
-    reply: str = "",
-    only_if: Sequence[ColumnElement[bool]] = (),
-    extra: Mapping[str, object] | None = None,
-) -> list[int]:
-    """`source` → `target` for those of `ids` still in `source` (and matching `only_if`).
-
-    In id order, one transaction per chunk of `SWEEP_CHUNK`; rows locked by a worker right now
-    are left for the next sweep (PostgreSQL `FOR UPDATE SKIP LOCKED`). Returns the ids changed.
-    """
-    values: dict[str, object] = {
-        "status": target.value,
-        "lease_expires_at": None,
-        "updated_at": now,
-        "next_attempt_at": None,
-    }
-    if reply:
-        values["smtp_reply"] = reply
-    values.update(extra or {})
-    ordered = sorted(ids)
-    changed: list[int] = []
-    for start in range(0, len(ordered), SWEEP_CHUNK):
-        chunk = ordered[start : start + SWEEP_CHUNK]
-        free = (
-            select(_sends.c.id)
-            .where(_sends.c.id.in_(chunk), _sends.c.status == source.value, *only_if)
-            .order_by(_sends.c.id)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(_sends)
-            .where(_sends.c.id.in_(free.scalar_subquery()), _sends.c.status == source.value)
-            .values(**values)
-            .returning(_sends.c.id)
-        )
-        changed.extend(
-            in_transaction(
-                rt.sessions,
-                partial(_changed_ids, stmt=stmt),
-                what=f"sweep: sends {source.value} -> {target.value}",
-            )
-        )
-    return changed
-
-
-def _changed_ids(session: Session, *, stmt: Any) -> list[int]:
-    return list(session.scalars(stmt))
 
 
 def _sending_campaigns(rt: Runtime) -> list[int]:
