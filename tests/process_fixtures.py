@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -294,9 +295,11 @@ class PrivateRedis:
 class PrivatePostgres:
     """A PostgreSQL cluster of the test's own (initdb as user postgres) on a free port."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
-        self.dir = tmp / "pg"
+        # its own directory under the system temp dir: pytest's is private to root, and the
+        # server runs as postgres
+        self.dir = Path(tempfile.mkdtemp(prefix="mailer-pg-"))
         self.bin = _pg_bin()
 
     @property
@@ -310,10 +313,8 @@ class PrivatePostgres:
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def init(self) -> PrivatePostgres:
-        self.dir.mkdir(parents=True)
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-            shutil.chown(self.dir.parent, "postgres")
         self._as_postgres("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
         return self.start()
 
@@ -331,6 +332,12 @@ class PrivatePostgres:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def remove(self) -> None:
+        """Stop at once and delete the cluster."""
+        with suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _pg_bin() -> Path:

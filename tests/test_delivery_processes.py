@@ -163,7 +163,7 @@ def test_redis_down_longer_than_the_lease_loses_nobody(tmp_path: Path, smtpd: Fa
 def test_postgresql_restarted_mid_campaign_loses_nobody(
     tmp_path: Path, smtpd: FaultServer
 ) -> None:
-    pg = PrivatePostgres(tmp_path).init()
+    pg = PrivatePostgres().init()
     dep = Deployment(tmp_path, pg.url, SHARED_REDIS, smtpd.url, MAILER_LEASE_S="3")
     try:
         dep.env["MAILER_RATE_LIMIT_PER_S"] = "100"
@@ -185,4 +185,4 @@ def test_postgresql_restarted_mid_campaign_loses_nobody(
     finally:
         dep.close()
         clear_namespace(dep.namespace)
-        pg.stop("immediate")
+        pg.remove()
