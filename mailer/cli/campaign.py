@@ -14,6 +14,7 @@ from mailer.campaigns import CampaignSummary
 from mailer.campaigns.times import format_delay, format_time, parse_time
 from mailer.cli._common import as_option, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher, watch_progress
+from mailer.delivery.heartbeats import sweep_overdue_warning
 from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError
 from mailer.models import utcnow
@@ -164,7 +165,12 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
     rt = runtime()
     if watch:
         watch_progress(rt, [campaign_id])
-    _show(campaigns.campaign_status(rt, campaign_id), as_json, rt.settings.timezone)
+    summary = campaigns.campaign_status(rt, campaign_id)
+    _show(summary, as_json, rt.settings.timezone)
+    if summary.status in ("sending", "scheduled") and not rt.settings.is_embedded_broker:
+        warning = sweep_overdue_warning(rt)
+        if warning:
+            click.echo(warning, err=True)
 
 
 @campaign_group.command("list")
