@@ -7,7 +7,7 @@ import sys
 import click
 
 from mailer import users
-from mailer.cli._common import actor, echo_json, runtime
+from mailer.cli._common import actor, echo_json, json_option, runtime
 from mailer.enums import Role
 
 
@@ -30,8 +30,15 @@ def users_group() -> None:
 @click.option(
     "--password-stdin", is_flag=True, help="Read a password from standard input (first line)."
 )
+@json_option
 def create_command(
-    username: str, role: str, display_name: str, email: str, phone: str, password_stdin: bool
+    username: str,
+    role: str,
+    display_name: str,
+    email: str,
+    phone: str,
+    password_stdin: bool,
+    as_json: bool,
 ) -> None:
     """Create the user USERNAME (recorded in the audit log)."""
     password: str | None = None
@@ -51,11 +58,15 @@ def create_command(
             password=password,
             actor=actor(rt.settings),
         )
-        click.echo(f"created user {user.username} ({user.role}, {user.email})")
+        created = {"username": user.username, "role": user.role, "email": user.email}
+    if as_json:
+        echo_json({**created, "display_name": display_name, "has_password": bool(password)})
+    else:
+        click.echo(f"created user {created['username']} ({created['role']}, {created['email']})")
 
 
 @users_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def list_command(as_json: bool) -> None:
     """List users."""
     rt = runtime()
