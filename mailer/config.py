@@ -137,6 +137,15 @@ class Settings:
     #: The acting user for CLI commands; the OS user name when empty.
     user: str = ""
     web_rate_limit_per_minute: int = 60
+    #: A signed-in browser session ends after this long without a request…
+    session_idle_timeout_s: int = 30 * 60
+    #: …and this long after sign-in, however active.
+    session_absolute_timeout_s: int = 12 * 3600
+    #: Failed sign-ins per (IP, username) within the window before further tries are refused.
+    login_max_failures: int = 5
+    login_failure_window_s: int = 300
+    #: API tokens expire after this many days unless created with another lifetime.
+    api_token_days: int = 90
     #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False

@@ -68,6 +68,7 @@ def _set_up(cli) -> None:  # type: ignore[no-untyped-def]
         "email": "ada@cpi.example",
         "display_name": "Ada",
         "has_password": False,
+        "is_first_admin": True,
     }
     loaded = _json(cli("sample-data", "--organizations", "6", "--seed", "3", "--into-db", "--json"))
     assert loaded["organizations"] == 6 and loaded["contacts"] > 0

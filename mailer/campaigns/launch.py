@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.access.permissions import find_user, require_category, require_owner_or_admin
 from mailer.campaigns.lifecycle import (
     LAUNCHABLE,
     complete_if_done,
@@ -34,7 +35,6 @@ from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError, NotFoundError
 from mailer.messages import check_template
 from mailer.models import Campaign, utcnow
-from mailer.permissions import find_user, require_category, require_owner_or_admin
 from mailer.rules import load_audiences, parse_rule
 from mailer.runtime import Runtime
 

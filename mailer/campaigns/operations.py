@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.access.permissions import find_user, require_category, require_owner_or_admin
 from mailer.campaigns.launch import validate_launch
 from mailer.campaigns.lifecycle import OPEN, complete_if_done, require_transition
 from mailer.campaigns.summary import get_campaign
@@ -22,7 +23,6 @@ from mailer.delivery.batches import Dispatch, batches_for, dispatch_all
 from mailer.enums import CampaignStatus, Category, Role, SendStatus
 from mailer.errors import CampaignError
 from mailer.models import Campaign, Send, User, utcnow
-from mailer.permissions import find_user, require_category, require_owner_or_admin
 from mailer.runtime import Runtime
 
 

@@ -108,6 +108,7 @@ def _register() -> None:
         retention,
         serve,
         template,
+        tokens,
         users,
         worker,
     )
@@ -116,6 +117,7 @@ def _register() -> None:
         database,
         contacts,
         users,
+        tokens,
         audience,
         template,
         campaign,

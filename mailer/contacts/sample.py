@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from mailer import users
+from mailer.access import users
 from mailer.audit import record
 from mailer.contacts import sample_words as words
 from mailer.contacts.store import allocate_ids, insert_tuples
@@ -296,14 +296,14 @@ def _ensure_account_managers(session: Any, actor: str) -> int:
     created = 0
     for username, name, email, phone in words.ACCOUNT_MANAGERS:
         if username not in existing:
-            users.create_user(
+            users.add_user(
                 session,
                 username=username,
                 display_name=name,
                 email=email,
                 phone=phone,
                 role="account_manager",
-                actor=actor,
+                audited_as=actor,
             )
             created += 1
     return created

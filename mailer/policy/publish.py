@@ -23,13 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.access.permissions import find_user, require_admin
 from mailer.campaigns import Launch, add_draft, begin_launch, summarize, validate_launch
 from mailer.config import Settings
 from mailer.delivery.batches import Dispatch
 from mailer.enums import Category
 from mailer.errors import PolicyError
 from mailer.models import Campaign, PolicyVersion, User, utcnow
-from mailer.permissions import find_user, require_admin
 from mailer.policy.text import ensure_first_version, get_version
 from mailer.runtime import Runtime
 

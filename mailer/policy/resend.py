@@ -25,6 +25,7 @@ from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.access.permissions import find_user, require_admin
 from mailer.campaigns.lifecycle import transition
 from mailer.db import is_postgres
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
@@ -32,7 +33,6 @@ from mailer.delivery.planning import PLANNED_COLUMNS
 from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.errors import PolicyError
 from mailer.models import Campaign, Contact, PolicyVersion, Send, utcnow
-from mailer.permissions import find_user, require_admin
 from mailer.policy.coverage import eligible_organization_ids, require_version
 from mailer.rules import audience_select
 from mailer.runtime import Runtime
