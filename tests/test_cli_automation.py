@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from mailer.access import SYSTEM
 from mailer.campaigns.lifecycle import transition
 from mailer.cli import WAIT_EXIT_CODES, main
 from mailer.db import make_engine, make_sessionmaker
@@ -95,7 +96,7 @@ def _force(database_url: str, campaign_id: int, status: CampaignStatus, detail: 
     engine = make_engine(database_url)
     try:
         with make_sessionmaker(engine).begin() as s:
-            assert transition(s, campaign_id, status, actor="test", action="x", detail=detail)
+            assert transition(s, campaign_id, status, actor=SYSTEM, action="x", detail=detail)
     finally:
         engine.dispose()
 

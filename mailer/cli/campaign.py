@@ -14,7 +14,7 @@ from mailer import campaigns
 from mailer.campaigns import CampaignSummary
 from mailer.campaigns.times import format_delay, format_time, parse_time
 from mailer.campaigns.waiting import wait_for_campaign
-from mailer.cli._common import as_option, echo_json, json_option, runtime
+from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher, progress_bar, watch_progress
 from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError
@@ -41,7 +41,7 @@ def campaign_group() -> None:
     metavar="KEY=VALUE",
     help="Extra template context, repeatable.",
 )
-@as_option
+@acting_option
 @json_option
 def create_command(
     name: str,
@@ -51,7 +51,7 @@ def create_command(
     rule_text: str,
     rule_file: Path | None,
     params: tuple[str, ...],
-    username: str,
+    as_username: str,
     as_json: bool,
 ) -> None:
     """Create a draft campaign."""
@@ -65,7 +65,7 @@ def create_command(
         extra[key] = value
     campaign = campaigns.create_campaign(
         runtime(),
-        username=username,
+        actor=current_actor(as_username),
         name=name,
         category=category,
         template=template,
@@ -98,14 +98,14 @@ def create_command(
     default=None,
     help="Wait until delivered (always, with the in-process broker).",
 )
-@as_option
+@acting_option
 @json_option
 def launch_command(
     campaign_id: int,
     at: str | None,
     is_now: bool,
     wait: bool | None,
-    username: str,
+    as_username: str,
     as_json: bool,
 ) -> None:
     """Validate, plan the send log and start sending (or schedule with --at)."""
@@ -119,7 +119,7 @@ def launch_command(
         when = None
     with Dispatcher(rt) as dispatcher:
         summary = campaigns.launch_campaign(
-            rt, campaign_id, username=username, dispatch=dispatcher.dispatch, at=when
+            rt, campaign_id, actor=current_actor(as_username), dispatch=dispatcher.dispatch, at=when
         )
         if summary.status == CampaignStatus.SENDING and (wait or dispatcher.is_embedded):
             dispatcher.wait([campaign_id], show=not as_json)
@@ -129,24 +129,25 @@ def launch_command(
 
 @campaign_group.command("pause")
 @click.argument("campaign_id", type=int)
-@as_option
+@acting_option
 @json_option
-def pause_command(campaign_id: int, username: str, as_json: bool) -> None:
+def pause_command(campaign_id: int, as_username: str, as_json: bool) -> None:
     """Stop sending within one batch; resume later."""
     rt = runtime()
-    campaigns.pause_campaign(rt, campaign_id, username=username)
+    campaigns.pause_campaign(rt, campaign_id, actor=current_actor(as_username))
     _done(rt, campaign_id, "paused", as_json)
 
 
 @campaign_group.command("resume")
 @click.argument("campaign_id", type=int)
-@as_option
+@acting_option
 @json_option
-def resume_command(campaign_id: int, username: str, as_json: bool) -> None:
+def resume_command(campaign_id: int, as_username: str, as_json: bool) -> None:
     """Go on sending a paused campaign (it completes at once if nothing is left)."""
     rt = runtime()
     with Dispatcher(rt) as dispatcher:
-        campaigns.resume_campaign(rt, campaign_id, username=username, dispatch=dispatcher.dispatch)
+        actor = current_actor(as_username)
+        campaigns.resume_campaign(rt, campaign_id, actor=actor, dispatch=dispatcher.dispatch)
         if dispatcher.is_embedded:
             dispatcher.wait([campaign_id], show=not as_json)
     _done(rt, campaign_id, "resumed", as_json)
@@ -154,12 +155,12 @@ def resume_command(campaign_id: int, username: str, as_json: bool) -> None:
 
 @campaign_group.command("cancel")
 @click.argument("campaign_id", type=int)
-@as_option
+@acting_option
 @json_option
-def cancel_command(campaign_id: int, username: str, as_json: bool) -> None:
+def cancel_command(campaign_id: int, as_username: str, as_json: bool) -> None:
     """Stop for good; what is still queued is skipped at once."""
     rt = runtime()
-    campaigns.cancel_campaign(rt, campaign_id, username=username)
+    campaigns.cancel_campaign(rt, campaign_id, actor=current_actor(as_username))
     _done(rt, campaign_id, "cancelled", as_json)
 
 

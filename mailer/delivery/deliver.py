@@ -18,7 +18,8 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, bindparam, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from mailer.campaigns.lifecycle import SYSTEM, complete_if_done, transition
+from mailer.access import SYSTEM
+from mailer.campaigns.lifecycle import complete_if_done, transition
 from mailer.delivery.results import Claimed, count_policy_failures, record_results, record_skips
 from mailer.enums import ALL_MARKETING, CampaignStatus, Category, SendStatus, SkipReason
 from mailer.errors import TemplateError

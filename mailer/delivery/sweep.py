@@ -16,15 +16,13 @@ from sqlalchemy import Table, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
-from mailer.campaigns.lifecycle import complete_if_done
+from mailer.campaigns.lifecycle import SCHEDULER, complete_if_done
 from mailer.delivery.batches import Batch, Dispatch, batches_for, cut_batches, dispatch_all
 from mailer.delivery.planning import finish_planning
 from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.models import Campaign, Send, utcnow
 from mailer.runtime import Runtime
 
-#: Who the audit log names for what the sweep does.
-SCHEDULER = "scheduler"
 #: The send log as a Core table, for the bulk statements of the hot path.
 _sends = cast(Table, Send.__table__)
 
@@ -64,7 +62,7 @@ def _start_scheduled(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
     # imported here: mailer.campaigns builds on mailer.delivery (planning, batches)
     from mailer.campaigns.schedule import start_due_campaigns
 
-    due = start_due_campaigns(rt, actor=SCHEDULER, now=now)
+    due = start_due_campaigns(rt, now=now)
     report.started.extend(due.started)
     report.missed.extend(due.missed)
     report.failed_to_start.update(due.failed)
@@ -121,7 +119,7 @@ def _recover_leases(
         if changed:
             audit.record(
                 session,
-                SCHEDULER,
+                SCHEDULER.username,
                 "sends.lease_expired",
                 object_type="campaign",
                 object_id=campaign_id,
