@@ -114,7 +114,9 @@ def test_worker_killed_mid_campaign_loses_nobody_and_duplicates_no_marketing_mai
     received = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
     assert max(received.values()) == 1, "a marketing message went out twice"
     assert counts.get("sent", 0) + counts.get("unknown", 0) == len(contacts)
-    assert counts.get("unknown", 0) <= 2 * mail_rt.settings.record_every  # one slice per thread
+    # the journal settles the dead worker's claims: only messages on the wire at the kill
+    # (at most one per SMTP connection and pipelined follower) can be unknown
+    assert counts.get("unknown", 0) <= 2 * 2 * mail_rt.settings.smtp_pool_size
     assert set(received) | _unknown_emails(mail_rt, cid) == {c.email for c in contacts}
 
 

@@ -21,7 +21,7 @@ class Dispatcher:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.is_embedded = rt.settings.broker_url.startswith("memory://")
+        self.is_embedded = rt.settings.is_embedded_broker
         self._embedded: Any = None
         self._wiring: Any = None
         self._capture: CaptureServer | None = None

@@ -16,6 +16,7 @@ from mailer.campaigns.times import format_delay, format_time, parse_time
 from mailer.campaigns.waiting import wait_for_campaign
 from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher, progress_bar, watch_progress
+from mailer.delivery.heartbeats import sweep_overdue_warning
 from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError
 from mailer.models import utcnow
@@ -221,7 +222,12 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
     rt = runtime()
     if watch:
         watch_progress(rt, [campaign_id])
-    _show(campaigns.campaign_status(rt, campaign_id), as_json, rt.settings.timezone)
+    summary = campaigns.campaign_status(rt, campaign_id)
+    _show(summary, as_json, rt.settings.timezone)
+    if summary.status in ("sending", "scheduled") and not rt.settings.is_embedded_broker:
+        warning = sweep_overdue_warning(rt)
+        if warning:
+            click.echo(warning, err=True)
 
 
 @campaign_group.command("list")
