@@ -19,7 +19,8 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, bindparam, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from mailer.campaigns.lifecycle import SYSTEM, complete_if_done, transition
+from mailer.access import SYSTEM
+from mailer.campaigns.lifecycle import complete_if_done, transition
 from mailer.delivery.journal import Journal
 from mailer.delivery.recovery import settle_own_journal
 from mailer.delivery.results import (

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, literal_column, select
 
-from mailer.campaigns.lifecycle import complete_if_done
+from mailer.campaigns.lifecycle import SCHEDULER, complete_if_done
 from mailer.delivery.batches import Batch, Dispatch, cut_batches, dispatch_all
 from mailer.delivery.planning import finish_planning
 from mailer.delivery.recovery import move_sends, recover
@@ -25,8 +25,6 @@ from mailer.enums import CampaignStatus, SendStatus
 from mailer.models import Campaign, Send, utcnow
 from mailer.runtime import Runtime
 
-#: Who the audit log names for what the sweep does.
-SCHEDULER = "scheduler"
 #: The send log as a Core table, for the bulk statements of the hot path.
 _sends = cast(Table, Send.__table__)
 
