@@ -212,6 +212,8 @@ def routed_app(rt: Runtime, smtp_server: Any) -> Any:
 @pytest.fixture
 def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Role, dict[str, Any]]:
     """For each role: its own draft campaign and a contact it may preview as."""
+    with rt.sessions() as s:
+        actors = {name: access.actor_for_username(s, name) for name in ROLE_USERS.values()}
     policy.publish_policy(
         rt,
         version="2",
@@ -219,7 +221,7 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
         text="Version 2 of the policy.",
         summary="We share less.",
         is_material=True,
-        username="ada",
+        actor=actors["ada"],
         dispatch=None,
     )
     with rt.sessions.begin() as s:
@@ -236,7 +238,11 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
         org = make_org(kind="client", account_manager_id=manager.id if manager else None)
         contact = make_contact(organization=org)
         campaign = campaigns.create_campaign(
-            rt, username=username, name=f"{role} campaign", category=category, template=template
+            rt,
+            actor=actors[username],
+            name=f"{role} campaign",
+            category=category,
+            template=template,
         )
         out[role] = {
             "totp": _CurrentCode(rt, username),

@@ -55,9 +55,11 @@ def test_the_api_answers_as_its_openapi_document_says(
     rt: Runtime, api_url: str, staff: Any, make_contact: Any, tmp_path: Path
 ) -> None:
     make_contact()
+    with rt.sessions() as s:
+        mark = access.actor_for_username(s, "mark")
     campaigns.create_campaign(
         rt,
-        username="mark",
+        actor=mark,
         name="Spring",
         category="promotions",
         template="promotions/aca-reporting",

@@ -24,7 +24,11 @@ def _actor(rt: Runtime, username: str) -> access.Actor:
 
 def _campaign(rt: Runtime, username: str, category: str, template: str) -> Campaign:
     return campaigns.create_campaign(
-        rt, username=username, name=f"{username} {category}", category=category, template=template
+        rt,
+        actor=_actor(rt, username),
+        name=f"{username} {category}",
+        category=category,
+        template=template,
     )
 
 

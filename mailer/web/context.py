@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 
 from mailer.access import Actor, LoginThrottle
 from mailer.delivery.batches import Dispatch
+from mailer.errors import NotFoundError
 from mailer.runtime import Runtime
 from mailer.web.security import client_ip
 
@@ -42,7 +42,18 @@ def ip_of(request: Request) -> str:
     return client_ip(request.scope, trusted_proxy=trusted)
 
 
+#: The largest id a campaign, contact or organization can have (their columns are 32-bit).
+MAX_ID = 2**31 - 1
+
+
 def int_param(request: Request, name: str) -> int:
-    """A path parameter declared `{name:int}`."""
-    value: Any = request.path_params[name]
-    return int(value)
+    """A path parameter declared `{name:int}`; an id past any column's range is not found."""
+    value = int(request.path_params[name])
+    if value > MAX_ID:
+        raise NotFoundError(f"no {name.removesuffix('_id')} {value}")
+    return value
+
+
+def page_id(text: str) -> int | None:
+    """The id of a "more" link's `before`/`after` parameter, or None when it is not one."""
+    return int(text) if text.isdigit() and int(text) <= MAX_ID else None

@@ -252,7 +252,7 @@ def _operation(route: Route, op: Operation) -> dict[str, Any]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "integer", "minimum": 0}
+            "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
             if isinstance(convertor, IntegerConvertor)
             else {"type": "string", "pattern": "^[^/]+$"},
         }

@@ -34,7 +34,7 @@ from mailer.web.admin.pages import (
     is_htmx,
     render,
 )
-from mailer.web.context import actor, context, int_param
+from mailer.web.context import actor, context, int_param, page_id
 from mailer.web.guard import allow
 
 SENDERS = (Role.ADMIN, Role.MARKETING, Role.ACCOUNT_MANAGER)
@@ -86,7 +86,7 @@ async def campaign_list(request: Request) -> Response:
                 category=category,
                 search=search,
                 limit=50,
-                before_id=int(before) if before.isdigit() else None,
+                before_id=page_id(before),
             )
             for row in rows:
                 session.expunge(row.campaign)
@@ -201,7 +201,7 @@ async def create(request: Request) -> Response:
         campaign = await run_in_threadpool(
             lambda: campaigns.create_campaign(
                 context(request).runtime,
-                username=actor(request).username,
+                actor=actor(request),
                 name=values["name"],
                 category=values["category"],
                 template=values["template"],
@@ -420,7 +420,7 @@ async def launch(request: Request) -> Response:
         lambda: campaigns.launch_campaign(
             ctx.runtime,
             campaign_id,
-            username=actor(request).username,
+            actor=actor(request),
             dispatch=ctx.dispatch,
             at=at,
         )
@@ -435,17 +435,17 @@ def _transition(action: str) -> Any:
         campaign_id = int_param(request, "campaign_id")
         await run_in_threadpool(_load, request, campaign_id)  # visible to this user?
         ctx = context(request)
-        username = actor(request).username
+        who = actor(request)
 
         def run() -> None:
             if action == "pause":
-                campaigns.pause_campaign(ctx.runtime, campaign_id, username=username)
+                campaigns.pause_campaign(ctx.runtime, campaign_id, actor=who)
             elif action == "resume":
                 campaigns.resume_campaign(
-                    ctx.runtime, campaign_id, username=username, dispatch=ctx.dispatch
+                    ctx.runtime, campaign_id, actor=who, dispatch=ctx.dispatch
                 )
             else:
-                campaigns.cancel_campaign(ctx.runtime, campaign_id, username=username)
+                campaigns.cancel_campaign(ctx.runtime, campaign_id, actor=who)
 
         await run_in_threadpool(run)
         return done(request, f"/admin/campaigns/{campaign_id}?notice={action}d")

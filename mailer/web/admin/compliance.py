@@ -16,7 +16,7 @@ from mailer import audit, policy, reports
 from mailer.enums import Role
 from mailer.errors import PolicyError
 from mailer.web.admin.pages import DEFAULT_ZONE, checked_form, done, field, render
-from mailer.web.context import actor, context
+from mailer.web.context import actor, context, page_id
 from mailer.web.guard import allow
 
 COVERAGE_COLUMNS = [
@@ -88,7 +88,7 @@ async def publish(request: Request) -> Response:
                     text=str(values["text"]),
                     summary=str(values["summary"]),
                     is_material=bool(values["is_material"]),
-                    username=actor(request).username,
+                    actor=actor(request),
                     dispatch=ctx.dispatch,
                 )
             )
@@ -136,7 +136,7 @@ async def resend(request: Request) -> Response:
     ctx = context(request)
     await run_in_threadpool(
         lambda: policy.resend_notice(
-            ctx.runtime, version, username=actor(request).username, dispatch=ctx.dispatch
+            ctx.runtime, version, actor=actor(request), dispatch=ctx.dispatch
         )
     )
     return done(request, f"/admin/policy/{version}/coverage?notice=resent")
@@ -172,9 +172,7 @@ async def audit_log(request: Request) -> Response:
 
     def run() -> list[Any]:
         with context(request).runtime.sessions() as session:
-            events = audit.search(
-                session, where, limit=100, before_id=int(before) if before.isdigit() else None
-            )
+            events = audit.search(session, where, limit=100, before_id=page_id(before))
             session.expunge_all()
             return events
 

@@ -18,7 +18,7 @@ from mailer.contacts import import_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
 from mailer.errors import ContactImportError, MailerError
 from mailer.web.admin.pages import checked_form, done, field, render
-from mailer.web.context import actor, context, int_param
+from mailer.web.context import actor, context, int_param, page_id
 from mailer.web.guard import allow
 
 #: The largest CSV the import form takes; bigger files go through `mailer import`.
@@ -37,7 +37,7 @@ async def search(request: Request) -> Response:
                 session,
                 actor(request),
                 text,
-                after_id=int(after) if after.isdigit() else 0,
+                after_id=page_id(after) or 0,
             )
 
     rows = await run_in_threadpool(run)

@@ -17,7 +17,7 @@ from mailer.errors import CampaignError, RuleError, TemplateError
 from mailer.messages import list_templates, load_template
 from mailer.models import Campaign
 from mailer.rules import parse_rule
-from mailer.web.context import actor, context, int_param
+from mailer.web.context import MAX_ID, actor, context, int_param
 from mailer.web.guard import allow
 from mailer.web.openapi import Param, operation, read_body, read_query
 from mailer.web.problems import InvalidInput, rule_error_fields
@@ -157,7 +157,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind == "id" and value.isdigit():
+        if kind == "id" and value.isdigit() and int(value) <= MAX_ID:
             return int(value)
     except ValueError:
         pass
@@ -212,7 +212,7 @@ async def create_campaign(request: Request) -> Response:
         campaign = await run_in_threadpool(
             lambda: campaigns.create_campaign(
                 rt,
-                username=actor(request).username,
+                actor=actor(request),
                 name=body["name"].strip(),
                 category=body["category"],
                 template=body["template"],
@@ -316,7 +316,7 @@ async def launch(request: Request) -> Response:
         lambda: campaigns.launch_campaign(
             ctx.runtime,
             campaign_id,
-            username=actor(request).username,
+            actor=actor(request),
             dispatch=ctx.dispatch,
             at=when,
         )
@@ -346,17 +346,17 @@ def _transition(action: str) -> Any:
         campaign_id = int_param(request, "campaign_id")
         ctx = context(request)
         await _campaign(request, campaign_id)  # 404/403 before anything changes
-        username = actor(request).username
+        who = actor(request)
 
         def run() -> None:
             if action == "pause":
-                campaigns.pause_campaign(ctx.runtime, campaign_id, username=username)
+                campaigns.pause_campaign(ctx.runtime, campaign_id, actor=who)
             elif action == "resume":
                 campaigns.resume_campaign(
-                    ctx.runtime, campaign_id, username=username, dispatch=ctx.dispatch
+                    ctx.runtime, campaign_id, actor=who, dispatch=ctx.dispatch
                 )
             else:
-                campaigns.cancel_campaign(ctx.runtime, campaign_id, username=username)
+                campaigns.cancel_campaign(ctx.runtime, campaign_id, actor=who)
 
         await run_in_threadpool(run)
         return JSONResponse(await _campaign(request, campaign_id))

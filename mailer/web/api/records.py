@@ -272,7 +272,7 @@ async def publish_version(request: Request) -> Response:
             text=body["text"],
             summary=body["summary"],
             is_material=body["is_material"],
-            username=actor(request).username,
+            actor=actor(request),
             dispatch=ctx.dispatch,
         )
     )
@@ -303,7 +303,7 @@ async def resend_version(request: Request) -> Response:
     ctx = context(request)
     report = await run_in_threadpool(
         lambda: policy.resend_notice(
-            ctx.runtime, version, username=actor(request).username, dispatch=ctx.dispatch
+            ctx.runtime, version, actor=actor(request), dispatch=ctx.dispatch
         )
     )
     return JSONResponse({"campaign_id": report.campaign_id, "queued": report.queued})
