@@ -72,6 +72,10 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "form": {"category": "{category}", "rule": "kind = client"}
     },
     ("GET", "/admin/campaigns/{campaign_id:int}"): {},
+    ("GET", "/admin/campaigns/{campaign_id:int}/edit"): {},
+    ("POST", "/admin/campaigns/{campaign_id:int}/edit"): {
+        "form": {"name": "Renamed", "template": "{template}", "rule": "kind = client"}
+    },
     ("GET", "/admin/campaigns/{campaign_id:int}/progress"): {},
     ("GET", "/admin/campaigns/{campaign_id:int}/preview"): {"query": "?contact={contact}"},
     ("GET", "/admin/campaigns/{campaign_id:int}/preview.html"): {"query": "?contact={contact}"},
@@ -143,6 +147,9 @@ API_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "json": {"name": "By API", "category": "{category}", "template": "{template}"}
     },
     ("GET", f"{API}/campaigns/{{campaign_id:int}}"): {},
+    ("PATCH", f"{API}/campaigns/{{campaign_id:int}}"): {
+        "json": {"name": "Renamed", "template": "{template}", "rule": "kind = client"}
+    },
     ("POST", f"{API}/campaigns/{{campaign_id:int}}/preview"): {"json": {"contact_id": "{contact}"}},
     ("POST", f"{API}/campaigns/{{campaign_id:int}}/test-send"): {
         "json": {"contact_id": "{contact}", "to": ["me@cpi.example"]}
@@ -457,3 +464,21 @@ def test_a_wrong_method_names_every_method_the_path_takes(routed_app: Any) -> No
         assert response.headers["content-type"] == "application/problem+json"
         response = client.put("/admin/campaigns")
         assert (response.status_code, response.headers["allow"]) == (405, "GET, HEAD, POST")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_draft_is_edited_with_the_same_checks_and_a_launched_one_is_not(
+    world: Any, signed_in: Any
+) -> None:
+    client, token = signed_in("mark")
+    cid = world[Role.MARKETING]["cid"]
+    form = {"csrf_token": token, "name": "Spring", "template": "promotions/open-enrollment"}
+    response = client.post(f"/admin/campaigns/{cid}/edit", data={**form, "rule": "kindd = client"})
+    assert response.status_code == 422
+    assert "did you mean &#39;kind&#39;" in response.text  # shown inline, nothing saved
+    assert "Spring" not in client.get(f"/admin/campaigns/{cid}").text
+    response = client.post(f"/admin/campaigns/{cid}/edit", data={**form, "rule": "kind = client"})
+    assert "Draft saved." in response.text and "Spring" in response.text
+    client.post(f"/admin/campaigns/{cid}/launch", data={"csrf_token": token, "confirm": "yes"})
+    response = client.get(f"/admin/campaigns/{cid}/edit")
+    assert response.status_code == 409 and "only a draft" in response.text

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from mailer import access, audit, campaigns, directory, reports
-from mailer.errors import PermissionDeniedError
+from mailer.errors import CampaignError, PermissionDeniedError, RuleError
 from mailer.models import AuditEvent, Campaign, OptOut, Send, Suppression, utcnow
 from mailer.runtime import Runtime
 
@@ -201,3 +201,51 @@ def test_audit_search_filters_by_actor_action_prefix_object_and_time(
         first = audit.search(s, audit.AuditFilter(), limit=2)
         rest = audit.search(s, audit.AuditFilter(), limit=2, before_id=first[-1].id)
         assert len({e.id for e in first + rest}) == 4
+
+
+def test_only_a_draft_is_edited_and_the_edit_is_audited_with_before_and_after(
+    rt: Runtime, staff: Any
+) -> None:
+    promo = _campaign(rt, "mark", "promotions", "promotions/open-enrollment")
+    mark, amy = _actor(rt, "mark"), _actor(rt, "amy")
+    with pytest.raises(RuleError):
+        campaigns.edit_draft(
+            rt,
+            promo.id,
+            actor=mark,
+            name="X",
+            template="promotions/open-enrollment",
+            rule_text="kindd = client",
+        )
+    with pytest.raises(PermissionDeniedError):
+        campaigns.edit_draft(
+            rt, promo.id, actor=amy, name="X", template="promotions/open-enrollment", rule_text=""
+        )
+    campaigns.edit_draft(
+        rt,
+        promo.id,
+        actor=mark,
+        name="Spring",
+        template="promotions/aca-reporting",
+        rule_text="kind = client",
+    )
+    with rt.sessions() as s:
+        row = s.get(Campaign, promo.id)
+        assert (row.name, row.template, row.rule_text) == (
+            "Spring",
+            "promotions/aca-reporting",
+            "kind = client",
+        )
+        event = s.scalars(select(AuditEvent).where(AuditEvent.action == "campaign.edit")).one()
+    assert event.details["before"]["name"] == "mark promotions"
+    assert event.details["after"]["template"] == "promotions/aca-reporting"
+    campaigns.cancel_campaign(rt, promo.id, actor=mark)
+    with pytest.raises(CampaignError, match="only a draft"):
+        campaigns.edit_draft(
+            rt,
+            promo.id,
+            actor=mark,
+            name="Again",
+            template="promotions/aca-reporting",
+            rule_text="",
+        )

@@ -59,6 +59,8 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns", c.create, methods=["POST"]),
         Route("/audience/count", c.audience_count, methods=["POST"]),
         Route("/campaigns/{campaign_id:int}", c.campaign_page, methods=["GET"]),
+        Route("/campaigns/{campaign_id:int}/edit", c.edit_page, methods=["GET"]),
+        Route("/campaigns/{campaign_id:int}/edit", c.edit, methods=["POST"]),
         Route("/campaigns/{campaign_id:int}/progress", c.progress, methods=["GET"]),
         Route("/campaigns/{campaign_id:int}/preview", c.preview, methods=["GET"]),
         Route("/campaigns/{campaign_id:int}/preview.html", c.preview_html, methods=["GET"]),

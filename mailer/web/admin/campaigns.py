@@ -107,7 +107,12 @@ async def campaign_list(request: Request) -> Response:
 
 
 def _editor(
-    request: Request, *, values: dict[str, str], errors: dict[str, Any], count: Any = None
+    request: Request,
+    *,
+    values: dict[str, str],
+    errors: dict[str, Any],
+    count: Any = None,
+    campaign_id: int | None = None,
 ) -> Response:
     categories = sorted(ALLOWED_CATEGORIES[Role(actor(request).role)])
     return render(
@@ -119,6 +124,7 @@ def _editor(
         count=count,
         templates=_templates_for(request),
         categories=categories,
+        campaign_id=campaign_id,
     )
 
 
@@ -183,11 +189,40 @@ async def audience_count(request: Request) -> Response:
 @allow(*SENDERS)
 async def create(request: Request) -> Response:
     """Create the draft, or show the editor again with each problem beside its field."""
+    return await _save(request, None)
+
+
+@allow(*SENDERS)
+async def edit_page(request: Request) -> Response:
+    """The editor for a draft."""
+    campaign, _ = await run_in_threadpool(_load, request, int_param(request, "campaign_id"))
+    if campaign.status != CampaignStatus.DRAFT:
+        raise CampaignError(f"campaign {campaign.id} is {campaign.status}; only a draft is edited")
+    values = {
+        "name": campaign.name,
+        "category": campaign.category,
+        "template": campaign.template,
+        "rule": campaign.rule_text,
+    }
+    count, errors = await _count(request, values)
+    return _editor(request, values=values, errors=errors, count=count, campaign_id=campaign.id)
+
+
+@allow(*SENDERS)
+async def edit(request: Request) -> Response:
+    """Save the draft, or show the editor again with each problem beside its field."""
+    return await _save(request, int_param(request, "campaign_id"))
+
+
+async def _save(request: Request, campaign_id: int | None) -> Response:
     form = await checked_form(request)
     values = _form_values(form)
+    if campaign_id is not None:
+        campaign, _ = await run_in_threadpool(_load, request, campaign_id)
+        values["category"] = campaign.category  # fixed once created
     if form.get("check"):  # the "Check audience" button of the no-JavaScript editor
         count, found = await _count(request, values)
-        return _editor(request, values=values, errors=found, count=count)
+        return _editor(request, values=values, errors=found, count=count, campaign_id=campaign_id)
     errors: dict[str, Any] = {}
     if not values["name"]:
         errors["name"] = "Give the campaign a name, e.g. “Open enrollment 2027”."
@@ -196,23 +231,38 @@ async def create(request: Request) -> Response:
     count, count_errors = await _count(request, values)
     errors.update(count_errors)
     if errors:
-        return _editor(request, values=values, errors=errors, count=count)
-    try:
-        campaign = await run_in_threadpool(
-            lambda: campaigns.create_campaign(
-                context(request).runtime,
-                actor=actor(request),
+        return _editor(request, values=values, errors=errors, count=count, campaign_id=campaign_id)
+    rt, who = context(request).runtime, actor(request)
+
+    def run() -> Any:
+        if campaign_id is None:
+            return campaigns.create_campaign(
+                rt,
+                actor=who,
                 name=values["name"],
                 category=values["category"],
                 template=values["template"],
                 rule_text=values["rule"],
             )
+        return campaigns.edit_draft(
+            rt,
+            campaign_id,
+            actor=who,
+            name=values["name"],
+            template=values["template"],
+            rule_text=values["rule"],
         )
+
+    try:
+        saved = await run_in_threadpool(run)
     except RuleError as exc:
-        return _editor(request, values=values, errors={"rule": _rule_error(exc)}, count=None)
+        errors = {"rule": _rule_error(exc)}
     except (CampaignError, TemplateError) as exc:
-        return _editor(request, values=values, errors={"template": str(exc)}, count=None)
-    return done(request, f"/admin/campaigns/{campaign.id}?notice=created")
+        errors = {"template": str(exc)}
+    if errors:
+        return _editor(request, values=values, errors=errors, campaign_id=campaign_id)
+    notice = "created" if campaign_id is None else "saved"
+    return done(request, f"/admin/campaigns/{saved.id}?notice={notice}")
 
 
 @allow(*SENDERS)

@@ -44,6 +44,7 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns", c.list_campaigns, methods=["GET"]),
         Route("/campaigns", c.create_campaign, methods=["POST"]),
         Route("/campaigns/{campaign_id:int}", c.get_campaign, methods=["GET"]),
+        Route("/campaigns/{campaign_id:int}", c.edit_campaign, methods=["PATCH"]),
         Route("/campaigns/{campaign_id:int}/preview", c.preview_campaign, methods=["POST"]),
         Route("/campaigns/{campaign_id:int}/test-send", c.test_send, methods=["POST"]),
         Route("/campaigns/{campaign_id:int}/launch", c.launch, methods=["POST"]),

@@ -242,6 +242,43 @@ async def get_campaign(request: Request) -> Response:
     return JSONResponse(await _campaign(request, int_param(request, "campaign_id")))
 
 
+EDIT = {
+    "type": "object",
+    "required": ["name", "template"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "template": {"type": "string", "minLength": 1, "maxLength": 200},
+        "rule": {"type": "string", "maxLength": 20000},
+    },
+}
+
+
+@allow(*SENDERS)
+@operation("campaigns", body=EDIT, response=CAMPAIGN)
+async def edit_campaign(request: Request) -> Response:
+    """Change a draft's name, template and rule (checked as at create)."""
+    body = await read_body(request)
+    campaign_id = int_param(request, "campaign_id")
+    await _campaign(request, campaign_id)
+    try:
+        await run_in_threadpool(
+            lambda: campaigns.edit_draft(
+                context(request).runtime,
+                campaign_id,
+                actor=actor(request),
+                name=body["name"],
+                template=body["template"],
+                rule_text=body.get("rule", ""),
+            )
+        )
+    except RuleError as exc:
+        raise InvalidInput(rule_error_fields(exc)) from exc
+    except TemplateError as exc:
+        raise InvalidInput([{"field": "template", "message": str(exc)}]) from exc
+    return JSONResponse(await _campaign(request, campaign_id))
+
+
 @allow(*SENDERS)
 @operation("campaigns", body=AS_CONTACT, response=PREVIEW)
 async def preview_campaign(request: Request) -> Response:
