@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from mailer import access, campaigns, policy
 from mailer.access import totp
 from mailer.enums import Role
-from mailer.models import User
+from mailer.models import Campaign, User
 from mailer.runtime import Runtime
 from mailer.web import create_app
 from mailer.web.guard import allowed_roles
@@ -482,3 +482,22 @@ def test_a_draft_is_edited_with_the_same_checks_and_a_launched_one_is_not(
     client.post(f"/admin/campaigns/{cid}/launch", data={"csrf_token": token, "confirm": "yes"})
     response = client.get(f"/admin/campaigns/{cid}/edit")
     assert response.status_code == 409 and "only a draft" in response.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_launch_is_scheduled_in_the_zone_chosen_and_a_time_that_does_not_exist_is_refused(
+    rt: Runtime, world: Any, signed_in: Any
+) -> None:
+    client, token = signed_in("mark")
+    cid = world[Role.MARKETING]["cid"]
+    form = {"csrf_token": token, "confirm": "yes", "when": "later"}
+    gap = {**form, "at": "2099-03-08T02:30", "zone": "America/Los_Angeles"}  # clocks skip it
+    response = client.post(f"/admin/campaigns/{cid}/launch", data=gap)
+    assert response.status_code == 422 and "the clocks skip that hour" in response.text
+    ok = {**form, "at": "2099-01-05T09:00", "zone": "America/New_York"}
+    response = client.post(f"/admin/campaigns/{cid}/launch", data=ok)
+    assert "Scheduled." in response.text
+    with rt.sessions() as s:
+        campaign = s.get(Campaign, cid)
+        assert campaign.status == "scheduled"
+        assert campaign.scheduled_at == dt.datetime(2099, 1, 5, 14, 0, tzinfo=dt.UTC)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -14,6 +13,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from mailer import campaigns, previews, reports
 from mailer.access.permissions import ALLOWED_CATEGORIES
+from mailer.campaigns.times import parse_time
 from mailer.enums import CampaignStatus, Category, Role
 from mailer.errors import (
     CampaignError,
@@ -26,7 +26,6 @@ from mailer.errors import (
 from mailer.messages import list_templates, load_template
 from mailer.models import User
 from mailer.web.admin.pages import (
-    DEFAULT_ZONE,
     ZONES,
     checked_form,
     done,
@@ -417,27 +416,27 @@ async def launch_page(request: Request) -> Response:
         campaign=campaign,
         count=count,
         zones=ZONES,
-        zone=DEFAULT_ZONE,
+        zone=context(request).runtime.settings.timezone,
         at="",
         error="",
     )
 
 
-def _schedule(form: FormData) -> tuple[dt.datetime | None, str]:
+def _schedule(form: FormData, default_zone: str) -> tuple[dt.datetime | None, str]:
+    """The launch time the form asks for in its zone (None: now), or the error to show."""
     when = field(form, "at")
     if form.get("when") != "later":
         return None, ""
     if not when:
         return None, "Give the date and time to send at, or choose “Send now”."
-    try:
-        zone = ZoneInfo(field(form, "zone") or DEFAULT_ZONE)
-    except (ZoneInfoNotFoundError, ValueError):
+    zone_name = field(form, "zone") or default_zone
+    if zone_name not in ZONES and zone_name != default_zone:
         return None, "Choose a time zone from the list."
     try:
-        local = dt.datetime.fromisoformat(when)
-    except ValueError:
-        return None, f"{when!r} is not a date and time like 2026-12-01T09:00."
-    at = local.replace(tzinfo=zone)
+        # the core's parser: refuses a wall time that does not exist (clocks going forward)
+        at = parse_time(f"{when} {zone_name}", default_zone)
+    except CampaignError as exc:
+        return None, str(exc)
     if at <= dt.datetime.now(dt.UTC):
         return None, "That time has passed; choose a time in the future, or “Send now”."
     return at, ""
@@ -449,7 +448,7 @@ async def launch(request: Request) -> Response:
     form = await checked_form(request)
     campaign_id = int_param(request, "campaign_id")
     campaign, _ = await run_in_threadpool(_load, request, campaign_id)
-    at, error = _schedule(form)
+    at, error = _schedule(form, context(request).runtime.settings.timezone)
     if not error and form.get("confirm") != "yes":
         error = "Tick the box to confirm who this goes to."
     if error:
@@ -461,7 +460,7 @@ async def launch(request: Request) -> Response:
             campaign=campaign,
             count=count,
             zones=ZONES,
-            zone=field(form, "zone") or DEFAULT_ZONE,
+            zone=field(form, "zone") or context(request).runtime.settings.timezone,
             at=field(form, "at"),
             error=error,
         )
