@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from mailer import access, campaigns, policy
 from mailer.access import totp
 from mailer.enums import Role
-from mailer.models import Campaign, User
+from mailer.models import Campaign, Contact, User
 from mailer.runtime import Runtime
 from mailer.web import create_app
 from mailer.web.guard import allowed_roles
@@ -501,3 +501,32 @@ def test_a_launch_is_scheduled_in_the_zone_chosen_and_a_time_that_does_not_exist
         campaign = s.get(Campaign, cid)
         assert campaign.status == "scheduled"
         assert campaign.scheduled_at == dt.datetime(2099, 1, 5, 14, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_import_dry_run_changes_nothing_and_the_good_rows_go_in_when_asked(
+    rt: Runtime, world: Any, signed_in: Any
+) -> None:
+    client, token = signed_in("ada")
+    text = IMPORT_CSV + "ORG-NEW-2,client,Other Co,not-an-address,Sam,Roe\r\n"
+    files = {"file": ("new.csv", text, "text/csv")}
+
+    def post(**form: str) -> Any:
+        return client.post(
+            "/admin/contacts/import", data={"csrf_token": token, **form}, files=files
+        )
+
+    def imported() -> bool:
+        with rt.sessions() as s:
+            return (
+                s.scalar(select(Contact.id).where(Contact.email == "pat@newclient.example"))
+                is not None
+            )
+
+    response = post(dry_run="yes")
+    assert response.status_code == 422
+    assert "not-an-address" in response.text and "Import the good rows" in response.text
+    assert not imported()
+    response = post(skip_invalid="yes")
+    assert response.status_code == 200 and "Imported" in response.text
+    assert imported()

@@ -121,6 +121,7 @@ async def import_file(request: Request) -> Response:
     form = await checked_form(request)
     upload = form.get("file")
     is_dry_run = form.get("dry_run") == "yes"
+    skip_invalid = form.get("skip_invalid") == "yes"
     if not isinstance(upload, UploadFile) or not upload.filename:
         return render(
             request,
@@ -148,7 +149,12 @@ async def import_file(request: Request) -> Response:
             with open(path, "wb") as out:
                 out.write(data)
             return import_contacts(
-                context(request).runtime, path, dry_run=is_dry_run, actor=actor(request)
+                context(request).runtime,
+                path,
+                dry_run=is_dry_run,
+                skip_invalid=skip_invalid,
+                rejects_path=os.path.join(folder, "rejected.csv"),
+                actor=actor(request),
             )
 
     try:
@@ -159,7 +165,9 @@ async def import_file(request: Request) -> Response:
             "import.html",
             status_code=422,
             report=None,
-            error=str(exc).replace(exc.path, name),
+            error=str(exc)
+            .replace(exc.path, name)
+            .replace("with --skip-invalid", "by ticking “Import the good rows”"),
             problems=exc.problems[:200],
         )
     except MailerError as exc:
