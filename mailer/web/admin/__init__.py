@@ -115,11 +115,14 @@ class HeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        is_asset = str(scope.get("path", "")).startswith("/admin/assets/")
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("content-security-policy", ADMIN_CSP)
-                headers.setdefault("cache-control", "no-store")
+                # pages show contacts: never kept in a cache; the stylesheet and htmx may be
+                headers.setdefault("cache-control", "max-age=3600" if is_asset else "no-store")
                 headers.setdefault("x-frame-options", "DENY")
             await send(message)
 
