@@ -22,6 +22,8 @@ from mailer.models import Campaign, OptOut, Send
 
 #: Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: How many of the latest campaigns the dashboard looks through for recent bounces.
+RECENT_CAMPAIGNS = 50
 #: Send statuses still waiting for an outcome.
 OPEN_SENDS = (SendStatus.QUEUED, SendStatus.SENDING, SendStatus.DEFERRED)
 
@@ -129,24 +131,27 @@ def campaign_counts(session: Session, ids: Sequence[int]) -> dict[int, CampaignC
     result = {i: CampaignCounts() for i in ids}
     if not ids:
         return result
+    # one pass over the campaigns' sends (index on campaign_id, status): a failure with a 5xx
+    # reply or none at all is a bounce
+    is_bounce = case(
+        (
+            (Send.status == SendStatus.FAILED)
+            & or_(Send.smtp_code.is_(None), Send.smtp_code >= 500),
+            1,
+        ),
+        else_=0,
+    )
     rows = session.execute(
-        select(Send.campaign_id, Send.status, Send.skip_reason, func.count())
+        select(Send.campaign_id, Send.status, Send.skip_reason, func.count(), func.sum(is_bounce))
         .where(Send.campaign_id.in_(ids))
         .group_by(Send.campaign_id, Send.status, Send.skip_reason)
     )
-    for campaign_id, status, reason, n in rows:
+    for campaign_id, status, reason, n, bounces in rows:
         counts = result[campaign_id]
         counts.by_status[status] = counts.by_status.get(status, 0) + n
+        counts.bounces += int(bounces or 0)
         if status == SendStatus.SKIPPED and reason:
             counts.skipped_by_reason[reason] = counts.skipped_by_reason.get(reason, 0) + n
-    bounced = session.execute(
-        select(Send.campaign_id, func.count())
-        .where(Send.campaign_id.in_(ids), Send.status == SendStatus.FAILED)
-        .where(or_(Send.smtp_code.is_(None), Send.smtp_code >= 500))
-        .group_by(Send.campaign_id)
-    )
-    for campaign_id, n in bounced:
-        result[campaign_id].bounces = n
     is_complaint = case((OptOut.source == OptOutSource.COMPLAINT, 1), else_=0)
     opted = session.execute(
         select(Send.campaign_id, func.count(), func.sum(is_complaint))
@@ -296,11 +301,13 @@ def recent_activity(
         if len(target) < limit:
             detail = f"{opt.category} via {opt.source.replace('_', ' ')}"
             target.append(Activity(kind, opt.opted_out_at, email, detail, campaign_id))
+    # the failures of the latest campaigns: the send log is too big to sort every failure
+    latest = select(Campaign.id).order_by(Campaign.id.desc()).limit(RECENT_CAMPAIGNS)
     bounce_rows = session.execute(
         scoped(
             select(Send, Contact.email)
             .join(Contact, Contact.id == Send.contact_id)
-            .where(Send.status == SendStatus.FAILED)
+            .where(Send.campaign_id.in_(latest), Send.status == SendStatus.FAILED)
         )
         .order_by(Send.updated_at.desc(), Send.id.desc())
         .limit(limit)

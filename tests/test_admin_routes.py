@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from mailer import access, campaigns, policy
 from mailer.access import totp
 from mailer.enums import Role
-from mailer.models import Campaign, Contact, User
+from mailer.models import Campaign, Contact, OptOut, Send, User
 from mailer.runtime import Runtime
 from mailer.web import create_app
 from mailer.web.guard import allowed_roles
@@ -530,3 +530,45 @@ def test_an_import_dry_run_changes_nothing_and_the_good_rows_go_in_when_asked(
     response = post(skip_invalid="yes")
     assert response.status_code == 200 and "Imported" in response.text
     assert imported()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_dashboard_lists_recent_bounces_opt_outs_and_complaints(
+    rt: Runtime, world: Any, signed_in: Any, make_contact: Any
+) -> None:
+    cid = world[Role.MARKETING]["cid"]
+    people = [make_contact(email=f"person{n}@client.example") for n in range(3)]
+    with rt.sessions.begin() as s:
+        sends = [
+            Send(
+                campaign_id=cid,
+                contact_id=p.id,
+                organization_id=p.organization_id,
+                category="promotions",
+                email=p.email,
+                status=status,
+                smtp_code=code,
+                smtp_reply=reply,
+            )
+            for p, (status, code, reply) in zip(
+                people,
+                [("failed", 550, "5.1.1 no such user"), ("sent", 250, ""), ("sent", 250, "")],
+                strict=True,
+            )
+        ]
+        s.add_all(sends)
+        s.flush()
+        for send, source in ((sends[1], "one_click"), (sends[2], "complaint")):
+            s.add(
+                OptOut(
+                    contact_id=send.contact_id,
+                    address_hash="h",
+                    category="promotions",
+                    source=source,
+                    send_id=send.id,
+                )
+            )
+    client, _ = signed_in("mark")
+    page = client.get("/admin/").text
+    assert "person0@client.example" in page and "550 5.1.1 no such user" in page
+    assert "promotions via one click" in page and "promotions via complaint" in page
