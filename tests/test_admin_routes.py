@@ -572,3 +572,35 @@ def test_the_dashboard_lists_recent_bounces_opt_outs_and_complaints(
     page = client.get("/admin/").text
     assert "person0@client.example" in page and "550 5.1.1 no such user" in page
     assert "promotions via one click" in page and "promotions via complaint" in page
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_api_lists_page_by_cursor_and_bad_input_names_the_field(
+    routed_app: Any, world: Any
+) -> None:
+    headers = {"authorization": f"Bearer {world[Role.ADMIN]['bearer']}"}
+    with TestClient(routed_app) as client:
+        seen: list[int] = []
+        url = "/api/v1/campaigns?limit=2"
+        while url:
+            page = client.get(url, headers=headers).json()
+            seen += [c["id"] for c in page["items"]]
+            cursor = page["next_cursor"]
+            url = f"/api/v1/campaigns?limit=2&cursor={cursor}" if cursor else ""
+        assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) >= 3
+        response = client.get("/api/v1/campaigns?limit=500", headers=headers)
+        assert response.status_code == 422
+        assert response.json()["errors"] == [{"field": "limit", "message": "must be at most 100"}]
+        response = client.post(
+            "/api/v1/campaigns",
+            headers=headers,
+            json={
+                "name": "X",
+                "category": "promotions",
+                "template": "promotions/aca-reporting",
+                "rule": "employees > ten",
+            },
+        )
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "rule" and error["line"] == 1 and error["column"] == 13
