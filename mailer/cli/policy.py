@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from rich.table import Table
 from mailer import policy
 from mailer.cli._common import actor, as_option, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher
+from mailer.csvfiles import dict_writer
 from mailer.policy_coverage import CoverageReport
 from mailer.policy_text import all_versions
 
@@ -243,7 +243,7 @@ def _write_csv(report: CoverageReport, path: Path) -> None:
         "reason",
     ]
     with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, columns, extrasaction="ignore")
+        writer = dict_writer(out, columns, extrasaction="ignore")
         writer.writeheader()
         for client in report.clients:
             writer.writerow(client.as_dict())
