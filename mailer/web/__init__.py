@@ -35,6 +35,7 @@ __all__ = ["create_app"]
 
 _ERROR_TITLES = {
     400: "That request could not be understood",
+    403: "That form can only be sent from our own page",
     404: "Page not found",
     405: "Page not found",
     413: "That request is too large",

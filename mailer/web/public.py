@@ -26,7 +26,7 @@ from mailer.models import Contact
 from mailer.runtime import Runtime
 from mailer.tokens import RecipientToken, TokenSigner
 from mailer.web.pages import mask_address, render
-from mailer.web.security import client_ip
+from mailer.web.security import client_ip, is_cross_site, origin_of
 
 #: Who the audit log names for a change a recipient made from a link.
 RECIPIENT_ACTOR = "recipient"
@@ -47,6 +47,12 @@ class WebContext:
             return self.signer.read(raw)
         except TokenError:
             raise HTTPException(404) from None
+
+    def refuse_cross_site(self, request: Request) -> None:
+        """403 for a form another site's page posted (it could opt a contact back in)."""
+        allowed = (origin_of(self.runtime.settings.public_base_url),)
+        if is_cross_site(request.scope, allowed_origins=allowed):
+            raise HTTPException(403)
 
     def visitor(self, request: Request) -> dict[str, str]:
         """The IP and user agent recorded with a consent change."""
@@ -172,6 +178,7 @@ async def preferences_page(request: Request) -> Response:
     raw = request.path_params["token"]
     token = ctx.read_token(raw)
     if request.method == "POST":
+        ctx.refuse_cross_site(request)  # not on one-click: providers POST that cross-site
         form = await _read_form(request)
         action = str(form.get("action") or "")
         who = ctx.visitor(request)

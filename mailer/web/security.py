@@ -7,7 +7,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse
@@ -34,6 +35,34 @@ SECURITY_HEADERS = {
 NO_STORE_PREFIXES = ("/u/", "/preferences/")
 #: Paths the rate limit covers: everything that reaches the database for a visitor.
 LIMITED_PREFIXES = ("/u/", "/preferences/", "/privacy")
+
+
+def origin_of(url: str) -> str:
+    """`https://u.cpi.example` of `https://u.cpi.example/x`: scheme and host[:port], lowercase."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+def is_cross_site(scope: Scope, *, allowed_origins: Collection[str]) -> bool:
+    """Whether a browser sent this request from another site's page (a forged form post).
+
+    `Sec-Fetch-Site` decides when the browser sent it; otherwise `Origin`, which must be one of
+    `allowed_origins` or the request's own host. A request with neither (curl, a mail
+    provider's server) comes from no browser page and is not cross-site.
+    """
+    headers = Headers(scope=scope)
+    fetch_site = headers.get("sec-fetch-site", "").lower()
+    if fetch_site:
+        # set by the browser itself; Origin is then "null" anyway under no-referrer
+        return fetch_site not in ("same-origin", "none")
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    origin = origin.strip().lower()
+    if origin in allowed_origins:
+        return False
+    host = headers.get("host", "").lower()
+    return not host or urlsplit(origin).netloc != host
 
 
 def client_ip(scope: Scope, *, trusted_proxy: bool) -> str:
