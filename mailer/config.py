@@ -160,6 +160,8 @@ class Settings:
     #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False
+    #: A web client must send a request's line and headers within this many seconds.
+    web_header_timeout_s: float = 10.0
 
     @classmethod
     def from_env(
