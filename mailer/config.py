@@ -134,6 +134,8 @@ class Settings:
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_private_key_path: str = ""
+    #: The time one message's templates may take to render; past it the send fails.
+    template_render_budget_s: float = 2.0
     #: Default: ./templates, else the one beside the mailer package (a source checkout).
     templates_dir: Path = Path("templates")
     audiences_dir: Path = Path("audiences")
