@@ -135,6 +135,8 @@ class Settings:
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_private_key_path: str = ""
+    #: The time one message's templates may take to render; past it the send fails.
+    template_render_budget_s: float = 2.0
     #: Default: ./templates, else the one beside the mailer package (a source checkout).
     templates_dir: Path = Path("templates")
     audiences_dir: Path = Path("audiences")
@@ -176,6 +178,8 @@ class Settings:
     #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False
+    #: A web client must send a request's line and headers within this many seconds.
+    web_header_timeout_s: float = 10.0
 
     @classmethod
     def from_env(

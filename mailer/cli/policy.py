@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from rich.table import Table
 from mailer import policy
 from mailer.cli._common import acting_option, actor, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher
+from mailer.csvfiles import dict_writer
 
 file_option = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -241,7 +241,7 @@ def _write_csv(report: policy.CoverageReport, path: Path) -> None:
         "reason",
     ]
     with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, columns, extrasaction="ignore")
+        writer = dict_writer(out, columns, extrasaction="ignore")
         writer.writeheader()
         for client in report.clients:
             writer.writerow(client.as_dict())
