@@ -135,6 +135,29 @@ def audit(
     return event_row
 
 
+def audit_as(
+    session: Session,
+    name: str,
+    action: str,
+    *,
+    object_type: str = "",
+    object_id: str | int | None = "",
+    ip: str = "",
+    **details: Any,
+) -> AuditEvent:
+    """Record an action by someone who is not (yet) an actor: a sign-in attempt, a bootstrap."""
+    event_row = AuditEvent(
+        actor=name[:100],
+        action=action,
+        object_type=object_type,
+        object_id="" if object_id is None else str(object_id)[:100],
+        details=details,
+        ip=ip[:45],
+    )
+    session.add(event_row)
+    return event_row
+
+
 def _audit_denial(
     session: Session,
     actor: Actor,
