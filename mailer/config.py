@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
 
@@ -129,6 +130,8 @@ class Settings:
     #: A scheduled campaign that could not start this long after its time waits to be relaunched.
     missed_window_s: int = 3600
     scheduler_interval_s: float = 5.0
+    #: The zone launch times are read in when they carry none, and shown in (IANA Area/City).
+    timezone: str = "America/Los_Angeles"
     policy_grace_days: int = 90
     retention_years: int = 7
     #: The acting user for CLI commands; the OS user name when empty.
@@ -204,6 +207,13 @@ class Settings:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
             raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"MAILER_TIMEZONE={self.timezone!r} is not a time zone; use an Area/City name "
+                "like America/Los_Angeles (the system's tz database, or the tzdata package)"
+            ) from exc
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from mailer.bounces import BounceEvent, apply_events, parse_report
-from mailer.delivery.planning import start_sending
+from mailer.delivery.planning import plan_send_log
 from mailer.enums import Category, SendStatus
 from mailer.inbound import InboundServer
 from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, load_template
@@ -171,7 +171,7 @@ def _plan(rt: Runtime, category: Category, contact: Contact) -> tuple[str, str]:
         )
         s.add(campaign)
         s.flush()
-        start_sending(rt, s, campaign, "", None, now=now)
+        plan_send_log(rt, s, campaign, "", now=now)
         send = s.scalars(
             select(Send).where(Send.campaign_id == campaign.id, Send.contact_id == contact.id)
         ).one()

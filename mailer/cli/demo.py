@@ -23,7 +23,7 @@ from mailer.consent import opt_out
 from mailer.contacts.sample import load_sample_into_db
 from mailer.enums import ALL_MARKETING, OptOutSource
 from mailer.models import Contact, Organization, User
-from mailer.policy_text import ensure_first_version
+from mailer.policy.text import ensure_first_version
 from mailer.runtime import Runtime, open_runtime
 from mailer.transports import CaptureServer
 
