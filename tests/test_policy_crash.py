@@ -17,6 +17,7 @@ from mailer import policy
 from mailer.campaigns import campaign_status
 from mailer.models import AuditEvent
 from mailer.runtime import Runtime
+from tests.conftest import actor_of
 from tests.delivery_fixtures import REDIS_URL
 from tests.smtpd import FaultServer
 from tests.test_delivery_crash import sent_so_far, start_worker_process
@@ -51,7 +52,7 @@ def test_worker_killed_mid_notice_still_ends_with_full_coverage(
             text=TEXT,
             summary=SUMMARY,
             is_material=True,
-            username="ada",
+            actor=actor_of(mail_rt, "ada"),
             dispatch=wiring.dispatch,
         )
         assert report.campaign_id is not None
@@ -78,7 +79,7 @@ def test_worker_killed_mid_notice_still_ends_with_full_coverage(
     assert set(received) == {c.email for c in contacts}, "an eligible contact was never told"
     # at-least-once: only the slice in flight when the worker died may have gone out twice
     assert sum(received.values()) - len(contacts) <= 2 * mail_rt.settings.record_every
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
     assert coverage.is_finished and len(coverage.clients) == 50 and not coverage.not_reached
     assert coverage.contacts["sent"] == len(contacts)
     if in_flight:  # the rows the dead worker held were given back by lease expiry, not lost

@@ -96,7 +96,7 @@ def require(
         return
     reason = reason or f"{actor.describe()} may not {action}"
     _audit_denial(session, actor, action, object_type, object_id, reason)
-    raise PermissionDeniedError(f"{actor.describe()} may not {action}: {reason}")
+    raise PermissionDeniedError(f"{actor.describe()}: {reason}")
 
 
 def deny(
@@ -110,7 +110,7 @@ def deny(
 ) -> PermissionDeniedError:
     """Audit a refusal decided by the caller and return the error for it to raise."""
     _audit_denial(session, actor, action, object_type, object_id, reason)
-    return PermissionDeniedError(f"{actor.describe()} may not {action}: {reason}")
+    return PermissionDeniedError(f"{actor.describe()}: {reason}")
 
 
 def audit(

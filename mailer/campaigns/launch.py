@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from mailer import audit
-from mailer.access.permissions import find_user, require_category, require_owner_or_admin
+from mailer.access.actor import Actor
+from mailer.access.permissions import require_category, require_owner_or_admin
 from mailer.campaigns.lifecycle import (
     LAUNCHABLE,
     complete_if_done,
@@ -117,14 +118,14 @@ def launch_campaign(
     rt: Runtime,
     campaign_id: int,
     *,
-    username: str,
+    actor: Actor,
     dispatch: Dispatch | None,
     at: dt.datetime | None = None,
     now: dt.datetime | None = None,
 ) -> CampaignSummary:
     """Launch a campaign now, or schedule it for `at`; the whole of it, for any front end.
 
-    Checks that `username` may launch it (owner or admin, role allowed for the category).
+    Checks that `actor` may launch it (owner or admin, role allowed for the category).
     A time `at` already past is refused rather than taken to mean "now".
     """
     now = now or utcnow()
@@ -136,10 +137,11 @@ def launch_campaign(
             f"`mailer campaign launch {campaign_id} --now`"
         )
     with rt.sessions.begin() as session:
-        user = find_user(session, username)
         campaign = get_campaign(session, campaign_id)
-        require_owner_or_admin(user, campaign.created_by)
-        require_category(user, Category(campaign.category))
+        require_owner_or_admin(session, actor, campaign, "campaign.launch")
+        require_category(
+            session, actor, campaign.category, action="campaign.launch", object_id=campaign_id
+        )
         if campaign.status not in LAUNCHABLE:
             raise CampaignError(
                 f"campaign {campaign_id} is {campaign.status}; only a draft, scheduled, missed "
@@ -157,14 +159,14 @@ def launch_campaign(
                 session,
                 campaign_id,
                 CampaignStatus.SCHEDULED,
-                actor=user.username,
+                actor=actor.username,
                 action="schedule",
                 values={"scheduled_at": at},
                 now=now,
                 at=at.isoformat(),
             )
             return summarize(session, get_campaign(session, campaign_id))
-        begun = begin_launch(rt, session, campaign, actor=user.username, now=now)
+        begun = begin_launch(rt, session, campaign, actor=actor.username, now=now)
     begun.proceed(rt, dispatch)
     return campaign_status(rt, campaign_id)
 

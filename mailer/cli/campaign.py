@@ -12,7 +12,7 @@ from rich.table import Table
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
 from mailer.campaigns.times import format_delay, format_time, parse_time
-from mailer.cli._common import as_option, echo_json, json_option, runtime
+from mailer.cli._common import as_option, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher, watch_progress
 from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError
@@ -62,7 +62,7 @@ def create_command(
         extra[key] = value
     campaign = campaigns.create_campaign(
         runtime(),
-        username=username,
+        actor=current_actor(username),
         name=name,
         category=category,
         template=template,
@@ -116,7 +116,7 @@ def launch_command(
         when = None
     with Dispatcher(rt) as dispatcher:
         summary = campaigns.launch_campaign(
-            rt, campaign_id, username=username, dispatch=dispatcher.dispatch, at=when
+            rt, campaign_id, actor=current_actor(username), dispatch=dispatcher.dispatch, at=when
         )
         if summary.status == CampaignStatus.SENDING and (wait or dispatcher.is_embedded):
             dispatcher.wait([campaign_id], show=not as_json)
@@ -129,7 +129,7 @@ def launch_command(
 @as_option
 def pause_command(campaign_id: int, username: str) -> None:
     """Stop sending within one batch; resume later."""
-    campaigns.pause_campaign(runtime(), campaign_id, username=username)
+    campaigns.pause_campaign(runtime(), campaign_id, actor=current_actor(username))
     click.echo(f"campaign {campaign_id} paused")
 
 
@@ -139,8 +139,9 @@ def pause_command(campaign_id: int, username: str) -> None:
 def resume_command(campaign_id: int, username: str) -> None:
     """Go on sending a paused campaign."""
     rt = runtime()
+    who = current_actor(username)
     with Dispatcher(rt) as dispatcher:
-        campaigns.resume_campaign(rt, campaign_id, username=username, dispatch=dispatcher.dispatch)
+        campaigns.resume_campaign(rt, campaign_id, actor=who, dispatch=dispatcher.dispatch)
         if dispatcher.is_embedded:
             dispatcher.wait([campaign_id], show=True)
     click.echo(f"campaign {campaign_id} resumed")
@@ -151,7 +152,7 @@ def resume_command(campaign_id: int, username: str) -> None:
 @as_option
 def cancel_command(campaign_id: int, username: str) -> None:
     """Stop for good; what is still queued is skipped."""
-    campaigns.cancel_campaign(runtime(), campaign_id, username=username)
+    campaigns.cancel_campaign(runtime(), campaign_id, actor=current_actor(username))
     click.echo(f"campaign {campaign_id} cancelled")
 
 
@@ -159,21 +160,26 @@ def cancel_command(campaign_id: int, username: str) -> None:
 @click.argument("campaign_id", type=int)
 @click.option("--watch", is_flag=True, help="Live progress until the campaign finishes.")
 @json_option
-def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
+@as_option
+def status_command(campaign_id: int, watch: bool, as_json: bool, username: str) -> None:
     """Counts by status, skip reasons and what the campaign is doing."""
     rt = runtime()
+    who = current_actor(username)
+    summary = campaigns.campaign_status(rt, campaign_id, actor=who)
     if watch:
         watch_progress(rt, [campaign_id])
-    _show(campaigns.campaign_status(rt, campaign_id), as_json, rt.settings.timezone)
+        summary = campaigns.campaign_status(rt, campaign_id, actor=who)
+    _show(summary, as_json, rt.settings.timezone)
 
 
 @campaign_group.command("list")
 @click.option("--status", default=None, type=click.Choice([s.value for s in CampaignStatus]))
 @json_option
-def list_command(status: str | None, as_json: bool) -> None:
-    """Every campaign, newest last."""
+@as_option
+def list_command(status: str | None, as_json: bool, username: str) -> None:
+    """Every campaign, newest last (an account manager's own only)."""
     rt = runtime()
-    summaries = campaigns.list_campaigns(rt, status=status)
+    summaries = campaigns.list_campaigns(rt, status=status, actor=current_actor(username))
     if as_json:
         echo_json([_as_dict(s, rt.settings.timezone) for s in summaries])
         return

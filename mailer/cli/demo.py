@@ -15,6 +15,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from mailer import campaigns, db
+from mailer.access import Actor, actor_for_username
 from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
@@ -84,7 +85,7 @@ def demo_command(organizations: int, seed: int) -> None:
         with EmbeddedWorkers(settings, rt, threads=2) as workers:
             promo = campaigns.create_campaign(
                 rt,
-                username="marketing",
+                actor=_actor(rt, "marketing"),
                 name="Open enrollment 2027",
                 category="promotions",
                 template="promotions/open-enrollment",
@@ -92,13 +93,15 @@ def demo_command(organizations: int, seed: int) -> None:
             )
             notice = campaigns.create_campaign(
                 rt,
-                username=manager,
+                actor=_actor(rt, manager),
                 name="Planned maintenance this weekend",
                 category="service",
                 template="service/planned-maintenance",
             )
             for campaign, user in ((promo, "marketing"), (notice, manager)):
-                campaigns.launch_campaign(rt, campaign.id, username=user, dispatch=workers.dispatch)
+                campaigns.launch_campaign(
+                    rt, campaign.id, actor=_actor(rt, user), dispatch=workers.dispatch
+                )
             finished = workers.run_until_finished([promo.id, notice.id], timeout_s=600)
     finally:
         capture.stop()
@@ -180,3 +183,8 @@ def _print_summary(console: Console, summaries: list[CampaignSummary], elapsed_s
 
 
 COMMANDS = [demo_command]
+
+
+def _actor(rt: Runtime, username: str) -> Actor:
+    with rt.sessions() as session:
+        return actor_for_username(session, username, via="cli")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import policy
-from mailer.cli._common import actor, as_option, echo_json, json_option, runtime
+from mailer.cli._common import as_option, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher
 
 file_option = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -58,7 +58,7 @@ def publish_command(
             text=text,
             summary=summary,
             is_material=material,
-            username=username,
+            actor=current_actor(username),
             dispatch=dispatcher.dispatch,
         )
         if report.campaign_id is not None and dispatcher.is_embedded:
@@ -153,10 +153,14 @@ def show_command(version: str, full: bool, as_json: bool) -> None:
 @click.argument("version")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
-def coverage_command(version: str, csv_path: Path | None, as_json: bool) -> None:
-    """Per client: contacts sent, failed, undeliverable, pending; and the clients not reached."""
+@as_option
+def coverage_command(version: str, csv_path: Path | None, as_json: bool, username: str) -> None:
+    """Per client: contacts sent, failed, undeliverable, pending; and the clients not reached.
+
+    Admins only.
+    """
     rt = runtime()
-    report = policy.coverage(rt, version, viewed_by=actor(rt.settings))
+    report = policy.coverage(rt, version, actor=current_actor(username))
     if csv_path is not None:
         _write_csv(report, csv_path)
     if as_json:
@@ -178,7 +182,7 @@ def resend_command(version: str, username: str, as_json: bool) -> None:
         report = policy.resend_notice(
             rt,
             version,
-            username=username,
+            actor=current_actor(username),
             dispatch=dispatcher.dispatch,
         )
         if report.queued and dispatcher.is_embedded:

@@ -25,7 +25,7 @@ from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
-from mailer.access.permissions import find_user, require_admin
+from mailer.access.actor import Actor, require
 from mailer.campaigns.lifecycle import transition
 from mailer.db import is_postgres
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
@@ -58,7 +58,7 @@ def resend_notice(
     rt: Runtime,
     version: str,
     *,
-    username: str,
+    actor: Actor,
     dispatch: Dispatch | None,
     now: dt.datetime | None = None,
 ) -> ResendReport:
@@ -69,8 +69,14 @@ def resend_notice(
     """
     now = now or utcnow()
     with rt.sessions.begin() as session:
-        user = find_user(session, username)
-        require_admin(user, "resend a policy notice")
+        require(
+            session,
+            actor,
+            "policy.resend",
+            object_type="policy_version",
+            object_id=version,
+            reason="only an admin may resend a policy notice",
+        )
         policy = require_version(session, version)
         campaign = _notice_campaign(session, policy)
         report = ResendReport(version, campaign.id)
@@ -87,9 +93,9 @@ def resend_notice(
                 session,
                 campaign.id,
                 CampaignStatus.SENDING,
-                actor=user.username,
+                actor=actor.username,
                 action="reopen",
-                detail=f"reopened by {user.username} to resend the notice to {report.queued} "
+                detail=f"reopened by {actor.username} to resend the notice to {report.queued} "
                 "contacts",
                 sources=(CampaignStatus.COMPLETED,),
                 values={"completed_at": None},
@@ -97,7 +103,7 @@ def resend_notice(
             )
         audit.record(
             session,
-            user.username,
+            actor.username,
             "policy.resend",
             object_type="policy_version",
             object_id=version,
