@@ -158,3 +158,48 @@ def test_consent_and_suppression_changes_are_admin_only_with_a_reason(
     assert events["suppression.remove"].details["was_reason"] == "manual"
     assert events["suppression.add"].ip == "192.0.2.4"
     assert len([e for e in events.values() if e.action == "denied"]) == 1
+
+
+def cli(rt: Runtime, user: str, *args: str):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from mailer.cli import main
+
+    env = {
+        "MAILER_DATABASE_URL": rt.settings.database_url,
+        "MAILER_SECRET_KEY": rt.settings.secret_key.reveal(),
+        "MAILER_USER": user,
+    }
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_the_contact_and_audit_commands(rt: Runtime, make_user, make_org, make_contact) -> None:
+    import json
+
+    make_user(username="ada", role="admin")
+    dana = make_user(username="dana", role="account_manager")
+    make_user(username="mel", role="marketing")
+    mine = make_contact(organization=make_org(account_manager_id=dana.id, name="Bend Dental"))
+    other = make_contact(organization=make_org(name="Bend Schools"))
+    found = json.loads(cli(rt, "dana", "contact", "search", "bend", "--json").output)
+    assert [c["id"] for c in found["items"]] == [mine.id]
+    assert cli(rt, "dana", "contact", "show", other.email).exit_code == 4
+    shown = cli(rt, "mel", "contact", "show", str(mine.id))
+    assert shown.exit_code == 0 and "Bend Dental" in shown.output
+    args = ["contact", "opt-out", mine.email, "--scope", "promotions", "--reason", "by phone"]
+    assert cli(rt, "mel", *args).exit_code == 4
+    result = cli(rt, "ada", *args)
+    assert result.exit_code == 0 and "opted out of promotions" in result.output
+    result = cli(rt, "ada", "contact", "suppress", other.email, "--reason", "legal hold")
+    assert result.exit_code == 0, result.output
+    result = cli(rt, "ada", "contact", "unsuppress", other.email, "--reason", "hold lifted")
+    assert result.exit_code == 0, result.output
+    result = cli(rt, "ada", "contact", "suppress", "not an address", "--reason", "x")
+    assert result.exit_code == 1 and "not a valid email address" in result.output
+    log = json.loads(cli(rt, "ada", "audit", "--action", "denied", "--json").output)
+    assert [e["actor"] for e in log["items"]] == ["mel", "dana"]
+    page = json.loads(cli(rt, "ada", "audit", "--limit", "1", "--json").output)
+    assert page["next_cursor"]
+    assert cli(rt, "mel", "audit").exit_code == 4
+    bad = cli(rt, "ada", "audit", "--since", "yesterday")
+    assert bad.exit_code == 2 and "use YYYY-MM-DD" in bad.output

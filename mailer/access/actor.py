@@ -58,6 +58,7 @@ ROLES_FOR_ACTION: dict[str, frozenset[Role]] = {
     "contacts.view": frozenset(Role),
     "contacts.import": frozenset({Role.ADMIN, Role.ACCOUNT_MANAGER}),
     "template.view": frozenset(Role),
+    "template.preview": frozenset(Role),
     "template.edit": frozenset({Role.ADMIN, Role.MARKETING}),
     "policy.view": frozenset(Role),
     "session.own": frozenset(Role),

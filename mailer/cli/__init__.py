@@ -55,6 +55,7 @@ def _register() -> None:
     from mailer.cli import (
         audience,
         campaign,
+        compliance,
         contacts,
         database,
         demo,
@@ -70,6 +71,7 @@ def _register() -> None:
     for module in (
         database,
         contacts,
+        compliance,
         users,
         tokens,
         audience,
