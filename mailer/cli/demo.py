@@ -70,7 +70,7 @@ def demo_command(organizations: int, seed: int) -> None:
             email="marketing@cpi.example",
             audited_as=actor,
         )
-    loaded = load_sample_into_db(rt, organizations, seed, actor)
+    loaded = load_sample_into_db(rt, organizations, seed, _actor(rt, "admin"))
     console.print(
         f"sample data: {loaded['organizations']} organizations, "
         f"{loaded['contacts']} contacts ({loaded['seconds']:.1f} s)"
