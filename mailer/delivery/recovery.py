@@ -44,8 +44,10 @@ class Recovered:
     requeued: int = 0  #: sent again (never begun, or at-least-once mail)
     unknown: int = 0  #: marketing mail that may or may not have gone out
     batches: list[Batch] = field(default_factory=list)
+    stopped_workers: int = 0  #: journals of dead processes found
 
     def add(self, other: Recovered) -> None:
+        self.stopped_workers += other.stopped_workers
         self.sent += other.sent
         self.requeued += other.requeued
         self.unknown += other.unknown
@@ -62,6 +64,7 @@ def recover(rt: Runtime, now: dt.datetime) -> Recovered:
             continue
         settled, is_done = settle_journal(rt, journal, now)
         result.add(settled)
+        result.stopped_workers += 1
         if is_done:
             journal.path.unlink(missing_ok=True)
     result.add(_recover_expired_leases(rt, now, protected))
