@@ -7,6 +7,7 @@ Sizes are small on purpose (the figures at scale come from scripts/bench-crash).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -94,6 +95,27 @@ def test_lease_contention_on_postgresql_completes_without_deadlock_loss_or_dupli
     assert "deadlock" not in dep.logs().lower()
     _assert_running(dep)
 
+    # and `mailer status` shows both worker processes, the scheduler and the queues
+    status = json.loads(dep.mailer("status", "--json"))
+    assert (status["workers_alive"], status["schedulers_alive"]) == (2, 1)
+    assert set(status["queues"]) == {"priority", "bulk"}
+    assert status["sweep_overdue"] is False
+    assert status["campaigns_sending"] == []
+
+
+def test_scheduler_once_prints_json_and_campaign_status_warns_without_a_scheduler(
+    deployment: Deployment,
+) -> None:
+    dep = deployment
+    dep.seed(5)
+    cid = dep.campaign("promotions")
+    dep.launch(cid)  # no worker and no scheduler running
+    warned = dep.run("campaign", "status", str(cid))
+    assert "no scheduler has ever swept" in warned.stderr
+    found = json.loads(dep.mailer("scheduler", "--once", "--json"))
+    assert found["batches"] == 0 and found["completed"] == []
+    assert "no scheduler" not in dep.run("campaign", "status", str(cid)).stderr
+
 
 @pytest.mark.parametrize("category", ["promotions", "service"])
 def test_sigkilled_worker_processes_and_groups_lose_nobody(
@@ -133,9 +155,7 @@ def test_redis_down_longer_than_the_lease_loses_nobody(tmp_path: Path, smtpd: Fa
     redis_server = PrivateRedis(tmp_path).start()
     try:
         with shared_database() as url:
-            dep = Deployment(
-                tmp_path, url, redis_server.url, smtpd.url, MAILER_LEASE_S="2"
-            )
+            dep = Deployment(tmp_path, url, redis_server.url, smtpd.url, MAILER_LEASE_S="2")
             try:
                 dep.env["MAILER_RATE_LIMIT_PER_S"] = "100"
                 dep.seed(400)
@@ -160,9 +180,7 @@ def test_redis_down_longer_than_the_lease_loses_nobody(tmp_path: Path, smtpd: Fa
         redis_server.stop()
 
 
-def test_postgresql_restarted_mid_campaign_loses_nobody(
-    tmp_path: Path, smtpd: FaultServer
-) -> None:
+def test_postgresql_restarted_mid_campaign_loses_nobody(tmp_path: Path, smtpd: FaultServer) -> None:
     pg = PrivatePostgres().init()
     dep = Deployment(tmp_path, pg.url, SHARED_REDIS, smtpd.url, MAILER_LEASE_S="3")
     try:
