@@ -100,8 +100,14 @@ def test_a_live_workers_claims_are_left_to_it_after_its_lease(
     # Then long after, it counts as hung: the lease rule applies (marketing: unknown)
     scheduler_tick(mail_rt, dispatch=None, now=now + dt.timedelta(minutes=10))
     assert _statuses(mail_rt, ids) == ["unknown"] * 3
+    # a journal closed with claims in it stays for the sweep; an emptied one goes
     journal.close()
-    assert read_journals(mail_rt.settings.journal_dir) == []
+    assert [j.claims for j in read_journals(mail_rt.settings.journal_dir)] == [{i: 1 for i in ids}]
+    emptied = Journal(mail_rt.settings.journal_dir)
+    emptied.claimed([(1, 1)])
+    emptied.recorded()
+    emptied.close()
+    assert not emptied.path.exists()
 
 
 def test_a_worker_journals_each_message_and_empties_the_file_once_recorded(

@@ -69,12 +69,15 @@ class Journal:
         return journal
 
     def close(self) -> None:
-        """Close and remove the file (call only when everything written has been recorded)."""
+        """Close the file, and remove it when everything in it has been recorded (it is empty);
+        otherwise the sweep settles what it holds once this process has exited."""
         if self._fd < 0:
             return
+        is_empty = os.fstat(self._fd).st_size == 0
         os.close(self._fd)
         self._fd = -1
-        self.path.unlink(missing_ok=True)
+        if is_empty:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass
