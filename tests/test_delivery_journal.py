@@ -183,3 +183,42 @@ def test_a_connection_killed_mid_transaction_is_retried_on_a_new_one(rt: Runtime
     with rt.engine.connect() as conn:
         assert conn.execute(text("SELECT array_agg(id) FROM kill_probe")).scalar() == [2]
     assert os.getpid()  # the test process itself carried on
+
+
+@pytest.mark.parametrize("client", ["auto", "aiosmtplib"])
+def test_the_transport_journals_a_message_as_begun_only_when_its_content_goes_out(
+    tmp_path: Path, client: str
+) -> None:
+    import asyncio
+
+    from mailer.config import Settings
+    from mailer.delivery.journal import JournalFile, _parse
+    from mailer.transports import make_transport
+    from tests.smtpd import FaultServer
+    from tests.test_transports import message
+
+    server = FaultServer(has_pipelining=True).start()
+    try:
+        server.on_rcpt("refused@x.test", "550 5.1.1 no such user")
+        settings = Settings.from_env({}, env_file=None).with_(
+            smtp_url=server.url, smtp_client=client, smtp_pool_size=1
+        )
+        journal = Journal(tmp_path / "journal")
+        messages = [message(1, "a@x.test"), message(2, "refused@x.test"), message(3, "c@x.test")]
+
+        async def run() -> None:
+            transport = make_transport(settings)
+            await transport.open()
+            try:
+                await transport.send_batch(messages, journal)
+            finally:
+                await transport.close()
+
+        asyncio.run(run())
+    finally:
+        server.stop()
+    found = JournalFile(journal.path, this_host(), os.getpid())
+    _parse(journal.path.read_text(), found)
+    journal.close()
+    # the refused one never reached DATA: not begun, and answered as refused
+    assert (found.begun, set(found.accepted), found.refused) == ({1, 3}, {1, 3}, {2})

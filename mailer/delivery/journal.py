@@ -6,7 +6,7 @@ Each worker thread therefore appends to a journal file of its own, unbuffered, s
 loses nothing already written to the kernel (a few microseconds per line):
 
     c 101:1 102:1 103:1     claimed these send ids (id:attempts), just before the claim commits
-    a101                    began sending 101 (its envelope goes to the server now)
+    a101                    began sending 101 (its content goes to the server now)
     s101 1732931112345      101 was accepted (epoch milliseconds)
     r102                    102 was refused or deferred (the send log will say which)
 
