@@ -222,3 +222,41 @@ def test_the_transport_journals_a_message_as_begun_only_when_its_content_goes_ou
     journal.close()
     # the refused one never reached DATA: not begun, and answered as refused
     assert (found.begun, set(found.accepted), found.refused) == ({1, 3}, {1, 3}, {2})
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_workers_connections_killed_mid_batch_are_retried_and_nobody_gets_two(
+    mail_rt: Runtime, people, make_audience, smtp_server
+) -> None:
+    import time
+    from collections import Counter
+
+    from workers.embedded import EmbeddedWorkers
+
+    slow = mail_rt.settings.with_(rate_limit_per_s=60)
+    rt = Runtime(slow, mail_rt.engine, mail_rt.sessions)
+    contacts = make_audience(90)
+    cid = campaigns.create_campaign(
+        rt, username="mark", name="K", category="features", template=MARKETING_TEMPLATE
+    ).id
+    with EmbeddedWorkers(slow, rt, threads=2) as embedded:
+        campaigns.launch_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        # When every other connection to the database is terminated, twice, mid-campaign
+        for sent_before in (20, 50):
+            deadline = time.monotonic() + 30
+            while campaigns.campaign_status(rt, cid).counts.get("sent", 0) < sent_before:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            with rt.engine.connect() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+            assert killed
+        # Then the workers reconnect and finish: everyone exactly once
+        assert embedded.run_until_finished([cid], timeout_s=90)
+    received = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
+    assert received == Counter({c.email: 1 for c in contacts})
+    assert campaigns.campaign_status(rt, cid).counts == {"sent": len(contacts)}
