@@ -1,5 +1,6 @@
-"""The periodic sweep (`mailer scheduler`): start scheduled campaigns, recover expired leases,
-retry deferred sends when due, re-enqueue lost batches, complete finished campaigns.
+"""The periodic sweep (`mailer scheduler`): start scheduled campaigns, settle the sends of
+stopped workers (from their journals, else by lease), retry deferred sends when due, re-enqueue
+lost batches, complete finished campaigns.
 
 Safe with several schedulers on one database: every change is a conditional UPDATE, and on
 PostgreSQL due campaigns and send rows are taken with FOR UPDATE SKIP LOCKED.
