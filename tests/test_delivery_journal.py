@@ -248,10 +248,10 @@ def test_workers_connections_killed_mid_batch_are_retried_and_nobody_gets_two(
     rt = Runtime(slow, mail_rt.engine, mail_rt.sessions)
     contacts = make_audience(90)
     cid = campaigns.create_campaign(
-        rt, username="mark", name="K", category="features", template=MARKETING_TEMPLATE
+        rt, actor=as_user(rt, "mark"), name="K", category="features", template=MARKETING_TEMPLATE
     ).id
     with EmbeddedWorkers(slow, rt, threads=2) as embedded:
-        campaigns.launch_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         # When every other connection to the database is terminated, twice, mid-campaign
         for sent_before in (20, 50):
             deadline = time.monotonic() + 30
