@@ -164,8 +164,11 @@ def launch_campaign(
             )
             return summarize(session, get_campaign(session, campaign_id))
         begun = begin_launch(rt, session, campaign, actor=actor, now=now)
+        # as planned, before any worker gets the batches
+        summary = summarize(session, get_campaign(session, campaign_id))
     begun.proceed(rt, dispatch)
-    return campaign_status(rt, campaign_id)
+    # a two-step plan: the total is known only now
+    return campaign_status(rt, campaign_id) if begun.is_partial else summary
 
 
 def validate_launch(
