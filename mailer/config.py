@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
 
@@ -145,6 +146,10 @@ class Settings:
     lease_s: int = 300
     #: Results are written after at most this many messages, so a crash leaves few uncertain rows.
     record_every: int = 50
+    #: Where worker threads journal each claim and SMTP acceptance the moment it happens, so the
+    #: sweep can settle a dead worker's sends exactly; default <var_dir>/journal. Workers and
+    #: the scheduler must share it (same host, or a shared directory).
+    journal_dir: Path = Path("")
     #: Delays before each retry of a deferred send; the last one repeats.
     retry_delays_s: tuple[int, ...] = (300, 900, 1800, 3600, 7200, 14400)
     #: A deferred send fails for good this long after its first attempt (RFC 5321: 4–5 days).
@@ -154,11 +159,22 @@ class Settings:
     #: A scheduled campaign that could not start this long after its time waits to be relaunched.
     missed_window_s: int = 3600
     scheduler_interval_s: float = 5.0
+    #: The zone launch times are read in when they carry none, and shown in (IANA Area/City).
+    timezone: str = "America/Los_Angeles"
     policy_grace_days: int = 90
     retention_years: int = 7
     #: The acting user for CLI commands; the OS user name when empty.
     user: str = ""
     web_rate_limit_per_minute: int = 60
+    #: A signed-in browser session ends after this long without a request…
+    session_idle_timeout_s: int = 30 * 60
+    #: …and this long after sign-in, however active.
+    session_absolute_timeout_s: int = 12 * 3600
+    #: Failed sign-ins per (IP, username) within the window before further tries are refused.
+    login_max_failures: int = 5
+    login_failure_window_s: int = 300
+    #: API tokens expire after this many days unless created with another lifetime.
+    api_token_days: int = 90
     #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False
@@ -189,6 +205,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mailer.db'}")
+        if self.journal_dir == Path(""):
+            object.__setattr__(self, "journal_dir", self.var_dir / "journal")
         for name in ("templates_dir", "audiences_dir"):
             path: Path = getattr(self, name)
             beside_package = _PROJECT_DIR / path
@@ -197,6 +215,11 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        """`memory://`: broker and worker threads live inside the command that launches."""
+        return self.broker_url.startswith("memory://")
 
     @property
     def is_production(self) -> bool:
@@ -229,6 +252,13 @@ class Settings:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
             raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"MAILER_TIMEZONE={self.timezone!r} is not a time zone; use an Area/City name "
+                "like America/Los_Angeles (the system's tz database, or the tzdata package)"
+            ) from exc
 
     def _check_keys(self) -> None:
         """Production: every key that signs or verifies is long, random and not the demo's."""

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from mailer.config import Settings
-from mailer.delivery.planning import start_sending
+from mailer.delivery.planning import plan_send_log
 from mailer.enums import Category, SendStatus
 from mailer.inbound import BounceEvent, InboundServer, apply_events, parse_report
 from mailer.inbound.server import MAX_RECIPIENTS, MAX_REPORT_BYTES
@@ -196,7 +196,7 @@ def _plan(rt: Runtime, category: Category, contact: Contact) -> tuple[str, str]:
         )
         s.add(campaign)
         s.flush()
-        start_sending(rt, s, campaign, "", None, now=now)
+        plan_send_log(rt, s, campaign, "", now=now)
         send = s.scalars(
             select(Send).where(Send.campaign_id == campaign.id, Send.contact_id == contact.id)
         ).one()

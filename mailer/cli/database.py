@@ -8,7 +8,7 @@ from sqlalchemy import inspect
 from mailer import db
 from mailer.audit import record
 from mailer.cli._common import actor, runtime
-from mailer.policy_text import ensure_first_version
+from mailer.policy.text import ensure_first_version
 
 
 @click.group("db")

@@ -15,6 +15,8 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from mailer import campaigns, db
+from mailer.access import Actor, actor_for_username
+from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
 from mailer.config import Settings
@@ -22,10 +24,9 @@ from mailer.consent import opt_out
 from mailer.contacts.sample import load_sample_into_db
 from mailer.enums import ALL_MARKETING, OptOutSource
 from mailer.models import Contact, Organization, User
-from mailer.policy_text import ensure_first_version
+from mailer.policy.text import ensure_first_version
 from mailer.runtime import Runtime, open_runtime
 from mailer.transports import CaptureServer
-from mailer.users import create_user
 
 
 @click.command("demo")
@@ -53,23 +54,23 @@ def demo_command(organizations: int, seed: int) -> None:
     db.upgrade(rt.engine)
     with rt.sessions.begin() as session:
         ensure_first_version(session)
-        create_user(
+        add_user(
             session,
             username="admin",
             display_name="Demo Admin",
             role="admin",
             email="admin@cpi.example",
-            actor=actor,
+            audited_as=actor,
         )
-        create_user(
+        add_user(
             session,
             username="marketing",
             display_name="CPI Marketing",
             role="marketing",
             email="marketing@cpi.example",
-            actor=actor,
+            audited_as=actor,
         )
-    loaded = load_sample_into_db(rt, organizations, seed, actor)
+    loaded = load_sample_into_db(rt, organizations, seed, _actor(rt, "admin"))
     console.print(
         f"sample data: {loaded['organizations']} organizations, "
         f"{loaded['contacts']} contacts ({loaded['seconds']:.1f} s)"
@@ -82,9 +83,12 @@ def demo_command(organizations: int, seed: int) -> None:
     started = time.perf_counter()
     try:
         with EmbeddedWorkers(settings, rt, threads=2) as workers:
+            with rt.sessions() as session:
+                marketer = actor_for_username(session, "marketing", via="cli")
+                account_manager = actor_for_username(session, manager, via="cli")
             promo = campaigns.create_campaign(
                 rt,
-                username="marketing",
+                actor=marketer,
                 name="Open enrollment 2027",
                 category="promotions",
                 template="promotions/open-enrollment",
@@ -92,13 +96,13 @@ def demo_command(organizations: int, seed: int) -> None:
             )
             notice = campaigns.create_campaign(
                 rt,
-                username=manager,
+                actor=account_manager,
                 name="Planned maintenance this weekend",
                 category="service",
                 template="service/planned-maintenance",
             )
-            for campaign, user in ((promo, "marketing"), (notice, manager)):
-                campaigns.launch_campaign(rt, campaign.id, username=user, dispatch=workers.dispatch)
+            for campaign, by in ((promo, marketer), (notice, account_manager)):
+                campaigns.launch_campaign(rt, campaign.id, actor=by, dispatch=workers.dispatch)
             finished = workers.run_until_finished([promo.id, notice.id], timeout_s=600)
     finally:
         capture.stop()
@@ -180,3 +184,8 @@ def _print_summary(console: Console, summaries: list[CampaignSummary], elapsed_s
 
 
 COMMANDS = [demo_command]
+
+
+def _actor(rt: Runtime, username: str) -> Actor:
+    with rt.sessions() as session:
+        return actor_for_username(session, username, via="cli")

@@ -10,9 +10,10 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from mailer.audit import record
-from mailer.cli._common import actor, echo_json, runtime
+from mailer.access import audit
+from mailer.cli._common import acting, acting_option, echo_json, runtime
 from mailer.config import Settings
+from mailer.contacts.lookup import get_visible_contact
 from mailer.enums import Category
 from mailer.errors import NotFoundError, TemplateError
 from mailer.messages import (
@@ -82,17 +83,23 @@ def check_command(names: tuple[str, ...]) -> None:
 @click.argument("name")
 @click.option("--contact", "email", required=True, help="The contact's email address.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path))
-def preview_command(name: str, email: str, html_file: Path | None) -> None:
-    """Render NAME for a real contact: headers and text here, the HTML to --html FILE."""
+@acting_option
+def preview_command(name: str, email: str, html_file: Path | None, as_username: str) -> None:
+    """Render NAME for a real contact: headers and text here, the HTML to --html FILE.
+
+    An account manager may preview only with contacts of their own clients.
+    """
     rt = runtime()
     settings = rt.settings
     template = load_template(settings, name)
     with rt.sessions.begin() as session:
+        who = acting(session, as_username)
         recipient, manager = _recipient(session, email)
+        get_visible_contact(session, who, recipient.contact_id, action="template.preview")
         params = _policy_params(session) if template.category is Category.POLICY else {}
-        record(
+        audit(
             session,
-            actor(settings),
+            who,
             "template.preview",
             object_type="template",
             object_id=name,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailer.audit import record
+from mailer.access.actor import Actor, audit, require
 from mailer.contacts import columns as cols
 from mailer.contacts.rows import (
     ParseCache,
@@ -24,6 +24,7 @@ from mailer.contacts.rows import (
     parse_row,
     resolve_account_managers,
 )
+from mailer.contacts.scope import restrict_to_manager
 from mailer.contacts.store import write_rows
 from mailer.csvfiles import csv_writer
 from mailer.errors import ContactImportError, RowProblem
@@ -148,15 +149,21 @@ def import_contacts(
     skip_invalid: bool = False,
     rejects_path: str | Path | None = None,
     check_deliverability: bool = False,
-    actor: str = "system",
+    actor: Actor,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import `path`; raise ContactImportError (nothing written) when it cannot be imported.
+    """Import `path` as `actor`; raise ContactImportError (nothing written) when it cannot be
+    imported.
+
+    Admins import anything; an account manager only rows of their own clients (see
+    `mailer.contacts.scope`); marketing reads contacts but never imports them.
 
     With `skip_invalid` the good rows are imported and the bad ones written with their reasons
     to `rejects_path` (default `<name>.rejected.csv` next to the file). A refused file is
     recorded in the audit log (file name, reason, number of bad rows; never cell values).
     """
+    with rt.sessions() as session:
+        require(session, actor, "contacts.import", object_type="file", object_id=Path(path).name)
     try:
         return _import(
             rt, path, dry_run, skip_invalid, rejects_path, check_deliverability, actor, progress
@@ -167,10 +174,10 @@ def import_contacts(
         raise
 
 
-def _record_refusal(rt: Runtime, path: str | Path, exc: ContactImportError, actor: str) -> None:
+def _record_refusal(rt: Runtime, path: str | Path, exc: ContactImportError, actor: Actor) -> None:
     message = str(exc).removeprefix(f"{exc.path}: ")
     with rt.sessions.begin() as session:
-        record(
+        audit(
             session,
             actor,
             "contacts.import_refused",
@@ -190,7 +197,7 @@ def _import(
     skip_invalid: bool,
     rejects_path: str | Path | None,
     check_deliverability: bool,
-    actor: str,
+    actor: Actor,
     progress: Progress | None,
 ) -> ImportReport:
     name = str(path)
@@ -201,7 +208,8 @@ def _import(
     with rt.sessions() as session:
         txn = session.begin()
         try:
-            new_users = resolve_account_managers(session, rows, actor)
+            restrict_to_manager(session, rows, actor)
+            new_users = resolve_account_managers(session, rows, actor.username)
             check_across_rows(rows)
             bad = [r for r in rows if r.problems]
             report.problems = sorted((p for r in bad for p in r.problems), key=_problem_order)
@@ -221,7 +229,7 @@ def _import(
             write_rows(session.connection(), header, good, now, report, progress)
             if not dry_run:
                 details: dict[str, Any] = {"path": str(Path(name).resolve()), **report.counts()}
-                record(
+                audit(
                     session,
                     actor,
                     "contacts.import",

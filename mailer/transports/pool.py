@@ -12,12 +12,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailer.config import Settings
 from mailer.errors import TransientSendError
-from mailer.outgoing import DeliveryResult, OutgoingMessage
-from mailer.transports.base import connection_result
+from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage
+from mailer.transports.base import SendObserver, connection_result
 from mailer.transports.relays import Relay
 
 _log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ class Connection(Protocol):
 
     relay: Relay
     sent_count: int
+    #: Told of each message just before its content goes out, and so may be delivered.
+    observer: SendObserver | None
 
     @property
     def is_open(self) -> bool: ...
@@ -76,23 +78,33 @@ class PooledTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch_lock = asyncio.Lock()
         self._unreachable = ""
+        self._observer: SendObserver | None = None
 
     async def open(self) -> None:
         """Nothing to do up front: connections open on first use and then stay open."""
         self._adopt_running_loop()
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], observer: SendObserver | None = None
+    ) -> list[DeliveryResult]:
         """One result per message, in order; never raises for a per-message problem.
 
         One batch at a time per transport (concurrent calls wait for each other).
         """
         self._adopt_running_loop()
         async with self._batch_lock:
-            return await self._send_batch(messages)
+            return await self._send_batch(messages, observer)
 
-    async def _send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        results: list[DeliveryResult | None] = [None] * len(messages)
+    async def _send_batch(
+        self, messages: Sequence[OutgoingMessage], observer: SendObserver | None = None
+    ) -> list[DeliveryResult]:
+        results: list[DeliveryResult | None]
+        if observer is None:
+            results = [None] * len(messages)
+        else:
+            results = _ObservedResults(observer, len(messages))
         waiting = deque(enumerate(messages))
+        self._observer = observer
         self._unreachable = ""
         workers = min(self._pool_size, len(messages))
         await asyncio.gather(*(self._work(slot, waiting, results) for slot in range(workers)))
@@ -168,6 +180,7 @@ class PooledTransport:
                 if not waiting:  # another slot finished the batch while we connected
                     return
             try:
+                conn.observer = self._observer
                 await conn.send_from(waiting, results, self._max_per_connection - conn.sent_count)
                 self._last_used_at[slot] = loop.time()
             except Exception:
@@ -197,3 +210,16 @@ class PooledTransport:
             await asyncio.sleep(CONNECT_BACKOFF_S[attempt])
         self._unreachable = self._unreachable or "; ".join(dict.fromkeys(errors))
         return None
+
+
+class _ObservedResults(list[DeliveryResult | None]):
+    """The batch's results; each is told to the observer the moment it is set."""
+
+    def __init__(self, observer: SendObserver, size: int) -> None:
+        super().__init__([None] * size)
+        self._observer = observer
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, value)
+        if isinstance(value, DeliveryResult):
+            self._observer.answered(value.send_id, value.outcome is Outcome.SENT)
