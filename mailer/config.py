@@ -1,7 +1,8 @@
 """Settings: one object built from `MAILER_*` environment variables and a `.env` file.
 
 Nothing else in mailer reads `os.environ`. Every setting has a default that works on a laptop;
-production (`MAILER_ENV=production`) refuses to start with the demo secret.
+production (`MAILER_ENV=production`, the only other value) refuses to start with the demo
+secret or a short key in any key setting.
 """
 
 from __future__ import annotations
@@ -23,6 +24,23 @@ _PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 #: CPI's postal address, as printed in privacy-policy.txt.
 DEFAULT_POSTAL_ADDRESS = "Communication Partners, Inc., 132 Crowell Way, Suite 100, Bend, OR 97702"
+
+
+#: The values MAILER_ENV may take.
+ENVIRONMENTS = ("development", "production")
+#: Production keys are at least this long (and not one character repeated).
+MIN_KEY_BYTES = 32
+
+
+def _key_problem(key: str) -> str:
+    """Why `key` is too weak to sign with in production; "" when it is fine."""
+    if key == DEMO_SECRET:
+        return "is the demo secret shipped with mailer"
+    if len(key.encode()) < MIN_KEY_BYTES:
+        return f"is {len(key.encode())} bytes long"
+    if len(set(key)) < 8:
+        return "has fewer than 8 different characters"
+    return ""
 
 
 class Secret:
@@ -100,6 +118,8 @@ class Settings:
     secret_key: Secret = field(default_factory=lambda: Secret(DEMO_SECRET))
     #: Older secret keys still accepted for tokens, newest first (key rotation).
     old_secret_keys: tuple[Secret, ...] = ()
+    #: The key address hashes are made with, if not one of the keys above (see mailer.keys).
+    address_hash_key: Secret = field(default_factory=lambda: Secret(""))
     public_base_url: str = "http://127.0.0.1:8000"
     mail_domain: str = "cpi.example"
     postal_address: str = DEFAULT_POSTAL_ADDRESS
@@ -107,11 +127,16 @@ class Settings:
     marketing_from: str = "CPI Benefits <news@cpi.example>"
     company_from: str = "Communication Partners, Inc. <privacy@cpi.example>"
     envelope_sender: str = "bounces@cpi.example"
+    #: Who may send us complaints (ARF): addresses or domains (a domain covers its subdomains)
+    #: of the feedback loops we signed up for, matched on the report's From. Empty: none.
+    feedback_loop_senders: tuple[str, ...] = ()
     unsubscribe_mailto: str = "unsub@cpi.example"
     feedback_sender_id: str = "cpimail01"
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_private_key_path: str = ""
+    #: The time one message's templates may take to render; past it the send fails.
+    template_render_budget_s: float = 2.0
     #: Default: ./templates, else the one beside the mailer package (a source checkout).
     templates_dir: Path = Path("templates")
     audiences_dir: Path = Path("audiences")
@@ -121,6 +146,10 @@ class Settings:
     lease_s: int = 300
     #: Results are written after at most this many messages, so a crash leaves few uncertain rows.
     record_every: int = 50
+    #: Where worker threads journal each claim and SMTP acceptance the moment it happens, so the
+    #: sweep can settle a dead worker's sends exactly; default <var_dir>/journal. Workers and
+    #: the scheduler must share it (same host, or a shared directory).
+    journal_dir: Path = Path("")
     #: Delays before each retry of a deferred send; the last one repeats.
     retry_delays_s: tuple[int, ...] = (300, 900, 1800, 3600, 7200, 14400)
     #: A deferred send fails for good this long after its first attempt (RFC 5321: 4–5 days).
@@ -149,6 +178,8 @@ class Settings:
     #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False
+    #: A web client must send a request's line and headers within this many seconds.
+    web_header_timeout_s: float = 10.0
 
     @classmethod
     def from_env(
@@ -174,6 +205,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mailer.db'}")
+        if self.journal_dir == Path(""):
+            object.__setattr__(self, "journal_dir", self.var_dir / "journal")
         for name in ("templates_dir", "audiences_dir"):
             path: Path = getattr(self, name)
             beside_package = _PROJECT_DIR / path
@@ -184,15 +217,22 @@ class Settings:
         return replace(self, **changes)
 
     @property
+    def is_embedded_broker(self) -> bool:
+        """`memory://`: broker and worker threads live inside the command that launches."""
+        return self.broker_url.startswith("memory://")
+
+    @property
     def is_production(self) -> bool:
         return self.env == "production"
 
     def validate(self) -> None:
-        if self.is_production and self.secret_key.reveal() in ("", DEMO_SECRET):
+        if self.env not in ENVIRONMENTS:
             raise ConfigError(
-                "MAILER_SECRET_KEY is the demo secret; production refuses to start with it. "
-                "Set MAILER_SECRET_KEY to a long random value."
+                f"MAILER_ENV={self.env!r} is not known; use one of {', '.join(ENVIRONMENTS)} "
+                "(exactly so: anything else would quietly skip production's checks)"
             )
+        if self.is_production:
+            self._check_keys()
         if self.is_production and not self.public_base_url.startswith("https://"):
             raise ConfigError(
                 f"MAILER_PUBLIC_BASE_URL={self.public_base_url!r}: production needs an https:// "
@@ -203,6 +243,11 @@ class Settings:
                 "MAILER_POSTAL_ADDRESS is empty; commercial mail must carry a postal address "
                 "(CAN-SPAM)"
             )
+        if not self.smtp_url.startswith("capture://"):
+            # late import: transports import this module; refuse a bad relay at start-up
+            from mailer.transports.relays import parse_relays
+
+            parse_relays(self.smtp_url)
         if self.batch_size < 1:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
@@ -214,6 +259,22 @@ class Settings:
                 f"MAILER_TIMEZONE={self.timezone!r} is not a time zone; use an Area/City name "
                 "like America/Los_Angeles (the system's tz database, or the tzdata package)"
             ) from exc
+
+    def _check_keys(self) -> None:
+        """Production: every key that signs or verifies is long, random and not the demo's."""
+        named = [("MAILER_SECRET_KEY", self.secret_key)]
+        named += [("MAILER_OLD_SECRET_KEYS", k) for k in self.old_secret_keys]
+        if self.address_hash_key:
+            named.append(("MAILER_ADDRESS_HASH_KEY", self.address_hash_key))
+        for name, key in named:
+            problem = _key_problem(key.reveal())
+            if problem:
+                raise ConfigError(
+                    f"{name}: a key {problem}; production refuses to start with it (anyone "
+                    "who can guess a key can forge opt-out links). Use at least "
+                    f"{MIN_KEY_BYTES} random bytes, e.g. the output of "
+                    '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
+                )
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
@@ -257,6 +318,8 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
             return Secret(raw)
         if kind == "tuple[Secret, ...]":
             return tuple(Secret(v) for v in _parse_list(raw))
+        if kind == "tuple[str, ...]":
+            return tuple(v.lower() for v in _parse_list(raw))
         if kind == "tuple[int, ...]":
             return tuple(int(v) for v in _parse_list(raw))
         if kind == "int":

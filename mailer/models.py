@@ -370,3 +370,35 @@ class PolicyVersion(Base):
     published_by: Mapped[str] = mapped_column(String(100))
     #: The notice campaign launched for a material change, if any.
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
+
+
+class KeyId(Base):
+    """Which secret a long-lived derived value was made with, by a non-secret id of the key.
+
+    Address hashes must outlive key rotation: the row for `address_hash` names the key every
+    stored hash was made with, so a rotated MAILER_SECRET_KEY never silently changes it.
+    """
+
+    __tablename__ = "key_ids"
+
+    purpose: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Heartbeat(Base):
+    """A running `mailer worker` process or `mailer scheduler`, as it last reported itself."""
+
+    __tablename__ = "heartbeats"
+
+    #: "<kind>:<host>:<pid>", e.g. "worker:mail1:4242".
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  #: worker | scheduler
+    host: Mapped[str] = mapped_column(String(100))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: What the process says of itself: threads and queues, or the last sweep's findings.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index(None, "kind", "seen_at"),)

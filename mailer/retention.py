@@ -62,7 +62,7 @@ DEFAULT_CHUNK_SIZE = 5000
 #: What audit events carry that touches a contact, as found when retention was written.
 NOTES_ON_AUDIT_EVENTS = (
     "consent.opt_out / consent.opt_in: contact id, IP, user agent; template.preview: "
-    "contact id; bounce.* (mailer.bounces): send id, status, whether the reported "
+    "contact id; bounce.* (mailer.inbound.bounces): send id, status, whether the reported "
     "recipient matched. No addresses: ids of purged contacts name nobody once the rows are "
     "gone. (Opt-outs recorded by mail before this rule said 'mailto from ADDRESS'; retention "
     "cuts those to 'mailto'.)"

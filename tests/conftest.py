@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mailer import db
-from mailer.access import Actor, actor_for_username
 from mailer.addresses import address_hash
 from mailer.config import Settings
 from mailer.models import Base, Contact, Organization, User
@@ -213,9 +212,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 counts[name] += 1
     shown = ", ".join(f"{name}: {n} passed" for name, n in counts.items())
     terminalreporter.write_line(f"database backends: {shown}")
-
-
-def actor_of(rt: Runtime, username: str) -> Actor:
-    """The actor for an existing user (as the CLI builds it from MAILER_USER)."""
-    with rt.sessions() as session:
-        return actor_for_username(session, username)

@@ -16,10 +16,12 @@ from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
 from mailer import campaigns, policy
+from mailer.access import SYSTEM
 from mailer.campaigns.lifecycle import complete_if_done
 from mailer.models import AuditEvent, Campaign, Send
 from mailer.runtime import Runtime
-from tests.conftest import ROOT, actor_of
+from tests.conftest import ROOT
+from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
 
 MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
@@ -29,7 +31,7 @@ def _create(rt: Runtime, username: str, **kw: Any) -> int:
     values: dict[str, Any] = {"category": "features", "template": MARKETING_TEMPLATE}
     values.update(kw)
     return campaigns.create_campaign(
-        rt, actor=actor_of(rt, username), name="Test campaign", **values
+        rt, actor=as_user(rt, username), name="Test campaign", **values
     ).id
 
 
@@ -70,10 +72,10 @@ def test_a_promotion_a_service_notice_and_a_policy_notice_complete_with_no_sched
 
     # When a promotion, a service notice and a policy notice are launched
     campaigns.launch_campaign(
-        mail_rt, promo, actor=actor_of(mail_rt, "mark"), dispatch=workers.dispatch
+        mail_rt, promo, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
     )
     campaigns.launch_campaign(
-        mail_rt, notice, actor=actor_of(mail_rt, "amy"), dispatch=workers.dispatch
+        mail_rt, notice, actor=as_user(mail_rt, "amy"), dispatch=workers.dispatch
     )
     text = (ROOT / "mailer" / "data" / "privacy-policy-1.txt").read_text() + "\nMore.\n"
     report = policy.publish_policy(
@@ -83,7 +85,7 @@ def test_a_promotion_a_service_notice_and_a_policy_notice_complete_with_no_sched
         text=text,
         summary="A change.\n- One thing.\n",
         is_material=True,
-        actor=actor_of(mail_rt, "ada"),
+        actor=as_user(mail_rt, "ada"),
         dispatch=workers.dispatch,
     )
     assert report.campaign_id is not None
@@ -94,7 +96,7 @@ def test_a_promotion_a_service_notice_and_a_policy_notice_complete_with_no_sched
         assert campaigns.campaign_status(mail_rt, cid).counts == {"sent": len(contacts)}
         assert _completions(mail_rt, cid) == 1
     assert _received(smtp_server) == Counter({c.email: 3 for c in contacts})
-    assert policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada")).is_finished
+    assert policy.coverage(mail_rt, "2", actor=SYSTEM).is_finished
 
 
 def test_a_promotion_paused_and_resumed_completes_with_no_scheduler(
@@ -107,14 +109,14 @@ def test_a_promotion_paused_and_resumed_completes_with_no_scheduler(
     contacts = make_audience(60)
     cid = _create(rt, "mark")
     with EmbeddedWorkers(slow, rt, threads=2) as embedded:
-        campaigns.launch_campaign(rt, cid, actor=actor_of(rt, "mark"), dispatch=embedded.dispatch)
+        campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         _wait_until(lambda: campaigns.campaign_status(rt, cid).counts.get("sent", 0) >= 10)
 
         # When it is paused mid-flight, and resumed once the workers have let go
-        campaigns.pause_campaign(rt, cid, actor=actor_of(rt, "mark"))
+        campaigns.pause_campaign(rt, cid, actor=as_user(rt, "mark"))
         _wait_until(lambda: "sending" not in campaigns.campaign_status(rt, cid).counts)
         assert campaigns.campaign_status(rt, cid).status == "paused"
-        campaigns.resume_campaign(rt, cid, actor=actor_of(rt, "mark"), dispatch=embedded.dispatch)
+        campaigns.resume_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
 
         # Then it completes by itself, nobody sent twice
         assert _wait_status(rt, cid, "completed") == "completed"
@@ -128,12 +130,12 @@ def test_resuming_a_campaign_with_nothing_left_completes_it_at_once(
     make_audience(3)
     cid = _create(mail_rt, "mark")
     held: list[Any] = []
-    campaigns.launch_campaign(mail_rt, cid, actor=actor_of(mail_rt, "mark"), dispatch=held.extend)
-    campaigns.pause_campaign(mail_rt, cid, actor=actor_of(mail_rt, "mark"))
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=held.extend)
+    campaigns.pause_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"))
     with mail_rt.sessions.begin() as s:  # the last sends were recorded while it was paused
         s.execute(update(Send).where(Send.campaign_id == cid).values(status="sent"))
 
-    campaigns.resume_campaign(mail_rt, cid, actor=actor_of(mail_rt, "mark"), dispatch=held.extend)
+    campaigns.resume_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=held.extend)
 
     summary = campaigns.campaign_status(mail_rt, cid)
     assert (summary.status, summary.completed_at is not None) == ("completed", True)
@@ -142,12 +144,12 @@ def test_resuming_a_campaign_with_nothing_left_completes_it_at_once(
 def test_cancel_settles_queued_and_deferred_sends_at_once(mail_rt, people, make_audience) -> None:
     make_audience(4)
     cid = _create(mail_rt, "mark")
-    campaigns.launch_campaign(mail_rt, cid, actor=actor_of(mail_rt, "mark"), dispatch=None)
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=None)
     with mail_rt.sessions.begin() as s:
         first = s.scalar(select(func.min(Send.id)).where(Send.campaign_id == cid))
         s.execute(update(Send).where(Send.id == first).values(status="deferred"))
 
-    campaigns.cancel_campaign(mail_rt, cid, actor=actor_of(mail_rt, "mark"))
+    campaigns.cancel_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"))
 
     summary = campaigns.campaign_status(mail_rt, cid)
     assert summary.status == "cancelled" and summary.counts == {"skipped": 4}
@@ -156,9 +158,7 @@ def test_cancel_settles_queued_and_deferred_sends_at_once(mail_rt, people, make_
 
 def test_a_campaign_with_nobody_to_send_to_completes_at_launch(mail_rt, people) -> None:
     cid = _create(mail_rt, "mark")
-    summary = campaigns.launch_campaign(
-        mail_rt, cid, actor=actor_of(mail_rt, "mark"), dispatch=None
-    )
+    summary = campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=None)
     assert (summary.status, summary.status_detail) == ("completed", "nobody to send to")
 
 

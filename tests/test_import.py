@@ -319,7 +319,8 @@ EMPLOYEE_HEADERS = [
     "ssn", "SSN", "Social Security Number", "social_security_no", "employee_ssn", "SSN-Last4",
     "salary", "Annual Salary", "wage_rate", "Hourly Wage", "compensation", "date_of_birth",
     "DOB", "BirthDate", "birthday", "dependents", "Number of Dependents", "hire_date",
-    "Date of Hire", "benefit_elections", "PIN", "dateOfBirth", "employee_id",
+    "Date of Hire", "benefit_elections", "PIN", "dateOfBirth", "employee_id", "tax_id",
+    "TaxID",
 ]  # fmt: skip
 
 
@@ -344,6 +345,46 @@ def test_a_cell_that_looks_like_an_ssn_refuses_the_file(rt: Runtime, tmp_path: P
     with pytest.raises(EmployeeDataError, match=r"line 3, column 'title'"):
         import_as_admin(rt, path, skip_invalid=True)
     assert count(rt, Contact) == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("title", "SSN 123-45-6789"),
+        ("tags", "ssn:123-45-6789;salary:85000"),
+        ("title", "123.45.6789"),
+        ("last_name", "123456789"),
+        ("first_name", "123/45/6789"),
+        ("title", "DOB 1980-02-03; salary $85000"),
+        ("tags", "newsletter;date of birth: 02/03/1980"),
+        ("title", "Dependents: 3"),
+        ("title", "payroll #4471 weekly"),
+    ],
+)
+def test_employee_data_inside_any_cell_refuses_the_file_naming_row_and_column(
+    rt: Runtime, tmp_path: Path, column: str, value: str
+) -> None:
+    path = write_csv(tmp_path / "c.csv", [row(1), row(2, **{column: value})])
+    with pytest.raises(EmployeeDataError, match=rf"line 3, column '{column}'") as info:
+        import_as_admin(rt, path, skip_invalid=True)
+    assert "never stores employee information" in str(info.value)
+    assert count(rt, Contact) == 0 and count(rt, Organization) == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("organization_name", "Payroll Partners of Bend"),
+        ("title", "Salary and Benefits Manager"),
+        ("postal_code", "97702-1234"),
+        ("street", "123 45th Ave"),
+    ],
+)
+def test_words_and_numbers_that_are_not_employee_data_still_import(
+    rt: Runtime, tmp_path: Path, column: str, value: str
+) -> None:
+    import_as_admin(rt, write_csv(tmp_path / "c.csv", [row(1, **{column: value})]))
+    assert count(rt, Contact) == 1
 
 
 def test_unknown_columns_are_an_error_with_a_suggestion(rt: Runtime, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from mailer import policy
+from mailer.access import SYSTEM
 from mailer.consent import opt_out
 from mailer.delivery import Batch
 from mailer.enums import CampaignStatus
@@ -27,7 +28,8 @@ from mailer.errors import PermissionDeniedError, PolicyError
 from mailer.models import AuditEvent, Campaign, PolicyVersion, Send, Suppression
 from mailer.policy.publish import split_summary
 from mailer.runtime import Runtime
-from tests.conftest import ROOT, actor_of
+from tests.conftest import ROOT
+from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
 
 TEXT = (ROOT / "mailer" / "data" / "privacy-policy-1.txt").read_text() + (
@@ -45,10 +47,10 @@ def _publish(rt: Runtime, dispatch: Any, *, version: str = "2", **kw: Any) -> po
         "text": TEXT,
         "summary": SUMMARY,
         "is_material": True,
+        "actor": as_user(rt, "ada"),
         "dispatch": dispatch,
     }
     values.update(kw)
-    values["actor"] = actor_of(rt, values.pop("username", "ada"))
     return policy.publish_policy(rt, **values)
 
 
@@ -122,7 +124,7 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     body = message.get_body(("plain",)).get_content()
     assert "https://mail.cpi.example/privacy/2" in body and "January 1, 2027" in body
 
-    coverage = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
+    coverage = policy.coverage(mail_rt, "2", actor=SYSTEM)
     assert len(coverage.clients) == 4 and not coverage.not_reached
     assert coverage.contacts["sent"] == 7 and coverage.is_finished
 
@@ -144,7 +146,7 @@ def test_suppressed_contact_is_undeliverable_and_its_client_flagged_when_it_had_
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
     assert _received(smtp_server) == Counter({fine.email: 1})
-    coverage = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
+    coverage = policy.coverage(mail_rt, "2", actor=SYSTEM)
     by_name = {c.name: c for c in coverage.clients}
     assert (by_name["Mixed Co"].sent, by_name["Mixed Co"].undeliverable) == (1, 1)
     assert [c.name for c in coverage.not_reached] == ["Lonely Co", "Bouncing Co"]
@@ -177,7 +179,7 @@ def test_421_then_accept_still_ends_with_full_coverage(
             s.execute(select(Send.email, Send.attempts).where(Send.status == "sent")).tuples().all()
         )
     assert attempts[contacts[0].email] >= 2
-    coverage = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
+    coverage = policy.coverage(mail_rt, "2", actor=SYSTEM)
     assert len(coverage.reached) == 5 and not coverage.not_reached
 
 
@@ -190,9 +192,7 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
     empty = make_org(name="Empty Co")  # a client with no contact at all when published
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
-    assert sorted(
-        c.name for c in policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada")).not_reached
-    ) == [
+    assert sorted(c.name for c in policy.coverage(mail_rt, "2", actor=SYSTEM).not_reached) == [
         "Empty Co",
         "Stuck Co",
     ]
@@ -205,20 +205,20 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
 
     # When an admin resends
     resent = policy.resend_notice(
-        mail_rt, "2", actor=actor_of(mail_rt, "ada"), dispatch=workers.dispatch
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
     )
     assert (resent.added, resent.requeued, resent.is_reopened) == (2, 0, True)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
     # Then only the new contacts got it, and coverage is full; the later client is not missing
     assert _received(smtp_server) == Counter({new_stuck.email: 1, new_empty.email: 1})
-    coverage = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
+    coverage = policy.coverage(mail_rt, "2", actor=SYSTEM)
     assert not coverage.not_reached and len(coverage.clients) == 4
     assert {c.email for c in reached} <= {e for e in _all_sent(mail_rt)}
 
     # And a second resend has nothing to do
     again = policy.resend_notice(
-        mail_rt, "2", actor=actor_of(mail_rt, "ada"), dispatch=workers.dispatch
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
     )
     assert again.queued == 0 and not again.is_reopened
     with mail_rt.sessions() as s:
@@ -250,7 +250,7 @@ def test_resend_tries_a_fixed_address_again_but_never_a_contact_already_sent(
     smtp_server.messages.clear()
 
     resent = policy.resend_notice(
-        mail_rt, "2", actor=actor_of(mail_rt, "ada"), dispatch=workers.dispatch
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
     )
     assert (resent.added, resent.requeued) == (0, 1)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
@@ -268,12 +268,10 @@ def test_non_material_version_is_stored_and_sends_nothing(
         assert s.scalars(select(Campaign)).all() == []
         assert s.scalars(select(Send)).all() == []
     assert smtp_server.messages == []
-    coverage = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
+    coverage = policy.coverage(mail_rt, "2", actor=SYSTEM)
     assert coverage.campaign_id is None and coverage.clients == []
     with pytest.raises(PolicyError, match="not published as material"):
-        policy.resend_notice(
-            mail_rt, "2", actor=actor_of(mail_rt, "ada"), dispatch=workers.dispatch
-        )
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
 
 
 def test_publishing_the_same_version_twice_is_refused(mail_rt, people, make_audience) -> None:
@@ -289,7 +287,7 @@ def test_publishing_the_same_version_twice_is_refused(mail_rt, people, make_audi
 def test_refused_publications_store_nothing(mail_rt, people) -> None:
     held: list[Batch] = []
     with pytest.raises(PermissionDeniedError, match="only an admin"):
-        _publish(mail_rt, held.extend, username="mark")
+        _publish(mail_rt, held.extend, actor=as_user(mail_rt, "mark"))
     with pytest.raises(PolicyError, match="before version 1"):
         _publish(mail_rt, held.extend, effective_on=dt.date(2020, 1, 1))
     with pytest.raises(PolicyError, match="summary is empty"):
@@ -306,8 +304,8 @@ def test_every_step_is_audited(mail_rt, workers, people, make_audience) -> None:
     make_audience(2)
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
-    policy.resend_notice(mail_rt, "2", actor=actor_of(mail_rt, "ada"), dispatch=workers.dispatch)
-    policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
+    policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
+    policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
 
     with mail_rt.sessions() as s:
         events = {e.action: e for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))}
@@ -381,7 +379,7 @@ def test_client_whose_contacts_are_all_inactive_is_flagged_with_the_reason(
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
-    [flagged] = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada")).not_reached
+    [flagged] = policy.coverage(mail_rt, "2", actor=SYSTEM).not_reached
     assert (flagged.name, flagged.skipped) == ("Dormant Co", 1)
     assert flagged.reason == "1 inactive or not sendable"
 
@@ -392,12 +390,12 @@ def test_resend_is_refused_while_the_notice_is_paused(mail_rt, people, make_audi
     make_audience(2)
     held: list[Batch] = []
     report = _publish(mail_rt, held.extend)
-    campaigns.pause_campaign(mail_rt, report.campaign_id, actor=actor_of(mail_rt, "ada"))
+    campaigns.pause_campaign(mail_rt, report.campaign_id, actor=as_user(mail_rt, "ada"))
     with pytest.raises(PolicyError, match=r"is paused.*resume it first"):
-        policy.resend_notice(mail_rt, "2", actor=actor_of(mail_rt, "ada"), dispatch=held.extend)
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=held.extend)
     with pytest.raises(PermissionDeniedError, match="only an admin"):
-        policy.resend_notice(mail_rt, "2", actor=actor_of(mail_rt, "amy"), dispatch=held.extend)
-    coverage = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada"))
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "amy"), dispatch=held.extend)
+    coverage = policy.coverage(mail_rt, "2", actor=SYSTEM)
     assert (
         not coverage.is_finished and coverage.not_reached[0].reason == "still sending (1 pending)"
     )
@@ -448,7 +446,7 @@ def test_send_time_recheck_skips_a_newly_suppressed_contact_but_ignores_a_new_op
 
     # Then the suppressed one is undeliverable, the opted-out one is still told
     assert _received(smtp_server) == Counter({unsubscribed.email: 1})
-    [client] = policy.coverage(mail_rt, "2", actor=actor_of(mail_rt, "ada")).clients
+    [client] = policy.coverage(mail_rt, "2", actor=SYSTEM).clients
     assert (client.sent, client.undeliverable) == (1, 1)
     with mail_rt.sessions() as s:
         row = s.scalars(select(Send).where(Send.contact_id == bounced.id)).one()
@@ -470,7 +468,7 @@ def test_two_resends_at_once_queue_a_new_contact_only_once(
         results = list(
             pool.map(
                 lambda _: policy.resend_notice(
-                    mail_rt, "2", actor=actor_of(mail_rt, "ada"), dispatch=None
+                    mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=None
                 ),
                 range(2),
             )

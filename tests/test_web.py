@@ -17,7 +17,7 @@ from mailer.models import AuditEvent, Contact, OptOut
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
 from mailer.web.security import SlidingWindowLimiter
-from tests.conftest import actor_of
+from tests.delivery_fixtures import as_user
 from tests.real_messages import build_promotion, unsubscribe_url
 
 BASE_URL = "https://u.cpi.example"
@@ -529,7 +529,7 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     def create() -> int:
         return campaigns.create_campaign(
             mail_rt,
-            actor=actor_of(mail_rt, "mark"),
+            actor=as_user(mail_rt, "mark"),
             name="Features",
             category="features",
             template="features/benefitelect-enrollment-site",
@@ -540,7 +540,7 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     contacts = make_audience(3)
     first = create()
     campaigns.launch_campaign(
-        mail_rt, first, actor=actor_of(mail_rt, "mark"), dispatch=workers.dispatch
+        mail_rt, first, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
     )
     assert workers.run_until_finished([first], timeout_s=60)
     [message] = [m for m in smtp_server.messages if contacts[0].email in m.rcpt_tos]
@@ -550,7 +550,7 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     running = create()
     held: list[Batch] = []
     campaigns.launch_campaign(
-        mail_rt, running, actor=actor_of(mail_rt, "mark"), dispatch=held.extend
+        mail_rt, running, actor=as_user(mail_rt, "mark"), dispatch=held.extend
     )
 
     # When the recipient's mailbox provider one-clicks the header's URL
@@ -563,7 +563,7 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     # And the next campaign skips them when it is planned
     later = create()
     summary = campaigns.launch_campaign(
-        mail_rt, later, actor=actor_of(mail_rt, "mark"), dispatch=workers.dispatch
+        mail_rt, later, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
     )
     assert workers.run_until_finished([later], timeout_s=60)
     with mail_rt.sessions() as s:

@@ -19,15 +19,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from mailer import audit
-from mailer.access.actor import Actor
-from mailer.access.permissions import require_category, require_owner_or_admin
+from mailer.access import Actor, audit
 from mailer.campaigns.lifecycle import (
     LAUNCHABLE,
     complete_if_done,
     require_transition,
     send_counts,
 )
+from mailer.campaigns.rights import require_campaign_right
 from mailer.campaigns.summary import CampaignSummary, campaign_status, get_campaign, summarize
 from mailer.campaigns.times import format_time
 from mailer.delivery.batches import Batch, Dispatch, dispatch_all
@@ -69,7 +68,7 @@ def begin_launch(
     session: Session,
     campaign: Campaign,
     *,
-    actor: str,
+    actor: Actor,
     now: dt.datetime,
     plan_all: bool = False,
     **audit_details: object,
@@ -99,7 +98,7 @@ def begin_launch(
     session.refresh(campaign)
     chunk = None if plan_all else FIRST_CHUNK_ROWS
     batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=chunk)
-    audit.record(
+    audit(
         session,
         actor,
         "campaign.plan",
@@ -138,10 +137,8 @@ def launch_campaign(
         )
     with rt.sessions.begin() as session:
         campaign = get_campaign(session, campaign_id)
-        require_owner_or_admin(session, actor, campaign, "campaign.launch")
-        require_category(
-            session, actor, campaign.category, action="campaign.launch", object_id=campaign_id
-        )
+        category = Category(campaign.category)
+        require_campaign_right(session, actor, "launch", category=category, campaign=campaign)
         if campaign.status not in LAUNCHABLE:
             raise CampaignError(
                 f"campaign {campaign_id} is {campaign.status}; only a draft, scheduled, missed "
@@ -159,14 +156,14 @@ def launch_campaign(
                 session,
                 campaign_id,
                 CampaignStatus.SCHEDULED,
-                actor=actor.username,
+                actor=actor,
                 action="schedule",
                 values={"scheduled_at": at},
                 now=now,
                 at=at.isoformat(),
             )
             return summarize(session, get_campaign(session, campaign_id))
-        begun = begin_launch(rt, session, campaign, actor=actor.username, now=now)
+        begun = begin_launch(rt, session, campaign, actor=actor, now=now)
     begun.proceed(rt, dispatch)
     return campaign_status(rt, campaign_id)
 

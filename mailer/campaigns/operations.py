@@ -14,11 +14,10 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from mailer.access.actor import Actor
-from mailer.access.actor import audit as access_audit
-from mailer.access.permissions import require_category, require_owner_or_admin
+from mailer.access import Actor, audit
 from mailer.campaigns.launch import validate_launch
 from mailer.campaigns.lifecycle import OPEN, complete_if_done, require_transition
+from mailer.campaigns.rights import require_campaign_right
 from mailer.campaigns.summary import get_campaign
 from mailer.delivery.batches import Dispatch, batches_for, dispatch_all
 from mailer.enums import CampaignStatus, Category, Role, SendStatus
@@ -41,7 +40,7 @@ def create_campaign(
     """Create a draft after checking role, template and rule, so launch rarely finds surprises."""
     category = _category(category)
     with rt.sessions.begin() as session:
-        require_category(session, actor, category, object_id=name[:100])
+        require_campaign_right(session, actor, "create", category=category)
         if audience and rule_text:
             raise CampaignError("give either an audience name or a rule, not both")
         validate_launch(rt, category, template, audience, rule_text)
@@ -78,13 +77,13 @@ def add_draft(
         audience=audience,
         rule_text=rule_text,
         created_by=actor.username,
-        sender_username=actor.username if actor.role is Role.ACCOUNT_MANAGER else "",
+        sender_username=actor.username if actor.role == Role.ACCOUNT_MANAGER else "",
         status=CampaignStatus.DRAFT,
         params=dict(params or {}),
     )
     session.add(campaign)
     session.flush()
-    access_audit(
+    audit(
         session,
         actor,
         "campaign.create",
@@ -111,12 +110,12 @@ def _category(value: Category | str) -> Category:
 def pause_campaign(rt: Runtime, campaign_id: int, *, actor: Actor, reason: str = "") -> None:
     """Stop sending within one slice; queued rows wait for `resume`."""
     with rt.sessions.begin() as session:
-        _check_owner(session, campaign_id, actor, "campaign.pause")
+        _check_right(session, actor, "pause", campaign_id)
         require_transition(
             session,
             campaign_id,
             CampaignStatus.PAUSED,
-            actor=actor.username,
+            actor=actor,
             action="pause",
             detail=reason or f"paused by {actor.username}",
         )
@@ -136,12 +135,12 @@ def resume_campaign(
     """
     now = now or utcnow()
     with rt.sessions.begin() as session:
-        _check_owner(session, campaign_id, actor, "campaign.resume")
+        _check_right(session, actor, "resume", campaign_id)
         require_transition(
             session,
             campaign_id,
             CampaignStatus.SENDING,
-            actor=actor.username,
+            actor=actor,
             action="resume",
             sources=(CampaignStatus.PAUSED,),
             now=now,
@@ -160,12 +159,12 @@ def cancel_campaign(rt: Runtime, campaign_id: int, *, actor: Actor) -> None:
     """Stop for good: what is still queued or deferred is skipped as cancelled, at once."""
     now = utcnow()
     with rt.sessions.begin() as session:
-        _check_owner(session, campaign_id, actor, "campaign.cancel")
+        _check_right(session, actor, "cancel", campaign_id)
         require_transition(
             session,
             campaign_id,
             CampaignStatus.CANCELLED,
-            actor=actor.username,
+            actor=actor,
             action="cancel",
             sources=OPEN,
             detail=f"cancelled by {actor.username}",
@@ -187,5 +186,7 @@ def cancel_campaign(rt: Runtime, campaign_id: int, *, actor: Actor) -> None:
         )
 
 
-def _check_owner(session: Session, campaign_id: int, actor: Actor, action: str) -> None:
-    require_owner_or_admin(session, actor, get_campaign(session, campaign_id), action)
+def _check_right(session: Session, actor: Actor, verb: str, campaign_id: int) -> None:
+    campaign = get_campaign(session, campaign_id)
+    category = Category(campaign.category)
+    require_campaign_right(session, actor, verb, category=category, campaign=campaign)

@@ -15,7 +15,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from mailer import campaigns, db
-from mailer.access import Actor, actor_for_username
+from mailer.access import actor_for_username
 from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
@@ -70,7 +70,9 @@ def demo_command(organizations: int, seed: int) -> None:
             email="marketing@cpi.example",
             audited_as=actor,
         )
-    loaded = load_sample_into_db(rt, organizations, seed, _actor(rt, "admin"))
+    with rt.sessions() as session:
+        admin = actor_for_username(session, "admin", via="cli")
+    loaded = load_sample_into_db(rt, organizations, seed, admin)
     console.print(
         f"sample data: {loaded['organizations']} organizations, "
         f"{loaded['contacts']} contacts ({loaded['seconds']:.1f} s)"
@@ -83,9 +85,12 @@ def demo_command(organizations: int, seed: int) -> None:
     started = time.perf_counter()
     try:
         with EmbeddedWorkers(settings, rt, threads=2) as workers:
+            with rt.sessions() as session:
+                marketer = actor_for_username(session, "marketing", via="cli")
+                account_manager = actor_for_username(session, manager, via="cli")
             promo = campaigns.create_campaign(
                 rt,
-                actor=_actor(rt, "marketing"),
+                actor=marketer,
                 name="Open enrollment 2027",
                 category="promotions",
                 template="promotions/open-enrollment",
@@ -93,15 +98,13 @@ def demo_command(organizations: int, seed: int) -> None:
             )
             notice = campaigns.create_campaign(
                 rt,
-                actor=_actor(rt, manager),
+                actor=account_manager,
                 name="Planned maintenance this weekend",
                 category="service",
                 template="service/planned-maintenance",
             )
-            for campaign, user in ((promo, "marketing"), (notice, manager)):
-                campaigns.launch_campaign(
-                    rt, campaign.id, actor=_actor(rt, user), dispatch=workers.dispatch
-                )
+            for campaign, by in ((promo, marketer), (notice, account_manager)):
+                campaigns.launch_campaign(rt, campaign.id, actor=by, dispatch=workers.dispatch)
             finished = workers.run_until_finished([promo.id, notice.id], timeout_s=600)
     finally:
         capture.stop()
@@ -183,8 +186,3 @@ def _print_summary(console: Console, summaries: list[CampaignSummary], elapsed_s
 
 
 COMMANDS = [demo_command]
-
-
-def _actor(rt: Runtime, username: str) -> Actor:
-    with rt.sessions() as session:
-        return actor_for_username(session, username, via="cli")

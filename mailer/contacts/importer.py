@@ -26,6 +26,7 @@ from mailer.contacts.rows import (
 )
 from mailer.contacts.scope import restrict_to_manager
 from mailer.contacts.store import write_rows
+from mailer.csvfiles import csv_writer
 from mailer.errors import ContactImportError, RowProblem
 from mailer.runtime import Runtime
 
@@ -119,20 +120,24 @@ def read_rows(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]
             start = reader.line_num + 1
     except csv.Error as exc:
         raise ContactImportError(name, f"line {reader.line_num}: not valid CSV ({exc})") from exc
-    if cols.SSN_ANYWHERE.search(text):
-        _refuse_ssn_cells(name, header, records)
+    # one search over the whole text first: most files have nothing, and then no cell is read
+    if cols.SSN_ANYWHERE.search(text) or cols.EMPLOYEE_VALUE.search(text):
+        _refuse_employee_cells(name, header, records)
     return header, records
 
 
-def _refuse_ssn_cells(path: str, header: list[str], records: list[tuple[int, list[str]]]) -> None:
+def _refuse_employee_cells(
+    path: str, header: list[str], records: list[tuple[int, list[str]]]
+) -> None:
     for line, cells in records:
         for column, cell in zip(header, cells, strict=False):
-            if cols.SSN_CELL.fullmatch(cell.strip()):
+            found = cols.employee_data_in_cell(column, cell)
+            if found:
                 raise cols.EmployeeDataError(
                     path,
-                    f"refused: line {line}, column {column!r} holds what looks like a Social "
-                    "Security number; this service never stores employee information (CPI "
-                    "privacy policy). Remove it from the file; nothing was imported",
+                    f"refused: line {line}, column {column!r} holds {found}; this service "
+                    "never stores employee information (CPI privacy policy). Remove it from "
+                    "the file; nothing was imported",
                 )
 
 
@@ -266,7 +271,7 @@ def _problem_order(problem: RowProblem) -> tuple[int, int]:
 def _write_rejects(target: Path, header: list[str], bad: list[ParsedRow]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
+        writer = csv_writer(out)
         writer.writerow([*header, "reason"])
         for row in bad:
             reasons = "; ".join(f"line {p.row}, {p.column}: {p.reason}" for p in row.problems)

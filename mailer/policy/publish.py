@@ -22,8 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer import audit
-from mailer.access.actor import Actor, require
+from mailer.access import Actor, audit, require
 from mailer.campaigns import Launch, add_draft, begin_launch, summarize, validate_launch
 from mailer.config import Settings
 from mailer.delivery.batches import Dispatch
@@ -130,6 +129,7 @@ def publish_policy(
             object_type="policy_version",
             object_id=version,
             reason="only an admin may publish a policy version",
+            allowed=actor.is_admin,
         )
         ensure_first_version(session)
         _refuse_taken_or_early(session, version, effective_on)
@@ -158,9 +158,9 @@ def publish_policy(
             report.campaign_id = campaign.id
             report.counts, report.skip_reasons = planned.counts, planned.skip_reasons
             report.batches = len(launched.batches)
-        audit.record(
+        audit(
             session,
-            actor.username,
+            actor,
             "policy.publish",
             object_type="policy_version",
             object_id=version,
@@ -210,6 +210,6 @@ def _launch_notice(
         params=notice_params(rt.settings, policy),
         policy_version=policy.version,
     )
-    begun = begin_launch(rt, session, campaign, actor=actor.username, now=now, plan_all=True)
+    begun = begin_launch(rt, session, campaign, actor=actor, now=now, plan_all=True)
     policy.campaign_id = campaign.id
     return campaign, begun

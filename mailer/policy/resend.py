@@ -24,8 +24,7 @@ from typing import Any
 from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from mailer import audit
-from mailer.access.actor import Actor, require
+from mailer.access import Actor, audit, require
 from mailer.campaigns.lifecycle import transition
 from mailer.db import is_postgres
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
@@ -76,6 +75,7 @@ def resend_notice(
             object_type="policy_version",
             object_id=version,
             reason="only an admin may resend a policy notice",
+            allowed=actor.is_admin,
         )
         policy = require_version(session, version)
         campaign = _notice_campaign(session, policy)
@@ -93,7 +93,7 @@ def resend_notice(
                 session,
                 campaign.id,
                 CampaignStatus.SENDING,
-                actor=actor.username,
+                actor=actor,
                 action="reopen",
                 detail=f"reopened by {actor.username} to resend the notice to {report.queued} "
                 "contacts",
@@ -101,9 +101,9 @@ def resend_notice(
                 values={"completed_at": None},
                 now=now,
             )
-        audit.record(
+        audit(
             session,
-            actor.username,
+            actor,
             "policy.resend",
             object_type="policy_version",
             object_id=version,
