@@ -1,11 +1,9 @@
-"""Who may send what: a user's role decides the categories they may launch; only a campaign's
-creator or an admin changes it. Each check audits its refusal (see `require`)."""
+"""Who may send what: a user's role decides the categories they may launch (checked, with
+ownership, by `mailer.campaigns.rights`); an account manager sees only their own campaigns."""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
-from mailer.access.actor import Actor, require
+from mailer.access.actor import Actor
 from mailer.enums import Category, Role
 from mailer.models import Campaign
 
@@ -19,50 +17,6 @@ ALLOWED_CATEGORIES: dict[Role, frozenset[Category]] = {
 
 def roles_allowed(category: Category) -> list[str]:
     return sorted(role.value for role, cats in ALLOWED_CATEGORIES.items() if category in cats)
-
-
-def may_send(actor: Actor, category: Category | str) -> bool:
-    return Category(category) in ALLOWED_CATEGORIES[actor.role]
-
-
-def require_category(
-    session: Session,
-    actor: Actor,
-    category: Category | str,
-    *,
-    action: str = "campaign.create",
-    object_id: str | int | None = None,
-) -> None:
-    """Refuse (audited) unless the actor's role may send `category` mail."""
-    category = Category(category)
-    require(
-        session,
-        actor,
-        action,
-        object_type="campaign",
-        object_id=object_id,
-        allowed=may_send(actor, category),
-        reason=(
-            f"{category} campaigns need the role {' or '.join(roles_allowed(category))}, "
-            f"not {actor.role.value}"
-        ),
-    )
-
-
-def require_owner_or_admin(session: Session, actor: Actor, campaign: Campaign, action: str) -> None:
-    """Only the campaign's creator or an admin may change it."""
-    require(
-        session,
-        actor,
-        action,
-        object_type="campaign",
-        object_id=campaign.id,
-        allowed=actor.is_admin or actor.username == campaign.created_by,
-        reason=(
-            f"campaign {campaign.id} belongs to {campaign.created_by!r}; only they or an admin "
-            "may change it"
-        ),
-    )
 
 
 def may_see_campaign(actor: Actor, campaign: Campaign) -> bool:

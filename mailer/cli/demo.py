@@ -15,7 +15,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from mailer import campaigns, db
-from mailer.access import Actor, actor_for_username
+from mailer.access import actor_for_username
 from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
@@ -70,7 +70,9 @@ def demo_command(organizations: int, seed: int) -> None:
             email="marketing@cpi.example",
             audited_as=actor,
         )
-    loaded = load_sample_into_db(rt, organizations, seed, _actor(rt, "admin"))
+    with rt.sessions() as session:
+        admin = actor_for_username(session, "admin", via="cli")
+    loaded = load_sample_into_db(rt, organizations, seed, admin)
     console.print(
         f"sample data: {loaded['organizations']} organizations, "
         f"{loaded['contacts']} contacts ({loaded['seconds']:.1f} s)"
@@ -184,8 +186,3 @@ def _print_summary(console: Console, summaries: list[CampaignSummary], elapsed_s
 
 
 COMMANDS = [demo_command]
-
-
-def _actor(rt: Runtime, username: str) -> Actor:
-    with rt.sessions() as session:
-        return actor_for_username(session, username, via="cli")

@@ -155,7 +155,10 @@ def show_command(version: str, full: bool, as_json: bool) -> None:
 @json_option
 @acting_option
 def coverage_command(version: str, csv_path: Path | None, as_json: bool, as_username: str) -> None:
-    """Per client: contacts sent, failed, undeliverable, pending; and the clients not reached."""
+    """Per client: contacts sent, failed, undeliverable, pending; and the clients not reached.
+
+    Admins only.
+    """
     rt = runtime()
     report = policy.coverage(rt, version, actor=current_actor(as_username))
     if csv_path is not None:
