@@ -100,7 +100,10 @@ class Settings:
     secret_key: Secret = field(default_factory=lambda: Secret(DEMO_SECRET))
     #: Older secret keys still accepted for tokens, newest first (key rotation).
     old_secret_keys: tuple[Secret, ...] = ()
+    #: Where recipients reach mailer's own pages (/u, /preferences, /privacy): `mailer serve`.
     public_base_url: str = "http://127.0.0.1:8000"
+    #: CPI's own website, `{{ company.website }}` in templates (product pages, not mailer's).
+    company_website: str = "https://www.cpi.example"
     mail_domain: str = "cpi.example"
     postal_address: str = DEFAULT_POSTAL_ADDRESS
     company_name: str = "Communication Partners, Inc."
@@ -334,6 +337,12 @@ def check_choices(settings: Settings) -> None:
         settings.public_base_url,
         ("http", "https"),
         "https://mail.cpi.example",
+    )
+    _scheme_of(
+        "MAILER_COMPANY_WEBSITE",
+        settings.company_website,
+        ("http", "https"),
+        "https://www.cpi.example",
     )
     if not settings.smtp_url.strip().startswith("capture://"):
         from mailer.transports.relays import parse_relays  # the one parser of relay URLs

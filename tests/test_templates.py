@@ -226,7 +226,7 @@ def test_the_text_part_is_derived_from_the_html_when_there_is_no_txt(write, tmp_
     tpl = load_template(tmp_templates, name)
     assert tpl.is_text_derived
     _, text, _ = _messages(tmp_templates, name).render_parts(SAMPLE_RECIPIENT)
-    assert "Dear Pat, see [this](http://127.0.0.1:8000/x)" in text
+    assert "Dear Pat, see [this](https://www.cpi.example/x)" in text
     assert "<p>" not in text and "Title" in text
 
 

@@ -93,7 +93,11 @@ class CampaignMessages:
         )
         self._policy_url = policy.url or f"{self._base_url}/privacy"
         self._shared: dict[str, Any] = {
-            "company": CompanyView(settings.company_name, settings.postal_address, self._base_url),
+            "company": CompanyView(
+                settings.company_name,
+                settings.postal_address,
+                settings.company_website.rstrip("/"),
+            ),
             "campaign": CampaignView(campaign.id, campaign.name, category.value),
             "sender": SenderView(sender.name, sender.email, sender.phone),
             "policy": policy,
