@@ -174,7 +174,7 @@ BAD_CELLS = [
     ("benefit_eligible_employees", "many", "whole number >= 0"),
     ("kind", "customer", "'client' or 'prospect'"),
     ("state", "XX", "not a US state code"),
-    ("state", "Oregon", "not a US state code"),
+    ("state", "Oregon", "not a US state code: did you mean OR (Oregon)?"),
     ("postal_code", "9770", "ZIP"),
     ("country", "USA", "two-letter"),
     ("agreement_started_on", "03/01/2021", "ISO 8601"),
