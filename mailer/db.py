@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailer.errors import SchemaBehindError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _is_worth_logging(record: logging.LogRecord) -> bool:
+    # Every schema check (each worker thread opens a runtime) makes Alembic log which dialect it
+    # uses and that DDL is transactional: two INFO lines each, nothing an operator acts on.
+    # What a migration actually does ("Running upgrade …") still shows.
+    return not str(record.msg).startswith(("Context impl", "Will assume"))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_is_worth_logging)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
