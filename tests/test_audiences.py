@@ -154,6 +154,26 @@ def test_preview_prints_counts_per_guard_and_a_sample(
     assert events[0].details["excluded"] == {"opted_out": 1}
 
 
+def test_preview_shows_whole_addresses_however_long(
+    rt: Runtime, make_org, make_contact, tmp_path: Path
+) -> None:
+    # Given contacts with long addresses and long organization names
+    org = make_org(name="The Deschutes County Regional Health and Wellness Partnership Inc")
+    emails = [
+        "benefits.administration.team@deschutes-regional-health-partnership.example",
+        "pat.o-reilly-hernandez@deschutes-regional-health-partnership.example",
+    ]
+    for email in emails:
+        make_contact(organization=org, email=email, first_name="Patricia", last_name="Hernandez")
+    # When the human preview is printed (CliRunner's terminal is 80 columns wide)
+    args = ["audience", "preview", "--rule", "everyone", "--category", "promotions"]
+    result = CliRunner().invoke(main, args, env=cli_env(rt, tmp_path))
+    # Then every address is there whole, on one line
+    assert result.exit_code == 0, result.output
+    for email in emails:
+        assert email in result.output
+
+
 def test_preview_as_an_account_manager_counts_other_clients_as_not_own(
     rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
 ) -> None:
