@@ -124,9 +124,7 @@ def _print_report(report: ImportReport) -> None:
         click.echo(f"  account managers created: {report.users_created}")
     if report.rejected:
         where = (
-            f"written to {report.rejects_path}"
-            if report.rejects_path
-            else "not written (dry run)"
+            f"written to {report.rejects_path}" if report.rejects_path else "not written (dry run)"
         )
         click.echo(f"  rejected: {report.rejected} rows, {where}")
         for problem in report.problems:
