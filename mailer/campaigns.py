@@ -97,7 +97,7 @@ def create_campaign(
         require_category(user, category)
         if audience and rule_text:
             raise CampaignError("give either an audience name or a rule, not both")
-        validate_launch(rt, category, template, audience, rule_text)
+        validate_launch(rt, category, template, audience, rule_text, params or {})
         campaign = add_draft(
             session,
             user,
@@ -180,6 +180,7 @@ def launch_campaign(
             campaign.template,
             campaign.audience,
             campaign.rule_text,
+            campaign.params or {},
         )
         if at is not None and at > now:
             campaign.status = CampaignStatus.SCHEDULED

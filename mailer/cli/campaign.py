@@ -34,7 +34,8 @@ def campaign_group() -> None:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Extra template context, repeatable.",
+    help="A campaign parameter the template declares (`params:` in its header) and reads as "
+    "{{ params.KEY }}; repeatable. `mailer template list` shows what each template needs.",
 )
 @as_option
 @json_option

@@ -44,15 +44,24 @@ def list_command(as_json: bool) -> None:
         try:
             tpl = load_template(settings, name)
             rows.append(
-                {"name": name, "category": tpl.category.value, "subject": tpl.subject_source}
+                {
+                    "name": name,
+                    "category": tpl.category.value,
+                    "subject": tpl.subject_source,
+                    "params": list(tpl.params),
+                }
             )
         except TemplateError as exc:
-            rows.append({"name": name, "category": "", "subject": "", "error": str(exc)})
+            rows.append(
+                {"name": name, "category": "", "subject": "", "params": [], "error": str(exc)}
+            )
     if as_json:
         echo_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['name']:<45} {row['category']:<11} {row.get('error') or row['subject']}")
+        needs = f"  [--param {', '.join(row['params'])}]" if row["params"] else ""
+        shown = row.get("error") or f"{row['subject']}{needs}"
+        click.echo(f"{row['name']:<45} {row['category']:<11} {shown}")
 
 
 @template_group.command("check")

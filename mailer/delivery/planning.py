@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from mailer.delivery.batches import Batch, Dispatch, batches_for, dispatch_all
 from mailer.delivery.completion import complete_now
 from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
 from mailer.errors import CampaignError, NotFoundError
-from mailer.messages import check_template
+from mailer.messages import check_params, check_template
 from mailer.models import Campaign, Send, User, utcnow
 from mailer.rules import audience_select, load_audiences, parse_rule
 from mailer.runtime import Runtime
@@ -202,15 +203,22 @@ def _status_case(skip_reason: ColumnElement[str | None]) -> ColumnElement[str]:
 
 
 def validate_launch(
-    rt: Runtime, category: Category, template: str, audience: str, rule_text: str
+    rt: Runtime,
+    category: Category,
+    template: str,
+    audience: str,
+    rule_text: str,
+    params: Mapping[str, object] | None = None,
 ) -> str:
-    """Check template and audience; return the rule text to launch with."""
+    """Check template, campaign parameters (when given) and audience; return the rule text."""
     loaded = check_template(rt.settings, template)
     if loaded.category != category:
         raise CampaignError(
             f"template {template!r} is a {loaded.category} template; this is a {category} "
             "campaign: pick a template from templates/" + str(category)
         )
+    if params is not None:
+        check_params(loaded, params)
     if audience:
         audiences = load_audiences(rt.settings.audiences_dir)
         if audience not in audiences:

@@ -101,6 +101,8 @@ class CampaignMessages:
             "campaign": CampaignView(campaign.id, campaign.name, category.value),
             "sender": SenderView(sender.name, sender.email, sender.phone),
             "policy": policy,
+            # only what the template declares: the static check vouched for exactly these
+            "params": {name: str((params or {}).get(name, "")) for name in template.params},
         }
         self._from = self._from_block(settings, sender)
         # A subject without Jinja (a policy notice's, say) is encoded once, not per message.
