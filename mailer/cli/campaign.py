@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
-from mailer.cli._common import as_option, echo_json, json_option, runtime
+from mailer.cli._common import as_option, echo_json, json_option, parse_params, runtime
 from mailer.cli._dispatch import Dispatcher, watch_progress
 from mailer.enums import CampaignStatus, Category
 
@@ -53,12 +53,7 @@ def create_command(
     """Create a draft campaign."""
     if rule_file is not None:
         rule_text = rule_file.read_text()
-    extra = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
-        extra[key] = value
+    extra = parse_params(params)
     campaign = campaigns.create_campaign(
         runtime(),
         username=username,
