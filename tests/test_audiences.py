@@ -233,4 +233,7 @@ def test_preview_as_a_marketer_is_not_limited_to_any_manager(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["eligible"] == 1
     result = CliRunner().invoke(main, [*args[:-1], "nobody"], env=cli_env(rt, tmp_path))
-    assert result.exit_code == 5 and "no user named 'nobody'" in result.output
+    assert (
+        result.exit_code == 5
+        and "no user 'nobody': create it with `mailer users create nobody" in result.output
+    )

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 
-from mailer.audit import record
 from mailer.cli._common import actor, echo_json, runtime
 from mailer.config import Settings
-from mailer.enums import Category, Role
+from mailer.enums import Category
 from mailer.errors import NotFoundError, RuleError
-from mailer.models import User
 from mailer.rules import (
     Preview,
     get_audience,
     load_audience,
     load_audiences,
     parse_rule,
-    preview,
+    preview_audience,
 )
 from mailer.rules.nodes import Rule
 
@@ -118,41 +114,15 @@ def preview_command(
         raise click.UsageError("give exactly one of NAME, --rule TEXT or --file F")
     rt = runtime()
     label, rule = _rule_from(rt.settings, name, rule_text, rule_file)
-    now = dt.datetime.now(dt.UTC)
-    with rt.sessions.begin() as session:
-        manager_id = None
-        if as_username is not None:
-            user = session.execute(
-                select(User.id, User.role).where(User.username == as_username)
-            ).first()
-            if user is None:
-                raise NotFoundError(f"no user named {as_username!r}; see `mailer users list`")
-            # the same limit campaign planning applies to what this user launches
-            manager_id = user.id if user.role == Role.ACCOUNT_MANAGER else None
-        result = preview(
-            session,
-            rule,
-            Category(category),
-            today=now.date(),
-            now=now,
-            account_manager_id=manager_id if category == Category.SERVICE else None,
-            policy_grace_days=rt.settings.policy_grace_days,
-            sample_size=sample_size,
-        )
-        # the sample shows contact details: who looked, and at what, goes in the audit log
-        record(
-            session,
-            actor(rt.settings),
-            "audience.preview",
-            object_type="audience",
-            object_id=label,
-            category=category,
-            rule=rule.text,
-            as_user=as_username or "",
-            eligible=result.eligible,
-            excluded=result.excluded,
-            sample_size=len(result.sample),
-        )
+    result = preview_audience(
+        rt,
+        label,
+        rule,
+        category,
+        actor=actor(rt.settings),
+        as_username=as_username,
+        sample_size=sample_size,
+    )
     if as_json:
         echo_json({"audience": label, **result.as_dict()})
     else:

@@ -8,7 +8,7 @@ from mailer.rules.audiences import Audience, get_audience, load_audience, load_a
 from mailer.rules.compiler import audience_select
 from mailer.rules.nodes import Rule
 from mailer.rules.parser import parse_rule
-from mailer.rules.preview import Preview, count_by_reason, preview
+from mailer.rules.preview import Preview, count_by_reason, preview, preview_audience
 
 __all__ = [
     "Audience",
@@ -21,4 +21,5 @@ __all__ = [
     "load_audiences",
     "parse_rule",
     "preview",
+    "preview_audience",
 ]

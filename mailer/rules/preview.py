@@ -9,10 +9,13 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from mailer.enums import Category
+from mailer.audit import record
+from mailer.enums import Category, Role
 from mailer.rules.compiler import audience_select
 from mailer.rules.guards import contacts, organizations
 from mailer.rules.nodes import Rule
+from mailer.runtime import Runtime
+from mailer.users import get_user
 
 
 @dataclass(frozen=True)
@@ -91,3 +94,50 @@ def preview(
             sample.append(Recipient(email, f"{first} {last}".strip(), org))
     excluded = {str(reason): count for reason, count in counts.items()}
     return Preview(category, rule.text if rule else "", eligible, excluded, sample)
+
+
+def preview_audience(
+    rt: Runtime,
+    label: str,
+    rule: Rule | None,
+    category: Category | str,
+    *,
+    actor: str,
+    as_username: str | None = None,
+    sample_size: int = 10,
+    now: dt.datetime | None = None,
+) -> Preview:
+    """`preview` as `as_username` would launch it (an account manager's service mail reaches
+    only their clients), recorded in the audit log since the sample shows contact details."""
+    category = Category(category)
+    now = now or dt.datetime.now(dt.UTC)
+    with rt.sessions.begin() as session:
+        manager_id = None
+        if as_username is not None:
+            user = get_user(session, as_username)
+            # the same limit campaign planning applies to what this user launches
+            manager_id = user.id if user.role == Role.ACCOUNT_MANAGER else None
+        result = preview(
+            session,
+            rule,
+            category,
+            today=now.date(),
+            now=now,
+            account_manager_id=manager_id if category is Category.SERVICE else None,
+            policy_grace_days=rt.settings.policy_grace_days,
+            sample_size=sample_size,
+        )
+        record(
+            session,
+            actor,
+            "audience.preview",
+            object_type="audience",
+            object_id=label,
+            category=category.value,
+            rule=rule.text if rule else "",
+            as_user=as_username or "",
+            eligible=result.eligible,
+            excluded=result.excluded,
+            sample_size=len(result.sample),
+        )
+    return result
