@@ -237,3 +237,37 @@ def test_preview_as_a_marketer_is_not_limited_to_any_manager(
         result.exit_code == 5
         and "no user 'nobody': create it with `mailer users create nobody" in result.output
     )
+
+
+def test_every_lookup_of_a_saved_audience_names_the_nearest_one(
+    rt: Runtime, make_user, make_contact, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from mailer import campaigns
+    from mailer.delivery import scheduler_tick
+    from mailer.errors import NotFoundError
+    from mailer.models import Campaign
+
+    # Given a saved audience and a marketer
+    write(tmp_path, "oregon-clients.toml", "description = 'OR'\nrule = 'state = \"OR\"'\n")
+    local = Runtime(rt.settings.with_(audiences_dir=tmp_path), rt.engine, rt.sessions)
+    make_user(username="mel", role="marketing")
+    make_contact()
+    create = {"username": "mel", "name": "x", "category": "features"}
+    create["template"] = "features/benefitelect-enrollment-site"
+    # When a campaign names it with a typo, the error names the nearest one
+    with pytest.raises(NotFoundError, match="did you mean 'oregon-clients'"):
+        campaigns.create_campaign(local, audience="oregon-client", **create)
+    # When a scheduled campaign's audience is renamed before it fires
+    cid = campaigns.create_campaign(local, audience="oregon-clients", **create).id
+    now = dt.datetime.now(dt.UTC)
+    campaigns.launch_campaign(
+        local, cid, username="mel", dispatch=None, at=now + dt.timedelta(minutes=5), now=now
+    )
+    (tmp_path / "oregon-clients.toml").rename(tmp_path / "oregon-customers.toml")
+    report = scheduler_tick(local, dispatch=None, now=now + dt.timedelta(minutes=6))
+    # Then the scheduler says the same, with the name it found instead
+    assert "did you mean 'oregon-customers'?" in report.failed_to_start[cid]
+    with rt.sessions() as s:
+        assert "did you mean 'oregon-customers'?" in s.get(Campaign, cid).status_detail

@@ -12,10 +12,10 @@ from mailer.db import is_postgres, rows_changed
 from mailer.delivery.batches import Batch, Dispatch, batches_for, dispatch_all
 from mailer.delivery.completion import complete_now
 from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
-from mailer.errors import CampaignError, NotFoundError
+from mailer.errors import CampaignError
 from mailer.messages import check_params, check_template
 from mailer.models import Campaign, Send, User, utcnow
-from mailer.rules import audience_select, load_audiences, parse_rule
+from mailer.rules import audience_select, get_audience, parse_rule
 from mailer.runtime import Runtime
 
 #: Exclusions that get a skipped row in the send log; other guards leave the contact out.
@@ -220,11 +220,7 @@ def validate_launch(
     if params is not None:
         check_params(loaded, params)
     if audience:
-        audiences = load_audiences(rt.settings.audiences_dir)
-        if audience not in audiences:
-            known = ", ".join(sorted(audiences)) or "none"
-            raise NotFoundError(f"no saved audience {audience!r} (known: {known})")
-        rule_text = audiences[audience].rule_text
+        rule_text = get_audience(rt.settings.audiences_dir, audience).rule_text
     if rule_text.strip():
         parse_rule(rule_text, source=f"audience {audience}" if audience else "rule")
     return rule_text

@@ -22,7 +22,7 @@ from mailer.delivery.planning import finish_planning, start_sending
 from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.errors import MailerError
 from mailer.models import Campaign, Send, utcnow
-from mailer.rules import load_audiences
+from mailer.rules import get_audience
 from mailer.runtime import Runtime
 
 #: The send log as a Core table, for the bulk statements of the hot path.
@@ -129,10 +129,7 @@ def _finish_interrupted_planning(rt: Runtime, report: TickReport, now: dt.dateti
 def _rule_text(rt: Runtime, campaign: Campaign) -> str:
     if not campaign.audience:
         return campaign.rule_text
-    audiences = load_audiences(rt.settings.audiences_dir)
-    if campaign.audience not in audiences:
-        raise MailerError(f"saved audience {campaign.audience!r} no longer exists")
-    return audiences[campaign.audience].rule_text
+    return get_audience(rt.settings.audiences_dir, campaign.audience).rule_text
 
 
 def _mark_missed(session: Session, campaign: Campaign, now: dt.datetime) -> None:
