@@ -1,7 +1,8 @@
 """Settings: one object built from `MAILER_*` environment variables and a `.env` file.
 
 Nothing else in mailer reads `os.environ`. Every setting has a default that works on a laptop;
-production (`MAILER_ENV=production`) refuses to start with the demo secret.
+production (`MAILER_ENV=production`, the only other value) refuses to start with the demo
+secret or a short key in any key setting.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
 
@@ -23,6 +25,23 @@ _PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 #: CPI's postal address, as printed in privacy-policy.txt.
 DEFAULT_POSTAL_ADDRESS = "Communication Partners, Inc., 132 Crowell Way, Suite 100, Bend, OR 97702"
+
+
+#: The values MAILER_ENV may take.
+ENVIRONMENTS = ("development", "production")
+#: Production keys are at least this long (and not one character repeated).
+MIN_KEY_BYTES = 32
+
+
+def _key_problem(key: str) -> str:
+    """Why `key` is too weak to sign with in production; "" when it is fine."""
+    if key == DEMO_SECRET:
+        return "is the demo secret shipped with mailer"
+    if len(key.encode()) < MIN_KEY_BYTES:
+        return f"is {len(key.encode())} bytes long"
+    if len(set(key)) < 8:
+        return "has fewer than 8 different characters"
+    return ""
 
 
 class Secret:
@@ -100,6 +119,8 @@ class Settings:
     secret_key: Secret = field(default_factory=lambda: Secret(DEMO_SECRET))
     #: Older secret keys still accepted for tokens, newest first (key rotation).
     old_secret_keys: tuple[Secret, ...] = ()
+    #: The key address hashes are made with, if not one of the keys above (see mailer.keys).
+    address_hash_key: Secret = field(default_factory=lambda: Secret(""))
     #: Where recipients reach mailer's own pages (/u, /preferences, /privacy): `mailer serve`.
     public_base_url: str = "http://127.0.0.1:8000"
     #: CPI's own website, `{{ company.website }}` in templates (product pages, not mailer's).
@@ -110,6 +131,9 @@ class Settings:
     marketing_from: str = "CPI Benefits <news@cpi.example>"
     company_from: str = "Communication Partners, Inc. <privacy@cpi.example>"
     envelope_sender: str = "bounces@cpi.example"
+    #: Who may send us complaints (ARF): addresses or domains (a domain covers its subdomains)
+    #: of the feedback loops we signed up for, matched on the report's From. Empty: none.
+    feedback_loop_senders: tuple[str, ...] = ()
     unsubscribe_mailto: str = "unsub@cpi.example"
     feedback_sender_id: str = "cpimail01"
     dkim_selector: str = ""
@@ -133,11 +157,22 @@ class Settings:
     #: A scheduled campaign that could not start this long after its time waits to be relaunched.
     missed_window_s: int = 3600
     scheduler_interval_s: float = 5.0
+    #: The zone launch times are read in when they carry none, and shown in (IANA Area/City).
+    timezone: str = "America/Los_Angeles"
     policy_grace_days: int = 90
     retention_years: int = 7
     #: The acting user for CLI commands; the OS user name when empty.
     user: str = ""
     web_rate_limit_per_minute: int = 60
+    #: A signed-in browser session ends after this long without a request…
+    session_idle_timeout_s: int = 30 * 60
+    #: …and this long after sign-in, however active.
+    session_absolute_timeout_s: int = 12 * 3600
+    #: Failed sign-ins per (IP, username) within the window before further tries are refused.
+    login_max_failures: int = 5
+    login_failure_window_s: int = 300
+    #: API tokens expire after this many days unless created with another lifetime.
+    api_token_days: int = 90
     #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False
@@ -187,11 +222,13 @@ class Settings:
         return self.env == "production"
 
     def validate(self) -> None:
-        if self.is_production and self.secret_key.reveal() in ("", DEMO_SECRET):
+        if self.env not in ENVIRONMENTS:
             raise ConfigError(
-                "MAILER_SECRET_KEY is the demo secret; production refuses to start with it. "
-                "Set MAILER_SECRET_KEY to a long random value."
+                f"MAILER_ENV={self.env!r} is not known; use one of {', '.join(ENVIRONMENTS)} "
+                "(exactly so: anything else would quietly skip production's checks)"
             )
+        if self.is_production:
+            self._check_keys()
         if self.is_production and not self.public_base_url.startswith("https://"):
             raise ConfigError(
                 f"MAILER_PUBLIC_BASE_URL={self.public_base_url!r}: production needs an https:// "
@@ -202,10 +239,38 @@ class Settings:
                 "MAILER_POSTAL_ADDRESS is empty; commercial mail must carry a postal address "
                 "(CAN-SPAM)"
             )
+        if not self.smtp_url.startswith("capture://"):
+            # late import: transports import this module; refuse a bad relay at start-up
+            from mailer.transports.relays import parse_relays
+
+            parse_relays(self.smtp_url)
         if self.batch_size < 1:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
             raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"MAILER_TIMEZONE={self.timezone!r} is not a time zone; use an Area/City name "
+                "like America/Los_Angeles (the system's tz database, or the tzdata package)"
+            ) from exc
+
+    def _check_keys(self) -> None:
+        """Production: every key that signs or verifies is long, random and not the demo's."""
+        named = [("MAILER_SECRET_KEY", self.secret_key)]
+        named += [("MAILER_OLD_SECRET_KEYS", k) for k in self.old_secret_keys]
+        if self.address_hash_key:
+            named.append(("MAILER_ADDRESS_HASH_KEY", self.address_hash_key))
+        for name, key in named:
+            problem = _key_problem(key.reveal())
+            if problem:
+                raise ConfigError(
+                    f"{name}: a key {problem}; production refuses to start with it (anyone "
+                    "who can guess a key can forge opt-out links). Use at least "
+                    f"{MIN_KEY_BYTES} random bytes, e.g. the output of "
+                    '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
+                )
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
@@ -249,6 +314,8 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
             return Secret(raw)
         if kind == "tuple[Secret, ...]":
             return tuple(Secret(v) for v in _parse_list(raw))
+        if kind == "tuple[str, ...]":
+            return tuple(v.lower() for v in _parse_list(raw))
         if kind == "tuple[int, ...]":
             return tuple(int(v) for v in _parse_list(raw))
         if kind == "int":
@@ -269,8 +336,6 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
 #: Variables with this prefix belong to the test suite, not to mailer.
 _TEST_SUITE_PREFIX = "MAILER_TEST_"
 
-#: What MAILER_ENV may be.
-ENVIRONMENTS = ("development", "production")
 #: What MAILER_SMTP_CLIENT may be: `auto` pipelines (RFC 2920) when offered; `pipelining` is
 #: the same client by its own name; `aiosmtplib` forces aiosmtplib.
 SMTP_CLIENTS = ("auto", "pipelining", "aiosmtplib")
@@ -323,7 +388,6 @@ def check_choices(settings: Settings) -> None:
 
     A wrong value would otherwise surface only at the first send, connection or page view.
     """
-    _one_of("MAILER_ENV", settings.env, ENVIRONMENTS)
     _one_of("MAILER_SMTP_CLIENT", settings.smtp_client, SMTP_CLIENTS)
     _scheme_of("MAILER_BROKER_URL", settings.broker_url, BROKER_SCHEMES, "redis://127.0.0.1:6379/0")
     _scheme_of(
@@ -344,10 +408,6 @@ def check_choices(settings: Settings) -> None:
         ("http", "https"),
         "https://www.cpi.example",
     )
-    if not settings.smtp_url.strip().startswith("capture://"):
-        from mailer.transports.relays import parse_relays  # the one parser of relay URLs
-
-        parse_relays(settings.smtp_url, default_timeout_s=settings.smtp_timeout_s)
     for name in (
         "smtp_pool_size",
         "smtp_max_messages_per_connection",

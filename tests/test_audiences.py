@@ -118,8 +118,9 @@ def test_audience_check_passes_on_the_shipped_audiences(rt: Runtime) -> None:
 
 
 def test_preview_prints_counts_per_guard_and_a_sample(
-    rt: Runtime, make_org, make_contact, tmp_path: Path
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
 ) -> None:
+    make_user(username="cli-marketer", role="marketing")
     # Given two Oregon clients, one of whom opted out of all marketing
     org = make_org(name="Deschutes Health", state="OR")
     kept = make_contact(organization=org, first_name="Ana", last_name="Lee")
@@ -155,9 +156,10 @@ def test_preview_prints_counts_per_guard_and_a_sample(
 
 
 def test_preview_shows_whole_addresses_however_long(
-    rt: Runtime, make_org, make_contact, tmp_path: Path
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
 ) -> None:
     # Given contacts with long addresses and long organization names
+    make_user(username="cli-marketer", role="marketing")
     org = make_org(name="The Deschutes County Regional Health and Wellness Partnership Inc")
     emails = [
         "benefits.administration.team@deschutes-regional-health-partnership.example",
@@ -174,20 +176,27 @@ def test_preview_shows_whole_addresses_however_long(
         assert email in result.output
 
 
-def test_preview_as_an_account_manager_counts_other_clients_as_not_own(
-    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
+@pytest.mark.parametrize("category", ["service", "promotions", "policy"])
+def test_an_account_manager_previews_only_their_own_clients_in_any_category(
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path, category: str
 ) -> None:
     dana = make_user(username="dana", role="account_manager")
-    make_contact(organization=make_org(account_manager_id=dana.id))
+    lee = make_user(username="lee", role="account_manager")
+    own = make_contact(organization=make_org(account_manager_id=dana.id))
+    other = make_contact(organization=make_org(account_manager_id=lee.id))
     make_contact(organization=make_org())
-    args = ["audience", "preview", "--rule", "kind = client", "--category", "service"]
+    args = ["audience", "preview", "--rule", "kind = client", "--category", category]
     result = CliRunner().invoke(main, [*args, "--as", "dana", "--json"], env=cli_env(rt, tmp_path))
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert (data["eligible"], data["excluded"]) == (1, {"not_own_client": 1})
+    # other managers' clients are neither listed nor counted
+    assert (data["eligible"], data["excluded"]) == (1, {})
+    assert [r["email"] for r in data["sample"]] == [own.email]
+    assert other.email not in result.output
 
 
-def test_preview_errors_name_the_problem(rt: Runtime, tmp_path: Path) -> None:
+def test_preview_errors_name_the_problem(rt: Runtime, tmp_path: Path, make_user) -> None:
+    make_user(username="cli-marketer", role="marketing")
     env = cli_env(rt, tmp_path)
     runner = CliRunner()
     write(tmp_path, "oregon.toml", "description = 'OR'\nrule = 'state = \"OR\"'\n")
@@ -233,10 +242,7 @@ def test_preview_as_a_marketer_is_not_limited_to_any_manager(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["eligible"] == 1
     result = CliRunner().invoke(main, [*args[:-1], "nobody"], env=cli_env(rt, tmp_path))
-    assert (
-        result.exit_code == 5
-        and "no user 'nobody': create it with `mailer users create nobody" in result.output
-    )
+    assert result.exit_code == 5 and "no mailer user 'nobody'" in result.output
 
 
 def test_every_lookup_of_a_saved_audience_names_the_nearest_one(

@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from mailer import policy_text
 from mailer.models import OptOut, PolicyVersion
+from mailer.policy import text as policy_text
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
 from tests.real_messages import build_promotion, unsubscribe_url

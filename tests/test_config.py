@@ -45,7 +45,7 @@ def test_secrets_and_url_passwords_print_masked() -> None:
     settings = Settings.from_env(
         {
             "MAILER_SECRET_KEY": "s3cret-value",
-            "MAILER_SMTP_URL": "smtp://relay-user:relay-pass@relay.example:587",
+            "MAILER_SMTP_URL": "smtp://relay-user:relay-pass@relay.example:587?starttls=1",
             "MAILER_DATABASE_URL": "postgresql://app:dbpass@127.0.0.1/mailer",
         },
         env_file=None,
@@ -54,8 +54,39 @@ def test_secrets_and_url_passwords_print_masked() -> None:
     text = repr(settings) + str(shown)
     for secret in ("s3cret-value", "relay-pass", "dbpass"):
         assert secret not in text
-    assert shown["smtp_url"] == "smtp://relay-user:****@relay.example:587"
+    assert shown["smtp_url"] == "smtp://relay-user:****@relay.example:587?starttls=1"
     assert shown["secret_key"] == "**********"
+
+
+#: What `python -c "import secrets; print(secrets.token_urlsafe(48))"` prints.
+STRONG_KEY = "hV3q9_Zk2LrT0wXy8bNmA4sD6fGjK1pQ-eRuIoC7vB5nM2lZxYwE"
+PRODUCTION = {"MAILER_ENV": "production", "MAILER_PUBLIC_BASE_URL": "https://mail.cpi.example"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"MAILER_OLD_SECRET_KEYS": DEMO_SECRET}, "MAILER_OLD_SECRET_KEYS"),
+        ({"MAILER_OLD_SECRET_KEYS": f"{STRONG_KEY[::-1]},short"}, "MAILER_OLD_SECRET_KEYS"),
+        ({"MAILER_SECRET_KEY": "k"}, "MAILER_SECRET_KEY"),
+        ({"MAILER_SECRET_KEY": "a" * 40}, "MAILER_SECRET_KEY"),
+        ({"MAILER_ADDRESS_HASH_KEY": DEMO_SECRET}, "MAILER_ADDRESS_HASH_KEY"),
+    ],
+)
+def test_production_refuses_weak_or_demo_keys_in_every_key_setting(
+    extra: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**PRODUCTION, "MAILER_SECRET_KEY": STRONG_KEY, **extra}, env_file=None)
+    message = str(info.value)
+    assert named in message and "token_urlsafe" in message
+    assert STRONG_KEY not in message and DEMO_SECRET not in message
+
+
+@pytest.mark.parametrize("env", ["Production", "prod", "PRODUCTION", "staging", ""])
+def test_an_unknown_mailer_env_is_refused_with_the_known_values(env: str) -> None:
+    with pytest.raises(ConfigError, match=r"MAILER_ENV=.*development.*production"):
+        Settings.from_env({"MAILER_ENV": env}, env_file=None)
 
 
 def test_production_refuses_the_demo_secret_and_plain_http_links() -> None:
@@ -63,12 +94,12 @@ def test_production_refuses_the_demo_secret_and_plain_http_links() -> None:
         Settings.from_env({"MAILER_ENV": "production"}, env_file=None)
     with pytest.raises(ConfigError, match="https://"):
         Settings.from_env(
-            {"MAILER_ENV": "production", "MAILER_SECRET_KEY": "x" * 40}, env_file=None
+            {"MAILER_ENV": "production", "MAILER_SECRET_KEY": STRONG_KEY}, env_file=None
         )
     Settings.from_env(
         {
             "MAILER_ENV": "production",
-            "MAILER_SECRET_KEY": "x" * 40,
+            "MAILER_SECRET_KEY": STRONG_KEY,
             "MAILER_PUBLIC_BASE_URL": "https://mail.cpi.example",
         },
         env_file=None,
@@ -119,7 +150,6 @@ def test_an_unknown_key_in_the_env_file_is_refused_naming_the_file(tmp_path: Pat
             "aiosmtp",
             r"not one of auto, pipelining, aiosmtplib; did you mean 'aiosmtplib'",
         ),
-        ("MAILER_ENV", "prod", r"MAILER_ENV='prod' is not one of development, production"),
         ("MAILER_BROKER_URL", "127.0.0.1:6379", r"use a memory://, redis://, rediss:// URL"),
         ("MAILER_DATABASE_URL", "mysql://x@y/z", r"use a sqlite://, postgresql://"),
         ("MAILER_PUBLIC_BASE_URL", "mail.cpi.example", r"e\.g\. https://mail\.cpi\.example"),

@@ -367,7 +367,7 @@ def test_priority_mail_overtakes_a_running_promotion(
 def test_a_large_audience_is_planned_in_two_steps_each_contact_once(
     mail_rt, workers, people, make_audience, smtp_server, monkeypatch
 ) -> None:
-    monkeypatch.setattr(campaigns, "FIRST_CHUNK_ROWS", 7)
+    monkeypatch.setattr("mailer.campaigns.launch.FIRST_CHUNK_ROWS", 7)
     contacts = make_audience(25)
     cid = _create(mail_rt, "mark")
     summary = campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
@@ -377,18 +377,18 @@ def test_a_large_audience_is_planned_in_two_steps_each_contact_once(
 
 
 def test_planning_cut_short_by_a_crash_is_finished_by_the_sweep_and_nothing_completes_early(
-    mail_rt, people, make_audience
+    mail_rt, people, make_audience, monkeypatch
 ) -> None:
     from mailer.delivery import scheduler_tick
-    from mailer.delivery.planning import start_sending
 
+    monkeypatch.setattr("mailer.campaigns.launch.FIRST_CHUNK_ROWS", 5)
     make_audience(12)
     cid = _create(mail_rt, "mark")
     now = dt.datetime.now(dt.UTC)
     # Given a launcher that planned the first chunk and died before planning the rest
     with mail_rt.sessions.begin() as s:
-        first = start_sending(mail_rt, s, s.get(Campaign, cid), "", None, now=now, first_chunk=5)
-    assert sum(b.last_id - b.first_id + 1 for b in first) == 5
+        first = campaigns.begin_launch(mail_rt, s, s.get(Campaign, cid), actor="mark", now=now)
+    assert sum(b.last_id - b.first_id + 1 for b in first.batches) == 5
     with mail_rt.sessions.begin() as s:  # the first chunk is sent meanwhile
         s.execute(update(Send).where(Send.campaign_id == cid).values(status="sent"))
 

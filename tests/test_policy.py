@@ -25,6 +25,7 @@ from mailer.delivery import Batch
 from mailer.enums import CampaignStatus
 from mailer.errors import PermissionDeniedError, PolicyError
 from mailer.models import AuditEvent, Campaign, PolicyVersion, Send, Suppression
+from mailer.policy.publish import split_summary
 from mailer.runtime import Runtime
 from tests.conftest import ROOT
 from tests.smtpd import FaultServer
@@ -404,7 +405,7 @@ def test_summary_file_bullets_become_changes_and_the_rest_the_summary(
     lines: list[tuple[bool, str]],
 ) -> None:
     text = "\n".join(f"- {t}" if is_bullet else t for is_bullet, t in lines)
-    summary, changes = policy.split_summary(text)
+    summary, changes = split_summary(text)
     assert changes == [t.strip() for is_bullet, t in lines if is_bullet and t.strip()]
     prose = [t.strip() for is_bullet, t in lines if not is_bullet and t.strip()]
     assert all(p in summary for p in prose)

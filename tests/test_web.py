@@ -298,8 +298,8 @@ def test_the_privacy_page_shows_the_current_version_and_what_changed(rt, client)
 def test_privacy_lists_changes_from_the_previous_version(rt, client):
     import datetime as dt
 
-    from mailer import policy_text
     from mailer.models import PolicyVersion
+    from mailer.policy import text as policy_text
 
     with rt.sessions.begin() as s:
         policy_text.ensure_first_version(s)
@@ -579,8 +579,8 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
 def test_a_version_not_yet_in_force_says_which_one_applies_until_then(rt, client):
     import datetime as dt
 
-    from mailer import policy_text
     from mailer.models import PolicyVersion
+    from mailer.policy import text as policy_text
 
     with rt.sessions.begin() as s:
         policy_text.ensure_first_version(s)

@@ -18,6 +18,7 @@ from mailer.delivery import Batch, DeliveryContext, deliver_batch
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
 from mailer.transports import make_transport
+from mailer.transports.relays import rate_limit_name
 from workers.broker import BULK_QUEUE, PRIORITY_QUEUE, build_broker
 
 
@@ -64,7 +65,7 @@ _limiters: dict[str, object] = {}
 def _rate_limiter(settings: Settings) -> RedisRateLimiter | LocalRateLimiter | None:
     if settings.rate_limit_per_s <= 0:
         return None
-    key = f"{settings.broker_namespace}:rate:{settings.smtp_url}"
+    key = f"{settings.broker_namespace}:rate:{rate_limit_name(settings.smtp_url)}"
     if key not in _limiters:
         if settings.broker_url.startswith("redis"):
             client = redis.Redis.from_url(settings.broker_url)

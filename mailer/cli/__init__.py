@@ -62,6 +62,7 @@ def _register() -> None:
         retention,
         serve,
         template,
+        tokens,
         users,
         worker,
     )
@@ -70,6 +71,7 @@ def _register() -> None:
         database,
         contacts,
         users,
+        tokens,
         audience,
         template,
         campaign,

@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
+from mailer.access import Actor
+from mailer.access.cli import cli_actor as _cli_actor
 from mailer.audit import cli_actor
 from mailer.config import Settings
 from mailer.runtime import Runtime, open_runtime
@@ -27,6 +30,30 @@ def runtime(*, check_schema: bool = True) -> Runtime:
 def actor(settings: Settings) -> str:
     """Who the audit log names for this command: MAILER_USER, else the OS user."""
     return settings.user or cli_actor()
+
+
+def acting(session: Session, username: str | None = None) -> Actor:
+    """The mailer user this command acts as: --as, else MAILER_USER; refused when neither is
+    set or the user is unknown or disabled."""
+    return _cli_actor(session, username or runtime().settings.user)
+
+
+def current_actor(username: str | None = None) -> Actor:
+    """The acting user, resolved in a short session of its own (for core functions that take
+    the runtime rather than a session)."""
+    with runtime().sessions() as session:
+        return acting(session, username)
+
+
+def read_password_stdin() -> str:
+    """The first line of standard input, as a password (never a command-line argument, which
+    other users of the machine can read in the process list)."""
+    import sys
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("--password-stdin given but standard input held no password")
+    return password
 
 
 def echo_json(data: Any) -> None:
@@ -53,3 +80,14 @@ def parse_params(items: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
         params[key.strip()] = value
     return params
+
+
+#: `--as` for commands that also take a USERNAME argument.
+acting_option = click.option(
+    "--as",
+    "as_username",
+    envvar="MAILER_USER",
+    default="",
+    metavar="USERNAME",
+    help="The mailer user to act as (default: $MAILER_USER).",
+)

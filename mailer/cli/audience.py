@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mailer.cli._common import actor, echo_json, runtime
+from mailer.cli._common import acting, echo_json, runtime
 from mailer.config import Settings
 from mailer.enums import Category
 from mailer.errors import NotFoundError, RuleError
@@ -93,7 +93,10 @@ def list_command(as_json: bool) -> None:
 @click.option(
     "--as",
     "as_username",
-    help="Preview as this user: an account manager's service mail reaches only their clients.",
+    envvar="MAILER_USER",
+    default="",
+    metavar="USERNAME",
+    help="Act as this user (default: $MAILER_USER); an account manager sees only their clients.",
 )
 @click.option("--sample", "sample_size", default=10, show_default=True, type=click.IntRange(0))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -114,19 +117,20 @@ def preview_command(
         raise click.UsageError("give exactly one of NAME, --rule TEXT or --file F")
     rt = runtime()
     label, rule = _rule_from(rt.settings, name, rule_text, rule_file)
-    result = preview_audience(
-        rt,
-        label,
-        rule,
-        category,
-        actor=actor(rt.settings),
-        as_username=as_username,
-        sample_size=sample_size,
-    )
+    with rt.sessions.begin() as session:
+        result = preview_audience(
+            session,
+            acting(session, as_username),
+            rule,
+            Category(category),
+            settings=rt.settings,
+            label=label,
+            sample_size=sample_size,
+        )
     if as_json:
         echo_json({"audience": label, **result.as_dict()})
     else:
-        _print_preview(label, result, as_username, category)
+        _print_preview(label, result, category)
 
 
 def _rule_from(
@@ -146,11 +150,9 @@ def _rule_from(
     return audience.name, audience.rule
 
 
-def _print_preview(label: str, result: Preview, as_username: str | None, category: str) -> None:
+def _print_preview(label: str, result: Preview, category: str) -> None:
     console = Console()
     console.print(f"[bold]{escape(label)}[/bold] as [bold]{category}[/bold] mail")
-    if as_username and category != Category.SERVICE:
-        console.print(f"(--as {escape(as_username)} limits service mail only; ignored here)")
     console.print(f"matched by the rule: {result.matched}")
     console.print(f"[green]eligible: {result.eligible}[/green]")
     if result.excluded:

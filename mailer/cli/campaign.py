@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from pathlib import Path
 
 import click
@@ -12,9 +11,12 @@ from rich.table import Table
 
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
+from mailer.campaigns.times import format_delay, format_time, parse_time
 from mailer.cli._common import as_option, echo_json, json_option, parse_params, runtime
 from mailer.cli._dispatch import Dispatcher, watch_progress
 from mailer.enums import CampaignStatus, Category
+from mailer.errors import CampaignError
+from mailer.models import utcnow
 
 
 @click.group("campaign")
@@ -75,7 +77,15 @@ def create_command(
 
 @campaign_group.command("launch")
 @click.argument("campaign_id", type=int)
-@click.option("--at", "at", default=None, help="Schedule for this ISO time (UTC if no zone).")
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    metavar="TIME",
+    help="Schedule for this ISO time, with an offset (2026-12-01T09:00-08:00) or a zone "
+    "('2026-12-01 09:00 America/Chicago'); without either, in MAILER_TIMEZONE.",
+)
+@click.option("--now", "is_now", is_flag=True, help="Send right away, even if --at is past.")
 @click.option(
     "--wait/--no-wait",
     default=None,
@@ -84,11 +94,22 @@ def create_command(
 @as_option
 @json_option
 def launch_command(
-    campaign_id: int, at: str | None, wait: bool | None, username: str, as_json: bool
+    campaign_id: int,
+    at: str | None,
+    is_now: bool,
+    wait: bool | None,
+    username: str,
+    as_json: bool,
 ) -> None:
     """Validate, plan the send log and start sending (or schedule with --at)."""
     rt = runtime()
-    when = _parse_time(at) if at else None
+    when = parse_time(at, rt.settings.timezone) if at else None
+    if is_now:
+        if when is not None and when > utcnow():
+            raise CampaignError(
+                f"--at {at} is still to come and --now says send now; give one of them"
+            )
+        when = None
     with Dispatcher(rt) as dispatcher:
         summary = campaigns.launch_campaign(
             rt, campaign_id, username=username, dispatch=dispatcher.dispatch, at=when
@@ -96,7 +117,7 @@ def launch_command(
         if summary.status == CampaignStatus.SENDING and (wait or dispatcher.is_embedded):
             dispatcher.wait([campaign_id], show=not as_json)
             summary = campaigns.campaign_status(rt, campaign_id)
-    _show(summary, as_json)
+    _show(summary, as_json, rt.settings.timezone)
 
 
 @campaign_group.command("pause")
@@ -139,7 +160,7 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
     rt = runtime()
     if watch:
         watch_progress(rt, [campaign_id])
-    _show(campaigns.campaign_status(rt, campaign_id), as_json)
+    _show(campaigns.campaign_status(rt, campaign_id), as_json, rt.settings.timezone)
 
 
 @campaign_group.command("list")
@@ -147,9 +168,10 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
 @json_option
 def list_command(status: str | None, as_json: bool) -> None:
     """Every campaign, newest last."""
-    summaries = campaigns.list_campaigns(runtime(), status=status)
+    rt = runtime()
+    summaries = campaigns.list_campaigns(rt, status=status)
     if as_json:
-        echo_json([_as_dict(s) for s in summaries])
+        echo_json([_as_dict(s, rt.settings.timezone) for s in summaries])
         return
     table = Table("id", "name", "category", "status", "sent", "skipped", "failed", "total")
     for s in summaries:
@@ -166,15 +188,18 @@ def list_command(status: str | None, as_json: bool) -> None:
     Console().print(table)
 
 
-def _show(summary: CampaignSummary, as_json: bool) -> None:
+def _show(summary: CampaignSummary, as_json: bool, zone_name: str) -> None:
     if as_json:
-        echo_json(_as_dict(summary))
+        echo_json(_as_dict(summary, zone_name))
         return
     console = Console()
     console.print(
         f"campaign {summary.id} [bold]{summary.name}[/] ({summary.category}): "
         f"{summary.status}" + (f" — {summary.status_detail}" if summary.status_detail else "")
     )
+    if summary.status == CampaignStatus.SCHEDULED and summary.scheduled_at is not None:
+        delay = format_delay(summary.scheduled_at - utcnow())
+        console.print(f"sends {format_time(summary.scheduled_at, zone_name)}, {delay}")
     table = Table("status", "sends")
     for status, n in sorted(summary.counts.items()):
         table.add_row(status, str(n))
@@ -186,20 +211,13 @@ def _show(summary: CampaignSummary, as_json: bool) -> None:
         console.print(reasons)
 
 
-def _as_dict(summary: CampaignSummary) -> dict[str, object]:
+def _as_dict(summary: CampaignSummary, zone_name: str) -> dict[str, object]:
     data = dataclasses.asdict(summary)
     data["total"] = summary.total
+    data["scheduled_at_local"] = (
+        format_time(summary.scheduled_at, zone_name) if summary.scheduled_at else None
+    )
     return data
-
-
-def _parse_time(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"{text!r} is not an ISO time like 2026-12-01T09:00", param_hint="--at"
-        ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 COMMANDS = [campaign_group]

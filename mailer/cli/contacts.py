@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli._common import actor, echo_json, runtime
+from mailer.cli._common import acting_option, actor, current_actor, echo_json, runtime
 from mailer.contacts import sample
 from mailer.contacts.importer import ImportReport, Progress, import_contacts
 from mailer.errors import ContactImportError
@@ -56,6 +56,7 @@ def _progress_bar(enabled: bool) -> Iterator[Progress | None]:
     "--check-deliverability", is_flag=True, help="Look up each email domain in DNS (slow)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@acting_option
 def import_command(
     file: Path,
     dry_run: bool,
@@ -63,6 +64,7 @@ def import_command(
     rejects: Path | None,
     check_deliverability: bool,
     as_json: bool,
+    as_username: str,
 ) -> None:
     """Import organizations and their contacts from a CSV file (UTF-8, header on line 1).
 
@@ -77,11 +79,16 @@ def import_command(
     columns account_manager_name and account_manager_email (and account_manager_phone) and the
     import creates it.
 
+    Admins import any row. An account manager imports only their own clients: rows naming
+    another manager, prospects, organizations managed by someone else and addresses of other
+    organizations' contacts are refused with their row and column. Marketing cannot import.
+
     Organizations match on external_id, contacts on email: importing the same file again
     changes nothing. By default one bad row imports nothing and every bad row is listed. Files
     with employee information (SSN, salary, date of birth, dependents ...) are refused.
     """
     rt = runtime()
+    who = current_actor(as_username)
     show_bar = sys.stdout.isatty() and not as_json
     try:
         with _progress_bar(show_bar) as progress:
@@ -92,7 +99,7 @@ def import_command(
                 skip_invalid=skip_invalid,
                 rejects_path=rejects,
                 check_deliverability=check_deliverability,
-                actor=actor(rt.settings),
+                actor=who,
                 progress=progress,
             )
     except ContactImportError as exc:

@@ -7,7 +7,7 @@ import click
 from mailer import db
 from mailer.audit import record
 from mailer.cli._common import actor, runtime
-from mailer.policy_text import ensure_first_version
+from mailer.policy.text import ensure_first_version
 
 
 @click.group("db")

@@ -14,14 +14,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import campaigns, db
+from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
 from mailer.config import Settings
 from mailer.contacts.sample import busiest_account_manager, load_sample_into_db, opt_out_some
-from mailer.policy_text import ensure_first_version
+from mailer.policy.text import ensure_first_version
 from mailer.runtime import open_runtime
 from mailer.transports import CaptureServer
-from mailer.users import create_user
 
 
 @click.command("demo")
@@ -49,21 +49,21 @@ def demo_command(organizations: int, seed: int) -> None:
     db.upgrade(rt.engine)
     with rt.sessions.begin() as session:
         ensure_first_version(session)
-        create_user(
+        add_user(
             session,
             username="admin",
             display_name="Demo Admin",
             role="admin",
             email="admin@cpi.example",
-            actor=actor,
+            audited_as=actor,
         )
-        create_user(
+        add_user(
             session,
             username="marketing",
             display_name="CPI Marketing",
             role="marketing",
             email="marketing@cpi.example",
-            actor=actor,
+            audited_as=actor,
         )
     loaded = load_sample_into_db(rt, organizations, seed, actor)
     console.print(

@@ -13,8 +13,6 @@ from rich.table import Table
 from mailer import policy
 from mailer.cli._common import actor, as_option, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher
-from mailer.policy_coverage import CoverageReport
-from mailer.policy_text import all_versions
 
 file_option = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -104,7 +102,7 @@ def list_command(as_json: bool) -> None:
                 "published_by": v.published_by,
                 "campaign_id": v.campaign_id,
             }
-            for v in all_versions(session)
+            for v in policy.all_versions(session)
         ]
     if as_json:
         echo_json(versions)
@@ -205,7 +203,7 @@ def resend_command(version: str, username: str, as_json: bool) -> None:
     )
 
 
-def _print_coverage(report: CoverageReport) -> None:
+def _print_coverage(report: policy.CoverageReport) -> None:
     console = Console()
     if report.campaign_id is None:
         console.print(f"version {report.version} is not material: no notice was sent")
@@ -229,7 +227,7 @@ def _print_coverage(report: CoverageReport) -> None:
     console.print(table)
 
 
-def _write_csv(report: CoverageReport, path: Path) -> None:
+def _write_csv(report: policy.CoverageReport, path: Path) -> None:
     columns = [
         "external_id",
         "name",

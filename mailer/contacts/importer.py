@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailer.audit import record
+from mailer.access.actor import Actor, audit, require
 from mailer.contacts import columns as cols
 from mailer.contacts.rows import (
     ParseCache,
@@ -24,6 +24,7 @@ from mailer.contacts.rows import (
     parse_row,
     resolve_account_managers,
 )
+from mailer.contacts.scope import restrict_to_manager
 from mailer.contacts.store import write_rows
 from mailer.errors import ContactImportError, RowProblem
 from mailer.runtime import Runtime
@@ -121,20 +122,24 @@ def read_rows(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]
             start = reader.line_num + 1
     except csv.Error as exc:
         raise ContactImportError(name, f"line {reader.line_num}: not valid CSV ({exc})") from exc
-    if cols.SSN_ANYWHERE.search(text):
-        _refuse_ssn_cells(name, header, records)
+    # one search over the whole text first: most files have nothing, and then no cell is read
+    if cols.SSN_ANYWHERE.search(text) or cols.EMPLOYEE_VALUE.search(text):
+        _refuse_employee_cells(name, header, records)
     return header, records
 
 
-def _refuse_ssn_cells(path: str, header: list[str], records: list[tuple[int, list[str]]]) -> None:
+def _refuse_employee_cells(
+    path: str, header: list[str], records: list[tuple[int, list[str]]]
+) -> None:
     for line, cells in records:
         for column, cell in zip(header, cells, strict=False):
-            if cols.SSN_CELL.fullmatch(cell.strip()):
+            found = cols.employee_data_in_cell(column, cell)
+            if found:
                 raise cols.EmployeeDataError(
                     path,
-                    f"refused: line {line}, column {column!r} holds what looks like a Social "
-                    "Security number; this service never stores employee information (CPI "
-                    "privacy policy). Remove it from the file; nothing was imported",
+                    f"refused: line {line}, column {column!r} holds {found}; this service "
+                    "never stores employee information (CPI privacy policy). Remove it from "
+                    "the file; nothing was imported",
                 )
 
 
@@ -146,15 +151,21 @@ def import_contacts(
     skip_invalid: bool = False,
     rejects_path: str | Path | None = None,
     check_deliverability: bool = False,
-    actor: str = "system",
+    actor: Actor,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import `path`; raise ContactImportError (nothing written) when it cannot be imported.
+    """Import `path` as `actor`; raise ContactImportError (nothing written) when it cannot be
+    imported.
+
+    Admins import anything; an account manager only rows of their own clients (see
+    `mailer.contacts.scope`); marketing reads contacts but never imports them.
 
     With `skip_invalid` the good rows are imported and the bad ones written with their reasons
     to `rejects_path` (default `<name>.rejected.csv` next to the file). A refused file is
     recorded in the audit log (file name, reason, number of bad rows; never cell values).
     """
+    with rt.sessions() as session:
+        require(session, actor, "contacts.import", object_type="file", object_id=Path(path).name)
     try:
         return _import(
             rt, path, dry_run, skip_invalid, rejects_path, check_deliverability, actor, progress
@@ -165,10 +176,10 @@ def import_contacts(
         raise
 
 
-def _record_refusal(rt: Runtime, path: str | Path, exc: ContactImportError, actor: str) -> None:
+def _record_refusal(rt: Runtime, path: str | Path, exc: ContactImportError, actor: Actor) -> None:
     message = str(exc).removeprefix(f"{exc.path}: ")
     with rt.sessions.begin() as session:
-        record(
+        audit(
             session,
             actor,
             "contacts.import_refused",
@@ -188,7 +199,7 @@ def _import(
     skip_invalid: bool,
     rejects_path: str | Path | None,
     check_deliverability: bool,
-    actor: str,
+    actor: Actor,
     progress: Progress | None,
 ) -> ImportReport:
     name = str(path)
@@ -199,7 +210,8 @@ def _import(
     with rt.sessions() as session:
         txn = session.begin()
         try:
-            new_users = resolve_account_managers(session, rows, actor)
+            restrict_to_manager(session, rows, actor)
+            new_users = resolve_account_managers(session, rows, actor.username)
             check_across_rows(rows)
             bad = [r for r in rows if r.problems]
             report.problems = sorted((p for r in bad for p in r.problems), key=_problem_order)
@@ -221,7 +233,7 @@ def _import(
             write_rows(session.connection(), header, good, now, report, progress)
             if not dry_run:
                 details: dict[str, Any] = {"path": str(Path(name).resolve()), **report.counts()}
-                record(
+                audit(
                     session,
                     actor,
                     "contacts.import",

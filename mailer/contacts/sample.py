@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from mailer import users
+from mailer.access import users
 from mailer.audit import record
 from mailer.consent import opt_out
 from mailer.contacts import sample_words as words
@@ -298,14 +298,14 @@ def _ensure_account_managers(session: Any, actor: str) -> int:
     created = 0
     for username, name, email, phone in words.ACCOUNT_MANAGERS:
         if username not in existing:
-            users.create_user(
+            users.add_user(
                 session,
                 username=username,
                 display_name=name,
                 email=email,
                 phone=phone,
                 role="account_manager",
-                actor=actor,
+                audited_as=actor,
             )
             created += 1
     return created

@@ -17,7 +17,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, bindparam, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from mailer.delivery.completion import maybe_complete
+from mailer.campaigns.lifecycle import SYSTEM, complete_if_done, transition
 from mailer.delivery.identities import recipient_from_row, sender_for
 from mailer.delivery.results import Claimed, count_policy_failures, record_results, record_skips
 from mailer.enums import ALL_MARKETING, CampaignStatus, Category, SendStatus, SkipReason
@@ -164,8 +164,11 @@ def deliver_batch(
                 break
         if sent is not None:
             _record(ctx, session, campaign_id, sent, report)
-        if not report.stopped:
-            maybe_complete(session, campaign_id, ctx.clock())
+        session.commit()
+        # whoever records a campaign's last send completes it; checked in a transaction that
+        # begins after this worker's results committed, so of two workers finishing at once
+        # the later one sees both, and the compare-and-set completes the campaign only once
+        complete_if_done(session, campaign_id, now=ctx.clock())
         session.commit()
     return report
 
@@ -408,15 +411,16 @@ def _pause_on_policy_failures(
     failures = count_policy_failures(session, campaign_id)
     if failures < limit:
         return
-    session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING)
-        .values(
-            status=CampaignStatus.PAUSED,
-            updated_at=now,
-            status_detail=(
-                f"paused after {failures} sender-side rejections (5.7.x: authentication or "
-                "policy); check DKIM, SPF and the relay's credentials, then resume"
-            ),
-        )
+    transition(
+        session,
+        campaign_id,
+        CampaignStatus.PAUSED,
+        actor=SYSTEM,
+        action="pause",
+        detail=(
+            f"paused after {failures} sender-side rejections (5.7.x: authentication or "
+            "policy); check DKIM, SPF and the relay's credentials, then resume"
+        ),
+        now=now,
+        failures=failures,
     )

@@ -80,8 +80,8 @@ def preview_message(
 
 def _latest_notice_params(rt: Runtime, session: Session) -> dict[str, object]:
     # imported here: mailer.policy builds on mailer.delivery, which must load first
-    from mailer.policy import notice_params
-    from mailer.policy_text import all_versions
+    from mailer.policy.publish import notice_params
+    from mailer.policy.text import all_versions
 
     newest = next(iter(all_versions(session)), None)
     return notice_params(rt.settings, newest) if newest else dict(SAMPLE_POLICY_PARAMS)

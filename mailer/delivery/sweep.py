@@ -1,5 +1,6 @@
 """The periodic sweep (`mailer scheduler`): start scheduled campaigns, recover expired leases,
-retry deferred sends when due, re-enqueue lost batches, complete finished campaigns.
+retry deferred sends when due, re-enqueue lost batches, and, as a backstop, complete campaigns
+with nothing left outstanding (normally whoever records the last send completes it).
 
 Safe with several schedulers on one database: every change is a conditional UPDATE, and on
 PostgreSQL due campaigns are taken with FOR UPDATE SKIP LOCKED.
@@ -15,16 +16,15 @@ from sqlalchemy import Table, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
-from mailer.db import is_postgres
+from mailer.campaigns.lifecycle import complete_if_done
 from mailer.delivery.batches import Batch, Dispatch, batches_for, cut_batches, dispatch_all
-from mailer.delivery.completion import maybe_complete
-from mailer.delivery.planning import finish_planning, start_sending
+from mailer.delivery.planning import finish_planning
 from mailer.enums import CampaignStatus, Category, SendStatus
-from mailer.errors import MailerError
 from mailer.models import Campaign, Send, utcnow
-from mailer.rules import get_audience
 from mailer.runtime import Runtime
 
+#: Who the audit log names for what the sweep does.
+SCHEDULER = "scheduler"
 #: The send log as a Core table, for the bulk statements of the hot path.
 _sends = cast(Table, Send.__table__)
 
@@ -54,61 +54,21 @@ def scheduler_tick(
         _retry_due(session, rt.settings.batch_size, report, now)
         _requeue_stale(session, rt.settings.batch_size, rt.settings.lease_s, report, now)
         for campaign_id in _sending_campaigns(session):
-            if maybe_complete(session, campaign_id, now):
+            if complete_if_done(session, campaign_id, actor=SCHEDULER, now=now):
                 report.completed.append(campaign_id)
     dispatch_all(dispatch, report.batches)
     return report
 
 
 def _start_scheduled(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
-    window = dt.timedelta(seconds=rt.settings.missed_window_s)
-    with rt.sessions() as session:
-        due = select(Campaign.id).where(
-            Campaign.status == CampaignStatus.SCHEDULED, Campaign.scheduled_at <= now
-        )
-        ids = list(session.scalars(due))
-    for campaign_id in ids:
-        try:
-            with rt.sessions.begin() as session:
-                query = select(Campaign).where(
-                    Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED
-                )
-                if is_postgres(session):
-                    query = query.with_for_update(skip_locked=True)
-                campaign = session.scalars(query).one_or_none()
-                if campaign is None:
-                    continue  # another scheduler has it
-                assert campaign.scheduled_at is not None
-                if now - campaign.scheduled_at > window:
-                    _mark_missed(session, campaign, now)
-                    report.missed.append(campaign_id)
-                    continue
-                batches = start_sending(
-                    rt, session, campaign, _rule_text(rt, campaign), None, now=now
-                )
-                audit.record(
-                    session,
-                    "scheduler",
-                    "campaign.launch",
-                    object_type="campaign",
-                    object_id=campaign_id,
-                    scheduled_at=campaign.scheduled_at.isoformat(),
-                    batches=len(batches),
-                )
-                report.batches.extend(batches)
-                report.started.append(campaign_id)
-        except MailerError as exc:
-            report.failed_to_start[campaign_id] = str(exc)
-            with rt.sessions.begin() as session:
-                session.execute(
-                    update(Campaign)
-                    .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
-                    .values(
-                        status=CampaignStatus.FAILED,
-                        status_detail=f"could not start: {exc}",
-                        updated_at=now,
-                    )
-                )
+    # imported here: mailer.campaigns builds on mailer.delivery (planning, batches)
+    from mailer.campaigns.schedule import start_due_campaigns
+
+    due = start_due_campaigns(rt, actor=SCHEDULER, now=now)
+    report.started.extend(due.started)
+    report.missed.extend(due.missed)
+    report.failed_to_start.update(due.failed)
+    report.batches.extend(due.batches)
 
 
 def _finish_interrupted_planning(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
@@ -124,32 +84,6 @@ def _finish_interrupted_planning(rt: Runtime, report: TickReport, now: dt.dateti
         )
     for campaign_id in ids:
         report.batches.extend(finish_planning(rt, campaign_id, dispatch=None, now=now))
-
-
-def _rule_text(rt: Runtime, campaign: Campaign) -> str:
-    if not campaign.audience:
-        return campaign.rule_text
-    return get_audience(rt.settings.audiences_dir, campaign.audience).rule_text
-
-
-def _mark_missed(session: Session, campaign: Campaign, now: dt.datetime) -> None:
-    """Too late to fire by itself (workers were down, a backup was restored): wait for a person."""
-    assert campaign.scheduled_at is not None
-    late = now - campaign.scheduled_at
-    campaign.status = CampaignStatus.MISSED
-    campaign.updated_at = now
-    campaign.status_detail = (
-        f"missed its start at {campaign.scheduled_at:%Y-%m-%d %H:%M} UTC by "
-        f"{int(late.total_seconds() // 60)} minutes; launch it again to send"
-    )
-    audit.record(
-        session,
-        "scheduler",
-        "campaign.missed",
-        object_type="campaign",
-        object_id=campaign.id,
-        late_s=int(late.total_seconds()),
-    )
 
 
 def _recover_leases(
@@ -187,7 +121,7 @@ def _recover_leases(
         if changed:
             audit.record(
                 session,
-                "scheduler",
+                SCHEDULER,
                 "sends.lease_expired",
                 object_type="campaign",
                 object_id=campaign_id,

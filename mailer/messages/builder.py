@@ -23,7 +23,7 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from mailer.config import Settings
+from mailer.config import Secret, Settings
 from mailer.enums import Category
 from mailer.errors import ConfigError, TemplateError
 from mailer.messages import headers as h
@@ -83,7 +83,7 @@ class CampaignMessages:
         # asynchronous bounce leads back to it; the prefix and suffix are made once here.
         self._verp_prefix, self._verp_suffix = verp_parts(settings.envelope_sender)
         self._mail_domain = settings.mail_domain
-        self._msgid_key = _message_id_key(settings)
+        self._msgid_key = _message_id_key(settings.secret_key)
         # QP output never contains "=_" (a literal "=" is always =3D), so a body cannot hold it.
         self._boundary = f"=_mailer_{secrets.token_hex(12)}".encode()
         policy = (
@@ -282,9 +282,8 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
 
 
-def _message_id_key(settings: Settings) -> bytes:
-    secret = settings.secret_key.reveal().encode()
-    return hmac.new(secret, b"mailer.message-id", hashlib.sha256).digest()
+def _message_id_key(secret: Secret) -> bytes:
+    return hmac.new(secret.reveal().encode(), b"mailer.message-id", hashlib.sha256).digest()
 
 
 def _message_id_mac(key: bytes, left: str) -> str:
@@ -294,14 +293,17 @@ def _message_id_mac(key: bytes, left: str) -> str:
 def read_message_id(settings: Settings, message_id: str) -> tuple[int, int] | None:
     """(campaign id, send id) of a Message-ID this builder made; None for any other.
 
-    Bounce and complaint reports quote the original Message-ID; its MAC proves it is ours.
+    Bounce and complaint reports quote the original Message-ID; its MAC proves it is ours,
+    under the current key or any of MAILER_OLD_SECRET_KEYS (mail sent before a rotation).
     """
     match = _OUR_MESSAGE_ID.fullmatch(message_id.strip())
     if match is None or match.group(4).lower() != settings.mail_domain.lower():
         return None
     left = f"{match.group(1)}.{match.group(2)}"
-    expected = _message_id_mac(_message_id_key(settings), left)
-    if not hmac.compare_digest(expected, match.group(3)):
+    keys = [settings.secret_key, *settings.old_secret_keys]
+    if not any(
+        hmac.compare_digest(_message_id_mac(_message_id_key(k), left), match.group(3)) for k in keys
+    ):
         return None
     return int(match.group(1)), int(match.group(2))
 

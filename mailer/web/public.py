@@ -1,6 +1,6 @@
 """The public handlers: one-click unsubscribe, preference center, policy pages, health.
 
-Handlers are thin: read the token and the form, call `mailer.consent` or `mailer.policy_text`
+Handlers are thin: read the token and the form, call `mailer.consent` or `mailer.policy`
 in a worker thread (the database is synchronous), render a page. A bad token, or a token of a
 contact since erased, gets the same 404 page as an unknown path, so nothing tells who exists.
 """
@@ -19,10 +19,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailer import consent, policy_text
+from mailer import consent
 from mailer.enums import ALL_MARKETING, Category, OptOutSource
 from mailer.errors import TokenError
 from mailer.models import Contact
+from mailer.policy import text as policy_text
 from mailer.runtime import Runtime
 from mailer.tokens import RecipientToken, TokenSigner
 from mailer.web.pages import mask_address, render

@@ -8,9 +8,8 @@ its whole send log exist together or not at all. The `policy` category guard pic
 `policy_grace_days` ago); opt-outs never apply, suppressed addresses are skipped and counted
 as undeliverable. The notice rides the priority queue with at-least-once delivery.
 
-Coverage (`coverage`, in `mailer.policy_coverage`) proves who was told; resending
-(`resend_notice`, in `mailer.policy_resend`) reaches eligible contacts not yet told, never twice.
-This module re-exports both, so callers import `mailer.policy` alone.
+Coverage (`mailer.policy.coverage`) proves who was told; resending (`mailer.policy.resend`)
+reaches eligible contacts not yet told, never twice.
 """
 
 from __future__ import annotations
@@ -24,29 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer import audit
-from mailer.campaigns import add_draft, summarize
+from mailer.access.permissions import find_user, require_admin
+from mailer.campaigns import Launch, add_draft, begin_launch, summarize, validate_launch
 from mailer.config import Settings
-from mailer.delivery.batches import Batch, Dispatch, dispatch_all
-from mailer.delivery.completion import send_counts
-from mailer.delivery.planning import start_sending, validate_launch
+from mailer.delivery.batches import Dispatch
 from mailer.enums import Category
 from mailer.errors import PolicyError
 from mailer.models import Campaign, PolicyVersion, User, utcnow
-from mailer.permissions import find_user, require_admin
-from mailer.policy_coverage import CoverageReport, coverage, require_version
-from mailer.policy_resend import ResendReport, resend_notice
-from mailer.policy_text import ensure_first_version, get_version
+from mailer.policy.text import ensure_first_version, get_version
 from mailer.runtime import Runtime
-
-__all__ = [
-    "CoverageReport",
-    "PublishReport",
-    "ResendReport",
-    "coverage",
-    "publish_policy",
-    "require_version",
-    "resend_notice",
-]
 
 NOTICE_TEMPLATE = "policy/privacy-policy-change"
 #: Labels appear in URLs (`/privacy/V`) and file names: keep them plain.
@@ -136,7 +121,7 @@ def publish_policy(
     """
     now = now or utcnow()
     _check_input(version, text, summary, is_material)
-    batches: list[Batch] = []
+    launched: Launch | None = None
     with rt.sessions.begin() as session:
         user = find_user(session, username)
         require_admin(user, "publish a policy version")
@@ -162,11 +147,11 @@ def publish_policy(
             ) from exc
         report = PublishReport(version, effective_on, is_material, now, user.username)
         if is_material:
-            campaign, batches = _launch_notice(rt, session, policy, user, now)
+            campaign, launched = _launch_notice(rt, session, policy, user, now)
             planned = summarize(session, campaign)
             report.campaign_id = campaign.id
             report.counts, report.skip_reasons = planned.counts, planned.skip_reasons
-            report.batches = len(batches)
+            report.batches = len(launched.batches)
         audit.record(
             session,
             user.username,
@@ -179,7 +164,8 @@ def publish_policy(
             counts=report.counts,
             skip_reasons=report.skip_reasons,
         )
-    dispatch_all(dispatch, batches)
+    if launched is not None:
+        launched.proceed(rt, dispatch)
     return report
 
 
@@ -206,7 +192,7 @@ def _refuse_taken_or_early(session: Session, version: str, effective_on: dt.date
 
 def _launch_notice(
     rt: Runtime, session: Session, policy: PolicyVersion, user: User, now: dt.datetime
-) -> tuple[Campaign, list[Batch]]:
+) -> tuple[Campaign, Launch]:
     """Create and launch the notice campaign in the caller's transaction; link it to the version."""
     validate_launch(rt, Category.POLICY, NOTICE_TEMPLATE, "", "")
     campaign = add_draft(
@@ -218,16 +204,6 @@ def _launch_notice(
         params=notice_params(rt.settings, policy),
         policy_version=policy.version,
     )
-    batches = start_sending(rt, session, campaign, "", user, now=now)
+    begun = begin_launch(rt, session, campaign, actor=user.username, now=now, plan_all=True)
     policy.campaign_id = campaign.id
-    audit.record(
-        session,
-        user.username,
-        "campaign.launch",
-        object_type="campaign",
-        object_id=campaign.id,
-        rule="",
-        batches=len(batches),
-        counts=send_counts(session, campaign.id),
-    )
-    return campaign, batches
+    return campaign, begun

@@ -23,27 +23,28 @@ policy notices still go. `not-spam`, `virus` and `auth-failure` reports are audi
 Mapping a report to a send: the envelope recipient's VERP token (`bounces+<token>@domain`,
 `TokenSigner.make_bounce`) first. A token that does not verify means the report is forged,
 and nothing is done. A report to the bare bounce address falls back to the original
-Message-ID quoted in the report, whose own MAC proves it is ours (`read_message_id`).
+Message-ID quoted in the report, whose own MAC proves it is ours (`read_message_id`) but not
+that the reporter received it: anyone who saw the message knows it. On that path the report
+must name the send's own recipient, and a hard bounce is not taken (`_refusal`).
+Complaints count only from MAILER_FEEDBACK_LOOP_SENDERS, on either path.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage, Message
-from email.parser import BytesParser, HeaderParser
-from email.policy import default as default_policy
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from mailer.audit import record
+from mailer.config import Settings
 from mailer.consent import opt_out
 from mailer.delivery.results import suppress
 from mailer.enums import ALL_MARKETING, Category, OptOutSource, SendStatus
 from mailer.errors import NotFoundError, TokenError
+from mailer.inbound.reports import BounceEvent, parse_report
 from mailer.messages.builder import read_message_id, verp_parts
 from mailer.models import Send, utcnow
 from mailer.outgoing import ReplyKind
@@ -55,26 +56,7 @@ from mailer.transports.base import classify
 ACTOR = "bounce-processor"
 #: Feedback types that are the recipient's complaint (RFC 5965 §7.3); others are audited only.
 COMPLAINT_TYPES = frozenset({"abuse", "fraud", "other"})
-#: The recipient actions of a DSN worth an event (RFC 3464 §2.3.3); delivered etc. are not.
-_ACTIONS = frozenset({"failed", "delayed"})
-_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 _REPLY_CODE = re.compile(r"\b([245]\d\d)\b")
-
-
-@dataclass(frozen=True)
-class BounceEvent:
-    """One recipient's fate from a DSN, or one complaint from an ARF report.
-
-    `kind` is "failed", "delayed" or "complaint"; `status` the RFC 3463 code ("5.1.1"),
-    `diagnostic` the remote server's words, `message_id` the original message's Message-ID.
-    """
-
-    kind: str
-    recipient: str = ""
-    status: str = ""
-    diagnostic: str = ""
-    feedback_type: str = ""
-    message_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,111 +66,66 @@ class Applied:
     event: BounceEvent
     send_id: int | None
     action: str
-
-
-def parse_report(data: bytes) -> list[BounceEvent]:
-    """The events of a DSN or ARF report; [] for any other message (never raises on content)."""
-    message = BytesParser(policy=default_policy).parsebytes(data)
-    if message.get_content_type() != "multipart/report":
-        return []
-    report_type = str(message.get_param("report-type", "")).lower()
-    parts = list(message.iter_parts()) if isinstance(message, EmailMessage) else []
-    original = _original_message_id(parts)
-    if report_type == "delivery-status":
-        return _dsn_events(parts, original)
-    if report_type == "feedback-report":
-        return _arf_events(parts, original)
-    return []
-
-
-def _dsn_events(parts: Sequence[Message], message_id: str) -> list[BounceEvent]:
-    status_part = next(
-        (p for p in parts if p.get_content_type() == "message/delivery-status"), None
-    )
-    if status_part is None:
-        return []
-    blocks = status_part.get_payload()
-    if not isinstance(blocks, list):
-        return []
-    events = []
-    for block in blocks[1:]:  # the first block is per message (Reporting-MTA …)
-        if not isinstance(block, Message):
-            continue
-        action = str(block.get("Action", "")).strip().lower()
-        if action not in _ACTIONS:
-            continue
-        status = _STATUS.search(str(block.get("Status", "")))
-        events.append(
-            BounceEvent(
-                kind=action,
-                recipient=_address(block.get("Final-Recipient") or block.get("Original-Recipient")),
-                status=status.group(0) if status else "",
-                diagnostic=_one_line(block.get("Diagnostic-Code", "")),
-                message_id=message_id,
-            )
-        )
-    return events
-
-
-def _arf_events(parts: Sequence[Message], message_id: str) -> list[BounceEvent]:
-    feedback = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
-    if feedback is None:
-        return []
-    blocks = feedback.get_payload()
-    if not isinstance(blocks, list) or not blocks:
-        return []
-    fields = blocks[0]
-    if not isinstance(fields, Message):
-        return []
-    return [
-        BounceEvent(
-            kind="complaint",
-            recipient=_address(fields.get("Original-Rcpt-To")),
-            feedback_type=str(fields.get("Feedback-Type", "")).strip().lower(),
-            message_id=message_id,
-        )
-    ]
-
-
-def _original_message_id(parts: Sequence[Message]) -> str:
-    """The Message-ID of the original message, from the report's third part if it has one."""
-    for part in parts[2:]:
-        kind = part.get_content_type()
-        if kind == "message/rfc822":
-            payload = part.get_payload()
-            inner = payload[0] if isinstance(payload, list) and payload else None
-            if isinstance(inner, Message):
-                return _one_line(inner.get("Message-ID", ""))
-        elif kind == "text/rfc822-headers":
-            text = part.get_payload(decode=True) or b""
-            assert isinstance(text, bytes)
-            headers = HeaderParser().parsestr(text.decode("utf-8", "replace"))
-            return _one_line(headers.get("Message-ID", ""))
-    return ""
-
-
-def _address(value: Any) -> str:
-    """`rfc822; pat@x.example` → `pat@x.example` (RFC 3464 address-type; value)."""
-    text = _one_line(value or "")
-    return text.partition(";")[2].strip() if ";" in text else text
-
-
-def _one_line(value: Any) -> str:
-    return " ".join(str(value).split())[:1000]
+    #: Why an event was ignored.
+    reason: str = ""
 
 
 def send_for(rt: Runtime, signer: TokenSigner, envelope_rcpt: str, message_id: str) -> int | None:
     """The send a report is about, or None (a forged VERP token is None, with no fallback)."""
+    send_id, _via_verp = _find_send(rt, signer, envelope_rcpt, message_id)
+    return send_id
+
+
+def _find_send(
+    rt: Runtime, signer: TokenSigner, envelope_rcpt: str, message_id: str
+) -> tuple[int | None, bool]:
+    """(send id or None, whether the VERP address named it)."""
     prefix, suffix = verp_parts(rt.settings.envelope_sender)
     rcpt = envelope_rcpt.strip().strip("<>")
     if rcpt.lower().startswith(prefix.lower()) and rcpt.lower().endswith(suffix.lower()):
         token = rcpt[len(prefix) : len(rcpt) - len(suffix)]
         try:
-            return signer.read_bounce(token)
+            return signer.read_bounce(token), True
         except TokenError:
-            return None
+            return None, True
     ours = read_message_id(rt.settings, message_id) if message_id else None
-    return ours[1] if ours else None
+    return (ours[1] if ours else None), False
+
+
+def is_feedback_loop(settings: Settings, reporter: str) -> bool:
+    """Whether `reporter` (a report's From address) is one of MAILER_FEEDBACK_LOOP_SENDERS."""
+    reporter = reporter.strip().lower()
+    domain = reporter.rpartition("@")[2]
+    if not reporter or not domain:
+        return False
+    for allowed in settings.feedback_loop_senders:
+        if "@" in allowed:
+            if reporter == allowed:
+                return True
+        elif domain == allowed or domain.endswith("." + allowed):
+            return True
+    return False
+
+
+def _refusal(rt: Runtime, send: Send, event: BounceEvent, via_verp: bool) -> str:
+    """Why an event must not be acted on; "" when it may.
+
+    The VERP address was seen only by the server that received the message; a Message-ID was
+    seen by every reader, forwardee and archive of it, so on that path a report must name the
+    send's own recipient, and a hard bounce (which stops even policy notices) is not taken.
+    A complaint counts only from a feedback loop we configured: it opts the contact out.
+    """
+    if event.kind == "complaint":
+        if not is_feedback_loop(rt.settings, event.reporter):
+            return f"complaint from {event.reporter or 'nobody'}, not a feedback loop sender"
+        return ""  # feedback loops often redact the recipient; the sender is what we trust
+    if via_verp:
+        return ""
+    if event.recipient.strip().lower() != send.email.lower():
+        return "the reported recipient is not the send's, and the report came without VERP"
+    if event.kind == "failed" and _kind(event) is ReplyKind.HARD:
+        return "hard bounces are taken only at the VERP address"
+    return ""
 
 
 def apply_events(rt: Runtime, events: list[BounceEvent], *, envelope_rcpt: str) -> list[Applied]:
@@ -197,10 +134,14 @@ def apply_events(rt: Runtime, events: list[BounceEvent], *, envelope_rcpt: str) 
     done: list[Applied] = []
     with rt.sessions.begin() as session:
         for event in events:
-            send_id = send_for(rt, signer, envelope_rcpt, event.message_id)
+            send_id, via_verp = _find_send(rt, signer, envelope_rcpt, event.message_id)
             send = session.get(Send, send_id) if send_id is not None else None
             if send is None:
-                done.append(Applied(event, send_id, "ignored"))
+                done.append(Applied(event, send_id, "ignored", "no send of ours"))
+                continue
+            refusal = _refusal(rt, send, event, via_verp)
+            if refusal:
+                done.append(Applied(event, send.id, "ignored", refusal))
                 continue
             action = _apply(rt, session, send, event)
             done.append(Applied(event, send.id, action))
@@ -221,7 +162,7 @@ def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str
     if event.kind == "delayed":
         action = "bounce.delayed"
     else:
-        kind = classify(_reply_code(event), event.status)
+        kind = _kind(event)
         if kind is ReplyKind.HARD:
             _hard_bounce(rt, session, send, event)
             action = "bounce.hard"
@@ -232,6 +173,10 @@ def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str
         details["kind"] = str(kind)
     record(session, ACTOR, action, object_type="send", object_id=send.id, **details)
     return action
+
+
+def _kind(event: BounceEvent) -> ReplyKind:
+    return classify(_reply_code(event), event.status)
 
 
 def _reply_code(event: BounceEvent) -> int:

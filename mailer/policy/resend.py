@@ -2,7 +2,7 @@
 
 The resend works on the notice's own campaign, so one send log holds the whole story of a
 version and (campaign, contact) stays unique: a contact with a `sent` row is never sent the
-notice again. Only clients the notice was for (`policy_coverage.eligible_organization_ids`) are
+notice again. Only clients the notice was for (`coverage.eligible_organization_ids`) are
 written to, and only contacts the `policy` guard lets through today:
 
 - an eligible contact with no row (added to a client since the launch) gets a queued row;
@@ -25,14 +25,15 @@ from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from mailer import audit
+from mailer.access.permissions import find_user, require_admin
+from mailer.campaigns.lifecycle import transition
 from mailer.db import is_postgres
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
 from mailer.delivery.planning import PLANNED_COLUMNS
 from mailer.enums import CampaignStatus, Category, SendStatus
 from mailer.errors import PolicyError
 from mailer.models import Campaign, Contact, PolicyVersion, Send, utcnow
-from mailer.permissions import find_user, require_admin
-from mailer.policy_coverage import eligible_organization_ids, require_version
+from mailer.policy.coverage import eligible_organization_ids, require_version
 from mailer.rules import audience_select
 from mailer.runtime import Runtime
 
@@ -82,13 +83,18 @@ def resend_notice(
         )
         report.batches = len(batches)
         if batches and campaign.status == CampaignStatus.COMPLETED:
-            campaign.status = CampaignStatus.SENDING.value
-            campaign.completed_at = None
-            campaign.updated_at = now
-            campaign.status_detail = (
-                f"reopened by {user.username} to resend the notice to {report.queued} contacts"
+            report.is_reopened = transition(
+                session,
+                campaign.id,
+                CampaignStatus.SENDING,
+                actor=user.username,
+                action="reopen",
+                detail=f"reopened by {user.username} to resend the notice to {report.queued} "
+                "contacts",
+                sources=(CampaignStatus.COMPLETED,),
+                values={"completed_at": None},
+                now=now,
             )
-            report.is_reopened = True
         audit.record(
             session,
             user.username,

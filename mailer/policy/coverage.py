@@ -31,7 +31,7 @@ from mailer import audit
 from mailer.enums import CampaignStatus, OrganizationKind, SendStatus, SkipReason
 from mailer.errors import NotFoundError
 from mailer.models import Campaign, Contact, Organization, PolicyVersion, Send, Suppression, User
-from mailer.policy_text import get_version
+from mailer.policy.text import get_version
 from mailer.rules.guards import agreement_active, agreement_ended
 from mailer.runtime import Runtime
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from mailer.audit import record
 from mailer.models import PolicyVersion
 
-FIRST_VERSION_PATH = Path(__file__).parent / "data" / "privacy-policy-1.txt"
+FIRST_VERSION_PATH = Path(__file__).parent.parent / "data" / "privacy-policy-1.txt"
 FIRST_VERSION_LABEL = "1"
 #: The effective date given to version 1. The policy text carries no date of its own and was
 #: in force before mailer existed (DESIGN.md: "as published today"), so mailer records it from
