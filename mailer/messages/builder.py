@@ -1,6 +1,6 @@
-"""One campaign's messages, built from a skeleton prepared once (docs/performance.md §3: ~37× faster than
-`EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date and
-Message-ID are made; everything else is bytes computed in `__init__`.
+"""One campaign's messages, built from a skeleton prepared once (docs/performance.md §3: ~37×
+faster than `EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date
+and Message-ID are made; everything else is bytes computed in `__init__`.
 
 Senders by category (docs/standards.md §2: the From domain must align with DKIM d=):
 - features, promotions: From `settings.marketing_from`; Reply-To the sender's reply_to if set.
