@@ -159,7 +159,10 @@ class Settings:
     scheduler_interval_s: float = 5.0
     #: The zone launch times are read in when they carry none, and shown in (IANA Area/City).
     timezone: str = "America/Los_Angeles"
-    policy_grace_days: int = 90
+    #: Unset (the default): a material policy notice reaches every client organization whose
+    #: information is still held, active or former, until retention purges it. A number of days
+    #: narrows it to clients whose agreement is active or ended less than that many days ago.
+    policy_grace_days: int | None = None
     retention_years: int = 7
     #: The acting user for CLI commands; the OS user name when empty.
     user: str = ""
@@ -320,6 +323,8 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
             return tuple(int(v) for v in _parse_list(raw))
         if kind == "int":
             return int(raw)
+        if kind == "int | None":
+            return int(raw) if raw.strip() else None
         if kind == "float":
             return float(raw)
         if kind == "bool":
@@ -419,7 +424,7 @@ def check_choices(settings: Settings) -> None:
         if getattr(settings, name) < 1:
             raise ConfigError(f"MAILER_{name.upper()}={getattr(settings, name)} must be at least 1")
     for name in ("rate_limit_per_s", "missed_window_s", "policy_grace_days"):
-        if getattr(settings, name) < 0:
+        if (getattr(settings, name) or 0) < 0:
             raise ConfigError(
                 f"MAILER_{name.upper()}={getattr(settings, name)} cannot be negative (0 is allowed)"
             )

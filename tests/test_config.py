@@ -177,3 +177,14 @@ def test_every_choice_the_readme_names_is_accepted() -> None:
         },
         env_file=None,
     )
+
+
+def test_the_policy_reach_is_every_client_held_unless_a_grace_period_is_set() -> None:
+    assert Settings.from_env({}, env_file=None).policy_grace_days is None
+    assert (
+        Settings.from_env({"MAILER_POLICY_GRACE_DAYS": ""}, env_file=None).policy_grace_days is None
+    )
+    settings = Settings.from_env({"MAILER_POLICY_GRACE_DAYS": "90"}, env_file=None)
+    assert settings.policy_grace_days == 90
+    with pytest.raises(ConfigError, match="MAILER_POLICY_GRACE_DAYS=-1 cannot be negative"):
+        Settings.from_env({"MAILER_POLICY_GRACE_DAYS": "-1"}, env_file=None)
