@@ -139,6 +139,8 @@ class Settings:
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_private_key_path: str = ""
+    #: The time one message's templates may take to render; past it the send fails.
+    template_render_budget_s: float = 2.0
     #: Default: ./templates, else the one beside the mailer package (a source checkout).
     templates_dir: Path = Path("templates")
     audiences_dir: Path = Path("audiences")
@@ -148,6 +150,10 @@ class Settings:
     lease_s: int = 300
     #: Results are written after at most this many messages, so a crash leaves few uncertain rows.
     record_every: int = 50
+    #: Where worker threads journal each claim and SMTP acceptance the moment it happens, so the
+    #: sweep can settle a dead worker's sends exactly; default <var_dir>/journal. Workers and
+    #: the scheduler must share it (same host, or a shared directory).
+    journal_dir: Path = Path("")
     #: Delays before each retry of a deferred send; the last one repeats.
     retry_delays_s: tuple[int, ...] = (300, 900, 1800, 3600, 7200, 14400)
     #: A deferred send fails for good this long after its first attempt (RFC 5321: 4–5 days).
@@ -179,6 +185,8 @@ class Settings:
     #: The web app runs behind a proxy we control: take the visitor's IP from the rightmost
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False
+    #: A web client must send a request's line and headers within this many seconds.
+    web_header_timeout_s: float = 10.0
 
     @classmethod
     def from_env(
@@ -211,6 +219,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mailer.db'}")
+        if self.journal_dir == Path(""):
+            object.__setattr__(self, "journal_dir", self.var_dir / "journal")
         for name in ("templates_dir", "audiences_dir"):
             path: Path = getattr(self, name)
             beside_package = _PROJECT_DIR / path
@@ -219,6 +229,11 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        """`memory://`: broker and worker threads live inside the command that launches."""
+        return self.broker_url.startswith("memory://")
 
     @property
     def is_production(self) -> bool:

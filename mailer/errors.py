@@ -11,6 +11,7 @@ MailerError
  ├── TemplateError           a template does not load, check or render
  ├── TokenError              a recipient token is forged, altered or unknown
  ├── CampaignError           a campaign action is not possible in its state
+ │    └── CampaignNotCompletedError  a wait ended: cancelled, failed, missed, draft, timeout
  ├── PolicyError             a policy version cannot be published, or its notice not resent
  └── TransientSendError      no SMTP session to send on (refused, timed out, 4xx, login refused)
 
@@ -128,6 +129,19 @@ class TokenError(MailerError):
 
 class CampaignError(MailerError):
     """A campaign action is not possible, e.g. launching a completed campaign."""
+
+
+class CampaignNotCompletedError(CampaignError):
+    """A wait for a campaign ended without it completing; `outcome` says how."""
+
+    #: How a wait can end other than completed.
+    OUTCOMES = ("cancelled", "failed", "missed", "draft", "timeout")
+
+    def __init__(self, campaign_id: int, outcome: str, message: str) -> None:
+        assert outcome in self.OUTCOMES, outcome
+        self.campaign_id = campaign_id
+        self.outcome = outcome
+        super().__init__(message)
 
 
 class PolicyError(MailerError):

@@ -384,3 +384,21 @@ class KeyId(Base):
     purpose: Mapped[str] = mapped_column(String(40), primary_key=True)
     key_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Heartbeat(Base):
+    """A running `mailer worker` process or `mailer scheduler`, as it last reported itself."""
+
+    __tablename__ = "heartbeats"
+
+    #: "<kind>:<host>:<pid>", e.g. "worker:mail1:4242".
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  #: worker | scheduler
+    host: Mapped[str] = mapped_column(String(100))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: What the process says of itself: threads and queues, or the last sweep's findings.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index(None, "kind", "seen_at"),)

@@ -11,12 +11,19 @@ from typing import Any
 import pytest
 import redis
 
+from mailer.access import Actor, actor_for_username
 from mailer.config import Settings
 from mailer.models import Contact, Organization, User
 from mailer.runtime import Runtime
 from tests.smtpd import FaultServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def as_user(rt: Runtime, username: str) -> Actor:
+    """The actor for an existing user, as the CLI would build it from MAILER_USER."""
+    with rt.sessions() as session:
+        return actor_for_username(session, username)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from mailer.campaigns.lifecycle import complete_if_done
 from mailer.models import AuditEvent, Campaign, Send
 from mailer.runtime import Runtime
 from tests.conftest import ROOT
+from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
 
 MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
@@ -28,7 +29,9 @@ MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
 def _create(rt: Runtime, username: str, **kw: Any) -> int:
     values: dict[str, Any] = {"category": "features", "template": MARKETING_TEMPLATE}
     values.update(kw)
-    return campaigns.create_campaign(rt, username=username, name="Test campaign", **values).id
+    return campaigns.create_campaign(
+        rt, actor=as_user(rt, username), name="Test campaign", **values
+    ).id
 
 
 def _wait_status(rt: Runtime, campaign_id: int, *wanted: str, timeout_s: float = 60) -> str:
@@ -67,8 +70,12 @@ def test_a_promotion_a_service_notice_and_a_policy_notice_complete_with_no_sched
     notice = _create(mail_rt, "amy", category="service", template="service/planned-maintenance")
 
     # When a promotion, a service notice and a policy notice are launched
-    campaigns.launch_campaign(mail_rt, promo, username="mark", dispatch=workers.dispatch)
-    campaigns.launch_campaign(mail_rt, notice, username="amy", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, promo, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
+    campaigns.launch_campaign(
+        mail_rt, notice, actor=as_user(mail_rt, "amy"), dispatch=workers.dispatch
+    )
     text = (ROOT / "mailer" / "data" / "privacy-policy-1.txt").read_text() + "\nMore.\n"
     report = policy.publish_policy(
         mail_rt,
@@ -77,7 +84,7 @@ def test_a_promotion_a_service_notice_and_a_policy_notice_complete_with_no_sched
         text=text,
         summary="A change.\n- One thing.\n",
         is_material=True,
-        username="ada",
+        actor=as_user(mail_rt, "ada"),
         dispatch=workers.dispatch,
     )
     assert report.campaign_id is not None
@@ -101,14 +108,14 @@ def test_a_promotion_paused_and_resumed_completes_with_no_scheduler(
     contacts = make_audience(60)
     cid = _create(rt, "mark")
     with EmbeddedWorkers(slow, rt, threads=2) as embedded:
-        campaigns.launch_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         _wait_until(lambda: campaigns.campaign_status(rt, cid).counts.get("sent", 0) >= 10)
 
         # When it is paused mid-flight, and resumed once the workers have let go
-        campaigns.pause_campaign(rt, cid, username="mark")
+        campaigns.pause_campaign(rt, cid, actor=as_user(rt, "mark"))
         _wait_until(lambda: "sending" not in campaigns.campaign_status(rt, cid).counts)
         assert campaigns.campaign_status(rt, cid).status == "paused"
-        campaigns.resume_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        campaigns.resume_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
 
         # Then it completes by itself, nobody sent twice
         assert _wait_status(rt, cid, "completed") == "completed"
@@ -122,12 +129,12 @@ def test_resuming_a_campaign_with_nothing_left_completes_it_at_once(
     make_audience(3)
     cid = _create(mail_rt, "mark")
     held: list[Any] = []
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=held.extend)
-    campaigns.pause_campaign(mail_rt, cid, username="mark")
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=held.extend)
+    campaigns.pause_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"))
     with mail_rt.sessions.begin() as s:  # the last sends were recorded while it was paused
         s.execute(update(Send).where(Send.campaign_id == cid).values(status="sent"))
 
-    campaigns.resume_campaign(mail_rt, cid, username="mark", dispatch=held.extend)
+    campaigns.resume_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=held.extend)
 
     summary = campaigns.campaign_status(mail_rt, cid)
     assert (summary.status, summary.completed_at is not None) == ("completed", True)
@@ -136,12 +143,12 @@ def test_resuming_a_campaign_with_nothing_left_completes_it_at_once(
 def test_cancel_settles_queued_and_deferred_sends_at_once(mail_rt, people, make_audience) -> None:
     make_audience(4)
     cid = _create(mail_rt, "mark")
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=None)
     with mail_rt.sessions.begin() as s:
         first = s.scalar(select(func.min(Send.id)).where(Send.campaign_id == cid))
         s.execute(update(Send).where(Send.id == first).values(status="deferred"))
 
-    campaigns.cancel_campaign(mail_rt, cid, username="mark")
+    campaigns.cancel_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"))
 
     summary = campaigns.campaign_status(mail_rt, cid)
     assert summary.status == "cancelled" and summary.counts == {"skipped": 4}
@@ -150,7 +157,7 @@ def test_cancel_settles_queued_and_deferred_sends_at_once(mail_rt, people, make_
 
 def test_a_campaign_with_nobody_to_send_to_completes_at_launch(mail_rt, people) -> None:
     cid = _create(mail_rt, "mark")
-    summary = campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+    summary = campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=None)
     assert (summary.status, summary.status_detail) == ("completed", "nobody to send to")
 
 

@@ -10,14 +10,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailer.access import SYSTEM, Actor
 from mailer.campaigns import lifecycle
 from mailer.campaigns.lifecycle import TRANSITIONS, require_transition, transition
-from mailer.enums import CampaignStatus
+from mailer.enums import CampaignStatus, Role
 from mailer.errors import CampaignError
 from mailer.models import AuditEvent, Campaign
 from tests.conftest import ROOT
 
 S = CampaignStatus
+ADA = Actor(user_id=1, username="ada", role=Role.ADMIN, via="web", ip="203.0.113.9")
+BOB = Actor(user_id=2, username="bob", role=Role.ADMIN, via="cli")
 
 
 def _status_writes(path: Path) -> list[str]:
@@ -121,25 +124,30 @@ def _campaign(rt, status: S = S.DRAFT) -> int:  # type: ignore[no-untyped-def]
 def test_a_transition_moves_once_and_audits_who_from_where(rt) -> None:
     cid = _campaign(rt, S.SENDING)
     with rt.sessions.begin() as s:
-        assert transition(s, cid, S.PAUSED, actor="ada", action="pause", detail="lunch")
+        assert transition(s, cid, S.PAUSED, actor=ADA, action="pause", detail="lunch")
         # the same move again finds the campaign paused already: a compare-and-set, not a set
-        assert not transition(s, cid, S.PAUSED, actor="bob", action="pause")
+        assert not transition(s, cid, S.PAUSED, actor=BOB, action="pause")
     with rt.sessions() as s:
         campaign = s.get(Campaign, cid)
         assert (campaign.status, campaign.status_detail) == ("paused", "lunch")
         events = s.scalars(select(AuditEvent).where(AuditEvent.action == "campaign.pause")).all()
-        assert [(e.actor, e.object_id) for e in events] == [("ada", str(cid))]
-        assert events[0].details == {"from": "sending", "to": "paused", "detail": "lunch"}
+        assert [(e.actor, e.object_id, e.ip) for e in events] == [("ada", str(cid), "203.0.113.9")]
+        assert events[0].details == {
+            "from": "sending",
+            "to": "paused",
+            "detail": "lunch",
+            "via": "web",
+        }
 
 
 def test_a_move_outside_the_table_is_refused_and_changes_nothing(rt) -> None:
     cid = _campaign(rt, S.CANCELLED)
     with rt.sessions.begin() as s:
-        assert not transition(s, cid, S.SENDING, actor="ada", action="launch")
+        assert not transition(s, cid, S.SENDING, actor=ADA, action="launch")
         with pytest.raises(CampaignError, match=r"cannot resume campaign \d+: it is cancelled"):
-            require_transition(s, cid, S.SENDING, actor="ada", action="resume", sources=(S.PAUSED,))
+            require_transition(s, cid, S.SENDING, actor=ADA, action="resume", sources=(S.PAUSED,))
         with pytest.raises(ValueError, match="not in the lifecycle table"):
-            transition(s, cid, S.COMPLETED, actor="ada", action="x", sources=(S.DRAFT,))
+            transition(s, cid, S.COMPLETED, actor=ADA, action="x", sources=(S.DRAFT,))
     with rt.sessions() as s:
         assert s.get(Campaign, cid).status == "cancelled"
         assert s.scalar(select(AuditEvent.id)) is None
@@ -150,5 +158,5 @@ def test_a_transition_keeps_the_session_copy_of_the_campaign_fresh(rt) -> None:
     with rt.sessions.begin() as s:
         campaign = s.get(Campaign, cid)
         assert campaign.status == "sending"
-        transition(s, cid, S.COMPLETED, actor="system", action="complete")
+        transition(s, cid, S.COMPLETED, actor=SYSTEM, action="complete")
         assert campaign.status == "completed"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailer.access import SYSTEM
 from mailer.addresses import address_hash
 from mailer.config import Secret
 from mailer.consent import is_opted_out, opt_out
@@ -49,15 +50,19 @@ def test_after_a_rotation_imports_and_opt_outs_still_match_the_same_contact(
 ) -> None:
     # Given Carol imported and opted out of everything under the first key
     before = open_runtime(rt.settings)
-    import_contacts(before, _contacts_csv(tmp_path / "a.csv", "carol@cascade.example"))
+    import_contacts(
+        before, _contacts_csv(tmp_path / "a.csv", "carol@cascade.example"), actor=SYSTEM
+    )
     with before.sessions.begin() as s:
         carol = s.scalars(select(Contact)).one()
         opt_out(s, contact_id=carol.id, scope="all_marketing", source="preferences",
                 ip="", user_agent="", actor="carol")  # fmt: skip
     # When the key is rotated and the same file, then a case variant, are imported again
     after = _rotated(rt)
-    import_contacts(after, _contacts_csv(tmp_path / "a.csv", "carol@cascade.example"))
-    report = import_contacts(after, _contacts_csv(tmp_path / "b.csv", "Carol@cascade.example"))
+    import_contacts(after, _contacts_csv(tmp_path / "a.csv", "carol@cascade.example"), actor=SYSTEM)
+    report = import_contacts(
+        after, _contacts_csv(tmp_path / "b.csv", "Carol@cascade.example"), actor=SYSTEM
+    )
     # Then there is still one Carol, and her opt-out still covers her
     assert report.contacts_created == 0
     with after.sessions() as s:

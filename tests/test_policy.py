@@ -28,6 +28,7 @@ from mailer.models import AuditEvent, Campaign, PolicyVersion, Send, Suppression
 from mailer.policy.publish import split_summary
 from mailer.runtime import Runtime
 from tests.conftest import ROOT
+from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
 
 TEXT = (ROOT / "mailer" / "data" / "privacy-policy-1.txt").read_text() + (
@@ -45,7 +46,7 @@ def _publish(rt: Runtime, dispatch: Any, *, version: str = "2", **kw: Any) -> po
         "text": TEXT,
         "summary": SUMMARY,
         "is_material": True,
-        "username": "ada",
+        "actor": as_user(rt, "ada"),
         "dispatch": dispatch,
     }
     values.update(kw)
@@ -241,7 +242,9 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
     smtp_server.messages.clear()
 
     # When an admin resends
-    resent = policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+    resent = policy.resend_notice(
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
+    )
     assert (resent.added, resent.requeued, resent.is_reopened) == (2, 0, True)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
@@ -252,7 +255,9 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
     assert {c.email for c in reached} <= {e for e in _all_sent(mail_rt)}
 
     # And a second resend has nothing to do
-    again = policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+    again = policy.resend_notice(
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
+    )
     assert again.queued == 0 and not again.is_reopened
     with mail_rt.sessions() as s:
         assert s.get(Campaign, report.campaign_id).status == CampaignStatus.COMPLETED
@@ -282,7 +287,9 @@ def test_resend_tries_a_fixed_address_again_but_never_a_contact_already_sent(
         contact.address_hash = mail_rt.hash_address("fixed@client.example")
     smtp_server.messages.clear()
 
-    resent = policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+    resent = policy.resend_notice(
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
+    )
     assert (resent.added, resent.requeued) == (0, 1)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
     assert _received(smtp_server) == Counter({"fixed@client.example": 1})
@@ -302,7 +309,7 @@ def test_non_material_version_is_stored_and_sends_nothing(
     coverage = policy.coverage(mail_rt, "2")
     assert coverage.campaign_id is None and coverage.clients == []
     with pytest.raises(PolicyError, match="not published as material"):
-        policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
 
 
 def test_publishing_the_same_version_twice_is_refused(mail_rt, people, make_audience) -> None:
@@ -318,7 +325,7 @@ def test_publishing_the_same_version_twice_is_refused(mail_rt, people, make_audi
 def test_refused_publications_store_nothing(mail_rt, people) -> None:
     held: list[Batch] = []
     with pytest.raises(PermissionDeniedError, match="only an admin"):
-        _publish(mail_rt, held.extend, username="mark")
+        _publish(mail_rt, held.extend, actor=as_user(mail_rt, "mark"))
     with pytest.raises(PolicyError, match="before version 1"):
         _publish(mail_rt, held.extend, effective_on=dt.date(2020, 1, 1))
     with pytest.raises(PolicyError, match="summary is empty"):
@@ -335,7 +342,7 @@ def test_every_step_is_audited(mail_rt, workers, people, make_audience) -> None:
     make_audience(2)
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
-    policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+    policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
     policy.coverage(mail_rt, "2", viewed_by="ada")
 
     with mail_rt.sessions() as s:
@@ -423,11 +430,11 @@ def test_resend_is_refused_while_the_notice_is_paused(mail_rt, people, make_audi
     make_audience(2)
     held: list[Batch] = []
     report = _publish(mail_rt, held.extend)
-    campaigns.pause_campaign(mail_rt, report.campaign_id, username="ada")
+    campaigns.pause_campaign(mail_rt, report.campaign_id, actor=as_user(mail_rt, "ada"))
     with pytest.raises(PolicyError, match=r"is paused.*resume it first"):
-        policy.resend_notice(mail_rt, "2", username="ada", dispatch=held.extend)
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=held.extend)
     with pytest.raises(PermissionDeniedError, match="only an admin"):
-        policy.resend_notice(mail_rt, "2", username="amy", dispatch=held.extend)
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "amy"), dispatch=held.extend)
     coverage = policy.coverage(mail_rt, "2")
     assert (
         not coverage.is_finished and coverage.not_reached[0].reason == "still sending (1 pending)"
@@ -500,7 +507,9 @@ def test_two_resends_at_once_queue_a_new_contact_only_once(
     with ThreadPoolExecutor(2) as pool:
         results = list(
             pool.map(
-                lambda _: policy.resend_notice(mail_rt, "2", username="ada", dispatch=None),
+                lambda _: policy.resend_notice(
+                    mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=None
+                ),
                 range(2),
             )
         )

@@ -17,7 +17,7 @@ from mailer import policy
 from mailer.campaigns import campaign_status
 from mailer.models import AuditEvent
 from mailer.runtime import Runtime
-from tests.delivery_fixtures import REDIS_URL
+from tests.delivery_fixtures import REDIS_URL, as_user
 from tests.smtpd import FaultServer
 from tests.test_delivery_crash import sent_so_far, start_worker_process
 from tests.test_policy import EFFECTIVE, SUMMARY, TEXT
@@ -51,7 +51,7 @@ def test_worker_killed_mid_notice_still_ends_with_full_coverage(
             text=TEXT,
             summary=SUMMARY,
             is_material=True,
-            username="ada",
+            actor=as_user(mail_rt, "ada"),
             dispatch=wiring.dispatch,
         )
         assert report.campaign_id is not None

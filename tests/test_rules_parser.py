@@ -235,6 +235,23 @@ def test_nesting_deeper_than_the_limit_is_a_rule_error_not_a_crash() -> None:
         parse_rule("not " * 500 + "everyone")
 
 
+def test_a_rule_with_too_many_conditions_is_a_rule_error_naming_where() -> None:
+    text = " or\n".join(f'city = "c{n}"' for n in range(300))
+    with pytest.raises(RuleError, match=r"more than 200 conditions") as caught:
+        parse_rule(text)
+    assert (caught.value.line, caught.value.column) == (201, 1)
+    assert "in (" in str(caught.value)  # the fix: one in-list instead of many ors
+    # the 3,000 terms that crashed SQLite are refused as well, before any SQL
+    with pytest.raises(RuleError):
+        parse_rule(" or ".join(f'city = "c{n}"' for n in range(3000)))
+
+
+def test_a_rule_longer_than_the_limit_is_a_rule_error() -> None:
+    text = "city in (" + ", ".join(f'"{n:05d}"' for n in range(900)) + ")" + " " * 20_000
+    with pytest.raises(RuleError, match=r"longer than 20,000 characters"):
+        parse_rule(text)
+
+
 def test_control_characters_in_text_are_refused() -> None:
     with pytest.raises(RuleError, match="unprintable character U\\+0000"):
         parse_rule('city = "a\x00b"')

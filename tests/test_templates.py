@@ -321,6 +321,82 @@ def test_unclosed_html_that_would_swallow_the_footer_is_refused(write, tmp_templ
         load_template(tmp_templates, write(HEADER + f"<p>hi</p>\n{opener}\n"))
 
 
+def _footer_cell(html: str) -> str:
+    cell = re.search(r'<td class="footer"[^>]*>', html)
+    assert cell is not None
+    return cell.group()
+
+
+def test_author_css_cannot_reach_the_layout_footer(write, tmp_templates):
+    # Given a template whose CSS targets the footer (and every cell, paragraph and link)
+    style = (
+        "<style>.footer, td, p, a { display: none !important; font-size: 0 }"
+        " .note { color: #123456 }</style>\n"
+    )
+    name = write(HEADER + style + '<p class="note">Hello</p>\n')
+    # When it is checked and rendered
+    check_template(tmp_templates, name)
+    _, _, html = _messages(tmp_templates, name).render_parts(SAMPLE_RECIPIENT)
+    # Then its rules apply to its own content only: the footer keeps the layout's styles
+    footer = _footer_cell(html)
+    assert "display" not in footer and "font-size: 12px" in footer
+    assert "color: #123456" in html  # the author's rule still styles the author's element
+
+
+@pytest.mark.parametrize(
+    "opener",
+    [
+        '<table style="display:none"><tr><td>',
+        '<div style="display:none">',
+        "<span hidden><b>",
+    ],
+)
+def test_content_that_leaves_an_element_open_is_refused_naming_it(write, tmp_templates, opener):
+    name = write(HEADER + "<p>Hello</p>\n" + opener + "\n<p>rest</p>\n")
+    with pytest.raises(TemplateError, match=r"never closed") as caught:
+        check_template(tmp_templates, name)
+    assert caught.value.line == 6
+    tag = opener[1:].split()[0].split(">")[0]
+    assert f"<{tag}>" in str(caught.value)
+
+
+def test_content_that_closes_a_layout_element_is_refused(write, tmp_templates):
+    name = write(HEADER + "<p>Hello</p>\n</td></tr></table>\n<table><tr><td>\n")
+    with pytest.raises(TemplateError, match=r"</td>.*did not open"):
+        load_template(tmp_templates, name)
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        "display:none",
+        "visibility: hidden",
+        "opacity:0",
+        "font-size:0px",
+        "max-height: 0; overflow: hidden",
+        "mso-hide: all",
+    ],
+)
+def test_a_layout_that_hides_the_footer_in_an_ancestor_is_refused(tmp_templates, write, style):
+    layout = Path(tmp_templates.templates_dir) / "layouts" / "base.html"
+    source = layout.read_text()
+    layout.write_text(
+        source.replace('<tr><td class="footer">', f'<tr style="{style}"><td class="footer">')
+    )
+    with pytest.raises(TemplateError, match="hidden"):
+        load_template(tmp_templates, write(HEADER + "<p>x</p>\n"))
+
+
+@pytest.mark.parametrize(
+    "css",
+    ["position: absolute; top: 0", "position:fixed", "margin-top: -400px", "transform: scale(0)"],
+)
+def test_author_css_that_can_cover_the_footer_is_refused(write, tmp_templates, css):
+    for body in (f'<div style="{css}">x</div>\n', f"<style>.x {{ {css} }}</style>\n"):
+        with pytest.raises(TemplateError, match="cover or move"):
+            load_template(tmp_templates, write(HEADER + body))
+
+
 def test_check_fails_when_an_edited_layout_drops_the_postal_address(write, tmp_templates):
     layout = Path(tmp_templates.templates_dir) / "layouts" / "base.txt"
     layout.write_text(layout.read_text().replace("{{ company.postal_address }}", ""))

@@ -24,7 +24,7 @@ HEARTBEAT_TIMEOUT_MS = 30_000
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
-    if settings.broker_url.startswith("memory://"):
+    if settings.is_embedded_broker:
         broker: dramatiq.Broker = StubBroker()
         broker.emit_after("process_boot")
     else:
@@ -44,3 +44,24 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             middleware.time_limit = BATCH_TIME_LIMIT_MS
     dramatiq.set_broker(broker)
     return broker
+
+
+def queue_depths(settings: Settings) -> dict[str, dict[str, int]]:
+    """Per queue: batches waiting, taken by a worker and not yet done, and delayed (retries)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+    ns = settings.broker_namespace
+    depths: dict[str, dict[str, int]] = {}
+    for queue in QUEUES:
+        pipe = client.pipeline()
+        pipe.llen(f"{ns}:{queue}")
+        pipe.hlen(f"{ns}:{queue}.msgs")
+        pipe.hlen(f"{ns}:{queue}.DQ.msgs")
+        waiting, total, delayed = pipe.execute()
+        depths[queue] = {
+            "waiting": int(waiting),
+            "in_progress": max(0, int(total) - int(waiting)),
+            "delayed": int(delayed),
+        }
+    return depths

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from mailer import audit
-from mailer.access.permissions import find_user, require_category, require_owner_or_admin
+from mailer.access import Actor, audit
 from mailer.campaigns.lifecycle import (
     LAUNCHABLE,
     complete_if_done,
     require_transition,
     send_counts,
 )
+from mailer.campaigns.rights import require_campaign_right
 from mailer.campaigns.summary import CampaignSummary, campaign_status, get_campaign, summarize
 from mailer.campaigns.times import format_time
 from mailer.delivery.batches import Batch, Dispatch, dispatch_all
@@ -69,7 +69,7 @@ def begin_launch(
     session: Session,
     campaign: Campaign,
     *,
-    actor: str,
+    actor: Actor,
     now: dt.datetime,
     plan_all: bool = False,
     **audit_details: object,
@@ -104,7 +104,7 @@ def begin_launch(
     session.refresh(campaign)
     chunk = None if plan_all else FIRST_CHUNK_ROWS
     batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=chunk)
-    audit.record(
+    audit(
         session,
         actor,
         "campaign.plan",
@@ -123,14 +123,14 @@ def launch_campaign(
     rt: Runtime,
     campaign_id: int,
     *,
-    username: str,
+    actor: Actor,
     dispatch: Dispatch | None,
     at: dt.datetime | None = None,
     now: dt.datetime | None = None,
 ) -> CampaignSummary:
     """Launch a campaign now, or schedule it for `at`; the whole of it, for any front end.
 
-    Checks that `username` may launch it (owner or admin, role allowed for the category).
+    Checks that `actor` may launch it (owner or admin, role allowed for the category).
     A time `at` already past is refused rather than taken to mean "now".
     """
     now = now or utcnow()
@@ -142,10 +142,9 @@ def launch_campaign(
             f"`mailer campaign launch {campaign_id} --now`"
         )
     with rt.sessions.begin() as session:
-        user = find_user(session, username)
         campaign = get_campaign(session, campaign_id)
-        require_owner_or_admin(user, campaign.created_by)
-        require_category(user, Category(campaign.category))
+        category = Category(campaign.category)
+        require_campaign_right(session, actor, "launch", category=category, campaign=campaign)
         if campaign.status not in LAUNCHABLE:
             raise CampaignError(
                 f"campaign {campaign_id} is {campaign.status}; only a draft, scheduled, missed "
@@ -164,14 +163,14 @@ def launch_campaign(
                 session,
                 campaign_id,
                 CampaignStatus.SCHEDULED,
-                actor=user.username,
+                actor=actor,
                 action="schedule",
                 values={"scheduled_at": at},
                 now=now,
                 at=at.isoformat(),
             )
             return summarize(session, get_campaign(session, campaign_id))
-        begun = begin_launch(rt, session, campaign, actor=user.username, now=now)
+        begun = begin_launch(rt, session, campaign, actor=actor, now=now)
     begun.proceed(rt, dispatch)
     return campaign_status(rt, campaign_id)
 

@@ -29,9 +29,9 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from mailer import audit
+from mailer.access import SYSTEM, Actor, audit
 from mailer.db import rows_changed
-from mailer.enums import CampaignStatus, SendStatus
+from mailer.enums import CampaignStatus, Role, SendStatus
 from mailer.errors import CampaignError, NotFoundError
 from mailer.models import Campaign, Send, utcnow
 
@@ -54,8 +54,8 @@ LAUNCHABLE = (_S.DRAFT, _S.SCHEDULED, _S.MISSED, _S.FAILED)
 OPEN = tuple(s for s, targets in TRANSITIONS.items() if _S.CANCELLED in targets)
 #: Send statuses still on their way: while any is left, a campaign is not complete.
 OUTSTANDING = (SendStatus.QUEUED, SendStatus.SENDING, SendStatus.DEFERRED)
-#: The actor the audit log names for moves made by the service itself.
-SYSTEM = "system"
+#: The scheduler's sweep, as the audit log names it (the service itself acts as `SYSTEM`).
+SCHEDULER = Actor(user_id=None, username="scheduler", role=Role.ADMIN, via="system")
 
 
 def sources_of(target: CampaignStatus) -> tuple[CampaignStatus, ...]:
@@ -68,7 +68,7 @@ def transition(
     campaign_id: int,
     target: CampaignStatus,
     *,
-    actor: str,
+    actor: Actor,
     action: str,
     detail: str = "",
     sources: Iterable[CampaignStatus] | None = None,
@@ -116,8 +116,8 @@ def transition(
     details = {"from": current, "to": target.value, **audit_details}
     if detail:
         details["detail"] = detail
-    action = f"campaign.{action}"
-    audit.record(session, actor, action, object_type="campaign", object_id=campaign_id, **details)
+    name = f"campaign.{action}"
+    audit(session, actor, name, object_type="campaign", object_id=campaign_id, **details)
     return True
 
 
@@ -126,7 +126,7 @@ def require_transition(
     campaign_id: int,
     target: CampaignStatus,
     *,
-    actor: str,
+    actor: Actor,
     action: str,
     sources: Iterable[CampaignStatus] | None = None,
     **kw: Any,
@@ -151,7 +151,7 @@ def complete_if_done(
     session: Session,
     campaign_id: int,
     *,
-    actor: str = SYSTEM,
+    actor: Actor = SYSTEM,
     now: dt.datetime | None = None,
     detail: str = "",
 ) -> bool:

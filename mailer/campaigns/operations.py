@@ -14,22 +14,22 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from mailer import audit
-from mailer.access.permissions import find_user, require_category, require_owner_or_admin
+from mailer.access import Actor, audit
 from mailer.campaigns.launch import validate_launch
 from mailer.campaigns.lifecycle import OPEN, complete_if_done, require_transition
+from mailer.campaigns.rights import require_campaign_right
 from mailer.campaigns.summary import get_campaign
 from mailer.delivery.batches import Dispatch, batches_for, dispatch_all
 from mailer.enums import CampaignStatus, Category, Role, SendStatus
 from mailer.errors import CampaignError
-from mailer.models import Campaign, Send, User, utcnow
+from mailer.models import Campaign, Send, utcnow
 from mailer.runtime import Runtime
 
 
 def create_campaign(
     rt: Runtime,
     *,
-    username: str,
+    actor: Actor,
     name: str,
     category: Category | str,
     template: str,
@@ -40,14 +40,13 @@ def create_campaign(
     """Create a draft after checking role, template and rule, so launch rarely finds surprises."""
     category = _category(category)
     with rt.sessions.begin() as session:
-        user = find_user(session, username)
-        require_category(user, category)
+        require_campaign_right(session, actor, "create", category=category)
         if audience and rule_text:
             raise CampaignError("give either an audience name or a rule, not both")
         validate_launch(rt, category, template, audience, rule_text, params or {})
         campaign = add_draft(
             session,
-            user,
+            actor,
             name=name,
             category=category,
             template=template,
@@ -60,7 +59,7 @@ def create_campaign(
 
 def add_draft(
     session: Session,
-    user: User,
+    actor: Actor,
     *,
     name: str,
     category: Category,
@@ -77,16 +76,16 @@ def add_draft(
         template=template,
         audience=audience,
         rule_text=rule_text,
-        created_by=user.username,
-        sender_username=user.username if user.role == Role.ACCOUNT_MANAGER else "",
+        created_by=actor.username,
+        sender_username=actor.username if actor.role == Role.ACCOUNT_MANAGER else "",
         status=CampaignStatus.DRAFT,
         params=dict(params or {}),
     )
     session.add(campaign)
     session.flush()
-    audit.record(
+    audit(
         session,
-        user.username,
+        actor,
         "campaign.create",
         object_type="campaign",
         object_id=campaign.id,
@@ -108,17 +107,17 @@ def _category(value: Category | str) -> Category:
         raise CampaignError(f"unknown category {value!r}; choose one of {known}") from exc
 
 
-def pause_campaign(rt: Runtime, campaign_id: int, *, username: str, reason: str = "") -> None:
+def pause_campaign(rt: Runtime, campaign_id: int, *, actor: Actor, reason: str = "") -> None:
     """Stop sending within one slice; queued rows wait for `resume`."""
     with rt.sessions.begin() as session:
-        _check_owner(session, campaign_id, username)
+        _check_right(session, actor, "pause", campaign_id)
         require_transition(
             session,
             campaign_id,
             CampaignStatus.PAUSED,
-            actor=username,
+            actor=actor,
             action="pause",
-            detail=reason or f"paused by {username}",
+            detail=reason or f"paused by {actor.username}",
         )
 
 
@@ -126,7 +125,7 @@ def resume_campaign(
     rt: Runtime,
     campaign_id: int,
     *,
-    username: str,
+    actor: Actor,
     dispatch: Dispatch | None,
     now: dt.datetime | None = None,
 ) -> None:
@@ -136,12 +135,12 @@ def resume_campaign(
     """
     now = now or utcnow()
     with rt.sessions.begin() as session:
-        _check_owner(session, campaign_id, username)
+        _check_right(session, actor, "resume", campaign_id)
         require_transition(
             session,
             campaign_id,
             CampaignStatus.SENDING,
-            actor=username,
+            actor=actor,
             action="resume",
             sources=(CampaignStatus.PAUSED,),
             now=now,
@@ -156,19 +155,19 @@ def resume_campaign(
             complete_if_done(session, campaign_id, now=now)
 
 
-def cancel_campaign(rt: Runtime, campaign_id: int, *, username: str) -> None:
+def cancel_campaign(rt: Runtime, campaign_id: int, *, actor: Actor) -> None:
     """Stop for good: what is still queued or deferred is skipped as cancelled, at once."""
     now = utcnow()
     with rt.sessions.begin() as session:
-        _check_owner(session, campaign_id, username)
+        _check_right(session, actor, "cancel", campaign_id)
         require_transition(
             session,
             campaign_id,
             CampaignStatus.CANCELLED,
-            actor=username,
+            actor=actor,
             action="cancel",
             sources=OPEN,
-            detail=f"cancelled by {username}",
+            detail=f"cancelled by {actor.username}",
             values={"completed_at": now},
             now=now,
         )
@@ -187,6 +186,7 @@ def cancel_campaign(rt: Runtime, campaign_id: int, *, username: str) -> None:
         )
 
 
-def _check_owner(session: Session, campaign_id: int, username: str) -> None:
-    user = find_user(session, username)
-    require_owner_or_admin(user, get_campaign(session, campaign_id).created_by)
+def _check_right(session: Session, actor: Actor, verb: str, campaign_id: int) -> None:
+    campaign = get_campaign(session, campaign_id)
+    category = Category(campaign.category)
+    require_campaign_right(session, actor, verb, category=category, campaign=campaign)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailer.access import Actor
 from mailer.campaigns.launch import Launch, begin_launch
-from mailer.campaigns.lifecycle import transition
+from mailer.campaigns.lifecycle import SCHEDULER, transition
 from mailer.campaigns.times import format_time
 from mailer.db import is_postgres
 from mailer.delivery.batches import Batch
@@ -34,7 +35,7 @@ class DueReport:
     batches: list[Batch] = field(default_factory=list)
 
 
-def start_due_campaigns(rt: Runtime, *, actor: str, now: dt.datetime) -> DueReport:
+def start_due_campaigns(rt: Runtime, *, now: dt.datetime, actor: Actor = SCHEDULER) -> DueReport:
     """Launch every scheduled campaign due by `now`; the batches are the caller's to enqueue."""
     report = DueReport()
     with rt.sessions() as session:
@@ -66,7 +67,7 @@ def start_due_campaigns(rt: Runtime, *, actor: str, now: dt.datetime) -> DueRepo
 
 
 def _start_one(
-    rt: Runtime, campaign_id: int, actor: str, now: dt.datetime, report: DueReport
+    rt: Runtime, campaign_id: int, actor: Actor, now: dt.datetime, report: DueReport
 ) -> Launch | None:
     window = dt.timedelta(seconds=rt.settings.missed_window_s)
     with rt.sessions.begin() as session:
@@ -94,7 +95,7 @@ def _start_one(
 
 
 def _mark_missed(
-    session: Session, campaign: Campaign, actor: str, now: dt.datetime, zone_name: str
+    session: Session, campaign: Campaign, actor: Actor, now: dt.datetime, zone_name: str
 ) -> None:
     """Too late to fire by itself (workers were down, a backup was restored): wait for a person."""
     assert campaign.scheduled_at is not None

@@ -1,8 +1,9 @@
-"""`mailer campaign …`: create, launch, pause, resume, cancel, status, list."""
+"""`mailer campaign …`: create, launch, pause, resume, cancel, status, list, wait."""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import click
@@ -12,11 +13,21 @@ from rich.table import Table
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
 from mailer.campaigns.times import format_delay, format_time, parse_time
-from mailer.cli._common import as_option, echo_json, json_option, parse_params, runtime
-from mailer.cli._dispatch import Dispatcher, watch_progress
+from mailer.campaigns.waiting import wait_for_campaign
+from mailer.cli._common import (
+    acting_option,
+    current_actor,
+    echo_json,
+    json_option,
+    parse_params,
+    runtime,
+)
+from mailer.cli._dispatch import Dispatcher, progress_bar, watch_progress
+from mailer.delivery.heartbeats import sweep_overdue_warning
 from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError
 from mailer.models import utcnow
+from mailer.runtime import Runtime
 
 
 @click.group("campaign")
@@ -39,7 +50,7 @@ def campaign_group() -> None:
     help="A campaign parameter the template declares (`params:` in its header) and reads as "
     "{{ params.KEY }}; repeatable. `mailer template list` shows what each template needs.",
 )
-@as_option
+@acting_option
 @json_option
 def create_command(
     name: str,
@@ -49,7 +60,7 @@ def create_command(
     rule_text: str,
     rule_file: Path | None,
     params: tuple[str, ...],
-    username: str,
+    as_username: str,
     as_json: bool,
 ) -> None:
     """Create a draft campaign."""
@@ -58,7 +69,7 @@ def create_command(
     extra = parse_params(params)
     campaign = campaigns.create_campaign(
         runtime(),
-        username=username,
+        actor=current_actor(as_username),
         name=name,
         category=category,
         template=template,
@@ -91,14 +102,14 @@ def create_command(
     default=None,
     help="Wait until delivered (always, with the in-process broker).",
 )
-@as_option
+@acting_option
 @json_option
 def launch_command(
     campaign_id: int,
     at: str | None,
     is_now: bool,
     wait: bool | None,
-    username: str,
+    as_username: str,
     as_json: bool,
 ) -> None:
     """Validate, plan the send log and start sending (or schedule with --at)."""
@@ -112,7 +123,7 @@ def launch_command(
         when = None
     with Dispatcher(rt) as dispatcher:
         summary = campaigns.launch_campaign(
-            rt, campaign_id, username=username, dispatch=dispatcher.dispatch, at=when
+            rt, campaign_id, actor=current_actor(as_username), dispatch=dispatcher.dispatch, at=when
         )
         if summary.status == CampaignStatus.SENDING and (wait or dispatcher.is_embedded):
             dispatcher.wait([campaign_id], show=not as_json)
@@ -122,33 +133,87 @@ def launch_command(
 
 @campaign_group.command("pause")
 @click.argument("campaign_id", type=int)
-@as_option
-def pause_command(campaign_id: int, username: str) -> None:
+@acting_option
+@json_option
+def pause_command(campaign_id: int, as_username: str, as_json: bool) -> None:
     """Stop sending within one batch; resume later."""
-    campaigns.pause_campaign(runtime(), campaign_id, username=username)
-    click.echo(f"campaign {campaign_id} paused")
+    rt = runtime()
+    campaigns.pause_campaign(rt, campaign_id, actor=current_actor(as_username))
+    _done(rt, campaign_id, "paused", as_json)
 
 
 @campaign_group.command("resume")
 @click.argument("campaign_id", type=int)
-@as_option
-def resume_command(campaign_id: int, username: str) -> None:
-    """Go on sending a paused campaign."""
+@acting_option
+@json_option
+def resume_command(campaign_id: int, as_username: str, as_json: bool) -> None:
+    """Go on sending a paused campaign (it completes at once if nothing is left)."""
     rt = runtime()
     with Dispatcher(rt) as dispatcher:
-        campaigns.resume_campaign(rt, campaign_id, username=username, dispatch=dispatcher.dispatch)
+        actor = current_actor(as_username)
+        campaigns.resume_campaign(rt, campaign_id, actor=actor, dispatch=dispatcher.dispatch)
         if dispatcher.is_embedded:
-            dispatcher.wait([campaign_id], show=True)
-    click.echo(f"campaign {campaign_id} resumed")
+            dispatcher.wait([campaign_id], show=not as_json)
+    _done(rt, campaign_id, "resumed", as_json)
 
 
 @campaign_group.command("cancel")
 @click.argument("campaign_id", type=int)
-@as_option
-def cancel_command(campaign_id: int, username: str) -> None:
-    """Stop for good; what is still queued is skipped."""
-    campaigns.cancel_campaign(runtime(), campaign_id, username=username)
-    click.echo(f"campaign {campaign_id} cancelled")
+@acting_option
+@json_option
+def cancel_command(campaign_id: int, as_username: str, as_json: bool) -> None:
+    """Stop for good; what is still queued is skipped at once."""
+    rt = runtime()
+    campaigns.cancel_campaign(rt, campaign_id, actor=current_actor(as_username))
+    _done(rt, campaign_id, "cancelled", as_json)
+
+
+def _done(rt: Runtime, campaign_id: int, what: str, as_json: bool) -> None:
+    summary = campaigns.campaign_status(rt, campaign_id)
+    if as_json:
+        echo_json(_as_dict(summary, rt.settings.timezone))
+    elif summary.status == CampaignStatus.COMPLETED and what == "resumed":
+        click.echo(f"campaign {campaign_id} resumed and completed: nothing was left to send")
+    else:
+        click.echo(f"campaign {campaign_id} {what}")
+
+
+@campaign_group.command("wait")
+@click.argument("campaign_id", type=int)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Give up after this long (exit 13) [default: wait as long as it takes].",
+)
+@json_option
+def wait_command(campaign_id: int, timeout_s: float | None, as_json: bool) -> None:
+    """Wait until the campaign completes (exit 0), or say why it will not.
+
+    \b
+    Exit codes: 0 completed, 10 cancelled, 11 failed, 12 missed its start,
+    13 timed out (still scheduled, sending or paused), 14 a draft never launched,
+    5 no such campaign. With --json the summary (or the error) is printed as JSON.
+    """
+    rt = runtime()
+    show = sys.stdout.isatty() and not as_json
+    with progress_bar(show) as progress:
+        task = progress.add_task("sending", total=None)
+
+        def update(summary: CampaignSummary) -> None:
+            progress.update(task, total=summary.total, completed=summary.done)
+
+        summary = wait_for_campaign(rt, campaign_id, timeout_s=timeout_s, on_progress=update)
+    if as_json:
+        echo_json(_as_dict(summary, rt.settings.timezone))
+    else:
+        click.echo(f"campaign {campaign_id} completed: {_counts_line(summary)}")
+
+
+def _counts_line(summary: CampaignSummary) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "no sends"
 
 
 @campaign_group.command("status")
@@ -160,7 +225,12 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
     rt = runtime()
     if watch:
         watch_progress(rt, [campaign_id])
-    _show(campaigns.campaign_status(rt, campaign_id), as_json, rt.settings.timezone)
+    summary = campaigns.campaign_status(rt, campaign_id)
+    _show(summary, as_json, rt.settings.timezone)
+    if summary.status in ("sending", "scheduled") and not rt.settings.is_embedded_broker:
+        warning = sweep_overdue_warning(rt)
+        if warning:
+            click.echo(warning, err=True)
 
 
 @campaign_group.command("list")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli._common import acting_option, actor, current_actor, echo_json, runtime
+from mailer.cli._common import acting_option, actor, current_actor, echo_json, json_option, runtime
 from mailer.contacts import sample
 from mailer.contacts.importer import ImportReport, Progress, import_contacts
 from mailer.errors import ContactImportError
@@ -103,9 +103,7 @@ def import_command(
                 progress=progress,
             )
     except ContactImportError as exc:
-        if as_json:
-            echo_json({"error": str(exc), "problems": [vars(p) for p in exc.problems]})
-        else:
+        if not as_json:  # with --json the CLI's error handler prints the problems
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
         raise
@@ -154,6 +152,7 @@ def _print_report(report: ImportReport) -> None:
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="The day agreements are dated from [default: today]; fix it for identical output.",
 )
+@json_option
 def sample_data_command(
     organizations: int,
     seed: int,
@@ -161,6 +160,7 @@ def sample_data_command(
     into_db: bool,
     contacts_per_org: str,
     as_of: dt.datetime | None,
+    as_json: bool,
 ) -> None:
     """Generate realistic fake clients and prospects (addresses only at .example domains).
 
@@ -180,11 +180,14 @@ def sample_data_command(
         counts = sample.write_sample_csv(
             csv_path, organizations, seed, contacts_per_org=bounds, today=today
         )
+        if as_json:
+            echo_json({"csv": str(csv_path), **counts})
+            return
         click.echo(f"wrote {csv_path}: {counts['organizations']} organizations, "
                    f"{counts['contacts']} contacts")  # fmt: skip
         return
     rt = runtime()
-    with _progress_bar(sys.stdout.isatty()) as progress:
+    with _progress_bar(sys.stdout.isatty() and not as_json) as progress:
         counts = sample.load_sample_into_db(
             rt,
             organizations,
@@ -194,6 +197,9 @@ def sample_data_command(
             today=today,
             progress=(lambda done, total: progress("loading", done, total)) if progress else None,
         )
+    if as_json:
+        echo_json(counts)
+        return
     click.echo(
         f"loaded {counts['organizations']} organizations, {counts['contacts']} contacts "
         f"({counts['users_created']} account managers created) in {counts['seconds']:.1f} s"

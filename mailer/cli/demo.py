@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import campaigns, db
+from mailer.access import actor_for_username
 from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
@@ -80,9 +81,12 @@ def demo_command(organizations: int, seed: int) -> None:
     started = time.perf_counter()
     try:
         with EmbeddedWorkers(settings, rt, threads=2) as workers:
+            with rt.sessions() as session:
+                marketer = actor_for_username(session, "marketing", via="cli")
+                account_manager = actor_for_username(session, manager, via="cli")
             promo = campaigns.create_campaign(
                 rt,
-                username="marketing",
+                actor=marketer,
                 name="Open enrollment 2027",
                 category="promotions",
                 template="promotions/open-enrollment",
@@ -90,13 +94,13 @@ def demo_command(organizations: int, seed: int) -> None:
             )
             notice = campaigns.create_campaign(
                 rt,
-                username=manager,
+                actor=account_manager,
                 name="Planned maintenance this weekend",
                 category="service",
                 template="service/planned-maintenance",
             )
-            for campaign, user in ((promo, "marketing"), (notice, manager)):
-                campaigns.launch_campaign(rt, campaign.id, username=user, dispatch=workers.dispatch)
+            for campaign, by in ((promo, marketer), (notice, account_manager)):
+                campaigns.launch_campaign(rt, campaign.id, actor=by, dispatch=workers.dispatch)
             finished = workers.run_until_finished([promo.id, notice.id], timeout_s=600)
     finally:
         capture.stop()

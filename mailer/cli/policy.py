@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from pathlib import Path
 
@@ -11,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import policy
-from mailer.cli._common import actor, as_option, echo_json, json_option, runtime
+from mailer.cli._common import acting_option, actor, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher
+from mailer.csvfiles import dict_writer
 
 file_option = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -34,7 +34,7 @@ def policy_group() -> None:
     help="What changed: a paragraph, then one '- ' line per change.",
 )
 @click.option("--material", is_flag=True, help="Changes use or disclosure: notify every client.")
-@as_option
+@acting_option
 @json_option
 def publish_command(
     label: str,
@@ -42,7 +42,7 @@ def publish_command(
     text_file: Path,
     summary_file: Path,
     material: bool,
-    username: str,
+    as_username: str,
     as_json: bool,
 ) -> None:
     """Store a policy version; with --material, send the notice to every client now."""
@@ -58,7 +58,7 @@ def publish_command(
             text=text,
             summary=summary,
             is_material=material,
-            username=username,
+            actor=current_actor(as_username),
             dispatch=dispatcher.dispatch,
         )
         if report.campaign_id is not None and dispatcher.is_embedded:
@@ -169,16 +169,16 @@ def coverage_command(version: str, csv_path: Path | None, as_json: bool) -> None
 
 @policy_group.command("resend")
 @click.argument("version")
-@as_option
+@acting_option
 @json_option
-def resend_command(version: str, username: str, as_json: bool) -> None:
+def resend_command(version: str, as_username: str, as_json: bool) -> None:
     """Send the notice to eligible contacts not yet sent it (never twice to anyone)."""
     rt = runtime()
     with Dispatcher(rt) as dispatcher:
         report = policy.resend_notice(
             rt,
             version,
-            username=username,
+            actor=current_actor(as_username),
             dispatch=dispatcher.dispatch,
         )
         if report.queued and dispatcher.is_embedded:
@@ -252,7 +252,7 @@ def _write_csv(report: policy.CoverageReport, path: Path) -> None:
         "reason",
     ]
     with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, columns, extrasaction="ignore")
+        writer = dict_writer(out, columns, extrasaction="ignore")
         writer.writeheader()
         for client in report.clients:
             writer.writerow(client.as_dict())

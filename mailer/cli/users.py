@@ -7,7 +7,14 @@ from sqlalchemy.orm import Session
 
 from mailer.access import Actor, users
 from mailer.access.sessions import close_all_sessions, list_sessions
-from mailer.cli._common import acting, acting_option, echo_json, read_password_stdin, runtime
+from mailer.cli._common import (
+    acting,
+    acting_option,
+    echo_json,
+    json_option,
+    read_password_stdin,
+    runtime,
+)
 from mailer.enums import Role
 from mailer.errors import MailerError
 
@@ -32,6 +39,7 @@ def users_group() -> None:
     "--password-stdin", is_flag=True, help="Read a password from standard input (first line)."
 )
 @acting_option
+@json_option
 def create_command(
     username: str,
     role: str,
@@ -40,6 +48,7 @@ def create_command(
     phone: str,
     password_stdin: bool,
     as_username: str,
+    as_json: bool,
 ) -> None:
     """Create the user USERNAME (admins only; recorded in the audit log).
 
@@ -62,9 +71,20 @@ def create_command(
             phone=phone,
             password=password,
         )
-        click.echo(f"created user {user.username} ({user.role}, {user.email})")
-        if bootstrap:
-            click.echo(f"{user.username} is the first admin: set MAILER_USER={user.username}")
+        created = {
+            "username": user.username,
+            "role": user.role,
+            "email": user.email,
+            "display_name": user.display_name,
+            "has_password": password is not None,
+            "is_first_admin": bootstrap,
+        }
+    if as_json:
+        echo_json(created)
+        return
+    click.echo(f"created user {created['username']} ({created['role']}, {created['email']})")
+    if bootstrap:
+        click.echo(f"{username} is the first admin: set MAILER_USER={username}")
 
 
 def _bootstrap_actor(session: Session, as_username: str) -> Actor | None:
@@ -76,7 +96,7 @@ def _bootstrap_actor(session: Session, as_username: str) -> Actor | None:
 
 
 @users_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @acting_option
 def list_command(as_json: bool, as_username: str) -> None:
     """List users (admins only)."""
@@ -99,35 +119,42 @@ def list_command(as_json: bool, as_username: str) -> None:
 @users_group.command("disable")
 @click.argument("username")
 @acting_option
-def disable_command(username: str, as_username: str) -> None:
+@json_option
+def disable_command(username: str, as_username: str, as_json: bool) -> None:
     """Disable USERNAME: no sign-in, sessions ended, API tokens refused (admins only)."""
     rt = runtime()
     with rt.sessions.begin() as session:
         users.disable_user(session, acting(session, as_username), username)
-    click.echo(f"disabled {username}; their sessions are signed out and API tokens refused")
+    _say(
+        as_json,
+        {"username": username, "is_active": False},
+        f"disabled {username}; their sessions are signed out and API tokens refused",
+    )
 
 
 @users_group.command("enable")
 @click.argument("username")
 @acting_option
-def enable_command(username: str, as_username: str) -> None:
+@json_option
+def enable_command(username: str, as_username: str, as_json: bool) -> None:
     """Enable a disabled user again (admins only)."""
     rt = runtime()
     with rt.sessions.begin() as session:
         users.enable_user(session, acting(session, as_username), username)
-    click.echo(f"enabled {username}")
+    _say(as_json, {"username": username, "is_active": True}, f"enabled {username}")
 
 
 @users_group.command("set-role")
 @click.argument("username")
 @click.argument("role", type=click.Choice([r.value for r in Role]))
 @acting_option
-def set_role_command(username: str, role: str, as_username: str) -> None:
+@json_option
+def set_role_command(username: str, role: str, as_username: str, as_json: bool) -> None:
     """Change USERNAME's role to ROLE (admins only)."""
     rt = runtime()
     with rt.sessions.begin() as session:
         users.set_role(session, acting(session, as_username), username, role)
-    click.echo(f"{username} now has the role {role}")
+    _say(as_json, {"username": username, "role": role}, f"{username} now has the role {role}")
 
 
 @users_group.command("set-password")
@@ -136,7 +163,10 @@ def set_role_command(username: str, role: str, as_username: str) -> None:
     "--password-stdin", is_flag=True, help="Read the password from standard input (first line)."
 )
 @acting_option
-def set_password_command(username: str, password_stdin: bool, as_username: str) -> None:
+@json_option
+def set_password_command(
+    username: str, password_stdin: bool, as_username: str, as_json: bool
+) -> None:
     """Set USERNAME's password (yourself, or anyone as an admin); signs them out everywhere."""
     if password_stdin:
         password = read_password_stdin()
@@ -145,13 +175,17 @@ def set_password_command(username: str, password_stdin: bool, as_username: str) 
     rt = runtime()
     with rt.sessions.begin() as session:
         users.set_password(session, acting(session, as_username), username, password)
-    click.echo(f"password of {username} changed; their sessions are signed out")
+    _say(
+        as_json,
+        {"username": username, "password_changed": True},
+        f"password of {username} changed; their sessions are signed out",
+    )
 
 
 @users_group.command("list-sessions")
 @click.argument("username", required=False)
 @click.option("--all", "include_closed", is_flag=True, help="Include ended sessions.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @acting_option
 def list_sessions_command(
     username: str | None, include_closed: bool, as_json: bool, as_username: str
@@ -188,13 +222,26 @@ def list_sessions_command(
 @users_group.command("logout-everywhere")
 @click.argument("username", required=False)
 @acting_option
-def logout_everywhere_command(username: str | None, as_username: str) -> None:
+@json_option
+def logout_everywhere_command(username: str | None, as_username: str, as_json: bool) -> None:
     """Sign USERNAME (default: yourself) out of every browser session."""
     rt = runtime()
     with rt.sessions.begin() as session:
         actor = acting(session, as_username)
         count = close_all_sessions(session, actor, username)
-    click.echo(f"signed {username or actor.username} out of {count} session(s)")
+    who = username or actor.username
+    _say(
+        as_json,
+        {"username": who, "sessions_closed": count},
+        f"signed {who} out of {count} session(s)",
+    )
+
+
+def _say(as_json: bool, data: dict[str, object], text: str) -> None:
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(text)
 
 
 COMMANDS = [users_group]

@@ -26,6 +26,7 @@ from mailer.contacts.rows import (
 )
 from mailer.contacts.scope import restrict_to_manager
 from mailer.contacts.store import write_rows
+from mailer.csvfiles import csv_writer
 from mailer.errors import ContactImportError, RowProblem
 from mailer.runtime import Runtime
 
@@ -275,7 +276,7 @@ def _problem_order(problem: RowProblem) -> tuple[int, int]:
 def _write_rejects(target: Path, header: list[str], bad: list[ParsedRow]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
+        writer = csv_writer(out)
         writer.writerow([*header, "reason"])
         for row in bad:
             reasons = "; ".join(f"line {p.row}, {p.column}: {p.reason}" for p in row.problems)

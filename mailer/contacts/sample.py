@@ -7,7 +7,6 @@ bytes, and organization n is the same whatever the total. Addresses are only at 
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 import random
@@ -25,6 +24,7 @@ from mailer.audit import record
 from mailer.consent import opt_out
 from mailer.contacts import sample_words as words
 from mailer.contacts.store import allocate_ids, insert_tuples
+from mailer.csvfiles import dict_writer
 from mailer.enums import ALL_MARKETING, OptOutSource
 from mailer.errors import MailerError
 from mailer.models import Contact, Organization, OrganizationTag, User
@@ -233,7 +233,7 @@ def write_sample_csv(
     """Write a CSV file `mailer import` accepts; returns the organization and contact counts."""
     contacts = 0
     with Path(path).open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, SAMPLE_COLUMNS, lineterminator="\n")
+        writer = dict_writer(out, SAMPLE_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in generate_sample(
             organizations, seed, contacts_per_org=contacts_per_org, today=today

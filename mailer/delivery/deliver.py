@@ -12,14 +12,25 @@ import datetime as dt
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, bindparam, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from mailer.campaigns.lifecycle import SYSTEM, complete_if_done, transition
+from mailer.access import SYSTEM
+from mailer.campaigns.lifecycle import complete_if_done, transition
 from mailer.delivery.identities import recipient_from_row, sender_for
-from mailer.delivery.results import Claimed, count_policy_failures, record_results, record_skips
+from mailer.delivery.journal import Journal
+from mailer.delivery.recovery import settle_own_journal
+from mailer.delivery.results import (
+    Claimed,
+    RecordReport,
+    count_policy_failures,
+    record_results,
+    record_skips,
+)
+from mailer.delivery.transactions import in_transaction
 from mailer.enums import ALL_MARKETING, CampaignStatus, Category, SendStatus, SkipReason
 from mailer.errors import TemplateError
 from mailer.messages import (
@@ -64,11 +75,14 @@ class DeliveryContext:
         transport_factory: Callable[[], Transport],
         *,
         rate_limiter: RateLimiter | None = None,
+        journal: Journal | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.rt = rt
         self.clock = clock
         self.rate_limiter = rate_limiter
+        #: Claims and acceptances, on disk the moment they happen (see `journal`).
+        self.journal = journal
         self._transport_factory = transport_factory
         self._transport: Transport | None = None
         self._loop = asyncio.new_event_loop()
@@ -84,7 +98,7 @@ class DeliveryContext:
             transport = self._transport_factory()
             await transport.open()
             self._transport = transport
-        return await self._transport.send_batch(messages)
+        return await self._transport.send_batch(messages, self.journal)
 
     def messages_for(self, session: Session, campaign: Campaign) -> CampaignMessages:
         """The campaign's compiled templates, built once per worker thread."""
@@ -113,64 +127,112 @@ class DeliveryContext:
             self._loop.run_until_complete(self._transport.close())
             self._transport = None
         self._loop.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def deliver_batch(
     ctx: DeliveryContext, campaign_id: int, first_id: int, last_id: int
 ) -> BatchReport:
     """Send the queued sends `first_id`..`last_id` of a campaign; safe to run twice."""
-    rt, settings = ctx.rt, ctx.rt.settings
+    rt = ctx.rt
     report = BatchReport(campaign_id)
-    with rt.sessions() as session:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None or campaign.status != CampaignStatus.SENDING:
-            report.stopped = campaign.status if campaign else "deleted"
-            return report
-        category = Category(campaign.category)
-        messages = ctx.messages_for(session, campaign)
-        pending = list(
-            session.scalars(
-                select(Send.id)
-                .where(
-                    Send.campaign_id == campaign_id,
-                    Send.id.between(first_id, last_id),
-                    Send.status == SendStatus.QUEUED,
-                )
-                .order_by(Send.id)
-            )
+    begun = in_transaction(
+        rt.sessions,
+        lambda session: _begin(ctx, session, campaign_id, first_id, last_id),
+        what=f"campaign {campaign_id}: reading batch {first_id}-{last_id}",
+    )
+    if isinstance(begun, str):
+        report.stopped = begun
+        return report
+    category, messages, pending = begun
+    try:
+        _deliver_slices(ctx, report, campaign_id, category, messages, pending)
+    except BaseException:
+        # claimed rows would otherwise wait for their lease: settle them from the journal now
+        # (accepted ones sent, never begun ones queued again)
+        if ctx.journal is not None:
+            settle_own_journal(rt, ctx.journal, ctx.clock())
+        raise
+    if not report.stopped:
+        in_transaction(
+            rt.sessions,
+            partial(complete_if_done, campaign_id=campaign_id, now=ctx.clock()),
+            what=f"campaign {campaign_id}: completing",
         )
-        session.commit()
-        step = settings.record_every
-        sent: _SentSlice | None = None
-        for start in range(0, len(pending), step):
-            # one transaction records the slice just sent and claims the next one
-            if sent is not None:
-                _record(ctx, session, campaign_id, sent, report)
-                sent = None
-            claimed, rows = _claim(
-                session,
-                category,
-                campaign_id,
-                pending[start : start + step],
-                ctx.clock(),
-                settings.lease_s,
-            )
-            # commit before rendering and SMTP: no locks held while the network works
-            session.commit()
-            if claimed:
-                sent = _send_slice(ctx, messages, claimed, rows)
-            elif _status(session, campaign_id) != CampaignStatus.SENDING:
-                report.stopped = "campaign no longer sending"
-                break
-        if sent is not None:
-            _record(ctx, session, campaign_id, sent, report)
-        session.commit()
-        # whoever records a campaign's last send completes it; checked in a transaction that
-        # begins after this worker's results committed, so of two workers finishing at once
-        # the later one sees both, and the compare-and-set completes the campaign only once
-        complete_if_done(session, campaign_id, now=ctx.clock())
-        session.commit()
     return report
+
+
+def _deliver_slices(
+    ctx: DeliveryContext,
+    report: BatchReport,
+    campaign_id: int,
+    category: Category,
+    messages: CampaignMessages,
+    pending: list[int],
+) -> None:
+    rt, settings = ctx.rt, ctx.rt.settings
+    step = settings.record_every
+    for start in range(0, len(pending), step):
+        ids = pending[start : start + step]
+        # the claim commits before rendering and SMTP: no locks held while the network works
+        claimed, rows = in_transaction(
+            rt.sessions,
+            partial(
+                _claim,
+                category=category,
+                campaign_id=campaign_id,
+                ids=ids,
+                now=ctx.clock(),
+                lease_s=settings.lease_s,
+                journal=ctx.journal,
+            ),
+            what=f"campaign {campaign_id}: claiming sends",
+        )
+        if claimed:
+            sent = _send_slice(ctx, messages, claimed, rows)
+            # the results of a slice are their own transaction, never shared with a claim
+            recorded = in_transaction(
+                rt.sessions,
+                partial(_record, ctx, sent=sent),
+                what=f"campaign {campaign_id}: recording results",
+            )
+            if ctx.journal is not None:
+                ctx.journal.recorded()
+            report.add(recorded.counts)
+            if recorded.policy_failures:
+                in_transaction(
+                    rt.sessions,
+                    lambda session: _pause_on_policy_failures(
+                        session, settings.max_policy_failures, campaign_id, ctx.clock()
+                    ),
+                    what=f"campaign {campaign_id}: pausing",
+                )
+        elif _status(rt, campaign_id) != CampaignStatus.SENDING:
+            report.stopped = "campaign no longer sending"
+            return
+
+
+def _begin(
+    ctx: DeliveryContext, session: Session, campaign_id: int, first_id: int, last_id: int
+) -> tuple[Category, CampaignMessages, list[int]] | str:
+    """The campaign's compiled messages and the batch's queued send ids, or why not to send."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status != CampaignStatus.SENDING:
+        return campaign.status if campaign else "deleted"
+    messages = ctx.messages_for(session, campaign)
+    pending = list(
+        session.scalars(
+            select(Send.id)
+            .where(
+                Send.campaign_id == campaign_id,
+                Send.id.between(first_id, last_id),
+                Send.status == SendStatus.QUEUED,
+            )
+            .order_by(Send.id)
+        )
+    )
+    return Category(campaign.category), messages, pending
 
 
 @dataclass
@@ -213,46 +275,55 @@ def _send_slice(
     return _SentSlice(claimed, results, skips, {m.send_id: m.message_id for m in outgoing})
 
 
-def _record(
-    ctx: DeliveryContext,
-    session: Session,
-    campaign_id: int,
-    sent: _SentSlice,
-    report: BatchReport,
-) -> None:
-    settings = ctx.rt.settings
+def _record(ctx: DeliveryContext, session: Session, *, sent: _SentSlice) -> RecordReport:
     now = ctx.clock()
-    record_skips(session, sent.skips, now)
+    record_skips(session, sent.skips, sent.claimed, now)
     recorded = record_results(
         session,
-        settings,
+        ctx.rt.settings,
         sent.results,
         sent.claimed,
         sent.message_ids,
         now,
         ctx.rt.hash_address,
     )
-    if recorded.policy_failures:
-        _pause_on_policy_failures(session, settings.max_policy_failures, campaign_id, now)
-    report.add(recorded.counts)
     if sent.skips:
-        report.add({SendStatus.SKIPPED.value: len(sent.skips)})
+        recorded.counts[SendStatus.SKIPPED.value] = len(sent.skips)
+    return recorded
 
 
 def _claim(
     session: Session,
+    *,
     category: Category,
     campaign_id: int,
     ids: list[int],
     now: dt.datetime,
     lease_s: int,
+    journal: Journal | None = None,
 ) -> tuple[dict[int, Claimed], Sequence[Any]]:
     """queued → sending for the rows nobody else took, while the campaign is still sending;
     then who they go to and whether consent still holds. The lease lets the sweep recover them.
+    The claim is journalled before it commits, so no crash leaves a claim the journal lacks.
     """
     lease = now + dt.timedelta(seconds=lease_s)
     if session.get_bind().dialect.name == "postgresql":
-        return _claim_postgres(session, category, campaign_id, ids, now, lease)
+        claimed, rows = _claim_postgres(session, category, campaign_id, ids, now, lease)
+    else:
+        claimed, rows = _claim_generic(session, category, campaign_id, ids, now, lease)
+    if journal is not None and claimed:
+        journal.claimed((send_id, info.attempts) for send_id, info in claimed.items())
+    return claimed, rows
+
+
+def _claim_generic(
+    session: Session,
+    category: Category,
+    campaign_id: int,
+    ids: list[int],
+    now: dt.datetime,
+    lease: dt.datetime,
+) -> tuple[dict[int, Claimed], Sequence[Any]]:
     still_sending = exists().where(
         Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING.value
     )
@@ -284,14 +355,20 @@ def _claim(
 
 #: PostgreSQL: claim a slice and read its recipients in one statement (a data-modifying CTE),
 #: with fixed text so it is prepared once. Same meaning as the generic two-step path below it.
+#: Rows are locked in id order and locked rows are skipped, never waited for: a row locked by
+#: the sweep or by another worker (a batch enqueued twice) is someone else's to send.
 _PG_CLAIM = """
-WITH claimed AS (
+WITH free AS (
+    SELECT id FROM sends
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'queued'
+      AND EXISTS (SELECT 1 FROM campaigns WHERE id = %(campaign_id)s AND status = 'sending')
+    ORDER BY id FOR UPDATE OF sends SKIP LOCKED
+), claimed AS (
     UPDATE sends SET status = 'sending', lease_expires_at = %(lease)s,
         attempts = attempts + 1, updated_at = %(now)s,
         first_attempt_at = coalesce(first_attempt_at, %(now)s)
-    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'queued'
-      AND EXISTS (SELECT 1 FROM campaigns WHERE id = %(campaign_id)s AND status = 'sending')
-    RETURNING id, attempts, first_attempt_at, email, contact_id
+    FROM free WHERE sends.id = free.id
+    RETURNING sends.id, attempts, first_attempt_at, email, contact_id
 )
 SELECT claimed.id AS send_id, claimed.attempts, claimed.first_attempt_at, claimed.email,
     c.id AS contact_id, c.first_name, c.last_name, c.title, c.needs_smtputf8,
@@ -398,10 +475,12 @@ def _skip_reason(row: Any) -> str:
     return ""
 
 
-def _status(session: Session, campaign_id: int) -> str | None:
-    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-    session.commit()
-    return status
+def _status(rt: Runtime, campaign_id: int) -> str | None:
+    return in_transaction(
+        rt.sessions,
+        lambda session: session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)),
+        what=f"campaign {campaign_id}: reading status",
+    )
 
 
 def _pause_on_policy_failures(

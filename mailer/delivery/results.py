@@ -22,7 +22,13 @@ _sends = cast(Table, Send.__table__)
 #: One statement for every outcome, run as executemany: a batch costs one round trip.
 _RECORD = (
     update(_sends)
-    .where(_sends.c.id == bindparam("b_id"), _sends.c.status == SendStatus.SENDING.value)
+    .where(
+        _sends.c.id == bindparam("b_id"),
+        _sends.c.status == SendStatus.SENDING.value,
+        # still this claim's row: after a lease expired and the row was claimed again, the
+        # later claim's results are the ones that count
+        _sends.c.attempts == bindparam("b_att"),
+    )
     .values(
         status=bindparam("b_status"),
         skip_reason=bindparam("b_skip"),
@@ -61,6 +67,7 @@ def retry_delay_s(settings: Settings, attempts: int) -> int:
 
 def _row(
     send_id: int,
+    attempts: int,
     status: SendStatus,
     now: dt.datetime,
     *,
@@ -73,6 +80,7 @@ def _row(
 ) -> dict[str, Any]:
     return {
         "b_id": send_id,
+        "b_att": attempts,
         "b_status": status.value,
         "b_skip": skip,
         "b_code": code,
@@ -105,7 +113,14 @@ def record_results(
         if status is SendStatus.SENT:
             rows.append(
                 _row(
-                    result.send_id, status, now, code=result.code, reply=reply, mid=mid, sent_at=now
+                    result.send_id,
+                    info.attempts,
+                    status,
+                    now,
+                    code=result.code,
+                    reply=reply,
+                    mid=mid,
+                    sent_at=now,
                 )
             )
         elif status is SendStatus.DEFERRED:
@@ -113,6 +128,7 @@ def record_results(
             rows.append(
                 _row(
                     result.send_id,
+                    info.attempts,
                     status,
                     now,
                     code=result.code,
@@ -124,7 +140,17 @@ def record_results(
         else:
             if result.outcome is Outcome.DEFERRED:
                 reply = f"gave up after {info.attempts} attempts: {reply}"
-            rows.append(_row(result.send_id, status, now, code=result.code, reply=reply, mid=mid))
+            rows.append(
+                _row(
+                    result.send_id,
+                    info.attempts,
+                    status,
+                    now,
+                    code=result.code,
+                    reply=reply,
+                    mid=mid,
+                )
+            )
             if result.kind is ReplyKind.HARD:
                 hard.append((info.email, reply))
             elif result.kind is ReplyKind.POLICY:
@@ -135,11 +161,16 @@ def record_results(
     return report
 
 
-def record_skips(session: Session, skips: Mapping[int, str], now: dt.datetime) -> None:
+def record_skips(
+    session: Session, skips: Mapping[int, str], claimed: Mapping[int, Claimed], now: dt.datetime
+) -> None:
     """Sends excluded at send time (opted out, suppressed …) become skipped with the reason."""
     _write(
         session,
-        [_row(send_id, SendStatus.SKIPPED, now, skip=reason) for send_id, reason in skips.items()],
+        [
+            _row(send_id, claimed[send_id].attempts, SendStatus.SKIPPED, now, skip=reason)
+            for send_id, reason in skips.items()
+        ],
     )
 
 
@@ -149,11 +180,11 @@ _PG_RECORD = """
 UPDATE sends SET status = v.status, skip_reason = v.skip_reason, smtp_code = v.code,
     smtp_reply = v.reply, message_id = v.mid, sent_at = v.sent_at, next_attempt_at = v.next_at,
     lease_expires_at = NULL, updated_at = v.now
-FROM unnest(%(id)s::bigint[], %(status)s::text[], %(skip)s::text[], %(code)s::int[],
-            %(reply)s::text[], %(mid)s::text[], %(sent_at)s::timestamptz[],
+FROM unnest(%(id)s::bigint[], %(att)s::int[], %(status)s::text[], %(skip)s::text[],
+            %(code)s::int[], %(reply)s::text[], %(mid)s::text[], %(sent_at)s::timestamptz[],
             %(next)s::timestamptz[], %(now)s::timestamptz[])
-    AS v(id, status, skip_reason, code, reply, mid, sent_at, next_at, now)
-WHERE sends.id = v.id AND sends.status = 'sending'
+    AS v(id, attempts, status, skip_reason, code, reply, mid, sent_at, next_at, now)
+WHERE sends.id = v.id AND sends.status = 'sending' AND sends.attempts = v.attempts
 """
 
 
@@ -201,7 +232,9 @@ def suppress(
         for h, (email, reply) in by_hash.items()
         if h not in known
     ]
-    # another worker may suppress the same address meanwhile: skip it rather than fail
+    # another worker may suppress the same address meanwhile: skip it rather than fail; in
+    # one order (by hash), so two workers inserting the same addresses never deadlock
+    new.sort(key=lambda row: row["address_hash"])
     insert_ignoring_duplicates(session, cast(Table, Suppression.__table__), new)
     return len(new)
 

@@ -3,28 +3,28 @@ retry deferred sends when due, re-enqueue lost batches, and, as a backstop, comp
 with nothing left outstanding (normally whoever records the last send completes it).
 
 Safe with several schedulers on one database: every change is a conditional UPDATE, and on
-PostgreSQL due campaigns are taken with FOR UPDATE SKIP LOCKED.
+PostgreSQL due campaigns and send rows are taken with FOR UPDATE SKIP LOCKED.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from functools import partial
+from typing import Any, cast
 
-from sqlalchemy import Table, literal_column, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, literal_column, select
 
-from mailer import audit
-from mailer.campaigns.lifecycle import complete_if_done
-from mailer.delivery.batches import Batch, Dispatch, batches_for, cut_batches, dispatch_all
+from mailer.campaigns.lifecycle import SCHEDULER, complete_if_done
+from mailer.delivery.batches import Batch, Dispatch, cut_batches, dispatch_all
 from mailer.delivery.planning import finish_planning
-from mailer.enums import CampaignStatus, Category, SendStatus
+from mailer.delivery.recovery import move_sends, recover
+from mailer.delivery.transactions import in_transaction
+from mailer.enums import CampaignStatus, SendStatus
 from mailer.models import Campaign, Send, utcnow
 from mailer.runtime import Runtime
 
-#: Who the audit log names for what the sweep does.
-SCHEDULER = "scheduler"
 #: The send log as a Core table, for the bulk statements of the hot path.
 _sends = cast(Table, Send.__table__)
 
@@ -34,8 +34,9 @@ class TickReport:
     started: list[int] = field(default_factory=list)
     missed: list[int] = field(default_factory=list)
     failed_to_start: dict[int, str] = field(default_factory=dict)
-    requeued: int = 0  #: expired leases of at-least-once mail, sent again
-    unknown: int = 0  #: expired leases of at-most-once mail, never resent
+    recovered_sent: int = 0  #: accepted before their worker stopped, as its journal says
+    requeued: int = 0  #: stopped workers' sends queued again (never begun, or at-least-once)
+    unknown: int = 0  #: stopped workers' marketing mail that may have gone out; never resent
     retried: int = 0
     completed: list[int] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
@@ -44,18 +45,30 @@ class TickReport:
 def scheduler_tick(
     rt: Runtime, *, dispatch: Dispatch | None, now: dt.datetime | None = None
 ) -> TickReport:
-    """One pass of the sweep; enqueue what it found through `dispatch`."""
+    """One pass of the sweep; enqueue what it found through `dispatch`.
+
+    Send rows are changed in id order, a chunk per transaction, skipping rows a worker holds
+    (see `mailer.delivery.transactions`): the sweep never waits for a worker, so never
+    deadlocks with one.
+    """
     now = now or utcnow()
     report = TickReport()
     _start_scheduled(rt, report, now)
     _finish_interrupted_planning(rt, report, now)
-    with rt.sessions.begin() as session:
-        _recover_leases(session, rt.settings.batch_size, report, now)
-        _retry_due(session, rt.settings.batch_size, report, now)
-        _requeue_stale(session, rt.settings.batch_size, rt.settings.lease_s, report, now)
-        for campaign_id in _sending_campaigns(session):
-            if complete_if_done(session, campaign_id, actor=SCHEDULER, now=now):
-                report.completed.append(campaign_id)
+    recovered = recover(rt, now)
+    report.recovered_sent = recovered.sent
+    report.requeued = recovered.requeued
+    report.unknown = recovered.unknown
+    report.batches.extend(recovered.batches)
+    _retry_due(rt, report, now)
+    _requeue_stale(rt, report, now)
+    for campaign_id in _sending_campaigns(rt):
+        if in_transaction(
+            rt.sessions,
+            partial(complete_if_done, campaign_id=campaign_id, actor=SCHEDULER, now=now),
+            what=f"campaign {campaign_id}: completing",
+        ):
+            report.completed.append(campaign_id)
     dispatch_all(dispatch, report.batches)
     return report
 
@@ -86,122 +99,72 @@ def _finish_interrupted_planning(rt: Runtime, report: TickReport, now: dt.dateti
         report.batches.extend(finish_planning(rt, campaign_id, dispatch=None, now=now))
 
 
-def _recover_leases(
-    session: Session, batch_size: int, report: TickReport, now: dt.datetime
-) -> None:
-    """Sends whose worker died: resend service/policy mail, mark marketing mail unknown."""
-    expired = list(
-        session.execute(
-            select(Send.id, Send.campaign_id, Send.category).where(
-                Send.status == literal_column("'sending'"), Send.lease_expires_at < now
+def _retry_due(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
+    with rt.sessions() as session:
+        due = list(
+            session.execute(
+                select(Send.id, Send.campaign_id, Send.category)
+                .join(Campaign, Campaign.id == Send.campaign_id)
+                .where(
+                    Send.status == literal_column("'deferred'"),
+                    Send.next_attempt_at <= now,
+                    Campaign.status == CampaignStatus.SENDING,
+                )
             )
         )
-    )
-    by_campaign: dict[tuple[int, str], list[int]] = {}
-    for send_id, campaign_id, category in expired:
-        by_campaign.setdefault((campaign_id, category), []).append(send_id)
-    for (campaign_id, category), ids in by_campaign.items():
-        at_least_once = Category(category).is_at_least_once
-        target = SendStatus.QUEUED if at_least_once else SendStatus.UNKNOWN
-        changed = _move(
-            session,
+    for (campaign_id, category), ids in _by_campaign(due).items():
+        changed = move_sends(
+            rt,
             ids,
-            SendStatus.SENDING,
-            target,
+            SendStatus.DEFERRED,
+            SendStatus.QUEUED,
             now,
-            reply=""
-            if at_least_once
-            else "worker lost while sending; not resent (marketing mail is sent at most once)",
+            only_if=(_sends.c.next_attempt_at <= now,),
         )
-        if at_least_once:
-            report.requeued += len(changed)
-            report.batches.extend(cut_batches(campaign_id, category, changed, batch_size))
-        else:
-            report.unknown += len(changed)
-        if changed:
-            audit.record(
-                session,
-                SCHEDULER,
-                "sends.lease_expired",
-                object_type="campaign",
-                object_id=campaign_id,
-                count=len(changed),
-                now_status=target.value,
-            )
-
-
-def _retry_due(session: Session, batch_size: int, report: TickReport, now: dt.datetime) -> None:
-    due = list(
-        session.execute(
-            select(Send.id, Send.campaign_id, Send.category)
-            .join(Campaign, Campaign.id == Send.campaign_id)
-            .where(
-                Send.status == literal_column("'deferred'"),
-                Send.next_attempt_at <= now,
-                Campaign.status == CampaignStatus.SENDING,
-            )
-        )
-    )
-    by_campaign: dict[tuple[int, str], list[int]] = {}
-    for send_id, campaign_id, category in due:
-        by_campaign.setdefault((campaign_id, category), []).append(send_id)
-    for (campaign_id, category), ids in by_campaign.items():
-        changed = _move(session, ids, SendStatus.DEFERRED, SendStatus.QUEUED, now)
         report.retried += len(changed)
-        report.batches.extend(cut_batches(campaign_id, category, changed, batch_size))
+        report.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
 
 
-def _requeue_stale(
-    session: Session, batch_size: int, lease_s: int, report: TickReport, now: dt.datetime
-) -> None:
-    """Queued rows nobody has touched for a lease period: their broker message was lost."""
-    stale_before = now - dt.timedelta(seconds=lease_s)
-    campaigns = session.execute(
-        select(Campaign.id, Campaign.category).where(Campaign.status == CampaignStatus.SENDING)
-    )
-    for campaign_id, category in list(campaigns):
-        report.batches.extend(
-            batches_for(
-                session,
-                campaign_id,
-                Category(category),
-                batch_size,
-                touch_at=now,
-                stale_before=stale_before,
+def _requeue_stale(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
+    """Queued rows nobody has touched for a lease period: their broker message was lost.
+
+    They are touched (updated_at = now) as they are re-enqueued, so they count as stale again
+    only a lease period later.
+    """
+    stale_before = now - dt.timedelta(seconds=rt.settings.lease_s)
+    with rt.sessions() as session:
+        stale = list(
+            session.execute(
+                select(Send.id, Send.campaign_id, Send.category)
+                .join(Campaign, Campaign.id == Send.campaign_id)
+                .where(
+                    Send.status == literal_column("'queued'"),
+                    Send.updated_at < stale_before,
+                    Campaign.status == CampaignStatus.SENDING,
+                )
             )
         )
-
-
-def _move(
-    session: Session,
-    ids: list[int],
-    source: SendStatus,
-    target: SendStatus,
-    now: dt.datetime,
-    reply: str = "",
-) -> list[int]:
-    values: dict[str, object] = {
-        "status": target.value,
-        "lease_expires_at": None,
-        "updated_at": now,
-        "next_attempt_at": None,
-    }
-    if reply:
-        values["smtp_reply"] = reply
-    changed: list[int] = []
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        rows = session.execute(
-            update(_sends)
-            .where(_sends.c.id.in_(chunk), _sends.c.status == source.value)
-            .values(**values)
-            .returning(_sends.c.id)
+    for (campaign_id, category), ids in _by_campaign(stale).items():
+        changed = move_sends(
+            rt,
+            ids,
+            SendStatus.QUEUED,
+            SendStatus.QUEUED,
+            now,
+            only_if=(_sends.c.updated_at < stale_before,),
         )
-        changed.extend(row.id for row in rows)
-    return changed
+        report.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
 
 
-def _sending_campaigns(session: Session) -> list[int]:
-    return list(
-        session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.SENDING))
-    )
+def _by_campaign(rows: Iterable[Any]) -> dict[tuple[int, str], list[int]]:
+    grouped: dict[tuple[int, str], list[int]] = {}
+    for send_id, campaign_id, category in rows:
+        grouped.setdefault((campaign_id, category), []).append(send_id)
+    return grouped
+
+
+def _sending_campaigns(rt: Runtime) -> list[int]:
+    with rt.sessions() as session:
+        return list(
+            session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.SENDING))
+        )

@@ -40,6 +40,7 @@ from mailer.messages.context import (
     recipient_views,
 )
 from mailer.messages.dkim import DkimSigner
+from mailer.messages.environment import render_budget
 from mailer.messages.templates import Template
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import TokenSigner
@@ -84,6 +85,7 @@ class CampaignMessages:
         self._verp_prefix, self._verp_suffix = verp_parts(settings.envelope_sender)
         self._mail_domain = settings.mail_domain
         self._msgid_key = _message_id_key(settings.secret_key)
+        self._render_budget_s = settings.template_render_budget_s
         # QP output never contains "=_" (a literal "=" is always =3D), so a body cannot hold it.
         self._boundary = f"=_mailer_{secrets.token_hex(12)}".encode()
         policy = (
@@ -194,9 +196,10 @@ class CampaignMessages:
             "manager": manager,
             "links": links,
         }
-        subject = self._fixed_subject or _render(tpl, "subject", tpl.subject, ctx)
-        text = _render(tpl, "text part", tpl.text, ctx)
-        html = _render(tpl, "HTML part", tpl.html, ctx)
+        with render_budget(self._render_budget_s):
+            subject = self._fixed_subject or _render(tpl, "subject", tpl.subject, ctx)
+            text = _render(tpl, "text part", tpl.text, ctx)
+            html = _render(tpl, "HTML part", tpl.html, ctx)
         return subject, text, html, token, links
 
     def build(self, recipient: Recipient) -> OutgoingMessage:

@@ -32,7 +32,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from mailer.config import Settings
 from mailer.enums import Category
 from mailer.errors import TemplateError
-from mailer.messages import sources
+from mailer.messages import containment, sources
 from mailer.messages.context import CONTEXT_VIEWS, view_fields
 from mailer.messages.environment import compile_source, make_environment
 from mailer.messages.lint import lint_content
@@ -114,10 +114,11 @@ def load_template(settings: Settings, name: str) -> Template:
 
     lint_content(category, html_file, header["subject"], [html_source, text_piece.text])
     layout_html, layout_text = _read_layout(env, root)
+    content = containment.contain_content(Piece(html_source, html_file))
     html_comp = sources.inline_css(
-        sources.around_content(layout_html.text, layout_html.file, Piece(html_source, html_file))
+        sources.around_content(layout_html.text, layout_html.file, content)
     )
-    sources.check_footer_visible(html_comp, FOOTER_OUTPUTS, html_file)
+    containment.check_footer_visible(html_comp, FOOTER_OUTPUTS, html_file)
     text_comp = sources.compose(
         sources.around_content(layout_text.text, layout_text.file, text_piece)
     )

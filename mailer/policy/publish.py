@@ -23,14 +23,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer import audit
-from mailer.access.permissions import find_user, require_admin
+from mailer.access import Actor, audit, require
 from mailer.campaigns import Launch, add_draft, begin_launch, summarize, validate_launch
 from mailer.config import Settings
 from mailer.delivery.batches import Dispatch
 from mailer.enums import Category
 from mailer.errors import PolicyError
-from mailer.models import Campaign, PolicyVersion, User, utcnow
+from mailer.models import Campaign, PolicyVersion, utcnow
 from mailer.policy.text import ensure_first_version, get_version
 from mailer.runtime import Runtime
 
@@ -111,7 +110,7 @@ def publish_policy(
     text: str,
     summary: str,
     is_material: bool,
-    username: str,
+    actor: Actor,
     dispatch: Dispatch | None,
     now: dt.datetime | None = None,
 ) -> PublishReport:
@@ -124,8 +123,15 @@ def publish_policy(
     _check_input(version, text, summary, is_material)
     launched: Launch | None = None
     with rt.sessions.begin() as session:
-        user = find_user(session, username)
-        require_admin(user, "publish a policy version")
+        require(
+            session,
+            actor,
+            "policy.publish",
+            object_type="policy_version",
+            object_id=version,
+            reason="only an admin may publish a policy version",
+            allowed=actor.is_admin,
+        )
         ensure_first_version(session)
         _refuse_taken_or_early(session, version, effective_on)
         policy = PolicyVersion(
@@ -135,7 +141,7 @@ def publish_policy(
             summary=summary,
             is_material=is_material,
             published_at=now,
-            published_by=user.username,
+            published_by=actor.username,
         )
         session.add(policy)
         try:
@@ -146,16 +152,16 @@ def publish_policy(
                 f"version {version} was published by someone else a moment ago; "
                 "`mailer policy show` tells who"
             ) from exc
-        report = PublishReport(version, effective_on, is_material, now, user.username)
+        report = PublishReport(version, effective_on, is_material, now, actor.username)
         if is_material:
-            campaign, launched = _launch_notice(rt, session, policy, user, now)
+            campaign, launched = _launch_notice(rt, session, policy, actor, now)
             planned = summarize(session, campaign)
             report.campaign_id = campaign.id
             report.counts, report.skip_reasons = planned.counts, planned.skip_reasons
             report.batches = len(launched.batches)
-        audit.record(
+        audit(
             session,
-            user.username,
+            actor,
             "policy.publish",
             object_type="policy_version",
             object_id=version,
@@ -192,19 +198,19 @@ def _refuse_taken_or_early(session: Session, version: str, effective_on: dt.date
 
 
 def _launch_notice(
-    rt: Runtime, session: Session, policy: PolicyVersion, user: User, now: dt.datetime
+    rt: Runtime, session: Session, policy: PolicyVersion, actor: Actor, now: dt.datetime
 ) -> tuple[Campaign, Launch]:
     """Create and launch the notice campaign in the caller's transaction; link it to the version."""
     validate_launch(rt, Category.POLICY, NOTICE_TEMPLATE, "", "")
     campaign = add_draft(
         session,
-        user,
+        actor,
         name=f"Privacy policy version {policy.version} notice",
         category=Category.POLICY,
         template=NOTICE_TEMPLATE,
         params=notice_params(rt.settings, policy),
         policy_version=policy.version,
     )
-    begun = begin_launch(rt, session, campaign, actor=user.username, now=now, plan_all=True)
+    begun = begin_launch(rt, session, campaign, actor=actor, now=now, plan_all=True)
     policy.campaign_id = campaign.id
     return campaign, begun

@@ -24,8 +24,7 @@ from typing import Any
 from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from mailer import audit
-from mailer.access.permissions import find_user, require_admin
+from mailer.access import Actor, audit, require
 from mailer.campaigns.lifecycle import transition
 from mailer.db import is_postgres
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
@@ -58,7 +57,7 @@ def resend_notice(
     rt: Runtime,
     version: str,
     *,
-    username: str,
+    actor: Actor,
     dispatch: Dispatch | None,
     now: dt.datetime | None = None,
 ) -> ResendReport:
@@ -69,8 +68,15 @@ def resend_notice(
     """
     now = now or utcnow()
     with rt.sessions.begin() as session:
-        user = find_user(session, username)
-        require_admin(user, "resend a policy notice")
+        require(
+            session,
+            actor,
+            "policy.resend",
+            object_type="policy_version",
+            object_id=version,
+            reason="only an admin may resend a policy notice",
+            allowed=actor.is_admin,
+        )
         policy = require_version(session, version)
         campaign = _notice_campaign(session, policy)
         report = ResendReport(version, campaign.id)
@@ -87,17 +93,17 @@ def resend_notice(
                 session,
                 campaign.id,
                 CampaignStatus.SENDING,
-                actor=user.username,
+                actor=actor,
                 action="reopen",
-                detail=f"reopened by {user.username} to resend the notice to {report.queued} "
+                detail=f"reopened by {actor.username} to resend the notice to {report.queued} "
                 "contacts",
                 sources=(CampaignStatus.COMPLETED,),
                 values={"completed_at": None},
                 now=now,
             )
-        audit.record(
+        audit(
             session,
-            user.username,
+            actor,
             "policy.resend",
             object_type="policy_version",
             object_id=version,

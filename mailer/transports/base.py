@@ -14,6 +14,16 @@ from typing import Protocol, runtime_checkable
 from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage, ReplyKind
 
 
+class SendObserver(Protocol):
+    """Told of each message as it goes: the delivery journal (see `mailer.delivery.journal`)."""
+
+    def attempting(self, send_id: int) -> None:
+        """The message is about to go to a server (it may be delivered from now on)."""
+
+    def answered(self, send_id: int, is_accepted: bool) -> None:
+        """The message has its result: accepted by the server, or not (refused, deferred)."""
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Sends built messages. Call `open`, then `send_batch` any number of times, then `close`.
@@ -23,8 +33,13 @@ class Transport(Protocol):
 
     async def open(self) -> None: ...
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        """One result per message, same order; never raises for a per-message problem."""
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], observer: SendObserver | None = None
+    ) -> list[DeliveryResult]:
+        """One result per message, same order; never raises for a per-message problem.
+
+        `observer` hears of each message the moment it is begun and the moment it is accepted.
+        """
         ...
 
     async def close(self) -> None: ...

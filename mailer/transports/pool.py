@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from mailer.config import Settings
 from mailer.errors import TransientSendError
-from mailer.outgoing import DeliveryResult, OutgoingMessage
-from mailer.transports.base import connection_result
+from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage
+from mailer.transports.base import SendObserver, connection_result
 from mailer.transports.relays import Relay
 
 _log = logging.getLogger(__name__)
@@ -81,18 +81,28 @@ class PooledTransport:
         """Nothing to do up front: connections open on first use and then stay open."""
         self._adopt_running_loop()
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+    async def send_batch(
+        self, messages: Sequence[OutgoingMessage], observer: SendObserver | None = None
+    ) -> list[DeliveryResult]:
         """One result per message, in order; never raises for a per-message problem.
 
         One batch at a time per transport (concurrent calls wait for each other).
         """
         self._adopt_running_loop()
         async with self._batch_lock:
-            return await self._send_batch(messages)
+            return await self._send_batch(messages, observer)
 
-    async def _send_batch(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        results: list[DeliveryResult | None] = [None] * len(messages)
-        waiting = deque(enumerate(messages))
+    async def _send_batch(
+        self, messages: Sequence[OutgoingMessage], observer: SendObserver | None = None
+    ) -> list[DeliveryResult]:
+        results: list[DeliveryResult | None]
+        waiting: deque[tuple[int, OutgoingMessage]]
+        if observer is None:
+            results = [None] * len(messages)
+            waiting = deque(enumerate(messages))
+        else:
+            results = _ObservedResults(observer, len(messages))
+            waiting = _ObservedQueue(observer, enumerate(messages))
         self._unreachable = ""
         workers = min(self._pool_size, len(messages))
         await asyncio.gather(*(self._work(slot, waiting, results) for slot in range(workers)))
@@ -197,3 +207,31 @@ class PooledTransport:
             await asyncio.sleep(CONNECT_BACKOFF_S[attempt])
         self._unreachable = self._unreachable or "; ".join(dict.fromkeys(errors))
         return None
+
+
+class _ObservedQueue(deque[tuple[int, OutgoingMessage]]):
+    """The waiting messages; a connection taking one tells the observer it is begun."""
+
+    def __init__(
+        self, observer: SendObserver, items: Iterable[tuple[int, OutgoingMessage]]
+    ) -> None:
+        super().__init__(items)
+        self._observer = observer
+
+    def popleft(self) -> tuple[int, OutgoingMessage]:
+        item = super().popleft()
+        self._observer.attempting(item[1].send_id)
+        return item
+
+
+class _ObservedResults(list[DeliveryResult | None]):
+    """The batch's results; each is told to the observer the moment it is set."""
+
+    def __init__(self, observer: SendObserver, size: int) -> None:
+        super().__init__([None] * size)
+        self._observer = observer
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, value)
+        if isinstance(value, DeliveryResult):
+            self._observer.answered(value.send_id, value.outcome is Outcome.SENT)

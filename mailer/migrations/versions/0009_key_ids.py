@@ -1,7 +1,7 @@
 """key_ids: the id of the key address hashes are made with, so key rotation keeps them valid
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import mailer.models
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,190 @@
+"""The delivery journal settles a dead worker's claims exactly, and delivery transactions are
+retried through real PostgreSQL deadlocks and killed connections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text, update
+
+from mailer import campaigns
+from mailer.delivery import Batch, Journal, scheduler_tick
+from mailer.delivery.journal import read_journals, this_host
+from mailer.delivery.transactions import in_transaction
+from mailer.models import Send
+from mailer.runtime import Runtime
+from tests.delivery_fixtures import as_user
+
+MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
+BUMP = text("UPDATE deadlock_probe SET n = n + 1 WHERE id = :i")
+
+
+def _launch_held(rt: Runtime, category: str = "features") -> tuple[int, list[int]]:
+    cid = campaigns.create_campaign(
+        rt,
+        actor=as_user(rt, "mark"),
+        name="Journal",
+        category=category,
+        template=MARKETING_TEMPLATE,
+    ).id
+    held: list[Batch] = []
+    campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=held.extend)
+    ids = sorted(i for b in held for i in range(b.first_id, b.last_id + 1))
+    return cid, ids
+
+
+def _claim_all(rt: Runtime, ids: list[int], lease: dt.datetime) -> None:
+    with rt.sessions.begin() as s:
+        s.execute(
+            update(Send)
+            .where(Send.id.in_(ids))
+            .values(status="sending", attempts=1, lease_expires_at=lease)
+        )
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _statuses(rt: Runtime, ids: list[int]) -> list[str]:
+    with rt.sessions() as s:
+        return [s.get(Send, i).status for i in ids]  # type: ignore[union-attr]
+
+
+def test_a_dead_workers_journal_settles_each_claim_exactly(
+    mail_rt: Runtime, people, make_audience
+) -> None:
+    make_audience(6)
+    cid, ids = _launch_held(mail_rt)
+    now = dt.datetime.now(dt.UTC)
+    # Given a worker that claimed six sends (lease still running), began four, had two
+    # accepted and one refused, and was then killed
+    _claim_all(mail_rt, ids, now + dt.timedelta(minutes=5))
+    journal_dir = mail_rt.settings.journal_dir
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    path = journal_dir / f"{this_host()}.{_dead_pid()}.1-abc.journal"
+    a, b, c, d, e, f = ids
+    path.write_text(
+        f"c {' '.join(f'{i}:1' for i in ids)}\na{a}\na{b}\ns{a} 1\na{c}\nr{c}\na{d}\ns{b} 2\n"
+        "a"  # a line cut short by the kill
+    )
+
+    # When the sweep runs, before the lease is up
+    report = scheduler_tick(mail_rt, dispatch=None, now=now)
+
+    # Then accepted → sent, refused and never begun → queued again, begun → unknown
+    assert _statuses(mail_rt, ids) == ["sent", "sent", "queued", "unknown", "queued", "queued"]
+    assert (report.recovered_sent, report.requeued, report.unknown) == (2, 3, 1)
+    enqueued = {i for b in report.batches for i in range(b.first_id, b.last_id + 1)}
+    assert {c, e, f} <= enqueued and not {a, b} & enqueued
+    assert not path.exists()
+    assert campaigns.campaign_status(mail_rt, cid).status == "sending"
+
+
+def test_a_live_workers_claims_are_left_to_it_after_its_lease(
+    mail_rt: Runtime, people, make_audience
+) -> None:
+    make_audience(3)
+    _, ids = _launch_held(mail_rt)
+    now = dt.datetime.now(dt.UTC)
+    _claim_all(mail_rt, ids, now - dt.timedelta(seconds=1))
+    journal = Journal(mail_rt.settings.journal_dir)  # this process: alive
+    journal.claimed((i, 1) for i in ids)
+
+    # When the lease has just expired, the live owner keeps its claims
+    scheduler_tick(mail_rt, dispatch=None, now=now)
+    assert _statuses(mail_rt, ids) == ["sending"] * 3
+
+    # Then long after, it counts as hung: the lease rule applies (marketing: unknown)
+    scheduler_tick(mail_rt, dispatch=None, now=now + dt.timedelta(minutes=10))
+    assert _statuses(mail_rt, ids) == ["unknown"] * 3
+    journal.close()
+    assert read_journals(mail_rt.settings.journal_dir) == []
+
+
+def test_a_worker_journals_each_message_and_empties_the_file_once_recorded(
+    mail_rt: Runtime, people, make_audience, workers, smtp_server
+) -> None:
+    contacts = make_audience(12)
+    cid = campaigns.create_campaign(
+        mail_rt,
+        actor=as_user(mail_rt, "mark"),
+        name="J",
+        category="features",
+        template=MARKETING_TEMPLATE,
+    ).id
+    campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
+    assert workers.run_until_finished([cid], timeout_s=60)
+    assert campaigns.campaign_status(mail_rt, cid).counts == {"sent": len(contacts)}
+    files = list(Path(mail_rt.settings.journal_dir).glob("*.journal"))
+    assert files and all(f.stat().st_size == 0 for f in files)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_real_deadlock_is_retried_until_both_transactions_commit(rt: Runtime) -> None:
+    with rt.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE deadlock_probe (id int PRIMARY KEY, n int)"))
+        conn.execute(text("INSERT INTO deadlock_probe VALUES (1, 0), (2, 0)"))
+    barrier = threading.Barrier(2, timeout=10)
+    attempts = {"ab": 0, "ba": 0}
+    errors: list[BaseException] = []
+
+    def bump(order: tuple[int, int], name: str) -> None:
+        def work(session) -> None:  # type: ignore[no-untyped-def]
+            attempts[name] += 1
+            first, second = order
+            session.execute(BUMP, {"i": first})
+            if attempts[name] == 1:
+                barrier.wait()  # both hold their first row: the second UPDATEs deadlock
+            session.execute(BUMP, {"i": second})
+
+        try:
+            in_transaction(rt.sessions, work, what=f"probe {name}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=bump, args=((1, 2), "ab")),
+        threading.Thread(target=bump, args=((2, 1), "ba")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert sorted(attempts.values()) == [1, 2]  # exactly one lost the deadlock and ran again
+    with rt.engine.connect() as conn:
+        assert conn.execute(text("SELECT sum(n) FROM deadlock_probe")).scalar() == 4
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_connection_killed_mid_transaction_is_retried_on_a_new_one(rt: Runtime) -> None:
+    with rt.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE kill_probe (id int PRIMARY KEY)"))
+    admin = rt.engine.connect()
+    calls = 0
+
+    def work(session) -> int:  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        session.execute(text("INSERT INTO kill_probe VALUES (:i)"), {"i": calls})
+        if calls == 1:
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        return int(session.execute(text("SELECT count(*) FROM kill_probe")).scalar() or 0)
+
+    assert in_transaction(rt.sessions, work, what="probe") == 1
+    admin.close()
+    assert calls == 2
+    with rt.engine.connect() as conn:
+        assert conn.execute(text("SELECT array_agg(id) FROM kill_probe")).scalar() == [2]
+    assert os.getpid()  # the test process itself carried on

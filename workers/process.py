@@ -1,0 +1,78 @@
+"""One worker process of `mailer worker`: Dramatiq worker threads, a heartbeat, a clean stop.
+
+Run by `workers.supervisor`, which replaces the process if it dies:
+    python -m workers.process --threads 2 [--ready-fd N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+import dramatiq
+
+from mailer.config import Settings
+from mailer.delivery.heartbeats import WORKER_BEAT_S, beat
+from mailer.models import utcnow
+from workers.actors import Wiring, setup
+from workers.broker import QUEUES
+
+_log = logging.getLogger("mailer.worker")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="workers.process")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ready-fd", type=int, default=-1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
+    wiring = setup(Settings.from_env())
+    wiring.broker.emit_after("process_boot")
+    worker = dramatiq.Worker(
+        wiring.broker, queues=set(QUEUES), worker_threads=args.threads, worker_timeout=1000
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.start()
+    heart = threading.Thread(
+        target=_beat_until, args=(wiring, args.threads, stop), name="heartbeat", daemon=True
+    )
+    heart.start()
+    if args.ready_fd >= 0:
+        os.write(args.ready_fd, b"r")
+        os.close(args.ready_fd)
+    stop.wait()
+    _log.info("stopping: finishing the batches in hand")
+    wiring.broker.emit_before("process_stop")
+    worker.stop()
+    wiring.broker.close()
+
+
+def _beat_until(wiring: Wiring, threads: int, stop: threading.Event) -> None:
+    started = utcnow()
+    details = {"threads": threads, "queues": list(QUEUES)}
+    failing = False
+    while not stop.is_set():
+        try:
+            beat(wiring.runtime, "worker", details, started_at=started)
+            if failing:
+                _log.warning("heartbeat recorded again")
+            failing = False
+        except Exception as exc:
+            if not failing:
+                _log.warning("cannot record heartbeat (%s); will keep trying", exc)
+            failing = True
+        stop.wait(WORKER_BEAT_S)
+
+
+if __name__ == "__main__":
+    main()
