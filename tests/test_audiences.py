@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from mailer.errors import RuleError
 from mailer.models import AuditEvent, OptOut
 from mailer.rules import load_audience, load_audiences
 from mailer.runtime import Runtime
+from tests.delivery_fixtures import as_user
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -260,7 +262,7 @@ def test_every_lookup_of_a_saved_audience_names_the_nearest_one(
     local = Runtime(rt.settings.with_(audiences_dir=tmp_path), rt.engine, rt.sessions)
     make_user(username="mel", role="marketing")
     make_contact()
-    create = {"username": "mel", "name": "x", "category": "features"}
+    create: dict[str, Any] = {"actor": as_user(local, "mel"), "name": "x", "category": "features"}
     create["template"] = "features/benefitelect-enrollment-site"
     # When a campaign names it with a typo, the error names the nearest one
     with pytest.raises(NotFoundError, match="did you mean 'oregon-clients'"):
@@ -269,7 +271,12 @@ def test_every_lookup_of_a_saved_audience_names_the_nearest_one(
     cid = campaigns.create_campaign(local, audience="oregon-clients", **create).id
     now = dt.datetime.now(dt.UTC)
     campaigns.launch_campaign(
-        local, cid, username="mel", dispatch=None, at=now + dt.timedelta(minutes=5), now=now
+        local,
+        cid,
+        actor=as_user(local, "mel"),
+        dispatch=None,
+        at=now + dt.timedelta(minutes=5),
+        now=now,
     )
     (tmp_path / "oregon-clients.toml").rename(tmp_path / "oregon-customers.toml")
     report = scheduler_tick(local, dispatch=None, now=now + dt.timedelta(minutes=6))

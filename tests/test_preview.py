@@ -11,6 +11,7 @@ from email import policy
 from mailer import campaigns
 from mailer.delivery.preview import preview_message
 from mailer.policy import publish_policy
+from tests.delivery_fixtures import as_user
 
 #: Per-send parts (tokens in links, Message-ID) that differ between any two messages.
 _PER_SEND = re.compile(r"/(u|preferences)/[A-Za-z0-9_.-]+")
@@ -30,13 +31,15 @@ def test_a_service_preview_is_the_message_the_campaign_sends(
     [contact] = make_audience(1, account_manager_id=people["manager"].id)
     cid = campaigns.create_campaign(
         mail_rt,
-        username="amy",
+        actor=as_user(mail_rt, "amy"),
         name="Maintenance",
         category="service",
         template="service/planned-maintenance",
         rule_text="kind = client",
     ).id
-    campaigns.launch_campaign(mail_rt, cid, username="amy", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "amy"), dispatch=workers.dispatch
+    )
     assert workers.run_until_finished([cid], timeout_s=60)
     sent, sent_text = _text(smtp_server.messages[0].data)
     # When the template is previewed for that contact
@@ -61,7 +64,7 @@ def test_a_policy_preview_announces_the_latest_version_with_its_changes_and_link
         text="The whole new policy.",
         summary="What changed.\n- Logs are kept for seven years.\n- Cookies last a session.",
         is_material=True,
-        username="ada",
+        actor=as_user(rt, "ada"),
         dispatch=None,
     )
     # When the notice template is previewed
