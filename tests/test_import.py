@@ -597,7 +597,7 @@ def test_a_small_file_finds_its_rows_among_many_stored_ones(rt: Runtime, tmp_pat
     from mailer.contacts.sample import load_sample_into_db, write_sample_csv
 
     day = dt.date(2026, 1, 15)
-    load_sample_into_db(rt, 200, seed=3, actor="tester", today=day)
+    load_sample_into_db(rt, 200, seed=3, actor=TESTER, today=day)
     write_sample_csv(tmp_path / "all.csv", 200, seed=3, today=day)
     lines = (tmp_path / "all.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / "few.csv").write_text("".join(lines[:3]), encoding="utf-8")

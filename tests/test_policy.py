@@ -126,7 +126,7 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     assert "https://mail.cpi.example/privacy/2" in body and "January 1, 2027" in body
 
     # And coverage shows active and former clients apart
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert len(coverage.clients) == 5 and not coverage.not_reached
     assert coverage.contacts["sent"] == 8 and coverage.is_finished
     assert coverage.by_client_status() == {
@@ -160,7 +160,7 @@ def test_policy_grace_days_narrows_the_reach_to_recently_ended_agreements(
     assert queued == {c.email for c in active + recent}
     assert not queued & {c.email for c in old}
     # And coverage counts them, one active and one former
-    coverage = policy.coverage(narrow, "2")
+    coverage = policy.coverage(narrow, "2", actor=as_user(narrow, "ada"))
     assert {k: v["eligible"] for k, v in coverage.by_client_status().items()} == {
         "active": 1,
         "former": 1,
@@ -184,7 +184,7 @@ def test_suppressed_contact_is_undeliverable_and_its_client_flagged_when_it_had_
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
     assert _received(smtp_server) == Counter({fine.email: 1})
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     by_name = {c.name: c for c in coverage.clients}
     assert (by_name["Mixed Co"].sent, by_name["Mixed Co"].undeliverable) == (1, 1)
     assert [c.name for c in coverage.not_reached] == ["Lonely Co", "Bouncing Co"]
@@ -217,7 +217,7 @@ def test_421_then_accept_still_ends_with_full_coverage(
             s.execute(select(Send.email, Send.attempts).where(Send.status == "sent")).tuples().all()
         )
     assert attempts[contacts[0].email] >= 2
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert len(coverage.reached) == 5 and not coverage.not_reached
 
 
@@ -230,7 +230,9 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
     empty = make_org(name="Empty Co")  # a client with no contact at all when published
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
-    assert sorted(c.name for c in policy.coverage(mail_rt, "2").not_reached) == [
+    assert sorted(
+        c.name for c in policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada")).not_reached
+    ) == [
         "Empty Co",
         "Stuck Co",
     ]
@@ -250,7 +252,7 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
 
     # Then only the new contacts got it, and coverage is full; the later client is not missing
     assert _received(smtp_server) == Counter({new_stuck.email: 1, new_empty.email: 1})
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert not coverage.not_reached and len(coverage.clients) == 4
     assert {c.email for c in reached} <= {e for e in _all_sent(mail_rt)}
 
@@ -306,7 +308,7 @@ def test_non_material_version_is_stored_and_sends_nothing(
         assert s.scalars(select(Campaign)).all() == []
         assert s.scalars(select(Send)).all() == []
     assert smtp_server.messages == []
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert coverage.campaign_id is None and coverage.clients == []
     with pytest.raises(PolicyError, match="not published as material"):
         policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
@@ -343,7 +345,7 @@ def test_every_step_is_audited(mail_rt, workers, people, make_audience) -> None:
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
     policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
-    policy.coverage(mail_rt, "2", viewed_by="ada")
+    policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
 
     with mail_rt.sessions() as s:
         events = {e.action: e for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))}
@@ -419,7 +421,7 @@ def test_client_whose_contacts_are_all_inactive_is_flagged_with_the_reason(
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
-    [flagged] = policy.coverage(mail_rt, "2").not_reached
+    [flagged] = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada")).not_reached
     assert (flagged.name, flagged.skipped) == ("Dormant Co", 1)
     assert flagged.reason == "1 inactive or not sendable"
 
@@ -435,7 +437,7 @@ def test_resend_is_refused_while_the_notice_is_paused(mail_rt, people, make_audi
         policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=held.extend)
     with pytest.raises(PermissionDeniedError, match="only an admin"):
         policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "amy"), dispatch=held.extend)
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert (
         not coverage.is_finished and coverage.not_reached[0].reason == "still sending (1 pending)"
     )
@@ -486,7 +488,7 @@ def test_send_time_recheck_skips_a_newly_suppressed_contact_but_ignores_a_new_op
 
     # Then the suppressed one is undeliverable, the opted-out one is still told
     assert _received(smtp_server) == Counter({unsubscribed.email: 1})
-    [client] = policy.coverage(mail_rt, "2").clients
+    [client] = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada")).clients
     assert (client.sent, client.undeliverable) == (1, 1)
     with mail_rt.sessions() as s:
         row = s.scalars(select(Send).where(Send.contact_id == bounced.id)).one()

@@ -43,7 +43,9 @@ def test_a_service_preview_is_the_message_the_campaign_sends(
     assert workers.run_until_finished([cid], timeout_s=60)
     sent, sent_text = _text(smtp_server.messages[0].data)
     # When the template is previewed for that contact
-    preview = preview_message(mail_rt, "service/planned-maintenance", contact.email, actor="tester")
+    preview = preview_message(
+        mail_rt, "service/planned-maintenance", contact.email, actor=as_user(mail_rt, "amy")
+    )
     shown, shown_text = _text(preview.message.data)
     # Then sender, reply address, subject and text are what was sent
     for header in ("From", "Reply-To", "Subject", "To", "List-Unsubscribe-Post"):
@@ -68,8 +70,22 @@ def test_a_policy_preview_announces_the_latest_version_with_its_changes_and_link
         dispatch=None,
     )
     # When the notice template is previewed
-    preview = preview_message(rt, "policy/privacy-policy-change", contact.email, actor="tester")
+    preview = preview_message(
+        rt, "policy/privacy-policy-change", contact.email, actor=as_user(rt, "ada")
+    )
     # Then the changes and the version's own page are in it, as in the real notice
     assert "Logs are kept for seven years." in preview.text
     assert "Cookies last a session." in preview.text
     assert f"{rt.settings.public_base_url}/privacy/2" in preview.text
+
+
+def test_an_account_manager_cannot_preview_with_another_managers_client(
+    rt, people, make_org, make_contact
+) -> None:
+    import pytest
+
+    from mailer.errors import PermissionDeniedError
+
+    theirs = make_contact(organization=make_org(account_manager_id=people["other_manager"].id))
+    with pytest.raises(PermissionDeniedError, match="do not manage"):
+        preview_message(rt, "service/planned-maintenance", theirs.email, actor=as_user(rt, "amy"))

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from mailer.access import SYSTEM
+from mailer.access import SYSTEM, Actor
 from mailer.contacts.importer import import_contacts
 from mailer.contacts.sample import (
     SAMPLE_COLUMNS,
@@ -20,11 +20,14 @@ from mailer.contacts.sample import (
     load_sample_into_db,
     write_sample_csv,
 )
+from mailer.enums import Role as _Role
 from mailer.errors import MailerError
 from mailer.models import AuditEvent, Contact, Organization, OrganizationTag, User
 from mailer.runtime import Runtime
 
 TODAY = dt.date(2026, 11, 26)
+
+TESTER = Actor(user_id=None, username="tester", role=_Role.ADMIN, via="cli")
 
 
 def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
@@ -94,7 +97,7 @@ def test_a_sample_csv_imports_cleanly_and_twice_changes_nothing(
 
 
 def test_loading_into_the_database_matches_the_csv(rt: Runtime, tmp_path: Path) -> None:
-    counts = load_sample_into_db(rt, 300, seed=9, actor="tester", today=TODAY)
+    counts = load_sample_into_db(rt, 300, seed=9, actor=TESTER, today=TODAY)
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Organization)) == 300
         assert s.scalar(select(func.count()).select_from(Contact)) == counts["contacts"]
@@ -111,20 +114,22 @@ def test_loading_into_the_database_matches_the_csv(rt: Runtime, tmp_path: Path) 
 
 
 def test_loading_the_same_seed_twice_is_refused(rt: Runtime) -> None:
-    load_sample_into_db(rt, 5, seed=4, actor="tester", today=TODAY)
+    load_sample_into_db(rt, 5, seed=4, actor=TESTER, today=TODAY)
     with pytest.raises(MailerError, match=r"already in the database.*another --seed"):
-        load_sample_into_db(rt, 5, seed=4, actor="tester", today=TODAY)
-    load_sample_into_db(rt, 5, seed=5, actor="tester", today=TODAY)
+        load_sample_into_db(rt, 5, seed=4, actor=TESTER, today=TODAY)
+    load_sample_into_db(rt, 5, seed=5, actor=TESTER, today=TODAY)
 
 
 def test_the_sample_data_command_writes_csv_and_loads_the_database(
-    rt: Runtime, tmp_path: Path
+    rt: Runtime, tmp_path: Path, make_user
 ) -> None:
     from mailer.cli import main
 
+    make_user(username="ada", role="admin")
     env = {
         "MAILER_DATABASE_URL": rt.settings.database_url,
         "MAILER_SECRET_KEY": rt.settings.secret_key.reveal(),
+        "MAILER_USER": "ada",
     }
     path = tmp_path / "s.csv"
     args = ["sample-data", "--organizations", "10", "--seed", "1", "--as-of", "2026-11-26"]

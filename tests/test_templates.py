@@ -284,6 +284,8 @@ def test_template_preview_renders_for_a_real_contact(
     manager = make_user(display_name="Dana Reyes", email="dana@cpi.example", role="account_manager")
     org = make_org(name="Zoë's Bakery", account_manager_id=manager.id)
     contact = make_contact(organization=org, first_name="José", email="jose@bakery.example")
+    make_user(username="tester", role="marketing")
+    make_user(username="lee", role="account_manager")
     for key, value in {
         "MAILER_DATABASE_URL": rt.settings.database_url,
         "MAILER_SECRET_KEY": rt.settings.secret_key.reveal(),
@@ -313,6 +315,13 @@ def test_template_preview_renders_for_a_real_contact(
         main, ["template", "preview", "service/planned-maintenance", "--contact", "no@x.example"]
     )
     assert missing.exit_code != 0 and "no contact" in missing.output
+    # another account manager cannot render it with Dana's client's contact
+    refused = CliRunner().invoke(
+        main,
+        ["template", "preview", "service/planned-maintenance", "--contact", contact.email],
+        env={"MAILER_USER": "lee"},
+    )
+    assert refused.exit_code == 4 and "client you do not manage" in refused.output
 
 
 @pytest.mark.parametrize("opener", ["<!--", "<style>", "<textarea>"])

@@ -101,6 +101,7 @@ def _register() -> None:
     from mailer.cli import (
         audience,
         campaign,
+        compliance,
         contacts,
         database,
         demo,
@@ -116,6 +117,7 @@ def _register() -> None:
     for module in (
         database,
         contacts,
+        compliance,
         users,
         tokens,
         audience,

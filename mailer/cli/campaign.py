@@ -220,12 +220,15 @@ def _counts_line(summary: CampaignSummary) -> str:
 @click.argument("campaign_id", type=int)
 @click.option("--watch", is_flag=True, help="Live progress until the campaign finishes.")
 @json_option
-def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
+@acting_option
+def status_command(campaign_id: int, watch: bool, as_json: bool, as_username: str) -> None:
     """Counts by status, skip reasons and what the campaign is doing."""
     rt = runtime()
+    who = current_actor(as_username)
+    summary = campaigns.campaign_status(rt, campaign_id, actor=who)
     if watch:
         watch_progress(rt, [campaign_id])
-    summary = campaigns.campaign_status(rt, campaign_id)
+        summary = campaigns.campaign_status(rt, campaign_id, actor=who)
     _show(summary, as_json, rt.settings.timezone)
     if summary.status in ("sending", "scheduled") and not rt.settings.is_embedded_broker:
         warning = sweep_overdue_warning(rt)
@@ -236,10 +239,11 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
 @campaign_group.command("list")
 @click.option("--status", default=None, type=click.Choice([s.value for s in CampaignStatus]))
 @json_option
-def list_command(status: str | None, as_json: bool) -> None:
-    """Every campaign, newest last."""
+@acting_option
+def list_command(status: str | None, as_json: bool, as_username: str) -> None:
+    """Every campaign, newest last (an account manager's own only)."""
     rt = runtime()
-    summaries = campaigns.list_campaigns(rt, status=status)
+    summaries = campaigns.list_campaigns(rt, status=status, actor=current_actor(as_username))
     if as_json:
         echo_json([_as_dict(s, rt.settings.timezone) for s in summaries])
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli._common import acting_option, actor, current_actor, echo_json, json_option, runtime
+from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
 from mailer.contacts import sample
 from mailer.contacts.importer import ImportReport, Progress, import_contacts
 from mailer.errors import ContactImportError
@@ -192,7 +192,7 @@ def sample_data_command(
             rt,
             organizations,
             seed,
-            actor(rt.settings),
+            current_actor(),
             contacts_per_org=bounds,
             today=today,
             progress=(lambda done, total: progress("loading", done, total)) if progress else None,

@@ -14,14 +14,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import campaigns, db
-from mailer.access import actor_for_username
+from mailer.access import Actor, actor_for_username
 from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
 from mailer.config import Settings
 from mailer.contacts.sample import busiest_account_manager, load_sample_into_db, opt_out_some
 from mailer.policy.text import ensure_first_version
-from mailer.runtime import open_runtime
+from mailer.runtime import Runtime, open_runtime
 from mailer.transports import CaptureServer
 
 
@@ -66,7 +66,7 @@ def demo_command(organizations: int, seed: int) -> None:
             email="marketing@cpi.example",
             audited_as=actor,
         )
-    loaded = load_sample_into_db(rt, organizations, seed, actor)
+    loaded = load_sample_into_db(rt, organizations, seed, _actor(rt, "admin"))
     console.print(
         f"sample data: {loaded['organizations']} organizations, "
         f"{loaded['contacts']} contacts ({loaded['seconds']:.1f} s)"
@@ -151,3 +151,8 @@ def _print_summary(console: Console, summaries: list[CampaignSummary], elapsed_s
 
 
 COMMANDS = [demo_command]
+
+
+def _actor(rt: Runtime, username: str) -> Actor:
+    with rt.sessions() as session:
+        return actor_for_username(session, username, via="cli")

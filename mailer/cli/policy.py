@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import policy
-from mailer.cli._common import acting_option, actor, current_actor, echo_json, json_option, runtime
+from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher
 from mailer.csvfiles import dict_writer
 
@@ -153,10 +153,11 @@ def show_command(version: str, full: bool, as_json: bool) -> None:
 @click.argument("version")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
-def coverage_command(version: str, csv_path: Path | None, as_json: bool) -> None:
+@acting_option
+def coverage_command(version: str, csv_path: Path | None, as_json: bool, as_username: str) -> None:
     """Per client: contacts sent, failed, undeliverable, pending; and the clients not reached."""
     rt = runtime()
-    report = policy.coverage(rt, version, viewed_by=actor(rt.settings))
+    report = policy.coverage(rt, version, actor=current_actor(as_username))
     if csv_path is not None:
         _write_csv(report, csv_path)
     if as_json:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli._common import actor, echo_json, parse_params, runtime
+from mailer.cli._common import acting_option, current_actor, echo_json, parse_params, runtime
 from mailer.config import Settings
 from mailer.delivery.preview import preview_message
 from mailer.errors import NotFoundError, TemplateError
@@ -88,12 +88,15 @@ def check_command(names: tuple[str, ...]) -> None:
     help="A campaign parameter the template declares; those not given show as [KEY].",
 )
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path))
-def preview_command(name: str, email: str, params: tuple[str, ...], html_file: Path | None) -> None:
+@acting_option
+def preview_command(
+    name: str, email: str, params: tuple[str, ...], html_file: Path | None, as_username: str
+) -> None:
     """Render NAME for a real contact exactly as a campaign sends it: headers and text here,
-    the HTML to --html FILE."""
+    the HTML to --html FILE. An account manager may preview only with their own clients."""
     rt = runtime()
     preview = preview_message(
-        rt, name, email, actor=actor(rt.settings), params=parse_params(params)
+        rt, name, email, actor=current_actor(as_username), params=parse_params(params)
     )
     parsed = message_from_bytes(preview.message.data, policy=default_policy)
     for key, value in parsed.items():

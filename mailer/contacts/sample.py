@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from mailer.access import users
-from mailer.audit import record
+from mailer.access.actor import Actor, audit, require
 from mailer.consent import opt_out
 from mailer.contacts import sample_words as words
 from mailer.contacts.store import allocate_ids, insert_tuples
@@ -247,7 +247,7 @@ def load_sample_into_db(
     rt: Runtime,
     organizations: int,
     seed: int,
-    actor: str,
+    actor: Actor,
     *,
     contacts_per_org: tuple[int, int] = (1, 5),
     today: dt.date | None = None,
@@ -258,10 +258,19 @@ def load_sample_into_db(
     Bulk Core inserts (COPY on PostgreSQL); refuses a seed already loaded. Returns counts and
     the seconds taken. `progress(done, total)` is called per chunk of organizations.
     """
+    with rt.sessions() as session:
+        require(
+            session,
+            actor,
+            "sample_data.load",
+            object_type="sample",
+            object_id=seed,
+            reason="only an admin may load sample data into the database",
+        )
     started = time.perf_counter()
     counts: dict[str, Any] = {"organizations": 0, "contacts": 0, "tags": 0}
     with rt.sessions.begin() as session:
-        counts["users_created"] = _ensure_account_managers(session, actor)
+        counts["users_created"] = _ensure_account_managers(session, actor.username)
         conn = session.connection()
         first = external_id(seed, 1)
         if conn.execute(select(Organization.id).where(Organization.external_id == first)).first():
@@ -288,7 +297,7 @@ def load_sample_into_db(
             conn.exec_driver_sql("ANALYZE organizations, organization_tags, contacts")
         counts["seconds"] = round(time.perf_counter() - started, 3)
         details = {k: v for k, v in counts.items() if k != "seconds"}
-        record(session, actor, "sample_data.load", object_type="sample", object_id=seed, **details)
+        audit(session, actor, "sample_data.load", object_type="sample", object_id=seed, **details)
     counts["seconds"] = round(time.perf_counter() - started, 3)
     return counts
 

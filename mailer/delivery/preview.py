@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from mailer.audit import record
+from mailer.access import Actor, audit
+from mailer.contacts.lookup import get_visible_contact
 from mailer.delivery.identities import recipient_for, sender_for
 from mailer.enums import Category
 from mailer.messages import CampaignInfo, CampaignMessages, Recipient, check_params, load_template
@@ -35,19 +36,21 @@ def preview_message(
     template_name: str,
     email: str,
     *,
-    actor: str,
+    actor: Actor,
     params: Mapping[str, object] | None = None,
 ) -> MessagePreview:
     """Build `template_name` for the contact `email` as a campaign would, audited.
 
-    Service mail is sent as the contact's own account manager; a policy notice announces the
-    latest published version (with its changes and link); declared parameters not given show
-    as `[name]`, and an undeclared one is refused with the nearest declared name.
+    An account manager may preview only with contacts of their own clients (a refusal is
+    audited). Service mail is sent as the contact's own account manager; a policy notice
+    announces the latest published version (with its changes and link); declared parameters
+    not given show as `[name]`, and an undeclared one is refused with the nearest declared name.
     """
     settings = rt.settings
     template = load_template(settings, template_name)
     with rt.sessions.begin() as session:
         recipient, manager_username = recipient_for(session, email)
+        get_visible_contact(session, actor, recipient.contact_id, action="template.preview")
         if template.category is Category.POLICY:
             used: dict[str, object] = _latest_notice_params(rt, session)
         else:
@@ -59,7 +62,7 @@ def preview_message(
             template.category,
             manager_username if template.category is Category.SERVICE else "",
         )
-        record(
+        audit(
             session,
             actor,
             "template.preview",

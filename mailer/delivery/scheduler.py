@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from mailer.delivery.batches import Dispatch
+from mailer.delivery.batches import Batch, Dispatch
 from mailer.delivery.heartbeats import beat, forget_old
 from mailer.delivery.sweep import TickReport, scheduler_tick
 from mailer.models import utcnow
@@ -42,6 +42,24 @@ def sweep_once(rt: Runtime, dispatch: Dispatch | None) -> TickReport:
 _STARTED_AT = utcnow()
 
 
+class _Held:
+    """Dispatch that keeps what the broker refused (Redis down) and sends it first next time,
+    rather than leaving those rows to wait a lease period for the stale-row sweep."""
+
+    def __init__(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+        self._held: list[Batch] = []
+
+    def __call__(self, batches: Sequence[Batch]) -> None:
+        self._held.extend(batches)
+        self.flush()
+
+    def flush(self) -> None:
+        if self._held:
+            self._dispatch(self._held)  # a batch sent twice costs one empty claim
+            self._held.clear()
+
+
 def run_scheduler(
     rt: Runtime,
     dispatch: Dispatch | None,
@@ -53,12 +71,15 @@ def run_scheduler(
 ) -> None:
     """Sweep every `interval_s` until `stop` is set, whatever goes wrong in between."""
     stop = stop or threading.Event()
+    held = _Held(dispatch) if dispatch is not None else None
     failures = 0
     is_ready = False
     sweeps = 0
     while not stop.is_set():
         try:
-            report = sweep_once(rt, dispatch)
+            if held is not None:
+                held.flush()
+            report = sweep_once(rt, held)
         except Exception as exc:
             failures += 1
             pause = min(MAX_PAUSE_S, interval_s * 2 ** min(failures, 6)) * random.uniform(0.5, 1)

@@ -30,7 +30,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, literal, not_, or_, select
 from sqlalchemy.orm import Session
 
-from mailer import audit
+from mailer.access.actor import Actor, require
+from mailer.access.actor import audit as access_audit
 from mailer.enums import CampaignStatus, OrganizationKind, SendStatus, SkipReason
 from mailer.errors import NotFoundError
 from mailer.models import Campaign, Contact, Organization, PolicyVersion, Send, Suppression, User
@@ -273,12 +274,20 @@ def require_version(session: Session, version: str) -> PolicyVersion:
     return found
 
 
-def coverage(rt: Runtime, version: str, *, viewed_by: str = "") -> CoverageReport:
-    """Per eligible client, how the notice of `version` fared; audited when `viewed_by` is given.
+def coverage(rt: Runtime, version: str, *, actor: Actor) -> CoverageReport:
+    """Per eligible client, how the notice of `version` fared (admins only; audited).
 
     A version that was not material has no notice: its report lists no clients.
     """
     with rt.sessions.begin() as session:
+        require(
+            session,
+            actor,
+            "policy.coverage",
+            object_type="policy_version",
+            object_id=version,
+            reason="only an admin may read a policy coverage report",
+        )
         policy = require_version(session, version)
         report = CoverageReport(
             policy.version,
@@ -293,15 +302,14 @@ def coverage(rt: Runtime, version: str, *, viewed_by: str = "") -> CoverageRepor
             report.campaign_status = campaign.status
             report.launched_at = campaign.launched_at
             report.clients = campaign_coverage(session, campaign, rt.settings.policy_grace_days)
-        if viewed_by:
-            # the report names clients and their account managers: an export, so audited
-            audit.record(
-                session,
-                viewed_by,
-                "policy.coverage",
-                object_type="policy_version",
-                object_id=version,
-                eligible_clients=len(report.clients),
-                not_reached_clients=len(report.not_reached),
-            )
+        # the report names clients and their account managers: an export, so audited
+        access_audit(
+            session,
+            actor,
+            "policy.coverage",
+            object_type="policy_version",
+            object_id=version,
+            eligible_clients=len(report.clients),
+            not_reached_clients=len(report.not_reached),
+        )
     return report

@@ -87,6 +87,8 @@ class PipeliningConnection(SmtpSession):
                 if self.is_pipelining:
                     follower = self._take(waiting, results)
                 body = dot_stuff(message.data)
+                if self.observer is not None:
+                    self.observer.attempting(message.send_id)  # from now on it may arrive
                 self._writer.write(body + follower[2] if follower is not None else body)
                 code, text = await self._read_reply()
         except CONNECTION_ERRORS as exc:
