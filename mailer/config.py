@@ -7,6 +7,7 @@ secret or a short key in any key setting.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -120,7 +121,10 @@ class Settings:
     old_secret_keys: tuple[Secret, ...] = ()
     #: The key address hashes are made with, if not one of the keys above (see mailer.keys).
     address_hash_key: Secret = field(default_factory=lambda: Secret(""))
+    #: Where recipients reach mailer's own pages (/u, /preferences, /privacy): `mailer serve`.
     public_base_url: str = "http://127.0.0.1:8000"
+    #: CPI's own website, `{{ company.website }}` in templates (product pages, not mailer's).
+    company_website: str = "https://www.cpi.example"
     mail_domain: str = "cpi.example"
     postal_address: str = DEFAULT_POSTAL_ADDRESS
     company_name: str = "Communication Partners, Inc."
@@ -161,7 +165,10 @@ class Settings:
     scheduler_interval_s: float = 5.0
     #: The zone launch times are read in when they carry none, and shown in (IANA Area/City).
     timezone: str = "America/Los_Angeles"
-    policy_grace_days: int = 90
+    #: Unset (the default): a material policy notice reaches every client organization whose
+    #: information is still held, active or former, until retention purges it. A number of days
+    #: narrows it to clients whose agreement is active or ended less than that many days ago.
+    policy_grace_days: int | None = None
     retention_years: int = 7
     #: The acting user for CLI commands; the OS user name when empty.
     user: str = ""
@@ -188,18 +195,25 @@ class Settings:
         """Read `MAILER_*` from `environ` (default os.environ), after values from `env_file`."""
         values: dict[str, str] = {}
         if env_file and Path(env_file).is_file():
-            values.update(_read_env_file(Path(env_file)))
+            from_file = _read_env_file(Path(env_file))
+            _refuse_unknown_names(from_file, where=f"{env_file}: ", prefixed_only=False)
+            values.update(from_file)
         source = os.environ if environ is None else environ
-        values.update({k: v for k, v in source.items() if k.startswith("MAILER_")})
+        from_environ = {
+            k: v
+            for k, v in source.items()
+            if k.startswith("MAILER_") and not k.startswith(_TEST_SUITE_PREFIX)
+        }
+        _refuse_unknown_names(from_environ, where="", prefixed_only=True)
+        values.update(from_environ)
         kwargs: dict[str, Any] = {}
         known = {f.name: f for f in fields(cls)}
         for key, raw in values.items():
             name = key.removeprefix("MAILER_").lower()
-            if name not in known:
-                continue
             kwargs[name] = _convert(name, known[name].type, raw)
         settings = cls(**kwargs)
         settings.validate()
+        check_choices(settings)
         return settings
 
     def __post_init__(self) -> None:
@@ -324,6 +338,8 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
             return tuple(int(v) for v in _parse_list(raw))
         if kind == "int":
             return int(raw)
+        if kind == "int | None":
+            return int(raw) if raw.strip() else None
         if kind == "float":
             return float(raw)
         if kind == "bool":
@@ -333,3 +349,99 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
         return raw
     except ValueError as exc:
         raise ConfigError(f"MAILER_{name.upper()}={raw!r} is not valid: {exc}") from exc
+
+
+# --- Names and choices, checked at start -------------------------------------------------------
+
+#: Variables with this prefix belong to the test suite, not to mailer.
+_TEST_SUITE_PREFIX = "MAILER_TEST_"
+
+#: What MAILER_SMTP_CLIENT may be: `auto` pipelines (RFC 2920) when offered; `pipelining` is
+#: the same client by its own name; `aiosmtplib` forces aiosmtplib.
+SMTP_CLIENTS = ("auto", "pipelining", "aiosmtplib")
+#: URL schemes MAILER_BROKER_URL may use.
+BROKER_SCHEMES = ("memory", "redis", "rediss")
+#: URL schemes MAILER_DATABASE_URL may use (psycopg 3 for PostgreSQL).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+def setting_names() -> list[str]:
+    """Every variable mailer reads, e.g. MAILER_SMTP_URL."""
+    return [f"MAILER_{f.name.upper()}" for f in fields(Settings)]
+
+
+def _refuse_unknown_names(values: Mapping[str, str], *, where: str, prefixed_only: bool) -> None:
+    """A misspelt setting is an error, not a silent default: name it and the nearest real one."""
+    known = setting_names()
+    for key in values:
+        if key in known or key.startswith(_TEST_SUITE_PREFIX):
+            continue
+        if prefixed_only and not key.startswith("MAILER_"):
+            continue
+        # compare without the shared prefix, which would make every name look alike
+        bare = key.upper().removeprefix("MAILER_")
+        choices = [name.removeprefix("MAILER_") for name in known]
+        close = difflib.get_close_matches(bare, choices, n=1, cutoff=0.6)
+        hint = f"did you mean MAILER_{close[0]}?" if close else "remove it"
+        listing = "every setting is listed in mailer/config.py and the README"
+        raise ConfigError(f"{where}{key} is not a mailer setting; {hint} ({listing})")
+
+
+def _one_of(variable: str, value: str, choices: tuple[str, ...]) -> None:
+    if value in choices:
+        return
+    close = difflib.get_close_matches(value.strip().lower(), choices, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"{variable}={value!r} is not one of {', '.join(choices)}; {hint}".rstrip())
+
+
+def _scheme_of(variable: str, url: str, schemes: tuple[str, ...], example: str) -> None:
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme.lower() in schemes:
+        return
+    shown = ", ".join(f"{s}://" for s in schemes)
+    raise ConfigError(f"{variable}={_mask_url(url)!r}: use a {shown} URL, e.g. {example}")
+
+
+def check_choices(settings: Settings) -> None:
+    """Every setting with a fixed set of values or a shape, checked before anything starts.
+
+    A wrong value would otherwise surface only at the first send, connection or page view.
+    """
+    _one_of("MAILER_SMTP_CLIENT", settings.smtp_client, SMTP_CLIENTS)
+    _scheme_of("MAILER_BROKER_URL", settings.broker_url, BROKER_SCHEMES, "redis://127.0.0.1:6379/0")
+    _scheme_of(
+        "MAILER_DATABASE_URL",
+        settings.database_url,
+        DATABASE_SCHEMES,
+        "postgresql://mailer@127.0.0.1/mailer",
+    )
+    _scheme_of(
+        "MAILER_PUBLIC_BASE_URL",
+        settings.public_base_url,
+        ("http", "https"),
+        "https://mail.cpi.example",
+    )
+    _scheme_of(
+        "MAILER_COMPANY_WEBSITE",
+        settings.company_website,
+        ("http", "https"),
+        "https://www.cpi.example",
+    )
+    for name in (
+        "smtp_pool_size",
+        "smtp_max_messages_per_connection",
+        "record_every",
+        "lease_s",
+        "give_up_after_s",
+        "max_policy_failures",
+    ):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"MAILER_{name.upper()}={getattr(settings, name)} must be at least 1")
+    for name in ("rate_limit_per_s", "missed_window_s", "policy_grace_days"):
+        if (getattr(settings, name) or 0) < 0:
+            raise ConfigError(
+                f"MAILER_{name.upper()}={getattr(settings, name)} cannot be negative (0 is allowed)"
+            )
+    if settings.smtp_timeout_s <= 0 or settings.scheduler_interval_s <= 0:
+        raise ConfigError("MAILER_SMTP_TIMEOUT_S and MAILER_SCHEDULER_INTERVAL_S must be above 0")

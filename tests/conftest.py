@@ -24,6 +24,7 @@ from mailer.addresses import address_hash
 from mailer.config import Settings
 from mailer.models import Base, Contact, Organization, User
 from mailer.runtime import Runtime
+from tests import required_tools
 
 pytest_plugins = ["tests.smtp_fixtures", "tests.delivery_fixtures"]
 
@@ -212,3 +213,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 counts[name] += 1
     shown = ", ".join(f"{name}: {n} passed" for name, n in counts.items())
     terminalreporter.write_line(f"database backends: {shown}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """As root or in CI (where scripts/test installs every program), a skip is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and required_tools.must_not_skip():
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped as root or in CI, where no test may be skipped: {report.longrepr}"
+        )

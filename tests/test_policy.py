@@ -78,7 +78,8 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     mail_rt, workers, people, make_org, make_contact, make_audience, smtp_server
 ) -> None:
     # Given active clients (one contact opted out of everything it can), prospects, a client
-    # that ended 30 days ago and one that ended 200 days ago
+    # that ended 30 days ago and one that ended 200 days ago (both former clients whose
+    # information is still held: retention purges it only after seven years)
     active = make_audience(3, per_org=2, account_manager_id=people["manager"].id)
     prospects = make_audience(2, kind="prospect", agreement_started_on=None)
     recent = make_audience(1, agreement_ended_on=TODAY - dt.timedelta(days=30))
@@ -101,9 +102,10 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     assert report.campaign_id is not None
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
-    # Then every eligible contact got exactly one notice, on the priority queue; nobody else
-    assert _received(smtp_server) == Counter({c.email: 1 for c in active + recent})
-    assert not set(_received(smtp_server)) & {c.email for c in prospects + old}
+    # Then every contact of every client, active or former, got exactly one notice, on the
+    # priority queue; no prospect did
+    assert _received(smtp_server) == Counter({c.email: 1 for c in active + recent + old})
+    assert not set(_received(smtp_server)) & {c.email for c in prospects}
     assert dispatch.batches and all(b.is_priority for b in dispatch.batches)
     with mail_rt.sessions() as s:
         stored = s.scalars(select(PolicyVersion).where(PolicyVersion.version == "2")).one()
@@ -123,9 +125,46 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     body = message.get_body(("plain",)).get_content()
     assert "https://mail.cpi.example/privacy/2" in body and "January 1, 2027" in body
 
+    # And coverage shows active and former clients apart
     coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
-    assert len(coverage.clients) == 4 and not coverage.not_reached
-    assert coverage.contacts["sent"] == 7 and coverage.is_finished
+    assert len(coverage.clients) == 5 and not coverage.not_reached
+    assert coverage.contacts["sent"] == 8 and coverage.is_finished
+    assert coverage.by_client_status() == {
+        "active": {"eligible": 3, "reached": 3, "not_reached": 0},
+        "former": {"eligible": 2, "reached": 2, "not_reached": 0},
+    }
+    former = {c.external_id for c in coverage.clients if not c.is_active}
+    assert len(former) == 2
+    assert coverage.as_dict()["clients_by_status"]["former"]["eligible"] == 2
+
+
+def test_policy_grace_days_narrows_the_reach_to_recently_ended_agreements(
+    mail_rt, people, make_audience
+) -> None:
+    # Given an active client and former clients that ended 30 and 200 days ago
+    active = make_audience(1)
+    recent = make_audience(1, agreement_ended_on=TODAY - dt.timedelta(days=30))
+    old = make_audience(1, agreement_ended_on=TODAY - dt.timedelta(days=200))
+    # When MAILER_POLICY_GRACE_DAYS=90 and a material version is published
+    narrow = Runtime(mail_rt.settings.with_(policy_grace_days=90), mail_rt.engine, mail_rt.sessions)
+    report = _publish(narrow, None)
+    # Then the notice is planned for the active and the recent client only
+    with narrow.sessions() as s:
+        queued = set(
+            s.scalars(
+                select(Send.email).where(
+                    Send.campaign_id == report.campaign_id, Send.status == "queued"
+                )
+            )
+        )
+    assert queued == {c.email for c in active + recent}
+    assert not queued & {c.email for c in old}
+    # And coverage counts them, one active and one former
+    coverage = policy.coverage(narrow, "2", actor=as_user(narrow, "ada"))
+    assert {k: v["eligible"] for k, v in coverage.by_client_status().items()} == {
+        "active": 1,
+        "former": 1,
+    }
 
 
 def test_suppressed_contact_is_undeliverable_and_its_client_flagged_when_it_had_no_other(
@@ -354,11 +393,13 @@ def test_cli_publishes_and_reports_coverage_as_text_json_and_csv(
     )
     assert shown.exit_code == 0, shown.output
     assert "eligible clients: 2, reached: 1, not reached: 1" in shown.output
+    assert "active clients: 2, reached: 1, not reached: 1" in shown.output
+    assert "former clients: 0, reached: 0, not reached: 0" in shown.output
     assert "Lonely Co" in shown.output and "Amy Manager" in shown.output
     rows = list(csv.DictReader((tmp_path / "c.csv").open()))
-    assert {r["name"]: r["is_reached"] for r in rows} == {
-        "Reached Co": "True",
-        "Lonely Co": "False",
+    assert {r["name"]: (r["is_reached"], r["client"]) for r in rows} == {
+        "Reached Co": ("True", "active"),
+        "Lonely Co": ("False", "active"),
     }
     data = json.loads(runner.invoke(main, ["policy", "coverage", "2", "--json"], env=env).output)
     assert [c["name"] for c in data["not_reached"]] == ["Lonely Co"]

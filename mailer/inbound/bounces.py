@@ -1,4 +1,4 @@
-"""Asynchronous bounces (DSN, RFC 3464) and complaints (ARF, RFC 5965), STANDARDS.md §6.
+"""Asynchronous bounces (DSN, RFC 3464) and complaints (ARF, RFC 5965), docs/standards.md §6.
 
 `parse_report` reads a report's bytes into `BounceEvent`s; `apply_events` finds the send each
 event is about and acts on it, with the actor "bounce-processor":
@@ -13,9 +13,8 @@ event is about and acts on it, with the actor "bounce-processor":
 | ARF abuse, fraud or other               | opt-outs of all marketing and of service (source    |
 |                                         | `complaint`); NO Suppression row                    |
 
-Complaints: DESIGN.md says a complaint "suppresses an address for every category", but
-STANDARDS.md §6 says "suppress all commercial streams at once but keep mandatory notices". We
-follow STANDARDS: a Suppression row would also stop policy notices (the policy guard checks
+Complaints (docs/standards.md §6) stop every stream that can be opted out of at once but keep
+the mandatory notices. A Suppression row would also stop policy notices (the policy guard checks
 suppressions), and a privacy notice is owed even to someone who marked our promotion as spam.
 So a complaint opts the contact out of everything that can be opted out of, and the mandatory
 policy notices still go. `not-spam`, `virus` and `auth-failure` reports are audited only.
