@@ -21,7 +21,7 @@ from mailer.campaigns import CampaignSummary
 from mailer.config import Settings
 from mailer.contacts.sample import busiest_account_manager, load_sample_into_db, opt_out_some
 from mailer.policy.text import ensure_first_version
-from mailer.runtime import Runtime, open_runtime
+from mailer.runtime import open_runtime
 from mailer.transports import CaptureServer
 
 
