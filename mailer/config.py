@@ -177,6 +177,46 @@ class Settings:
     #: X-Forwarded-For entry (recorded as proof of opt-out) instead of the socket peer.
     trusted_proxy: bool = False
 
+    # -- deliverability and operations (mailer.operations) --
+    #: Soft bounces of one address, over at least `soft_bounce_min_days` with no delivery in
+    #: between, that stop its marketing mail.
+    soft_bounce_limit: int = 3
+    soft_bounce_min_days: int = 7
+    #: A campaign pauses itself when complaints exceed this share of its delivered mail…
+    complaint_rate_limit: float = 0.003
+    #: …once at least this many were delivered.
+    complaint_rate_min_delivered: int = 1000
+    #: A campaign pauses itself when hard bounces exceed this share of its attempts…
+    hard_bounce_rate_limit: float = 0.05
+    #: …once at least this many were attempted.
+    hard_bounce_rate_min_attempts: int = 1000
+    #: Operator alerts go by mail to this address and/or as a JSON POST to this URL.
+    alert_email: str = ""
+    alert_webhook_url: str = ""
+    #: 5.7.x (sender-side) rejections in one campaign that raise an alert (a burst).
+    alert_policy_failures: int = 10
+    #: No scheduler sweep for this long raises an alert.
+    alert_scheduler_silence_s: int = 300
+    #: Provider event webhooks (/webhooks/{provider}): events older than this are refused.
+    webhook_max_age_s: int = 3600
+    #: Amazon SNS signing certificates are fetched only from URLs matching this pattern.
+    ses_cert_url_pattern: str = (
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[0-9a-f]+\.pem$"
+    )
+    #: The SNS topics whose notifications are taken (empty: any topic).
+    ses_topic_arns: tuple[str, ...] = ()
+    #: SendGrid's Event Webhook verification key (base64 DER public key, from SendGrid).
+    sendgrid_webhook_public_key: str = ""
+    #: Postmark: the basic-auth "user:password" in the webhook URL and the secret header value.
+    postmark_webhook_auth: Secret = field(default_factory=lambda: Secret(""))
+    postmark_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    #: Mailgun's HTTP webhook signing key.
+    mailgun_signing_key: Secret = field(default_factory=lambda: Secret(""))
+    #: `/metrics` answers loopback clients, or anyone with this bearer token.
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
+    #: Local time (MAILER_TIMEZONE) at which the scheduler runs retention each day; empty: never.
+    retention_at: str = "03:30"
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
@@ -248,6 +288,7 @@ class Settings:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
             raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+        self._check_operations()
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -255,6 +296,23 @@ class Settings:
                 f"MAILER_TIMEZONE={self.timezone!r} is not a time zone; use an Area/City name "
                 "like America/Los_Angeles (the system's tz database, or the tzdata package)"
             ) from exc
+
+    def _check_operations(self) -> None:
+        for name in ("complaint_rate_limit", "hard_bounce_rate_limit"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(
+                    f"MAILER_{name.upper()}={getattr(self, name)} must be a share between 0 and "
+                    "1 (0.003 is 0.3%)"
+                )
+        if self.retention_at:
+            hour, sep, minute = self.retention_at.partition(":")
+            if not (
+                sep and hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60
+            ):
+                raise ConfigError(
+                    f"MAILER_RETENTION_AT={self.retention_at!r} is not a time of day; use HH:MM "
+                    "(24-hour, in MAILER_TIMEZONE), or empty to run retention only by hand"
+                )
 
     def _check_keys(self) -> None:
         """Production: every key that signs or verifies is long, random and not the demo's."""

@@ -55,6 +55,8 @@ class OptOutSource(StrEnum):
     MAILTO = "mailto"
     COMPLAINT = "complaint"
     ADMIN = "admin"
+    #: Repeated soft bounces stopped the address's marketing mail (mailer.deliverability).
+    SOFT_BOUNCE = "soft_bounce"
 
 
 class SuppressionReason(StrEnum):
