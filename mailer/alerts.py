@@ -80,7 +80,8 @@ def scan(session: Session, settings: Settings, now: dt.datetime) -> int:
     """Raise the alerts that the database shows a cause for; returns how many are new.
 
     Campaigns that paused themselves (a pause by the system, not already alerted by the
-    rate check), campaigns with a burst of 5.7.x rejections, and a silent scheduler.
+    rate check) and campaigns with a burst of 5.7.x rejections. (A silent scheduler is
+    watched by the workers: `check_scheduler`.)
     """
     new = 0
     pauses = _self_pauses(session, now)
@@ -95,7 +96,6 @@ def scan(session: Session, settings: Settings, now: dt.datetime) -> int:
             campaign_id=campaign_id,
         )
     new += _policy_bursts(session, settings, now)
-    new += check_scheduler(session, settings, now)
     return new
 
 
@@ -148,15 +148,19 @@ def _policy_bursts(session: Session, settings: Settings, now: dt.datetime) -> in
     return new
 
 
-def check_scheduler(session: Session, settings: Settings, now: dt.datetime) -> int:
-    """Raise an alert when no scheduler has swept for `alert_scheduler_silence_s`."""
+def check_scheduler(
+    session: Session, settings: Settings, now: dt.datetime, *, watching_since: dt.datetime
+) -> int:
+    """Raise an alert when no scheduler has swept for `alert_scheduler_silence_s` (or, when
+    none ever did, since the watcher started that long ago)."""
     last = session.scalar(
         select(Heartbeat.seen_at)
         .where(Heartbeat.kind == "scheduler")
         .order_by(Heartbeat.seen_at.desc())
         .limit(1)
     )
-    if last is not None and (now - last).total_seconds() < settings.alert_scheduler_silence_s:
+    reference = last if last is not None else watching_since
+    if (now - reference).total_seconds() < settings.alert_scheduler_silence_s:
         return 0
     since = f"{last:%Y-%m-%dT%H:%M:%SZ}" if last is not None else "never"
     return int(

@@ -49,6 +49,18 @@ def scan_alerts(rt: Runtime, now: dt.datetime) -> int:
         return alerts.scan(session, rt.settings, now)
 
 
+def watch_scheduler(rt: Runtime, watching_since: dt.datetime, now: dt.datetime) -> int:
+    """What a worker process does now and then: alert when no scheduler sweeps (the scheduler
+    cannot report its own absence), and deliver alerts still pending. Never raises."""
+    try:
+        with rt.sessions.begin() as session:
+            alerts.check_scheduler(session, rt.settings, now, watching_since=watching_since)
+        return alerts.deliver_pending(rt)
+    except Exception:
+        _log.exception("could not check on the scheduler")
+        return 0
+
+
 def run_upkeep(rt: Runtime, now: dt.datetime) -> dict[str, Any]:
     """One round of upkeep; what each part found (or the error it met)."""
     from mailer.jobs import run_due_jobs

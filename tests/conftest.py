@@ -25,7 +25,7 @@ from mailer.config import Settings
 from mailer.models import Base, Contact, Organization, User
 from mailer.runtime import Runtime
 
-pytest_plugins = ["tests.smtp_fixtures", "tests.delivery_fixtures"]
+pytest_plugins = ["tests.smtp_fixtures", "tests.delivery_fixtures", "tests.http_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(

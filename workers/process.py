@@ -18,6 +18,7 @@ import dramatiq
 from mailer.config import Settings
 from mailer.delivery.heartbeats import WORKER_BEAT_S, beat
 from mailer.models import utcnow
+from mailer.upkeep import watch_scheduler
 from workers.actors import Wiring, setup
 from workers.broker import QUEUES
 
@@ -57,11 +58,19 @@ def main(argv: list[str] | None = None) -> None:
     wiring.broker.close()
 
 
+#: Every this many heartbeats a worker checks that some scheduler still sweeps (mailer.upkeep).
+_WATCH_EVERY = 6
+
+
 def _beat_until(wiring: Wiring, threads: int, stop: threading.Event) -> None:
     started = utcnow()
     details = {"threads": threads, "queues": list(QUEUES)}
     failing = False
+    beats = 0
     while not stop.is_set():
+        beats += 1
+        if beats % _WATCH_EVERY == 0:
+            watch_scheduler(wiring.runtime, started, utcnow())
         try:
             beat(wiring.runtime, "worker", details, started_at=started)
             if failing:
