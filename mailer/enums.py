@@ -57,6 +57,8 @@ class OptOutSource(StrEnum):
     ADMIN = "admin"
     #: Repeated soft bounces stopped the address's marketing mail (mailer.deliverability).
     SOFT_BOUNCE = "soft_bounce"
+    #: An unsubscribe a relay provider (SES, SendGrid, Postmark, Mailgun) reported.
+    PROVIDER = "provider"
 
 
 class SuppressionReason(StrEnum):

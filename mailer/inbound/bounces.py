@@ -163,6 +163,14 @@ def apply_events(rt: Runtime, events: list[BounceEvent], *, envelope_rcpt: str) 
     return done
 
 
+def apply_event(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str:
+    """Act on one event already matched to `send` and believed; the audit action it took.
+
+    Provider webhooks (mailer.deliverability.providers) come here too, once their signature
+    is verified: the same effects whichever way a bounce or a complaint arrives."""
+    return _apply(rt, session, send, event)
+
+
 def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str:
     details: dict[str, Any] = {
         "send_id": send.id,
