@@ -212,6 +212,22 @@ class Settings:
     postmark_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
     #: Mailgun's HTTP webhook signing key.
     mailgun_signing_key: Secret = field(default_factory=lambda: Secret(""))
+    #: Recipient domain groups paced apart: "group=domain,domain;group=…"; every other
+    #: domain is in the group `others`.
+    domain_groups: str = (
+        "gmail=gmail.com,googlemail.com;"
+        "microsoft=outlook.com,hotmail.com,live.com,msn.com;"
+        "yahoo=yahoo.com,ymail.com,aol.com"
+    )
+    #: Per group, SMTP sends in flight at once across all workers: "gmail=4;others=16" (none: no
+    #: limit)…
+    domain_concurrency: str = ""
+    #: …and messages per second across all workers: "gmail=50;yahoo=20".
+    domain_rate_per_s: str = ""
+    #: A throttling reply (421 4.7.28, 4.7.0 … rate, 452 4.5.3) stops a group's mail this long,
+    #: doubling with each further one up to the maximum.
+    domain_backoff_s: int = 60
+    domain_backoff_max_s: int = 3600
     #: `/metrics` answers loopback clients, or anyone with this bearer token.
     metrics_token: Secret = field(default_factory=lambda: Secret(""))
     #: Local time (MAILER_TIMEZONE) at which the scheduler runs retention each day; empty: never.
@@ -304,6 +320,9 @@ class Settings:
                     f"MAILER_{name.upper()}={getattr(self, name)} must be a share between 0 and "
                     "1 (0.003 is 0.3%)"
                 )
+        from mailer.pacing import parse_pacing  # late import: pacing reads these settings
+
+        parse_pacing(self)
         if self.retention_at:
             hour, sep, minute = self.retention_at.partition(":")
             if not (

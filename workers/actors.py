@@ -15,6 +15,7 @@ import redis
 from mailer.config import Settings
 from mailer.delivery import Batch, DeliveryContext, Journal, deliver_batch
 from mailer.delivery.deliver import RateLimiter
+from mailer.pacing import make_pacer
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
 from mailer.transports import make_transport
@@ -31,6 +32,7 @@ class Wiring:
         self.settings = settings
         self.broker = build_broker(settings)
         self.rate_limiter = _rate_limiter(settings)
+        self.pacer = make_pacer(settings)
         self._runtime = runtime
         self._runtime_lock = threading.Lock()
         self._threads = threading.local()
@@ -71,6 +73,7 @@ class Wiring:
                 lambda: make_transport(rt.settings),
                 rate_limiter=self.rate_limiter,
                 journal=Journal(rt.settings.journal_dir),
+                pacer=self.pacer,
             )
             self._threads.ctx = ctx
         return ctx
