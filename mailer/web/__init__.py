@@ -23,7 +23,7 @@ from mailer.config import Settings
 from mailer.errors import NotFoundError
 from mailer.runtime import Runtime, open_runtime
 from mailer.tokens import TokenSigner
-from mailer.web import public, webhooks
+from mailer.web import metrics, public, webhooks
 from mailer.web.pages import make_environment, render
 from mailer.web.security import (
     RateLimitMiddleware,
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         Route("/privacy/{version}", public.privacy_page, methods=["GET"]),
         Route("/healthz", public.healthz, methods=["GET"]),
         Route("/webhooks/{provider}", webhooks.receive, methods=["POST"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/assets/web.css", stylesheet, methods=["GET"]),
     ]
     middleware = [
