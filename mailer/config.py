@@ -101,8 +101,12 @@ class Settings:
     database_url: str = ""
     #: `memory://` runs the broker and workers in-process; `redis://…` uses Dramatiq's RedisBroker.
     broker_url: str = "memory://"
-    #: Namespace for broker queues and shared rate limits in Redis.
+    #: Namespace for broker queues and shared rate limits in Redis (and, on RabbitMQ, the
+    #: prefix of the queue names: `<namespace>.priority`, `<namespace>.bulk`).
     broker_namespace: str = "mailer"
+    #: Redis for limits shared by every worker (rates, pacing, sign-in throttling) when the
+    #: broker is RabbitMQ; with a Redis broker that one is used. Empty: limits per process.
+    redis_url: str = ""
     #: `capture://` starts an in-process SMTP server that writes a Maildir under var/;
     #: `smtp://user:pass@host:port?starttls=1` or `smtps://…` for a real relay;
     #: several URLs, comma-separated, spread the load.
@@ -272,6 +276,17 @@ class Settings:
     def is_embedded_broker(self) -> bool:
         """`memory://`: broker and worker threads live inside the command that launches."""
         return self.broker_url.startswith("memory://")
+
+    @property
+    def is_rabbitmq(self) -> bool:
+        return self.broker_url.startswith(("amqp://", "amqps://"))
+
+    @property
+    def shared_redis_url(self) -> str:
+        """The Redis that shared limits live in: the broker's, else MAILER_REDIS_URL, else ""."""
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        return self.redis_url
 
     @property
     def is_production(self) -> bool:

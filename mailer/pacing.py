@@ -318,13 +318,15 @@ def _deferred(messages: Sequence[OutgoingMessage], why: str) -> list[DeliveryRes
 
 
 def make_pacer(settings: Settings) -> DomainPacer:
-    """The pacer for a worker process: Redis-shared when the broker is Redis."""
+    """The pacer for a worker process: shared through Redis when there is one (the broker's or
+    MAILER_REDIS_URL), else per process."""
     pacing = parse_pacing(settings)
     store: PaceStore
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if settings.shared_redis_url:
         import redis
 
-        store = RedisPaceStore(redis.Redis.from_url(settings.broker_url), settings.broker_namespace)
+        client = redis.Redis.from_url(settings.shared_redis_url)
+        store = RedisPaceStore(client, settings.broker_namespace)
     else:
         store = MemoryPaceStore()
     return DomainPacer(pacing, store)
