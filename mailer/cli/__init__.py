@@ -55,6 +55,7 @@ def _register() -> None:
     from mailer.cli import (
         audience,
         campaign,
+        check,
         contacts,
         database,
         demo,
@@ -81,6 +82,7 @@ def _register() -> None:
         suppressions,
         worker,
         serve,
+        check,
         demo,
     ):
         for command in getattr(module, "COMMANDS", []):
