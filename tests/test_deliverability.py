@@ -306,3 +306,38 @@ def test_below_the_minimum_volume_no_rate_pauses(rt: Runtime) -> None:
         assert check_rates(s, rt.settings, campaign_id, T0) == ""
     assert _status(rt, campaign_id)[0] == CampaignStatus.SENDING
     assert SendStatus.SENT == "sent"
+
+
+def test_suppressions_are_listed_with_their_reason_and_lifted_by_an_admin_on_the_cli(
+    rt: Runtime, make_contact: Callable[..., Contact], make_user: Callable[..., Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from mailer.cli import main
+    from tests.conftest import TEST_SECRET
+
+    contact = make_contact()
+    for day in (0, 4, 8):
+        _bounce(rt, contact, T0 + day * DAY, day)
+    make_user(username="ada", role="admin")
+    make_user(username="mia", role="marketing")
+    env = {
+        "MAILER_DATABASE_URL": rt.settings.database_url,
+        "MAILER_SECRET_KEY": TEST_SECRET,
+        "MAILER_VAR_DIR": str(rt.settings.var_dir),
+    }
+    runner = CliRunner()
+    listed = runner.invoke(main, ["suppressions", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert f"{contact.email}  soft_bounce (marketing) since 2026-11-09: 3 soft bounces" in (
+        listed.output
+    )
+    refused = runner.invoke(main, ["suppressions", "lift", contact.email, "--as", "mia"], env=env)
+    assert refused.exit_code == 4 and "may not suppression.lift" in refused.output
+    lifted = runner.invoke(
+        main, ["suppressions", "lift", contact.email, "--as", "ada", "--note", "fixed"], env=env
+    )
+    assert lifted.exit_code == 0, lifted.output
+    assert (
+        "no suppressed addresses" in runner.invoke(main, ["suppressions", "list"], env=env).output
+    )

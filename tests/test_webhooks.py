@@ -372,3 +372,38 @@ def test_mailgun_soft_bounces_count_unsubscribes_opt_out_and_a_replayed_token_is
 
 def test_an_unknown_provider_is_404(base_url: str) -> None:
     assert httpx.post(f"{base_url}/webhooks/sparkpost", json={}).status_code == 404
+
+
+def test_an_sns_subscription_is_confirmed_on_the_certificates_host_only(
+    hook_rt: Runtime,
+    base_url: str,
+    http_server: HttpServer,
+    sns_key: tuple[rsa.RSAPrivateKey, bytes],
+) -> None:
+    key, pem = sns_key
+    cert_url = http_server.serve("/SimpleNotificationService-0a1b2c.pem", pem)
+    confirm_url = http_server.serve("/confirm", b"<ConfirmSubscriptionResponse/>")
+
+    def subscription(url: str) -> dict[str, Any]:
+        message = {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": str(uuid.uuid4()),
+            "Token": "tok",
+            "TopicArn": "arn:aws:sns:us-west-2:123456789012:ses-events",
+            "Message": "You have chosen to subscribe",
+            "SubscribeURL": url,
+            "Timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "SignatureVersion": "1",
+            "SigningCertURL": cert_url,
+        }
+        signature = key.sign(ses.canonical_string(message), padding.PKCS1v15(), hashes.SHA1())
+        message["Signature"] = base64.b64encode(signature).decode()
+        return message
+
+    elsewhere = httpx.post(
+        f"{base_url}/webhooks/ses", json=subscription("http://localhost:9/confirm")
+    )
+    assert elsewhere.status_code == 400
+    answer = httpx.post(f"{base_url}/webhooks/ses", json=subscription(confirm_url))
+    assert answer.status_code == 200, answer.text
+    assert http_server.gets("/confirm") == 1
