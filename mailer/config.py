@@ -102,8 +102,12 @@ class Settings:
     database_url: str = ""
     #: `memory://` runs the broker and workers in-process; `redis://…` uses Dramatiq's RedisBroker.
     broker_url: str = "memory://"
-    #: Namespace for broker queues and shared rate limits in Redis.
+    #: Namespace for broker queues and shared rate limits in Redis (and, on RabbitMQ, the
+    #: prefix of the queue names: `<namespace>.priority`, `<namespace>.bulk`).
     broker_namespace: str = "mailer"
+    #: Redis for limits shared by every worker (rates, pacing, sign-in throttling) when the
+    #: broker is RabbitMQ; with a Redis broker that one is used. Empty: limits per process.
+    redis_url: str = ""
     #: `capture://` starts an in-process SMTP server that writes a Maildir under var/;
     #: `smtp://user:pass@host:port?starttls=1` or `smtps://…` for a real relay;
     #: several URLs, comma-separated, spread the load.
@@ -188,6 +192,62 @@ class Settings:
     #: A web client must send a request's line and headers within this many seconds.
     web_header_timeout_s: float = 10.0
 
+    # -- deliverability and operations (mailer.operations) --
+    #: Soft bounces of one address, over at least `soft_bounce_min_days` with no delivery in
+    #: between, that stop its marketing mail.
+    soft_bounce_limit: int = 3
+    soft_bounce_min_days: int = 7
+    #: A campaign pauses itself when complaints exceed this share of its delivered mail…
+    complaint_rate_limit: float = 0.003
+    #: …once at least this many were delivered.
+    complaint_rate_min_delivered: int = 1000
+    #: A campaign pauses itself when hard bounces exceed this share of its attempts…
+    hard_bounce_rate_limit: float = 0.05
+    #: …once at least this many were attempted.
+    hard_bounce_rate_min_attempts: int = 1000
+    #: Operator alerts go by mail to this address and/or as a JSON POST to this URL.
+    alert_email: str = ""
+    alert_webhook_url: str = ""
+    #: 5.7.x (sender-side) rejections in one campaign that raise an alert (a burst).
+    alert_policy_failures: int = 10
+    #: No scheduler sweep for this long raises an alert.
+    alert_scheduler_silence_s: int = 300
+    #: Provider event webhooks (/webhooks/{provider}): events older than this are refused.
+    webhook_max_age_s: int = 3600
+    #: Amazon SNS signing certificates are fetched only from URLs matching this pattern.
+    ses_cert_url_pattern: str = (
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[0-9a-f]+\.pem$"
+    )
+    #: The SNS topics whose notifications are taken (empty: any topic).
+    ses_topic_arns: tuple[str, ...] = ()
+    #: SendGrid's Event Webhook verification key (base64 DER public key, from SendGrid).
+    sendgrid_webhook_public_key: str = ""
+    #: Postmark: the basic-auth "user:password" in the webhook URL and the secret header value.
+    postmark_webhook_auth: Secret = field(default_factory=lambda: Secret(""))
+    postmark_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    #: Mailgun's HTTP webhook signing key.
+    mailgun_signing_key: Secret = field(default_factory=lambda: Secret(""))
+    #: Recipient domain groups paced apart: "group=domain,domain;group=…"; every other
+    #: domain is in the group `others`.
+    domain_groups: str = (
+        "gmail=gmail.com,googlemail.com;"
+        "microsoft=outlook.com,hotmail.com,live.com,msn.com;"
+        "yahoo=yahoo.com,ymail.com,aol.com"
+    )
+    #: Per group, SMTP sends in flight at once across all workers: "gmail=4;others=16" (none: no
+    #: limit)…
+    domain_concurrency: str = ""
+    #: …and messages per second across all workers: "gmail=50;yahoo=20".
+    domain_rate_per_s: str = ""
+    #: A throttling reply (421 4.7.28, 4.7.0 … rate, 452 4.5.3) stops a group's mail this long,
+    #: doubling with each further one up to the maximum.
+    domain_backoff_s: int = 60
+    domain_backoff_max_s: int = 3600
+    #: `/metrics` answers loopback clients, or anyone with this bearer token.
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
+    #: Local time (MAILER_TIMEZONE) at which the scheduler runs retention each day; empty: never.
+    retention_at: str = "03:30"
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
@@ -236,6 +296,17 @@ class Settings:
         return self.broker_url.startswith("memory://")
 
     @property
+    def is_rabbitmq(self) -> bool:
+        return self.broker_url.startswith(("amqp://", "amqps://"))
+
+    @property
+    def shared_redis_url(self) -> str:
+        """The Redis that shared limits live in: the broker's, else MAILER_REDIS_URL, else ""."""
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        return self.redis_url
+
+    @property
     def is_production(self) -> bool:
         return self.env == "production"
 
@@ -266,6 +337,7 @@ class Settings:
             raise ConfigError("MAILER_BATCH_SIZE must be at least 1")
         if not self.retry_delays_s:
             raise ConfigError("MAILER_RETRY_DELAYS_S needs at least one delay")
+        self._check_operations()
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -273,6 +345,26 @@ class Settings:
                 f"MAILER_TIMEZONE={self.timezone!r} is not a time zone; use an Area/City name "
                 "like America/Los_Angeles (the system's tz database, or the tzdata package)"
             ) from exc
+
+    def _check_operations(self) -> None:
+        for name in ("complaint_rate_limit", "hard_bounce_rate_limit"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(
+                    f"MAILER_{name.upper()}={getattr(self, name)} must be a share between 0 and "
+                    "1 (0.003 is 0.3%)"
+                )
+        from mailer.pacing import parse_pacing  # late import: pacing reads these settings
+
+        parse_pacing(self)
+        if self.retention_at:
+            hour, sep, minute = self.retention_at.partition(":")
+            if not (
+                sep and hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60
+            ):
+                raise ConfigError(
+                    f"MAILER_RETENTION_AT={self.retention_at!r} is not a time of day; use HH:MM "
+                    "(24-hour, in MAILER_TIMEZONE), or empty to run retention only by hand"
+                )
 
     def _check_keys(self) -> None:
         """Production: every key that signs or verifies is long, random and not the demo's."""

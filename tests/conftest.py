@@ -26,7 +26,12 @@ from mailer.models import Base, Contact, Organization, User
 from mailer.runtime import Runtime
 from tests import required_tools
 
-pytest_plugins = ["tests.smtp_fixtures", "tests.delivery_fixtures", "tests.web_fixtures"]
+pytest_plugins = [
+    "tests.smtp_fixtures",
+    "tests.delivery_fixtures",
+    "tests.web_fixtures",
+    "tests.http_fixtures",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(

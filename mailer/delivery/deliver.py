@@ -55,6 +55,15 @@ class RateLimiter(Protocol):
         """Block until `count` more messages may go out."""
 
 
+class Pacer(Protocol):
+    def send(
+        self,
+        messages: Sequence[OutgoingMessage],
+        send: Callable[[Sequence[OutgoingMessage]], list[DeliveryResult]],
+    ) -> list[DeliveryResult]:
+        """Send through `send` within per-domain limits (mailer.pacing.DomainPacer)."""
+
+
 @dataclass
 class BatchReport:
     campaign_id: int
@@ -77,8 +86,10 @@ class DeliveryContext:
         rate_limiter: RateLimiter | None = None,
         journal: Journal | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        pacer: Pacer | None = None,
     ) -> None:
         self.rt = rt
+        self.pacer = pacer
         self.clock = clock
         self.rate_limiter = rate_limiter
         #: Claims and acceptances, on disk the moment they happen (see `journal`).
@@ -89,6 +100,11 @@ class DeliveryContext:
         self._campaigns: OrderedDict[int, CampaignMessages] = OrderedDict()
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        if self.pacer is not None:
+            return self.pacer.send(messages, self._send_now)
+        return self._send_now(messages)
+
+    def _send_now(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         if self.rate_limiter is not None:
             self.rate_limiter.acquire(len(messages))
         return self._loop.run_until_complete(self._send(messages))

@@ -29,7 +29,7 @@ from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
 from mailer.runtime import Runtime, open_runtime
 from mailer.tokens import TokenSigner
-from mailer.web import public
+from mailer.web import metrics, public, webhooks
 from mailer.web.admin import create_admin_app
 from mailer.web.api import create_api_app
 from mailer.web.context import AppContext
@@ -125,6 +125,8 @@ def create_app(
         Route("/privacy", public.privacy_page, methods=["GET"]),
         Route("/privacy/{version}", public.privacy_page, methods=["GET"]),
         Route("/healthz", public.healthz, methods=["GET"]),
+        Route("/webhooks/{provider}", webhooks.receive, methods=["POST"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/assets/web.css", stylesheet, methods=["GET"]),
         Mount("/admin", create_admin_app(ctx)),
         Mount("/api/v1", create_api_app(ctx)),
