@@ -23,6 +23,7 @@ from mailer.models import (
 )
 from mailer.rules import audience_select, parse_rule
 from mailer.rules.fields import FIELDS
+from mailer.rules.preview import count_by_reason
 
 TODAY = dt.date(2026, 6, 15)
 NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
@@ -568,3 +569,16 @@ def test_any_well_formed_rule_parses_and_runs(rt, rule_text: str, category: Cate
     rule = parse_rule(rule_text)
     with rt.sessions() as s:
         s.execute(audience_select(rule, category, today=TODAY, now=NOW)).all()
+
+
+def test_the_largest_rule_allowed_runs_on_the_database(rt) -> None:
+    from mailer.rules.parser import MAX_CONDITIONS
+
+    text = " or ".join(f'(city = "c{n}" and not state = "OR")' for n in range(MAX_CONDITIONS // 2))
+    rule = parse_rule(text)
+    now = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    with rt.sessions() as session:
+        counts = count_by_reason(
+            session, audience_select(rule, Category.PROMOTIONS, today=now.date(), now=now)
+        )
+    assert sum(counts.values()) == 0

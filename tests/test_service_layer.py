@@ -7,6 +7,7 @@ through the core and through the CLI, and checks the refusal is audited.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -14,12 +15,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from mailer import campaigns, policy
 from mailer.access import Actor
 from mailer.cli import main
 from mailer.contacts.importer import import_contacts
 from mailer.enums import Role
 from mailer.errors import ContactImportError, PermissionDeniedError
-from mailer.models import AuditEvent, Contact, Organization, User
+from mailer.models import AuditEvent, Campaign, Contact, Organization, User
 from mailer.retention import run_retention
 from mailer.runtime import Runtime
 from tests.conftest import ROOT
@@ -242,3 +244,83 @@ def test_retention_is_for_admins_only(rt: Runtime, make_user) -> None:
     assert [d.details["action"] for d in denials(rt)] == ["retention.run", "retention.run"]
     make_user(username="ada", role="admin")
     assert run(rt, "ada", "retention", "run", "--dry-run").exit_code == 0
+
+
+# --- campaigns: category by role, owner or admin to change ------------------------------------
+
+
+def draft(rt: Runtime, created_by: str, category: str = "promotions") -> int:
+    with rt.sessions.begin() as s:
+        campaign = Campaign(
+            name="Draft", category=category, template="t", created_by=created_by, status="draft"
+        )
+        s.add(campaign)
+        s.flush()
+        return campaign.id
+
+
+def test_roles_limit_the_categories_a_user_may_create(rt: Runtime, make_user) -> None:
+    mel = as_actor(make_user(username="mel", role="marketing"))
+    amy = as_actor(make_user(username="amy", role="account_manager"))
+    for actor, category, needed in (
+        (mel, "service", "account_manager or admin"),
+        (amy, "promotions", "admin or marketing"),
+        (mel, "policy", "admin"),
+    ):
+        with pytest.raises(PermissionDeniedError, match=f"campaigns need the role {needed}"):
+            campaigns.create_campaign(
+                rt, actor=actor, name="x", category=category, template="features/x"
+            )
+    assert [d.actor for d in denials(rt)] == ["mel", "amy", "mel"]
+
+
+def test_only_the_creator_or_an_admin_changes_a_campaign(rt: Runtime, make_user) -> None:
+    make_user(username="mel", role="marketing")
+    other = as_actor(make_user(username="max", role="marketing"))
+    ada = as_actor(make_user(username="ada", role="admin"))
+    cid = draft(rt, "mel")
+    with pytest.raises(PermissionDeniedError, match="belongs to 'mel'"):
+        campaigns.launch_campaign(rt, cid, actor=other, dispatch=None)
+    with pytest.raises(PermissionDeniedError, match="belongs to 'mel'"):
+        campaigns.cancel_campaign(rt, cid, actor=other)
+    campaigns.cancel_campaign(rt, cid, actor=ada)
+    assert campaigns.campaign_status(rt, cid, actor=ada).status == "cancelled"
+    assert [d.details["action"] for d in denials(rt)] == ["campaign.launch", "campaign.change"]
+
+
+def test_an_account_manager_sees_only_their_own_campaigns(rt: Runtime, make_user) -> None:
+    amy = as_actor(make_user(username="amy", role="account_manager"))
+    make_user(username="lee", role="account_manager")
+    mine, theirs = draft(rt, "amy", "service"), draft(rt, "lee", "service")
+    assert [c.id for c in campaigns.list_campaigns(rt, actor=amy)] == [mine]
+    with pytest.raises(PermissionDeniedError, match="not one of yours"):
+        campaigns.campaign_status(rt, theirs, actor=amy)
+    result = run(rt, "amy", "campaign", "list", "--json")
+    assert [c["id"] for c in json.loads(result.output)] == [mine]
+    assert run(rt, "amy", "campaign", "status", str(theirs)).exit_code == 4
+
+
+# --- policy: publish, coverage, resend are for admins -----------------------------------------
+
+
+def test_policy_publish_coverage_and_resend_are_for_admins(rt: Runtime, make_user) -> None:
+    mel = as_actor(make_user(username="mel", role="marketing"))
+    with pytest.raises(PermissionDeniedError, match="only an admin may publish"):
+        policy.publish_policy(
+            rt,
+            version="2",
+            effective_on=dt.date(2027, 1, 1),
+            text="text",
+            summary="s\n- x\n",
+            is_material=False,
+            actor=mel,
+            dispatch=None,
+        )
+    with pytest.raises(PermissionDeniedError, match="coverage report"):
+        policy.coverage(rt, "1", actor=mel)
+    with pytest.raises(PermissionDeniedError, match="resend"):
+        policy.resend_notice(rt, "1", actor=mel, dispatch=None)
+    result = run(rt, "mel", "policy", "coverage", "1")
+    assert result.exit_code == 4 and "only an admin" in result.output
+    actions = [d.details["action"] for d in denials(rt)]
+    assert actions == ["policy.publish", "policy.coverage", "policy.resend", "policy.coverage"]

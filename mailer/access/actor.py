@@ -58,6 +58,7 @@ ROLES_FOR_ACTION: dict[str, frozenset[Role]] = {
     "contacts.view": frozenset(Role),
     "contacts.import": frozenset({Role.ADMIN, Role.ACCOUNT_MANAGER}),
     "template.view": frozenset(Role),
+    "template.preview": frozenset(Role),
     "template.edit": frozenset({Role.ADMIN, Role.MARKETING}),
     "policy.view": frozenset(Role),
     "session.own": frozenset(Role),
@@ -96,7 +97,7 @@ def require(
         return
     reason = reason or f"{actor.describe()} may not {action}"
     _audit_denial(session, actor, action, object_type, object_id, reason)
-    raise PermissionDeniedError(f"{actor.describe()} may not {action}: {reason}")
+    raise PermissionDeniedError(f"{actor.describe()}: {reason}")
 
 
 def deny(
@@ -110,7 +111,7 @@ def deny(
 ) -> PermissionDeniedError:
     """Audit a refusal decided by the caller and return the error for it to raise."""
     _audit_denial(session, actor, action, object_type, object_id, reason)
-    return PermissionDeniedError(f"{actor.describe()} may not {action}: {reason}")
+    return PermissionDeniedError(f"{actor.describe()}: {reason}")
 
 
 def audit(
@@ -130,6 +131,29 @@ def audit(
         object_id="" if object_id is None else str(object_id),
         details={"via": actor.via, **details},
         ip=actor.ip or "",
+    )
+    session.add(event_row)
+    return event_row
+
+
+def audit_as(
+    session: Session,
+    name: str,
+    action: str,
+    *,
+    object_type: str = "",
+    object_id: str | int | None = "",
+    ip: str = "",
+    **details: Any,
+) -> AuditEvent:
+    """Record an action by someone who is not (yet) an actor: a sign-in attempt, a bootstrap."""
+    event_row = AuditEvent(
+        actor=name[:100],
+        action=action,
+        object_type=object_type,
+        object_id="" if object_id is None else str(object_id)[:100],
+        details=details,
+        ip=ip[:45],
     )
     session.add(event_row)
     return event_row

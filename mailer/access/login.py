@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.access import totp
-from mailer.access.actor import Actor
+from mailer.access.actor import Actor, audit_as
 from mailer.access.throttle import LoginThrottle
 from mailer.access.users import (
     hash_password,
@@ -21,7 +21,6 @@ from mailer.access.users import (
     verify_password,
     verify_password_hash,
 )
-from mailer.audit import record
 from mailer.enums import Role
 from mailer.models import User
 
@@ -69,7 +68,7 @@ def authenticate(
     username = username.strip()
     wait_s = throttle.retry_after_s(ip, username)
     if wait_s:
-        record(
+        audit_as(
             session,
             username[:100],
             "login.throttled",
@@ -114,7 +113,7 @@ def authenticate(
     if password_needs_rehash(user):
         user.password_hash = hash_password(password)
     throttle.reset(ip, username)
-    record(
+    audit_as(
         session,
         user.username,
         "login",
@@ -132,7 +131,7 @@ def _fail(
     session: Session, throttle: LoginThrottle, username: str, ip: str, via: str, why: str
 ) -> LoginFailure:
     throttle.record_failure(ip, username)
-    record(
+    audit_as(
         session,
         username[:100] or "(blank)",
         "login.failed",

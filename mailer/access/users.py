@@ -14,10 +14,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer.access.actor import Actor, audit, require
+from mailer.access.actor import Actor, audit, audit_as, require
 from mailer.access.sessions import revoke_user_sessions
 from mailer.addresses import normalize
-from mailer.audit import record
 from mailer.enums import Role
 from mailer.errors import MailerError, NotFoundError, PermissionDeniedError
 from mailer.models import User, utcnow
@@ -130,7 +129,7 @@ def add_user(
     )
     session.add(user)
     session.flush()
-    record(
+    audit_as(
         session,
         audited_as,
         "user.create",
@@ -195,7 +194,9 @@ def create_user(
         audited_as=audited_as,
     )
     if bootstrap:
-        record(session, audited_as, "user.bootstrap_admin", object_type="user", object_id=username)
+        audit_as(
+            session, audited_as, "user.bootstrap_admin", object_type="user", object_id=username
+        )
     return user
 
 

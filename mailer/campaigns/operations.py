@@ -43,7 +43,7 @@ def create_campaign(
         require_campaign_right(session, actor, "create", category=category)
         if audience and rule_text:
             raise CampaignError("give either an audience name or a rule, not both")
-        validate_launch(rt, category, template, audience, rule_text)
+        validate_launch(rt, category, template, audience, rule_text, params or {})
         campaign = add_draft(
             session,
             actor,

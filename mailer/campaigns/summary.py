@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailer.access.actor import Actor, require
+from mailer.access.permissions import may_see_campaign
 from mailer.campaigns.lifecycle import OUTSTANDING, send_counts
+from mailer.enums import Role
 from mailer.errors import NotFoundError
 from mailer.models import Campaign, Send
 from mailer.runtime import Runtime
@@ -71,14 +74,34 @@ def summarize(session: Session, campaign: Campaign) -> CampaignSummary:
     )
 
 
-def campaign_status(rt: Runtime, campaign_id: int) -> CampaignSummary:
+def campaign_status(
+    rt: Runtime, campaign_id: int, *, actor: Actor | None = None
+) -> CampaignSummary:
+    """A campaign's summary; with `actor`, refused (audited) for an account manager who did
+    not create it. Without one (the system, progress watchers) it is not checked."""
     with rt.sessions() as session:
-        return summarize(session, get_campaign(session, campaign_id))
+        campaign = get_campaign(session, campaign_id)
+        if actor is not None:
+            require(
+                session,
+                actor,
+                "campaign.view",
+                object_type="campaign",
+                object_id=campaign_id,
+                allowed=may_see_campaign(actor, campaign),
+                reason=f"campaign {campaign_id} is not one of yours",
+            )
+        return summarize(session, campaign)
 
 
-def list_campaigns(rt: Runtime, *, status: str | None = None) -> list[CampaignSummary]:
+def list_campaigns(
+    rt: Runtime, *, status: str | None = None, actor: Actor | None = None
+) -> list[CampaignSummary]:
+    """Every campaign, oldest first; an account manager `actor` sees only their own."""
     with rt.sessions() as session:
         query = select(Campaign).order_by(Campaign.id)
         if status:
             query = query.where(Campaign.status == status)
+        if actor is not None and actor.role is Role.ACCOUNT_MANAGER:
+            query = query.where(Campaign.created_by == actor.username)
         return [summarize(session, c) for c in session.scalars(query)]

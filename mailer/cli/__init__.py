@@ -101,12 +101,15 @@ def _register() -> None:
     from mailer.cli import (
         audience,
         campaign,
+        check,
+        compliance,
         contacts,
         database,
         demo,
         policy,
         retention,
         serve,
+        suppressions,
         template,
         tokens,
         users,
@@ -116,6 +119,7 @@ def _register() -> None:
     for module in (
         database,
         contacts,
+        compliance,
         users,
         tokens,
         audience,
@@ -123,8 +127,10 @@ def _register() -> None:
         campaign,
         policy,
         retention,
+        suppressions,
         worker,
         serve,
+        check,
         demo,
     ):
         for command in getattr(module, "COMMANDS", []):

@@ -14,7 +14,14 @@ from mailer import campaigns
 from mailer.campaigns import CampaignSummary
 from mailer.campaigns.times import format_delay, format_time, parse_time
 from mailer.campaigns.waiting import wait_for_campaign
-from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
+from mailer.cli._common import (
+    acting_option,
+    current_actor,
+    echo_json,
+    json_option,
+    parse_params,
+    runtime,
+)
 from mailer.cli._dispatch import Dispatcher, progress_bar, watch_progress
 from mailer.delivery.heartbeats import sweep_overdue_warning
 from mailer.enums import CampaignStatus, Category
@@ -40,7 +47,8 @@ def campaign_group() -> None:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Extra template context, repeatable.",
+    help="A campaign parameter the template declares (`params:` in its header) and reads as "
+    "{{ params.KEY }}; repeatable. `mailer template list` shows what each template needs.",
 )
 @acting_option
 @json_option
@@ -58,12 +66,7 @@ def create_command(
     """Create a draft campaign."""
     if rule_file is not None:
         rule_text = rule_file.read_text()
-    extra = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
-        extra[key] = value
+    extra = parse_params(params)
     campaign = campaigns.create_campaign(
         runtime(),
         actor=current_actor(as_username),
@@ -217,12 +220,15 @@ def _counts_line(summary: CampaignSummary) -> str:
 @click.argument("campaign_id", type=int)
 @click.option("--watch", is_flag=True, help="Live progress until the campaign finishes.")
 @json_option
-def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
+@acting_option
+def status_command(campaign_id: int, watch: bool, as_json: bool, as_username: str) -> None:
     """Counts by status, skip reasons and what the campaign is doing."""
     rt = runtime()
+    who = current_actor(as_username)
+    summary = campaigns.campaign_status(rt, campaign_id, actor=who)
     if watch:
         watch_progress(rt, [campaign_id])
-    summary = campaigns.campaign_status(rt, campaign_id)
+        summary = campaigns.campaign_status(rt, campaign_id, actor=who)
     _show(summary, as_json, rt.settings.timezone)
     if summary.status in ("sending", "scheduled") and not rt.settings.is_embedded_broker:
         warning = sweep_overdue_warning(rt)
@@ -233,10 +239,11 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
 @campaign_group.command("list")
 @click.option("--status", default=None, type=click.Choice([s.value for s in CampaignStatus]))
 @json_option
-def list_command(status: str | None, as_json: bool) -> None:
-    """Every campaign, newest last."""
+@acting_option
+def list_command(status: str | None, as_json: bool, as_username: str) -> None:
+    """Every campaign, newest last (an account manager's own only)."""
     rt = runtime()
-    summaries = campaigns.list_campaigns(rt, status=status)
+    summaries = campaigns.list_campaigns(rt, status=status, actor=current_actor(as_username))
     if as_json:
         echo_json([_as_dict(s, rt.settings.timezone) for s in summaries])
         return

@@ -15,6 +15,7 @@ def serve_command(host: str, port: int) -> None:
     import uvicorn
 
     from mailer.web import create_app
+    from mailer.web.server import uvicorn_config
 
     rt = runtime()  # refuses to start on a schema that needs `mailer db upgrade`
     app = create_app(runtime=rt)
@@ -22,13 +23,7 @@ def serve_command(host: str, port: int) -> None:
         f"serving {rt.settings.public_base_url} on http://{host}:{port} "
         f"(admin: /admin, API: /api/v1, OpenAPI: /api/v1/openapi.json)"
     )
-    # proxy_headers off: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1; whether
-    # to trust a proxy is MAILER_TRUSTED_PROXY's decision (mailer.web.security.client_ip).
-    # access_log off: every public URL carries a recipient token, which would let whoever
-    # reads the log unsubscribe that person; consent changes are in the audit log instead.
-    uvicorn.run(
-        app, host=host, port=port, proxy_headers=False, server_header=False, access_log=False
-    )
+    uvicorn.Server(uvicorn_config(app, rt.settings, host=host, port=port)).run()
 
 
 @click.command("inbound")

@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from mailer.access import make_login_throttle
 from mailer.config import Settings
@@ -28,22 +29,41 @@ from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
 from mailer.runtime import Runtime, open_runtime
 from mailer.tokens import TokenSigner
-from mailer.web import public
+from mailer.web import metrics, public, webhooks
 from mailer.web.admin import create_admin_app
 from mailer.web.api import create_api_app
 from mailer.web.context import AppContext
 from mailer.web.dispatch import WebDispatcher
 from mailer.web.pages import make_environment, render
 from mailer.web.security import (
+    BodyLimitMiddleware,
     RateLimitMiddleware,
     SecurityHeadersMiddleware,
     SlidingWindowLimiter,
+    redact_tokens_in_server_logs,
 )
 
 __all__ = ["create_app"]
 
+#: Health checks per visitor and minute; a load balancer checks every few seconds.
+HEALTHZ_PER_MINUTE = 120
+
+
+class _PublicApp(Starlette):
+    """Starlette with the security headers outside everything, the 500 page included
+    (Starlette runs its 500 handler outside the middleware it is given)."""
+
+    def __init__(self, headers: type[SecurityHeadersMiddleware], is_https: bool, **kw: Any) -> None:
+        self._headers, self._is_https = headers, is_https
+        super().__init__(**kw)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._headers(super().build_middleware_stack(), is_https=self._is_https)
+
+
 _ERROR_TITLES = {
     400: "That request could not be understood",
+    403: "That form can only be sent from our own page",
     404: "Page not found",
     405: "Page not found",
     413: "That request is too large",
@@ -105,21 +125,31 @@ def create_app(
         Route("/privacy", public.privacy_page, methods=["GET"]),
         Route("/privacy/{version}", public.privacy_page, methods=["GET"]),
         Route("/healthz", public.healthz, methods=["GET"]),
+        Route("/webhooks/{provider}", webhooks.receive, methods=["POST"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/assets/web.css", stylesheet, methods=["GET"]),
         Mount("/admin", create_admin_app(ctx)),
         Mount("/api/v1", create_api_app(ctx)),
     ]
     middleware = [
         Middleware(
-            SecurityHeadersMiddleware, is_https=settings.public_base_url.startswith("https://")
-        ),
-        Middleware(
             RateLimitMiddleware,
             limiter=SlidingWindowLimiter(settings.web_rate_limit_per_minute, 60.0),
             trusted_proxy=settings.trusted_proxy,
         ),
+        Middleware(
+            RateLimitMiddleware,
+            limiter=SlidingWindowLimiter(HEALTHZ_PER_MINUTE, 60.0),
+            trusted_proxy=settings.trusted_proxy,
+            prefixes=("/healthz",),
+            name="healthz",
+        ),
+        Middleware(BodyLimitMiddleware, max_bytes=public.MAX_FORM_BYTES),
     ]
-    app = Starlette(
+    redact_tokens_in_server_logs()  # however the app is served (`uvicorn mailer.web:app`)
+    app = _PublicApp(
+        SecurityHeadersMiddleware,
+        settings.public_base_url.startswith("https://"),
         routes=routes,
         middleware=middleware,
         exception_handlers={

@@ -104,7 +104,7 @@ async def publish(request: Request) -> Response:
 
 def _coverage(request: Request) -> Any:
     version = request.path_params["version"]
-    return policy.coverage(context(request).runtime, version, viewed_by=actor(request).username)
+    return policy.coverage(context(request).runtime, version, actor=actor(request))
 
 
 @allow(Role.ADMIN)

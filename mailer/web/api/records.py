@@ -288,9 +288,7 @@ async def version_coverage(request: Request) -> Response:
     """Which clients a version's notice reached, and why the others were not."""
     version = request.path_params["version"]
     report = await run_in_threadpool(
-        lambda: policy.coverage(
-            context(request).runtime, version, viewed_by=actor(request).username
-        )
+        lambda: policy.coverage(context(request).runtime, version, actor=actor(request))
     )
     return JSONResponse(report.as_dict())
 
