@@ -604,3 +604,23 @@ def test_api_lists_page_by_cursor_and_bad_input_names_the_field(
         assert response.status_code == 422
         [error] = response.json()["errors"]
         assert error["field"] == "rule" and error["line"] == 1 and error["column"] == 13
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_admin_takes_uploads_larger_than_a_public_form(
+    rt: Runtime, world: Any, signed_in: Any
+) -> None:
+    client, token = signed_in("ada")
+    rows = "".join(
+        f"ORG-BIG-{n},client,Big Co {n},pat{n}@big{n}.example,Pat,Lee\r\n" for n in range(1500)
+    )
+    text = IMPORT_CSV.split("\r\n")[0] + "\r\n" + rows
+    assert len(text) > 64 * 1024
+    response = client.post(
+        "/admin/contacts/import",
+        data={"csrf_token": token, "dry_run": "yes"},
+        files={"file": ("big.csv", text, "text/csv")},
+    )
+    assert response.status_code == 200 and "Dry run" in response.text, response.text[:500]
+    # the public pages keep their small limit
+    assert client.post("/preferences/x", content=b"a=" + b"b" * 70_000).status_code == 413

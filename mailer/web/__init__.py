@@ -144,7 +144,11 @@ def create_app(
             prefixes=("/healthz",),
             name="healthz",
         ),
-        Middleware(BodyLimitMiddleware, max_bytes=public.MAX_FORM_BYTES),
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=public.MAX_FORM_BYTES,
+            skip_prefixes=("/admin/", "/api/"),  # their own, larger limit (CSV imports)
+        ),
     ]
     redact_tokens_in_server_logs()  # however the app is served (`uvicorn mailer.web:app`)
     app = _PublicApp(

@@ -243,12 +243,16 @@ class BodyLimitMiddleware:
     """Answers 413 once a request body passes `max_bytes`, counted as it arrives (a chunked
     upload has no Content-Length to trust), so nothing larger is ever read or spooled."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, skip_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Paths with a limit of their own (the admin app and the API take CSV uploads).
+        self.skip_prefixes = skip_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(self.skip_prefixes):
             await self.app(scope, receive, send)
             return
         length = Headers(scope=scope).get("content-length", "")

@@ -30,7 +30,7 @@ from mailer.web.admin.pages import COOKIE, make_environment, redirect, render
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
 from mailer.web.problems import allowed_methods, status_for
-from mailer.web.security import client_ip
+from mailer.web.security import BodyLimitMiddleware, client_ip
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -41,6 +41,10 @@ ADMIN_CSP = (
     "connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
+
+
+#: The largest request the admin app reads: a CSV import of 20 MB and its form fields.
+MAX_BODY_BYTES = 21 * 1024 * 1024
 
 
 def routes() -> list[BaseRoute]:
@@ -174,6 +178,7 @@ def create_admin_app(ctx: AppContext) -> Starlette:
         routes=routes(),
         middleware=[
             Middleware(HeadersMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
             Middleware(OriginCheckMiddleware),
             Middleware(SessionMiddleware, ctx=ctx),
         ],

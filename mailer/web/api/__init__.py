@@ -31,9 +31,11 @@ from mailer.web.problems import (
     handle_mailer,
     problem,
 )
-from mailer.web.security import client_ip
+from mailer.web.security import BodyLimitMiddleware, client_ip
 
 PREFIX = "/api/v1"
+#: The largest request body the API reads: a CSV import of 20 MB.
+MAX_BODY_BYTES = 21 * 1024 * 1024
 
 
 def routes() -> list[BaseRoute]:
@@ -105,7 +107,10 @@ async def _forbidden(request: Request, allowed: Iterable[Role]) -> Response:
 def create_api_app(ctx: AppContext) -> Starlette:
     app = Starlette(
         routes=routes(),
-        middleware=[Middleware(BearerMiddleware, ctx=ctx)],
+        middleware=[
+            Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
+            Middleware(BearerMiddleware, ctx=ctx),
+        ],
         exception_handlers={
             HTTPException: handle_http,
             InvalidInput: handle_invalid,
