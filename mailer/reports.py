@@ -6,7 +6,6 @@ account manager only the campaigns they created (service mail to their own clien
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,12 +15,11 @@ from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.access import Actor, deny
+from mailer.csvfiles import csv_writer
 from mailer.enums import Category, OptOutSource, Role, SendStatus
 from mailer.errors import NotFoundError
 from mailer.models import Campaign, OptOut, Send
 
-#: Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: How many of the latest campaigns the dashboard looks through for recent bounces.
 RECENT_CAMPAIGNS = 50
 #: Send statuses still waiting for an outcome.
@@ -219,7 +217,7 @@ REPORT_COLUMNS = [
 def report_csv(session: Session, campaign_id: int, *, chunk: int = 5000) -> Iterator[str]:
     """Every send of the campaign as CSV text chunks (keyset-paged, formula cells defused)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)
     writer.writerow(REPORT_COLUMNS)
     last = 0
     while True:
@@ -233,7 +231,7 @@ def report_csv(session: Session, campaign_id: int, *, chunk: int = 5000) -> Iter
         )
         for s in sends:
             line = _line(s)
-            writer.writerow([safe_cell(v) for v in vars(line).values()])
+            writer.writerow(vars(line).values())
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -242,19 +240,12 @@ def report_csv(session: Session, campaign_id: int, *, chunk: int = 5000) -> Iter
         last = sends[-1].id
 
 
-def safe_cell(value: object) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading = + - @ TAB or CR gets a quote."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A small CSV document with every cell defused (see `safe_cell`)."""
+    """A small CSV document, every cell safe to open in a spreadsheet (`mailer.csvfiles`)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)
     writer.writerow(header)
-    for row in rows:
-        writer.writerow([safe_cell(v) for v in row])
+    writer.writerows(rows)
     return buffer.getvalue()
 
 
