@@ -244,8 +244,9 @@ def require_category(session: Session, actor: Actor, category: Category, what: s
         object_type="template",
         object_id=what,
         allowed=category in allowed,
-        reason=f"{category} mail needs another role; a {actor.role.value} user sends "
-        + ", ".join(sorted(allowed)),
+        reason=f"{category} mail needs another role (the role {actor.role.value} sends "
+        + ", ".join(sorted(allowed))
+        + ")",
     )
 
 
