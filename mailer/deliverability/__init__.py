@@ -11,6 +11,7 @@
 from mailer.deliverability.rates import CampaignRates, campaign_rates, check_rates
 from mailer.deliverability.soft import (
     lift_marketing_suppression,
+    list_suppressions,
     marketing_suppressions,
     note_delivered,
     note_soft_bounce,
@@ -21,6 +22,7 @@ __all__ = [
     "campaign_rates",
     "check_rates",
     "lift_marketing_suppression",
+    "list_suppressions",
     "marketing_suppressions",
     "note_delivered",
     "note_soft_bounce",
