@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from mailer.access import SYSTEM
 from mailer.contacts.importer import import_contacts
 from mailer.csvfiles import csv_writer, safe_cell
 from mailer.runtime import Runtime
@@ -30,7 +31,7 @@ def test_other_cells_are_written_as_they_are(value: object) -> None:
 def test_the_rejects_file_neutralizes_formulas(rt: Runtime, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "c.csv", [row(1, email=ATTACKS[0], title=ATTACKS[1])])
     target = tmp_path / "rejects.csv"
-    import_contacts(rt, path, skip_invalid=True, rejects_path=target)
+    import_contacts(rt, path, skip_invalid=True, rejects_path=target, actor=SYSTEM)
     [rejected] = list(csv.DictReader(target.open(encoding="utf-8")))
     assert rejected["email"] == "'" + ATTACKS[0]
     assert rejected["title"] == "'" + ATTACKS[1]
