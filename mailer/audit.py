@@ -135,3 +135,39 @@ def _decode_cursor(cursor: str) -> int:
         raise AuditQueryError(
             f"cursor {cursor!r} is not one this service handed out; start again without it"
         ) from None
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit log screen and API filter on; empty fields match everything."""
+
+    actor: str = ""
+    action: str = ""  #: exact, or a prefix ending in "." (e.g. "campaign.")
+    object_type: str = ""
+    object_id: str = ""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def search(
+    session: Session, where: AuditFilter, *, limit: int = 100, before_id: int | None = None
+) -> list[AuditEvent]:
+    """Events matching `where`, newest first (keyset on id: pass the last id as `before_id`)."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if where.actor:
+        query = query.where(AuditEvent.actor == where.actor)
+    if where.action.endswith("."):
+        query = query.where(AuditEvent.action.startswith(where.action))
+    elif where.action:
+        query = query.where(AuditEvent.action == where.action)
+    if where.object_type:
+        query = query.where(AuditEvent.object_type == where.object_type)
+    if where.object_id:
+        query = query.where(AuditEvent.object_id == where.object_id)
+    if where.since is not None:
+        query = query.where(AuditEvent.at >= where.since)
+    if where.until is not None:
+        query = query.where(AuditEvent.at < where.until)
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
+    return list(session.scalars(query))

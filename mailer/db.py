@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,16 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, CursorResult, Engine, Result, Table, create_engine, event
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Result,
+    Table,
+    create_engine,
+    event,
+    inspect,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -20,6 +30,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailer.errors import SchemaBehindError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _is_worth_logging(record: logging.LogRecord) -> bool:
+    # Every schema check (each worker thread opens a runtime) makes Alembic log which dialect it
+    # uses and that DDL is transactional: two INFO lines each, nothing an operator acts on.
+    # What a migration actually does ("Running upgrade …") still shows.
+    return not str(record.msg).startswith(("Context impl", "Will assume"))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_is_worth_logging)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -117,6 +137,10 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def has_table(engine: Engine, name: str) -> bool:
+    return inspect(engine).has_table(name)
 
 
 def head_revision() -> str:

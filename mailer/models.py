@@ -402,3 +402,77 @@ class Heartbeat(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index(None, "kind", "seen_at"),)
+
+
+class SoftBounce(Base):
+    """Soft bounces of one address since its last delivery (STANDARDS §6: 3 over ≥ 7 days)."""
+
+    __tablename__ = "soft_bounces"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_send_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_detail: Mapped[str] = mapped_column(Text, default="")
+    #: The last delivery to the address, which starts the count again (not the bouncing send).
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    delivered_send_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DeliveryEvent(Base):
+    """What a mailbox provider or relay told us about a send after the SMTP reply.
+
+    `(source, event_key)` is unique: the same provider event delivered twice is taken once.
+    """
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: arf, dsn, ses, sendgrid, postmark, mailgun
+    source: Mapped[str] = mapped_column(String(20))
+    event_key: Mapped[str] = mapped_column(String(200))
+    #: delivered, soft_bounce, hard_bounce, complaint, unsubscribe, other
+    kind: Mapped[str] = mapped_column(String(20))
+    send_id: Mapped[int | None] = mapped_column(BigInteger)
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        UniqueConstraint("source", "event_key"),
+        Index(None, "campaign_id", "kind"),
+    )
+
+
+class Alert(Base):
+    """An operator alert, raised once per cause (`key`), then mailed and/or posted."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    raised_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index(None, "sent_at"),)
+
+
+class ScheduledJob(Base):
+    """A daily job of `mailer scheduler`: the row is the lease that lets one scheduler run it."""
+
+    __tablename__ = "scheduled_jobs"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    #: The local date of the last run claimed; a scheduler claims today's with compare-and-set.
+    last_run_on: Mapped[dt.date | None] = mapped_column(Date)
+    holder: Mapped[str] = mapped_column(String(200), default="")
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -123,8 +123,9 @@ class Deployment:
             self._engine = create_engine(self.database_url, pool_pre_ping=True)
         return self._engine
 
-    def mailer(self, *args: str) -> str:
-        done = subprocess.run(
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a mailer command to its end; the caller checks the result."""
+        return subprocess.run(
             [*MAILER, *args],
             env=self.env,
             cwd=self.tmp,
@@ -132,6 +133,10 @@ class Deployment:
             text=True,
             timeout=300,
         )
+
+    def mailer(self, *args: str) -> str:
+        """Run a mailer command that must succeed; its standard output."""
+        done = self.run(*args)
         assert done.returncode == 0, f"mailer {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from mailer.errors import RuleError
 from mailer.models import AuditEvent, OptOut
 from mailer.rules import load_audience, load_audiences
 from mailer.runtime import Runtime
+from tests.delivery_fixtures import as_user
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,6 +157,27 @@ def test_preview_prints_counts_per_guard_and_a_sample(
     assert events[0].details["excluded"] == {"opted_out": 1}
 
 
+def test_preview_shows_whole_addresses_however_long(
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
+) -> None:
+    # Given contacts with long addresses and long organization names
+    make_user(username="cli-marketer", role="marketing")
+    org = make_org(name="The Deschutes County Regional Health and Wellness Partnership Inc")
+    emails = [
+        "benefits.administration.team@deschutes-regional-health-partnership.example",
+        "pat.o-reilly-hernandez@deschutes-regional-health-partnership.example",
+    ]
+    for email in emails:
+        make_contact(organization=org, email=email, first_name="Patricia", last_name="Hernandez")
+    # When the human preview is printed (CliRunner's terminal is 80 columns wide)
+    args = ["audience", "preview", "--rule", "everyone", "--category", "promotions"]
+    result = CliRunner().invoke(main, args, env=cli_env(rt, tmp_path))
+    # Then every address is there whole, on one line
+    assert result.exit_code == 0, result.output
+    for email in emails:
+        assert email in result.output
+
+
 @pytest.mark.parametrize("category", ["service", "promotions", "policy"])
 def test_an_account_manager_previews_only_their_own_clients_in_any_category(
     rt: Runtime, make_org, make_contact, make_user, tmp_path: Path, category: str
@@ -222,3 +245,42 @@ def test_preview_as_a_marketer_is_not_limited_to_any_manager(
     assert json.loads(result.output)["eligible"] == 1
     result = CliRunner().invoke(main, [*args[:-1], "nobody"], env=cli_env(rt, tmp_path))
     assert result.exit_code == 5 and "no mailer user 'nobody'" in result.output
+
+
+def test_every_lookup_of_a_saved_audience_names_the_nearest_one(
+    rt: Runtime, make_user, make_contact, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from mailer import campaigns
+    from mailer.delivery import scheduler_tick
+    from mailer.errors import NotFoundError
+    from mailer.models import Campaign
+
+    # Given a saved audience and a marketer
+    write(tmp_path, "oregon-clients.toml", "description = 'OR'\nrule = 'state = \"OR\"'\n")
+    local = Runtime(rt.settings.with_(audiences_dir=tmp_path), rt.engine, rt.sessions)
+    make_user(username="mel", role="marketing")
+    make_contact()
+    create: dict[str, Any] = {"actor": as_user(local, "mel"), "name": "x", "category": "features"}
+    create["template"] = "features/benefitelect-enrollment-site"
+    # When a campaign names it with a typo, the error names the nearest one
+    with pytest.raises(NotFoundError, match="did you mean 'oregon-clients'"):
+        campaigns.create_campaign(local, audience="oregon-client", **create)
+    # When a scheduled campaign's audience is renamed before it fires
+    cid = campaigns.create_campaign(local, audience="oregon-clients", **create).id
+    now = dt.datetime.now(dt.UTC)
+    campaigns.launch_campaign(
+        local,
+        cid,
+        actor=as_user(local, "mel"),
+        dispatch=None,
+        at=now + dt.timedelta(minutes=5),
+        now=now,
+    )
+    (tmp_path / "oregon-clients.toml").rename(tmp_path / "oregon-customers.toml")
+    report = scheduler_tick(local, dispatch=None, now=now + dt.timedelta(minutes=6))
+    # Then the scheduler says the same, with the name it found instead
+    assert "did you mean 'oregon-customers'?" in report.failed_to_start[cid]
+    with rt.sessions() as s:
+        assert "did you mean 'oregon-customers'?" in s.get(Campaign, cid).status_detail

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
 from mailer import campaigns, policy
-from mailer.access import SYSTEM
 from mailer.campaigns.lifecycle import complete_if_done
 from mailer.models import AuditEvent, Campaign, Send
 from mailer.runtime import Runtime
@@ -96,7 +95,7 @@ def test_a_promotion_a_service_notice_and_a_policy_notice_complete_with_no_sched
         assert campaigns.campaign_status(mail_rt, cid).counts == {"sent": len(contacts)}
         assert _completions(mail_rt, cid) == 1
     assert _received(smtp_server) == Counter({c.email: 3 for c in contacts})
-    assert policy.coverage(mail_rt, "2", actor=SYSTEM).is_finished
+    assert policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada")).is_finished
 
 
 def test_a_promotion_paused_and_resumed_completes_with_no_scheduler(

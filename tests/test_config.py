@@ -21,7 +21,7 @@ def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(
         "# comment\nMAILER_BATCH_SIZE=200\nexport MAILER_MAIL_DOMAIN='mail.cpi.example'\n"
-        "MAILER_RETRY_DELAYS_S=60,120\nOTHER=ignored\n"
+        "MAILER_RETRY_DELAYS_S=60,120\n"
     )
     settings = Settings.from_env({"MAILER_BATCH_SIZE": "300"}, env_file=env_file)
     assert settings.batch_size == 300
@@ -109,3 +109,82 @@ def test_production_refuses_the_demo_secret_and_plain_http_links() -> None:
 def test_an_empty_postal_address_is_refused() -> None:
     with pytest.raises(ConfigError, match="CAN-SPAM"):
         Settings.from_env({"MAILER_POSTAL_ADDRESS": "  "}, env_file=None)
+
+
+def test_an_unknown_mailer_variable_is_refused_with_the_nearest_name() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"MAILER_SMTP_ULR is not a mailer setting; did you mean MAILER_SMTP_URL\?",
+    ):
+        Settings.from_env({"MAILER_SMTP_ULR": "smtp://relay.example:25"}, env_file=None)
+
+
+def test_an_unknown_name_with_nothing_close_is_refused_and_told_to_go() -> None:
+    with pytest.raises(ConfigError, match="MAILER_FROBNICATE is not a mailer setting; remove it"):
+        Settings.from_env({"MAILER_FROBNICATE": "1"}, env_file=None)
+
+
+def test_other_programs_variables_and_the_test_suites_own_are_left_alone() -> None:
+    Settings.from_env(
+        {"PATH": "/usr/bin", "MAILER_TEST_PG_ADMIN_URL": "postgresql://x@y/z"}, env_file=None
+    )
+
+
+def test_an_unknown_key_in_the_env_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("MAILER_BATCH_SIZE=200\nMAILER_BROKER_ULR=redis://127.0.0.1:6379/0\n")
+    with pytest.raises(
+        ConfigError, match=r"\.env: MAILER_BROKER_ULR .*did you mean MAILER_BROKER_URL"
+    ):
+        Settings.from_env({}, env_file=env_file)
+    env_file.write_text("SMTP_URL=smtp://relay.example\n")
+    with pytest.raises(ConfigError, match="did you mean MAILER_SMTP_URL"):
+        Settings.from_env({}, env_file=env_file)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "MAILER_SMTP_CLIENT",
+            "aiosmtp",
+            r"not one of auto, pipelining, aiosmtplib; did you mean 'aiosmtplib'",
+        ),
+        ("MAILER_BROKER_URL", "127.0.0.1:6379", r"use a memory://, redis://, rediss:// URL"),
+        ("MAILER_DATABASE_URL", "mysql://x@y/z", r"use a sqlite://, postgresql://"),
+        ("MAILER_PUBLIC_BASE_URL", "mail.cpi.example", r"e\.g\. https://mail\.cpi\.example"),
+        ("MAILER_SMTP_URL", "smtp://relay.example:abc", r"the port is not a number"),
+        ("MAILER_SMTP_URL", "smtp://relay.example?starttls=maybe", r"use starttls=1 or starttls=0"),
+        ("MAILER_SMTP_POOL_SIZE", "0", r"MAILER_SMTP_POOL_SIZE=0 must be at least 1"),
+        ("MAILER_RATE_LIMIT_PER_S", "-5", r"cannot be negative"),
+    ],
+)
+def test_every_choice_is_checked_at_start_with_the_fix(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({name: value}, env_file=None)
+
+
+def test_every_choice_the_readme_names_is_accepted() -> None:
+    for client in ("auto", "aiosmtplib"):
+        assert (
+            Settings.from_env({"MAILER_SMTP_CLIENT": client}, env_file=None).smtp_client == client
+        )
+    Settings.from_env(
+        {
+            "MAILER_BROKER_URL": "redis://127.0.0.1:6379/0",
+            "MAILER_DATABASE_URL": "postgresql://mailer@127.0.0.1/mailer",
+            "MAILER_SMTP_URL": "smtp://u:p@relay.example:587?starttls=1,smtps://relay2.example",
+        },
+        env_file=None,
+    )
+
+
+def test_the_policy_reach_is_every_client_held_unless_a_grace_period_is_set() -> None:
+    assert Settings.from_env({}, env_file=None).policy_grace_days is None
+    assert (
+        Settings.from_env({"MAILER_POLICY_GRACE_DAYS": ""}, env_file=None).policy_grace_days is None
+    )
+    settings = Settings.from_env({"MAILER_POLICY_GRACE_DAYS": "90"}, env_file=None)
+    assert settings.policy_grace_days == 90
+    with pytest.raises(ConfigError, match="MAILER_POLICY_GRACE_DAYS=-1 cannot be negative"):
+        Settings.from_env({"MAILER_POLICY_GRACE_DAYS": "-1"}, env_file=None)

@@ -18,10 +18,16 @@ from mailer.enums import CampaignStatus, Role
 from mailer.errors import CampaignError, PermissionDeniedError, TemplateError
 from mailer.models import AuditEvent, Campaign, Send, Suppression
 from mailer.runtime import Runtime
-from tests.delivery_fixtures import as_user
+from tests.delivery_fixtures import RABBITMQ_URL, REDIS_URL, as_user
 from tests.smtpd import FaultServer
 
 MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Every delivery test here runs on Redis and on RabbitMQ (same queues, same guarantees)."""
+    return REDIS_URL if request.param == "redis" else RABBITMQ_URL
 
 
 def _create(

@@ -105,8 +105,14 @@ def test_a_live_workers_claims_are_left_to_it_after_its_lease(
     # Then long after, it counts as hung: the lease rule applies (marketing: unknown)
     scheduler_tick(mail_rt, dispatch=None, now=now + dt.timedelta(minutes=10))
     assert _statuses(mail_rt, ids) == ["unknown"] * 3
+    # a journal closed with claims in it stays for the sweep; an emptied one goes
     journal.close()
-    assert read_journals(mail_rt.settings.journal_dir) == []
+    assert [j.claims for j in read_journals(mail_rt.settings.journal_dir)] == [{i: 1 for i in ids}]
+    emptied = Journal(mail_rt.settings.journal_dir)
+    emptied.claimed([(1, 1)])
+    emptied.recorded()
+    emptied.close()
+    assert not emptied.path.exists()
 
 
 def test_a_worker_journals_each_message_and_empties_the_file_once_recorded(
@@ -188,3 +194,80 @@ def test_a_connection_killed_mid_transaction_is_retried_on_a_new_one(rt: Runtime
     with rt.engine.connect() as conn:
         assert conn.execute(text("SELECT array_agg(id) FROM kill_probe")).scalar() == [2]
     assert os.getpid()  # the test process itself carried on
+
+
+@pytest.mark.parametrize("client", ["auto", "aiosmtplib"])
+def test_the_transport_journals_a_message_as_begun_only_when_its_content_goes_out(
+    tmp_path: Path, client: str
+) -> None:
+    import asyncio
+
+    from mailer.config import Settings
+    from mailer.delivery.journal import JournalFile, _parse
+    from mailer.transports import make_transport
+    from tests.smtpd import FaultServer
+    from tests.test_transports import message
+
+    server = FaultServer(has_pipelining=True).start()
+    try:
+        server.on_rcpt("refused@x.test", "550 5.1.1 no such user")
+        settings = Settings.from_env({}, env_file=None).with_(
+            smtp_url=server.url, smtp_client=client, smtp_pool_size=1
+        )
+        journal = Journal(tmp_path / "journal")
+        messages = [message(1, "a@x.test"), message(2, "refused@x.test"), message(3, "c@x.test")]
+
+        async def run() -> None:
+            transport = make_transport(settings)
+            await transport.open()
+            try:
+                await transport.send_batch(messages, journal)
+            finally:
+                await transport.close()
+
+        asyncio.run(run())
+    finally:
+        server.stop()
+    found = JournalFile(journal.path, this_host(), os.getpid())
+    _parse(journal.path.read_text(), found)
+    journal.close()
+    # the refused one never reached DATA: not begun, and answered as refused
+    assert (found.begun, set(found.accepted), found.refused) == ({1, 3}, {1, 3}, {2})
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_workers_connections_killed_mid_batch_are_retried_and_nobody_gets_two(
+    mail_rt: Runtime, people, make_audience, smtp_server
+) -> None:
+    import time
+    from collections import Counter
+
+    from workers.embedded import EmbeddedWorkers
+
+    slow = mail_rt.settings.with_(rate_limit_per_s=60)
+    rt = Runtime(slow, mail_rt.engine, mail_rt.sessions)
+    contacts = make_audience(90)
+    cid = campaigns.create_campaign(
+        rt, actor=as_user(rt, "mark"), name="K", category="features", template=MARKETING_TEMPLATE
+    ).id
+    with EmbeddedWorkers(slow, rt, threads=2) as embedded:
+        campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
+        # When every other connection to the database is terminated, twice, mid-campaign
+        for sent_before in (20, 50):
+            deadline = time.monotonic() + 30
+            while campaigns.campaign_status(rt, cid).counts.get("sent", 0) < sent_before:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            with rt.engine.connect() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+            assert killed
+        # Then the workers reconnect and finish: everyone exactly once
+        assert embedded.run_until_finished([cid], timeout_s=90)
+    received = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
+    assert received == Counter({c.email: 1 for c in contacts})
+    assert campaigns.campaign_status(rt, cid).counts == {"sent": len(contacts)}

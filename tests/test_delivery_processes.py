@@ -7,6 +7,7 @@ Sizes are small on purpose (the figures at scale come from scripts/bench-crash).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -93,6 +94,27 @@ def test_lease_contention_on_postgresql_completes_without_deadlock_loss_or_dupli
     assert len(received(smtpd)) == 700
     assert "deadlock" not in dep.logs().lower()
     _assert_running(dep)
+
+    # and `mailer status` shows both worker processes, the scheduler and the queues
+    status = json.loads(dep.mailer("status", "--json"))
+    assert (status["workers_alive"], status["schedulers_alive"]) == (2, 1)
+    assert set(status["queues"]) == {"priority", "bulk"}
+    assert status["sweep_overdue"] is False
+    assert status["campaigns_sending"] == []
+
+
+def test_scheduler_once_prints_json_and_campaign_status_warns_without_a_scheduler(
+    deployment: Deployment,
+) -> None:
+    dep = deployment
+    dep.seed(5)
+    cid = dep.campaign("promotions")
+    dep.launch(cid)  # no worker and no scheduler running
+    warned = dep.run("campaign", "status", str(cid))
+    assert "no scheduler has ever swept" in warned.stderr
+    found = json.loads(dep.mailer("scheduler", "--once", "--json"))
+    assert found["batches"] == 0 and found["completed"] == []
+    assert "no scheduler" not in dep.run("campaign", "status", str(cid)).stderr
 
 
 @pytest.mark.parametrize("category", ["promotions", "service"])

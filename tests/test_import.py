@@ -185,7 +185,7 @@ BAD_CELLS = [
     ("benefit_eligible_employees", "many", "whole number >= 0"),
     ("kind", "customer", "'client' or 'prospect'"),
     ("state", "XX", "not a US state code"),
-    ("state", "Oregon", "not a US state code"),
+    ("state", "Oregon", "not a US state code: did you mean OR (Oregon)?"),
     ("postal_code", "9770", "ZIP"),
     ("country", "USA", "two-letter"),
     ("agreement_started_on", "03/01/2021", "ISO 8601"),
@@ -531,7 +531,35 @@ def test_the_import_command_skips_invalid_rows_on_request(
     args = ["import", "--skip-invalid", "--rejects", str(rejects), str(path)]
     result = CliRunner().invoke(main, args, env=cli_env(rt))
     assert result.exit_code == 0, result.output
+    assert f"{path}: imported 1 of 2 rows" in result.output
     assert f"rejected: 1 rows, written to {rejects}" in result.output
+
+
+def test_skip_invalid_counts_imported_and_rejected_rows_apart(rt: Runtime, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "c.csv", [row(1), row(2, kind="x")])
+    report = import_as_admin(rt, path, skip_invalid=True)
+    assert (report.rows, report.imported, report.rejected) == (2, 1, 1)
+    assert report.as_dict()["imported"] == 1
+
+
+def test_a_dry_run_with_skip_invalid_writes_no_rejects_file(
+    rt: Runtime, tmp_path: Path, make_user
+) -> None:
+    from mailer.cli import main
+
+    make_user(username="cli-tester", role="admin")
+    # Given a file with one bad row
+    (tmp_path / "in").mkdir()
+    path = write_csv(tmp_path / "in" / "c.csv", [row(1), row(2, kind="x")])
+    # When it is imported as a dry run, skipping invalid rows
+    args = ["import", "--dry-run", "--skip-invalid", str(path)]
+    result = CliRunner().invoke(main, args, env=cli_env(rt))
+    # Then the counts are told, and nothing at all is written
+    assert result.exit_code == 0, result.output
+    assert "would import (dry run, nothing written) 1 of 2 rows" in result.output
+    assert "rejected: 1 rows, not written (dry run)" in result.output
+    assert [p.name for p in path.parent.iterdir()] == ["c.csv"]
+    assert count(rt, Contact) == 0
 
 
 def test_line_separators_inside_quoted_cells_stay_in_their_cell(

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.contacts.states import STATE_NAMES
 from mailer.enums import Category
 from mailer.errors import RuleError
 from mailer.rules import audience_select, parse_rule
@@ -171,7 +172,40 @@ MALFORMED = [
         "<rule>:1:1: 'within' needs between 1 and 36500 days",
     ),
     ("employees >= 99999999999", "<rule>:1:14: 99999999999 is too large for employees"),
+    (
+        'state = "Oregon"',
+        '<rule>:1:9: state holds two-letter state codes; "Oregon" matches nobody: '
+        'did you mean "OR"?',
+    ),
+    (
+        'state in ("OR", "Washington")',
+        '<rule>:1:17: state holds two-letter state codes; "Washington" matches nobody: '
+        'did you mean "WA"?',
+    ),
+    (
+        'state != "new  york"',
+        '<rule>:1:10: state holds two-letter state codes; "new  york" matches nobody: '
+        'did you mean "NY"?',
+    ),
+    (
+        'state = "Oregn"',
+        '<rule>:1:9: state holds two-letter state codes; "Oregn" matches nobody: '
+        'did you mean "OR"?',
+    ),
+    (
+        'state = "Narnia"',
+        '<rule>:1:9: state holds two-letter state codes, and "Narnia" is none; '
+        'write the code, e.g. "OR" for Oregon',
+    ),
 ]
+
+
+def test_every_state_name_suggests_its_code() -> None:
+    for code, name in STATE_NAMES.items():
+        with pytest.raises(RuleError) as caught:
+            parse_rule(f'state = "{name}"')
+        assert caught.value.suggestion == code, name
+        parse_rule(f'state = "{code.lower()}" or state starts with "{name[:2]}"')
 
 
 @pytest.mark.parametrize(("text", "message"), MALFORMED, ids=[m[0] for m in MALFORMED])

@@ -137,3 +137,23 @@ def test_the_sample_data_command_writes_csv_and_loads_the_database(
     assert result.exit_code == 0 and "loaded 10 organizations" in result.output
     bad = CliRunner().invoke(main, args, env=env)
     assert bad.exit_code == 2 and "exactly one of --csv FILE or --into-db" in bad.output
+
+
+def test_the_busiest_account_manager_and_some_opt_outs_for_the_demo(
+    rt, make_user, make_org, make_contact
+) -> None:
+    from mailer.contacts.sample import busiest_account_manager, opt_out_some
+    from mailer.models import OptOut
+
+    assert busiest_account_manager(rt) is None
+    amy = make_user(username="amy", role="account_manager")
+    bob = make_user(username="bob", role="account_manager")
+    make_org(account_manager_id=bob.id)
+    for _ in range(2):
+        make_contact(organization=make_org(account_manager_id=amy.id))
+    make_org(account_manager_id=bob.id, kind="prospect")
+    make_org(account_manager_id=bob.id, kind="prospect")
+    assert busiest_account_manager(rt) == "amy"
+    assert opt_out_some(rt, "tester", every=1) == 2
+    with rt.sessions() as s:
+        assert s.query(OptOut).count() == 2

@@ -226,7 +226,7 @@ def test_the_text_part_is_derived_from_the_html_when_there_is_no_txt(write, tmp_
     tpl = load_template(tmp_templates, name)
     assert tpl.is_text_derived
     _, text, _ = _messages(tmp_templates, name).render_parts(SAMPLE_RECIPIENT)
-    assert "Dear Pat, see [this](http://127.0.0.1:8000/x)" in text
+    assert "Dear Pat, see [this](https://www.cpi.example/x)" in text
     assert "<p>" not in text and "Title" in text
 
 
@@ -453,3 +453,91 @@ def test_loops_filters_and_local_names_work_in_templates(write, tmp_templates):
     assert "Hello PAT" in html
     assert re.search(r"<li[^>]*>1\. First change</li><li[^>]*>2\. Second change</li>", html)
     assert "2. Second change" in text  # derived from the HTML
+
+
+PARAMS_HEADER = (
+    "{#\nsubject: Webinar on {{ params.date }}\ncategory: features\nparams: date, time\n#}\n"
+)
+
+
+def test_a_template_reads_the_campaign_parameters_it_declares(
+    tmp_templates: Settings, write: Callable[..., str]
+) -> None:
+    # Given a template declaring two parameters
+    name = write(PARAMS_HEADER + "<p>Join us on {{ params.date }} at {{ params['time'] }}.</p>\n")
+    tpl = load_template(tmp_templates, name)
+    assert tpl.params == ("date", "time")
+    # When a campaign gives them
+    messages = CampaignMessages(
+        tmp_templates,
+        template=tpl,
+        campaign=CampaignInfo(id=1, name="probe", category=tpl.category),
+        sender=SenderIdentity("Marketing", "news@cpi.example"),
+        params={"date": "March 3", "time": "10 am PT"},
+    )
+    subject, text, html = messages.render_parts(SAMPLE_RECIPIENT)
+    # Then subject and body show the values
+    assert subject == "Webinar on March 3"
+    assert "Join us on March 3 at 10 am PT." in text and "10 am PT" in html
+
+
+@pytest.mark.parametrize(
+    ("header_params", "body", "message"),
+    [
+        (
+            "date",
+            "{{ params.dat }}",
+            "line 7: unknown campaign parameter 'params.dat'; did you mean 'params.date'?",
+        ),
+        (
+            "date",
+            "{{ params.venue }}",
+            "line 7: campaign parameter 'params.venue' is not declared; declare it in the "
+            "header: params: date, venue",
+        ),
+        (
+            "",
+            "{{ params.venue }}",
+            "campaign parameter 'params.venue' is not declared; declare it in the header: "
+            "params: venue",
+        ),
+        ("Date", "x", "params: 'Date' is not a parameter name"),
+        ("date, date", "x", "params: 'date' is declared twice"),
+    ],
+)
+def test_the_static_check_refuses_undeclared_or_malformed_parameters(
+    tmp_templates: Settings, write: Callable[..., str], header_params: str, body: str, message: str
+) -> None:
+    header = "{#\nsubject: Hi\ncategory: features\n"
+    header += f"params: {header_params}\n#}}\n" if header_params else "#}\n"
+    name = write(header + ("\n" if header_params else "\n\n") + body + "\n")
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        load_template(tmp_templates, name)
+
+
+def test_a_campaigns_parameters_must_match_the_declared_ones(
+    tmp_templates: Settings, write: Callable[..., str]
+) -> None:
+    from mailer.messages import check_params
+
+    tpl = load_template(tmp_templates, write(PARAMS_HEADER + "<p>{{ params.time }}</p>\n"))
+    check_params(tpl, {"date": "March 3", "time": "10 am"})
+    with pytest.raises(
+        TemplateError, match="unknown campaign parameter 'tiem'; did you mean 'time'"
+    ):
+        check_params(tpl, {"date": "March 3", "tiem": "10 am"})
+    with pytest.raises(
+        TemplateError, match="needs the campaign parameter time; give --param time="
+    ):
+        check_params(tpl, {"date": "March 3"})
+    plain = load_template(tmp_templates, write(HEADER + "<p>Hi</p>\n", name="features/plain"))
+    with pytest.raises(TemplateError, match="it declares none"):
+        check_params(plain, {"date": "March 3"})
+
+
+def test_the_shipped_webinar_lists_its_parameters(shipped: Settings) -> None:
+    result = CliRunner().invoke(
+        main, ["template", "list"], env={"MAILER_TEMPLATES_DIR": str(shipped.templates_dir)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "[--param date, time]" in result.output

@@ -73,7 +73,7 @@ def client_settings(
     return smtp_settings.with_(smtp_client=client)
 
 
-# --- reply classification, table-driven (STANDARDS.md §6) ---------------------------------
+# --- reply classification, table-driven (docs/standards.md §6) ----------------------------
 
 CLASSIFY_CASES = [
     (250, "2.0.0", ReplyKind.OK, Outcome.SENT),

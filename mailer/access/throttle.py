@@ -120,9 +120,10 @@ class RedisLoginThrottle:
 
 
 def make_login_throttle(settings: Settings) -> LoginThrottle:
-    """Redis-backed when the broker is Redis (shared by all web processes), else in-process."""
-    url = settings.broker_url
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    """Redis-backed when there is a shared Redis (the broker's or MAILER_REDIS_URL), else
+    in-process."""
+    url = settings.shared_redis_url
+    if url:
         client = redis.Redis.from_url(url)
         return RedisLoginThrottle(
             client,

@@ -22,6 +22,7 @@ from mailer.campaigns.operations import (
     add_draft,
     cancel_campaign,
     create_campaign,
+    edit_draft,
     pause_campaign,
     resume_campaign,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "cancel_campaign",
     "complete_if_done",
     "create_campaign",
+    "edit_draft",
     "get_campaign",
     "launch_campaign",
     "list_campaigns",

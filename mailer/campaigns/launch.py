@@ -15,6 +15,7 @@ A campaign with nobody to send to completes at once.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -32,10 +33,10 @@ from mailer.campaigns.times import format_time
 from mailer.delivery.batches import Batch, Dispatch, dispatch_all
 from mailer.delivery.planning import finish_planning, plan_send_log
 from mailer.enums import CampaignStatus, Category
-from mailer.errors import CampaignError, NotFoundError
-from mailer.messages import check_template
+from mailer.errors import CampaignError
+from mailer.messages import check_params, check_template
 from mailer.models import Campaign, utcnow
-from mailer.rules import load_audiences, parse_rule
+from mailer.rules import get_audience, parse_rule
 from mailer.runtime import Runtime
 
 #: Rows planned before the first batches go out; the rest is planned while they are sent, so
@@ -81,7 +82,12 @@ def begin_launch(
     and everyone it must reach are stored together or not at all).
     """
     rule_text = validate_launch(
-        rt, Category(campaign.category), campaign.template, campaign.audience, campaign.rule_text
+        rt,
+        Category(campaign.category),
+        campaign.template,
+        campaign.audience,
+        campaign.rule_text,
+        campaign.params or {},
     )
     require_transition(
         session,
@@ -151,6 +157,7 @@ def launch_campaign(
                 campaign.template,
                 campaign.audience,
                 campaign.rule_text,
+                campaign.params or {},
             )
             require_transition(
                 session,
@@ -164,26 +171,32 @@ def launch_campaign(
             )
             return summarize(session, get_campaign(session, campaign_id))
         begun = begin_launch(rt, session, campaign, actor=actor, now=now)
+        # as planned, before any worker gets the batches
+        summary = summarize(session, get_campaign(session, campaign_id))
     begun.proceed(rt, dispatch)
-    return campaign_status(rt, campaign_id)
+    # a two-step plan: the total is known only now
+    return campaign_status(rt, campaign_id) if begun.is_partial else summary
 
 
 def validate_launch(
-    rt: Runtime, category: Category, template: str, audience: str, rule_text: str
+    rt: Runtime,
+    category: Category,
+    template: str,
+    audience: str,
+    rule_text: str,
+    params: Mapping[str, object] | None = None,
 ) -> str:
-    """Check template and audience; return the rule text to launch with."""
+    """Check template, campaign parameters (when given) and audience; return the rule text."""
     loaded = check_template(rt.settings, template)
     if loaded.category != category:
         raise CampaignError(
             f"template {template!r} is a {loaded.category} template; this is a {category} "
             "campaign: pick a template from templates/" + str(category)
         )
+    if params is not None:
+        check_params(loaded, params)
     if audience:
-        audiences = load_audiences(rt.settings.audiences_dir)
-        if audience not in audiences:
-            known = ", ".join(sorted(audiences)) or "none"
-            raise NotFoundError(f"no saved audience {audience!r} (known: {known})")
-        rule_text = audiences[audience].rule_text
+        rule_text = get_audience(rt.settings.audiences_dir, audience).rule_text
     if rule_text.strip():
         parse_rule(rule_text, source=f"audience {audience}" if audience else "rule")
     return rule_text

@@ -43,7 +43,7 @@ def create_campaign(
         require_campaign_right(session, actor, "create", category=category)
         if audience and rule_text:
             raise CampaignError("give either an audience name or a rule, not both")
-        validate_launch(rt, category, template, audience, rule_text)
+        validate_launch(rt, category, template, audience, rule_text, params or {})
         campaign = add_draft(
             session,
             actor,
@@ -96,6 +96,49 @@ def add_draft(
         rule=rule_text,
         **audit_details,
     )
+    return campaign
+
+
+def edit_draft(
+    rt: Runtime,
+    campaign_id: int,
+    *,
+    actor: Actor,
+    name: str,
+    template: str,
+    rule_text: str,
+) -> Campaign:
+    """Change a draft's name, template and rule, checked as at create; audited with the old values.
+
+    Only a draft changes: a launched campaign's rule and template are what it was sent with.
+    """
+    with rt.sessions.begin() as session:
+        campaign = get_campaign(session, campaign_id)
+        category = Category(campaign.category)
+        require_campaign_right(session, actor, "edit", category=category, campaign=campaign)
+        if campaign.status != CampaignStatus.DRAFT:
+            raise CampaignError(
+                f"campaign {campaign_id} is {campaign.status}; only a draft can be edited "
+                "(create a new campaign instead)"
+            )
+        if not name.strip():
+            raise CampaignError("give the campaign a name")
+        validate_launch(rt, category, template, "", rule_text)
+        before = {"name": campaign.name, "template": campaign.template, "rule": campaign.rule_text}
+        campaign.name = name.strip()
+        campaign.template = template
+        campaign.rule_text = rule_text
+        campaign.audience = ""
+        campaign.updated_at = utcnow()
+        audit(
+            session,
+            actor,
+            "campaign.edit",
+            object_type="campaign",
+            object_id=campaign_id,
+            before=before,
+            after={"name": campaign.name, "template": template, "rule": rule_text},
+        )
     return campaign
 
 

@@ -15,6 +15,7 @@ from mailer.models import Campaign
 #: The access action each campaign verb is checked (and audited) as.
 ACTIONS = {
     "create": "campaign.create",
+    "edit": "campaign.change",
     "launch": "campaign.launch",
     "pause": "campaign.change",
     "resume": "campaign.change",

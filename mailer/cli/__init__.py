@@ -101,6 +101,7 @@ def _register() -> None:
     from mailer.cli import (
         audience,
         campaign,
+        check,
         compliance,
         contacts,
         database,
@@ -108,6 +109,7 @@ def _register() -> None:
         policy,
         retention,
         serve,
+        suppressions,
         template,
         tokens,
         users,
@@ -125,8 +127,10 @@ def _register() -> None:
         campaign,
         policy,
         retention,
+        suppressions,
         worker,
         serve,
+        check,
         demo,
     ):
         for command in getattr(module, "COMMANDS", []):

@@ -70,6 +70,18 @@ as_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
+
+def parse_params(items: tuple[str, ...]) -> dict[str, str]:
+    """`--param KEY=VALUE` options as a dict."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        params[key.strip()] = value
+    return params
+
+
 #: `--as` for commands that also take a USERNAME argument.
 acting_option = click.option(
     "--as",

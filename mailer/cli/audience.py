@@ -161,7 +161,13 @@ def _print_preview(label: str, result: Preview, category: str) -> None:
             table.add_row(reason.replace("_", " "), str(count))
         console.print(table)
     if result.sample:
-        table = Table("email", "name", "organization", title=f"first {len(result.sample)}")
+        table = Table(title=f"first {len(result.sample)}")
+        # an address cut short is a different address: the email column never shrinks or
+        # folds; names and organizations wrap instead
+        longest = max(len(recipient.email) for recipient in result.sample)
+        table.add_column("email", no_wrap=True, min_width=longest)
+        table.add_column("name", overflow="fold")
+        table.add_column("organization", overflow="fold")
         for recipient in result.sample:
             table.add_row(*(escape(v) for v in vars(recipient).values()))
         console.print(table)

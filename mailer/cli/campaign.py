@@ -14,7 +14,14 @@ from mailer import campaigns
 from mailer.campaigns import CampaignSummary
 from mailer.campaigns.times import format_delay, format_time, parse_time
 from mailer.campaigns.waiting import wait_for_campaign
-from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
+from mailer.cli._common import (
+    acting_option,
+    current_actor,
+    echo_json,
+    json_option,
+    parse_params,
+    runtime,
+)
 from mailer.cli._dispatch import Dispatcher, progress_bar, watch_progress
 from mailer.delivery.heartbeats import sweep_overdue_warning
 from mailer.enums import CampaignStatus, Category
@@ -40,7 +47,8 @@ def campaign_group() -> None:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Extra template context, repeatable.",
+    help="A campaign parameter the template declares (`params:` in its header) and reads as "
+    "{{ params.KEY }}; repeatable. `mailer template list` shows what each template needs.",
 )
 @acting_option
 @json_option
@@ -58,12 +66,7 @@ def create_command(
     """Create a draft campaign."""
     if rule_file is not None:
         rule_text = rule_file.read_text()
-    extra = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
-        extra[key] = value
+    extra = parse_params(params)
     campaign = campaigns.create_campaign(
         runtime(),
         actor=current_actor(as_username),

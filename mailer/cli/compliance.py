@@ -8,8 +8,6 @@ import datetime as dt
 from typing import Any
 
 import click
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from mailer.audit import AuditQuery, query_events
 from mailer.cli._common import acting, acting_option, echo_json, runtime
@@ -19,10 +17,8 @@ from mailer.contacts.compliance import (
     suppress_address,
     unsuppress_address,
 )
-from mailer.contacts.lookup import contact_record, search_contacts
+from mailer.contacts.lookup import contact_id_for, contact_record, search_contacts
 from mailer.enums import OPT_OUT_SCOPES
-from mailer.errors import NotFoundError
-from mailer.models import Contact
 
 reason_option = click.option(
     "--reason", required=True, help="Why (kept in the audit log), e.g. 'asked by phone'."
@@ -62,15 +58,6 @@ def search_command(
         click.echo(f"more: --after {page.next_after_id}")
 
 
-def _contact_id(session: Session, who: str) -> int:
-    if who.isdigit():
-        return int(who)
-    found = session.scalar(select(Contact.id).where(Contact.email == who.strip()))
-    if found is None:
-        raise NotFoundError(f"no contact with email {who!r}; `mailer contact search` finds them")
-    return int(found)
-
-
 @contact_group.command("show")
 @click.argument("contact")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -80,7 +67,7 @@ def show_command(contact: str, as_json: bool, as_username: str) -> None:
     rt = runtime()
     with rt.sessions() as session:
         record = contact_record(
-            session, acting(session, as_username), _contact_id(session, contact)
+            session, acting(session, as_username), contact_id_for(session, contact)
         )
     if as_json:
         echo_json(dataclasses.asdict(record))
@@ -121,7 +108,7 @@ def opt_out_command(contact: str, scope: str, reason: str, as_username: str) -> 
     rt = runtime()
     with rt.sessions.begin() as session:
         changed = admin_opt_out(
-            session, acting(session, as_username), _contact_id(session, contact), scope, reason
+            session, acting(session, as_username), contact_id_for(session, contact), scope, reason
         )
     click.echo(f"opted out of {scope}" if changed else f"already opted out of {scope}")
 
@@ -136,7 +123,7 @@ def opt_in_command(contact: str, scope: str, reason: str, as_username: str) -> N
     rt = runtime()
     with rt.sessions.begin() as session:
         changed = admin_opt_in(
-            session, acting(session, as_username), _contact_id(session, contact), scope, reason
+            session, acting(session, as_username), contact_id_for(session, contact), scope, reason
         )
     click.echo(f"receives {scope} again" if changed else f"was not opted out of {scope}")
 

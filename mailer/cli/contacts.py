@@ -115,7 +115,8 @@ def import_command(
 
 def _print_report(report: ImportReport) -> None:
     verb = "would import (dry run, nothing written)" if report.is_dry_run else "imported"
-    click.echo(f"{report.path}: {verb} {report.rows} rows")
+    of = f" of {report.rows}" if report.rejected else ""
+    click.echo(f"{report.path}: {verb} {report.imported}{of} rows")
     click.echo(
         f"  organizations: {report.organizations_created} created, "
         f"{report.organizations_updated} updated, {report.organizations_unchanged} unchanged"
@@ -127,7 +128,10 @@ def _print_report(report: ImportReport) -> None:
     if report.users_created:
         click.echo(f"  account managers created: {report.users_created}")
     if report.rejected:
-        click.echo(f"  rejected: {report.rejected} rows, written to {report.rejects_path}")
+        where = (
+            f"written to {report.rejects_path}" if report.rejects_path else "not written (dry run)"
+        )
+        click.echo(f"  rejected: {report.rejected} rows, {where}")
         for problem in report.problems:
             click.echo(f"    {problem}", err=True)
 

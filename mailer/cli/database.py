@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import inspect
 
 from mailer import db
 from mailer.audit import record
@@ -36,7 +35,7 @@ def upgrade_command(revision: str) -> None:
                 after=after,
             )
     # Version 1 of the privacy policy is data, not schema: the first upgrade records it.
-    has_policy_table = inspect(rt.engine).has_table("policy_versions")
+    has_policy_table = db.has_table(rt.engine, "policy_versions")
     with rt.sessions.begin() as session:
         if has_policy_table and ensure_first_version(session, actor=actor(rt.settings)):
             click.echo("privacy policy version 1 recorded (mailer/data/privacy-policy-1.txt)")

@@ -12,7 +12,6 @@ import time
 import click
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
 
 from mailer import campaigns, db
 from mailer.access import actor_for_username
@@ -20,12 +19,9 @@ from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
 from mailer.config import Settings
-from mailer.consent import opt_out
-from mailer.contacts.sample import load_sample_into_db
-from mailer.enums import ALL_MARKETING, OptOutSource
-from mailer.models import Contact, Organization, User
+from mailer.contacts.sample import busiest_account_manager, load_sample_into_db, opt_out_some
 from mailer.policy.text import ensure_first_version
-from mailer.runtime import Runtime, open_runtime
+from mailer.runtime import open_runtime
 from mailer.transports import CaptureServer
 
 
@@ -77,8 +73,10 @@ def demo_command(organizations: int, seed: int) -> None:
         f"sample data: {loaded['organizations']} organizations, "
         f"{loaded['contacts']} contacts ({loaded['seconds']:.1f} s)"
     )
-    manager = _busiest_manager(rt)
-    _some_opt_outs(rt, actor)
+    manager = busiest_account_manager(rt)
+    if manager is None:
+        raise click.ClickException("the sample data has no account manager with clients")
+    opt_out_some(rt, actor)
 
     capture = CaptureServer(settings)
     capture.start()
@@ -118,37 +116,6 @@ def demo_command(organizations: int, seed: int) -> None:
     rt.close()
     if not finished:
         raise click.ClickException("the demo campaigns did not finish in time")
-
-
-def _busiest_manager(rt: Runtime) -> str:
-    """The account manager with the most clients sends the service notice."""
-    with rt.sessions() as session:
-        row = session.execute(
-            select(User.username, func.count(Organization.id))
-            .join(Organization, Organization.account_manager_id == User.id)
-            .where(Organization.kind == "client")
-            .group_by(User.username)
-            .order_by(func.count(Organization.id).desc())
-        ).first()
-    if row is None:
-        raise click.ClickException("the sample data has no account manager with clients")
-    return str(row[0])
-
-
-def _some_opt_outs(rt: Runtime, actor: str) -> None:
-    """A few contacts opted out of all marketing, so the summary shows the guard at work."""
-    with rt.sessions.begin() as session:
-        ids = list(session.scalars(select(Contact.id).order_by(Contact.id).limit(40)))
-        for contact_id in ids[::8]:
-            opt_out(
-                session,
-                contact_id=contact_id,
-                scope=ALL_MARKETING,
-                source=OptOutSource.PREFERENCES,
-                ip="127.0.0.1",
-                user_agent="mailer demo",
-                actor=actor,
-            )
 
 
 def _print_summary(console: Console, summaries: list[CampaignSummary], elapsed_s: float) -> None:

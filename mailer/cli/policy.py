@@ -221,13 +221,23 @@ def _print_coverage(report: policy.CoverageReport) -> None:
         f"eligible clients: {len(report.clients)}, reached: {len(report.reached)}, "
         f"not reached: {len(report.not_reached)}"
     )
+    for label, counts_of in report.by_client_status().items():
+        console.print(
+            f"  {label} clients: {counts_of['eligible']}, reached: {counts_of['reached']}, "
+            f"not reached: {counts_of['not_reached']}"
+        )
     counts = report.contacts
     console.print("contacts: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     if not report.not_reached:
         return
-    table = Table("client", "name", "account manager", "reason", title="clients not reached")
-    for client in report.not_reached:
-        table.add_row(client.external_id, client.name, client.account_manager, client.reason)
+    table = Table(
+        "client", "name", "active/former", "account manager", "reason", title="clients not reached"
+    )
+    for client in sorted(report.not_reached, key=lambda c: (not c.is_active, c.external_id)):
+        status = "active" if client.is_active else "former"
+        table.add_row(
+            client.external_id, client.name, status, client.account_manager, client.reason
+        )
     console.print(table)
 
 
@@ -235,6 +245,7 @@ def _write_csv(report: policy.CoverageReport, path: Path) -> None:
     columns = [
         "external_id",
         "name",
+        "client",
         "account_manager",
         "is_reached",
         "sent",

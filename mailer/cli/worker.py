@@ -158,6 +158,8 @@ def status_command(as_json: bool) -> None:
     else:
         console.print(f"queues: {queues.get('error', 'in this process (memory://)')}")
     table = Table("process", "host", "pid", "up since", "last seen", "state")
+    if not status.processes:
+        console.print("no worker process or scheduler has reported in the last day")
     for p in status.processes:
         age = (now - p.seen_at).total_seconds()
         table.add_row(
@@ -168,7 +170,8 @@ def status_command(as_json: bool) -> None:
             f"{age:.0f} s ago",
             "alive" if p.is_alive else f"gone (silent > {STALE_AFTER_S:.0f} s)",
         )
-    console.print(table)
+    if status.processes:
+        console.print(table)
     if sweep_age is None:
         console.print("[yellow]no scheduler has ever swept: run `mailer scheduler`[/]")
     elif sweep_age > SWEEP_OVERDUE_S:

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mailer.contacts import states
+from mailer.contacts.states import US_STATES, code_for
 from mailer.enums import ContactStatus, OrganizationKind
 from mailer.errors import ContactImportError, EmployeeDataError
 
@@ -73,12 +75,6 @@ ORG_COLUMNS = (
 CONTACT_COLUMNS = ("first_name", "last_name", "title", "is_primary", "status")
 AM_COLUMNS = ("account_manager_name", "account_manager_email", "account_manager_phone")
 
-#: 50 states, DC, and the territories with USPS codes (PR, GU, VI, AS, MP; military AA/AE/AP).
-_STATE_CODES = (
-    "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ "
-    "NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC PR GU VI AS MP UM AA AE AP"
-)
-US_STATES = frozenset(_STATE_CODES.split(" "))
 
 _TRUE = frozenset({"true", "yes", "y", "1", "t"})
 _FALSE = frozenset({"false", "no", "n", "0", "f", ""})
@@ -110,6 +106,9 @@ def parse_employees(raw: str) -> int | None:
 def parse_state(raw: str) -> str:
     value = raw.strip().upper()
     if value and value not in US_STATES:
+        code = code_for(raw)
+        if code:
+            raise ValueError(f"not a US state code: did you mean {states.describe(code)}?")
         raise ValueError("not a US state code: use the two-letter USPS code, e.g. OR, CA, DC, PR")
     return value
 

@@ -42,7 +42,10 @@ class ImportReport:
     """What an import did (or, for a dry run, would do)."""
 
     path: str
+    #: Rows read from the file (the header not counted).
     rows: int = 0
+    #: Rows written (or, for a dry run, that would be): `rows` less the rejected ones.
+    imported: int = 0
     organizations_created: int = 0
     organizations_updated: int = 0
     organizations_unchanged: int = 0
@@ -220,11 +223,13 @@ def _import(
                     "them (each is listed) or import the good rows with --skip-invalid",
                     report.problems,
                 )
-            if bad:
+            report.rejected = len(bad)
+            if bad and not dry_run:  # a dry run writes nothing, the rejects file included
                 target = Path(rejects_path) if rejects_path else default_rejects_path(path)
                 _write_rejects(target, header, bad)
-                report.rejected, report.rejects_path = len(bad), str(target)
+                report.rejects_path = str(target)
             good = [r for r in rows if not r.problems]
+            report.imported = len(good)
             report.users_created = len(new_users)
             write_rows(session.connection(), header, good, now, report, progress)
             if not dry_run:

@@ -169,6 +169,16 @@ class ContactRecord:
     sends: list[SendEntry] = field(default_factory=list)
 
 
+def contact_id_for(session: Session, who: str) -> int:
+    """The id of a contact given as an id or an email address; NotFoundError otherwise."""
+    if who.strip().isdigit():
+        return int(who)
+    found = session.scalar(select(Contact.id).where(Contact.email == who.strip()))
+    if found is None:
+        raise NotFoundError(f"no contact with email {who!r}; `mailer contact search` finds them")
+    return int(found)
+
+
 def get_visible_contact(
     session: Session, actor: Actor, contact_id: int, action: str = "contacts.view"
 ) -> ContactRow:

@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from mailer.access import users
 from mailer.access.actor import Actor, audit, require
+from mailer.consent import opt_out
 from mailer.contacts import sample_words as words
 from mailer.contacts.store import allocate_ids, insert_tuples
 from mailer.csvfiles import dict_writer
+from mailer.enums import ALL_MARKETING, OptOutSource
 from mailer.errors import MailerError
 from mailer.models import Contact, Organization, OrganizationTag, User
 from mailer.runtime import Runtime
@@ -359,3 +361,34 @@ _CONTACT_COLUMNS = (
     "organization_id", "email", "address_hash", "needs_smtputf8", "first_name", "last_name",
     "title", "is_primary", "status", "created_at", "updated_at", "last_activity_at",
 )  # fmt: skip
+
+
+def busiest_account_manager(rt: Runtime) -> str | None:
+    """The username of the account manager with the most clients (None when nobody has any)."""
+    with rt.sessions() as session:
+        return session.scalar(
+            select(User.username)
+            .join(Organization, Organization.account_manager_id == User.id)
+            .where(Organization.kind == "client")
+            .group_by(User.username)
+            .order_by(func.count(Organization.id).desc(), User.username)
+            .limit(1)
+        )
+
+
+def opt_out_some(rt: Runtime, actor: str, *, every: int = 8, among: int = 40) -> int:
+    """Opt every `every`-th of the first `among` contacts out of all marketing, as if through
+    the preference page, so a demo shows the guard at work. Returns how many."""
+    with rt.sessions.begin() as session:
+        ids = list(session.scalars(select(Contact.id).order_by(Contact.id).limit(among)))
+        for contact_id in ids[::every]:
+            opt_out(
+                session,
+                contact_id=contact_id,
+                scope=ALL_MARKETING,
+                source=OptOutSource.PREFERENCES,
+                ip="127.0.0.1",
+                user_agent="mailer demo",
+                actor=actor,
+            )
+    return len(ids[::every])

@@ -6,7 +6,7 @@ Each worker thread therefore appends to a journal file of its own, unbuffered, s
 loses nothing already written to the kernel (a few microseconds per line):
 
     c 101:1 102:1 103:1     claimed these send ids (id:attempts), just before the claim commits
-    a101                    began sending 101 (its envelope goes to the server now)
+    a101                    began sending 101 (its content goes to the server now)
     s101 1732931112345      101 was accepted (epoch milliseconds)
     r102                    102 was refused or deferred (the send log will say which)
 
@@ -69,12 +69,15 @@ class Journal:
         return journal
 
     def close(self) -> None:
-        """Close and remove the file (call only when everything written has been recorded)."""
+        """Close the file, and remove it when everything in it has been recorded (it is empty);
+        otherwise the sweep settles what it holds once this process has exited."""
         if self._fd < 0:
             return
+        is_empty = os.fstat(self._fd).st_size == 0
         os.close(self._fd)
         self._fd = -1
-        self.path.unlink(missing_ok=True)
+        if is_empty:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass

@@ -132,7 +132,7 @@ def _plan(
     rule_text: str,
     *,
     now: dt.datetime,
-    policy_grace_days: int,
+    policy_grace_days: int | None,
     limit: int | None = None,
     after_contact_id: int | None = None,
 ) -> None:

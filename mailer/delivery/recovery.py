@@ -44,8 +44,10 @@ class Recovered:
     requeued: int = 0  #: sent again (never begun, or at-least-once mail)
     unknown: int = 0  #: marketing mail that may or may not have gone out
     batches: list[Batch] = field(default_factory=list)
+    stopped_workers: int = 0  #: journals of dead processes found
 
     def add(self, other: Recovered) -> None:
+        self.stopped_workers += other.stopped_workers
         self.sent += other.sent
         self.requeued += other.requeued
         self.unknown += other.unknown
@@ -62,6 +64,7 @@ def recover(rt: Runtime, now: dt.datetime) -> Recovered:
             continue
         settled, is_done = settle_journal(rt, journal, now)
         result.add(settled)
+        result.stopped_workers += 1
         if is_done:
             journal.path.unlink(missing_ok=True)
     result.add(_recover_expired_leases(rt, now, protected))
@@ -81,45 +84,32 @@ def settle_own_journal(rt: Runtime, journal: Journal, now: dt.datetime) -> None:
 def settle_journal(rt: Runtime, journal: JournalFile, now: dt.datetime) -> tuple[Recovered, bool]:
     """Settle every claim of `journal` still open in the send log; True when none is left."""
     result = Recovered()
-    open_rows = _open_claims(rt, journal)
-    if not open_rows:
-        return result, True
-    sent: list[int] = []
-    again: list[tuple[int, str, int]] = []  # (campaign id, category, send id)
-    lost: list[tuple[int, str, int]] = []
-    for send_id, campaign_id, category in open_rows:
-        if send_id in journal.accepted:
-            sent.append(send_id)
-        elif send_id in journal.begun and send_id not in journal.refused:
-            lost.append((campaign_id, category, send_id))
-        else:
-            again.append((campaign_id, category, send_id))
-    attempts = journal.claims
+    missing = 0
     owner = f"{journal.host}.{journal.pid}"
-    changed = _move_claimed(
-        rt,
-        sent,
-        attempts,
-        SendStatus.SENT,
-        now,
-        extra={
-            "sent_at": now,
-            "smtp_code": 250,
-            "smtp_reply": f"accepted; recorded from the journal of worker {owner} after it stopped",
-        },
-    )
-    result.sent += len(changed)
-    missing = len(sent) - len(changed)
-    for (campaign_id, category), ids in _group(again).items():
-        changed = _move_claimed(rt, ids, attempts, SendStatus.QUEUED, now)
-        missing += len(ids) - len(changed)
-        result.requeued += len(changed)
-        result.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
-    for (campaign_id, category), ids in _group(lost).items():
-        moved = _lose(rt, campaign_id, category, ids, now, attempts)
-        missing += len(ids) - moved.requeued - moved.unknown
-        result.add(moved)
-    if result.sent or result.requeued or result.unknown:
+    by_campaign: dict[tuple[int, str], list[int]] = {}
+    for send_id, campaign_id, category in _open_claims(rt, journal):
+        by_campaign.setdefault((campaign_id, category), []).append(send_id)
+    for (campaign_id, category), ids in by_campaign.items():
+        settled = _settle_campaign(rt, journal, campaign_id, category, ids, now)
+        missing += len(ids) - settled.sent - settled.requeued - settled.unknown
+        result.add(settled)
+        in_transaction(
+            rt.sessions,
+            partial(
+                audit.record,
+                actor="scheduler",
+                action="sends.settled_from_journal",
+                object_type="campaign",
+                object_id=campaign_id,
+                worker=owner,
+                count=settled.sent + settled.requeued + settled.unknown,
+                sent=settled.sent,
+                queued=settled.requeued,
+                unknown=settled.unknown,
+            ),
+            what=f"campaign {campaign_id}: auditing",
+        )
+    if by_campaign:
         _log.info(
             "settled the claims of stopped worker %s: %d sent, %d queued again, %d unknown",
             owner,
@@ -128,6 +118,41 @@ def settle_journal(rt: Runtime, journal: JournalFile, now: dt.datetime) -> tuple
             result.unknown,
         )
     return result, missing == 0
+
+
+def _settle_campaign(
+    rt: Runtime,
+    journal: JournalFile,
+    campaign_id: int,
+    category: str,
+    ids: list[int],
+    now: dt.datetime,
+) -> Recovered:
+    """accepted → sent; never begun or refused → queued; begun, no answer → the lease rule."""
+    result = Recovered()
+    sent = [i for i in ids if i in journal.accepted]
+    lost = [i for i in ids if i in journal.begun and i not in journal.refused and i not in sent]
+    again = [i for i in ids if i not in journal.accepted and i not in lost]
+    owner = f"{journal.host}.{journal.pid}"
+    result.sent += len(
+        _move_claimed(
+            rt,
+            sent,
+            journal.claims,
+            SendStatus.SENT,
+            now,
+            extra={
+                "sent_at": now,
+                "smtp_code": 250,
+                "smtp_reply": f"accepted; recorded from the journal of worker {owner}",
+            },
+        )
+    )
+    changed = _move_claimed(rt, again, journal.claims, SendStatus.QUEUED, now)
+    result.requeued += len(changed)
+    result.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
+    result.add(_lose(rt, campaign_id, category, lost, now, journal.claims, is_audited=False))
+    return result
 
 
 def _open_claims(rt: Runtime, journal: JournalFile) -> list[tuple[int, int, str]]:
@@ -158,6 +183,8 @@ def _lose(
     now: dt.datetime,
     attempts: Mapping[int, int] | None = None,
     only_if: Sequence[ColumnElement[bool]] = (),
+    *,
+    is_audited: bool = True,
 ) -> Recovered:
     """The lease rule: at-least-once mail is sent again, marketing mail becomes unknown."""
     result = Recovered()
@@ -173,7 +200,7 @@ def _lose(
         result.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
     else:
         result.unknown += len(changed)
-    if changed:
+    if changed and is_audited:
         in_transaction(
             rt.sessions,
             partial(

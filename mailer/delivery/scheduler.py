@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from mailer.delivery.batches import Dispatch
+from mailer.delivery.batches import Batch, Dispatch
 from mailer.delivery.heartbeats import beat, forget_old
 from mailer.delivery.sweep import TickReport, scheduler_tick
 from mailer.models import utcnow
 from mailer.runtime import Runtime
+from mailer.upkeep import UPKEEP_INTERVAL_S, run_upkeep
 
 _log = logging.getLogger("mailer.scheduler")
 
@@ -32,14 +34,40 @@ def report_dict(report: TickReport) -> dict[str, Any]:
 
 
 def sweep_once(rt: Runtime, dispatch: Dispatch | None) -> TickReport:
-    """One sweep, then the heartbeat that says when it finished and what it found."""
+    """One sweep, then the heartbeat that says when it finished and what it found; and, every
+    UPKEEP_INTERVAL_S, the upkeep (rates, alerts, daily jobs: mailer.upkeep)."""
+    global _last_upkeep
     started = utcnow()
     report = scheduler_tick(rt, dispatch=dispatch, now=started)
     beat(rt, "scheduler", {"last_sweep": report_dict(report)}, started_at=_STARTED_AT)
+    if time.monotonic() - _last_upkeep >= UPKEEP_INTERVAL_S:
+        _last_upkeep = time.monotonic()
+        run_upkeep(rt, started)
     return report
 
 
+_last_upkeep = -UPKEEP_INTERVAL_S
+
+
 _STARTED_AT = utcnow()
+
+
+class _Held:
+    """Dispatch that keeps what the broker refused (Redis down) and sends it first next time,
+    rather than leaving those rows to wait a lease period for the stale-row sweep."""
+
+    def __init__(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+        self._held: list[Batch] = []
+
+    def __call__(self, batches: Sequence[Batch]) -> None:
+        self._held.extend(batches)
+        self.flush()
+
+    def flush(self) -> None:
+        if self._held:
+            self._dispatch(self._held)  # a batch sent twice costs one empty claim
+            self._held.clear()
 
 
 def run_scheduler(
@@ -53,12 +81,15 @@ def run_scheduler(
 ) -> None:
     """Sweep every `interval_s` until `stop` is set, whatever goes wrong in between."""
     stop = stop or threading.Event()
+    held = _Held(dispatch) if dispatch is not None else None
     failures = 0
     is_ready = False
     sweeps = 0
     while not stop.is_set():
         try:
-            report = sweep_once(rt, dispatch)
+            if held is not None:
+                held.flush()
+            report = sweep_once(rt, held)
         except Exception as exc:
             failures += 1
             pause = min(MAX_PAUSE_S, interval_s * 2 ** min(failures, 6)) * random.uniform(0.5, 1)

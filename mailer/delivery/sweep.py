@@ -1,6 +1,7 @@
-"""The periodic sweep (`mailer scheduler`): start scheduled campaigns, recover expired leases,
-retry deferred sends when due, re-enqueue lost batches, and, as a backstop, complete campaigns
-with nothing left outstanding (normally whoever records the last send completes it).
+"""The periodic sweep (`mailer scheduler`): start scheduled campaigns, settle the sends of
+stopped workers (from their journals, else by lease), retry deferred sends when due, re-enqueue
+lost batches, and, as a backstop, complete campaigns with nothing left outstanding (normally
+whoever records the last send completes it).
 
 Safe with several schedulers on one database: every change is a conditional UPDATE, and on
 PostgreSQL due campaigns and send rows are taken with FOR UPDATE SKIP LOCKED.
@@ -61,7 +62,10 @@ def scheduler_tick(
     report.unknown = recovered.unknown
     report.batches.extend(recovered.batches)
     _retry_due(rt, report, now)
-    _requeue_stale(rt, report, now)
+    # a worker process that died also took the batches it had fetched from the broker:
+    # enqueue every waiting row again now rather than a lease period later (a batch enqueued
+    # twice costs one empty claim)
+    _requeue_stale(rt, report, now, is_everything=recovered.stopped_workers > 0)
     for campaign_id in _sending_campaigns(rt):
         if in_transaction(
             rt.sessions,
@@ -125,13 +129,16 @@ def _retry_due(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
         report.batches.extend(cut_batches(campaign_id, category, changed, rt.settings.batch_size))
 
 
-def _requeue_stale(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
+def _requeue_stale(
+    rt: Runtime, report: TickReport, now: dt.datetime, *, is_everything: bool = False
+) -> None:
     """Queued rows nobody has touched for a lease period: their broker message was lost.
+    With `is_everything`, every queued row of a sending campaign.
 
     They are touched (updated_at = now) as they are re-enqueued, so they count as stale again
     only a lease period later.
     """
-    stale_before = now - dt.timedelta(seconds=rt.settings.lease_s)
+    stale_before = now - dt.timedelta(seconds=0 if is_everything else rt.settings.lease_s)
     with rt.sessions() as session:
         stale = list(
             session.execute(

@@ -1,4 +1,4 @@
-"""Asynchronous bounces (DSN, RFC 3464) and complaints (ARF, RFC 5965), STANDARDS.md §6.
+"""Asynchronous bounces (DSN, RFC 3464) and complaints (ARF, RFC 5965), docs/standards.md §6.
 
 `parse_report` reads a report's bytes into `BounceEvent`s; `apply_events` finds the send each
 event is about and acts on it, with the actor "bounce-processor":
@@ -13,9 +13,8 @@ event is about and acts on it, with the actor "bounce-processor":
 | ARF abuse, fraud or other               | opt-outs of all marketing and of service (source    |
 |                                         | `complaint`); NO Suppression row                    |
 
-Complaints: DESIGN.md says a complaint "suppresses an address for every category", but
-STANDARDS.md §6 says "suppress all commercial streams at once but keep mandatory notices". We
-follow STANDARDS: a Suppression row would also stop policy notices (the policy guard checks
+Complaints (docs/standards.md §6) stop every stream that can be opted out of at once but keep
+the mandatory notices. A Suppression row would also stop policy notices (the policy guard checks
 suppressions), and a privacy notice is owed even to someone who marked our promotion as spam.
 So a complaint opts the contact out of everything that can be opted out of, and the mandatory
 policy notices still go. `not-spam`, `virus` and `auth-failure` reports are audited only.
@@ -38,9 +37,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from mailer.alerts import deliver_pending
 from mailer.audit import record
 from mailer.config import Settings
 from mailer.consent import opt_out
+from mailer.deliverability.events import record_event
+from mailer.deliverability.rates import check_rates
+from mailer.deliverability.soft import note_soft_bounce
 from mailer.delivery.results import suppress
 from mailer.enums import ALL_MARKETING, Category, OptOutSource, SendStatus
 from mailer.errors import NotFoundError, TokenError
@@ -68,6 +71,7 @@ class Applied:
     action: str
     #: Why an event was ignored.
     reason: str = ""
+    campaign_id: int | None = None
 
 
 def send_for(rt: Runtime, signer: TokenSigner, envelope_rcpt: str, message_id: str) -> int | None:
@@ -144,8 +148,26 @@ def apply_events(rt: Runtime, events: list[BounceEvent], *, envelope_rcpt: str) 
                 done.append(Applied(event, send.id, "ignored", refusal))
                 continue
             action = _apply(rt, session, send, event)
-            done.append(Applied(event, send.id, action))
+            done.append(Applied(event, send.id, action, campaign_id=send.campaign_id))
+        now = utcnow()
+        for campaign_id in sorted(
+            {
+                a.campaign_id
+                for a in done
+                if a.campaign_id is not None and a.action in ("bounce.hard", "bounce.complaint")
+            }
+        ):
+            check_rates(session, rt.settings, campaign_id, now)
+    deliver_pending(rt)
     return done
+
+
+def apply_event(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str:
+    """Act on one event already matched to `send` and believed; the audit action it took.
+
+    Provider webhooks (mailer.deliverability.providers) come here too, once their signature
+    is verified: the same effects whichever way a bounce or a complaint arrives."""
+    return _apply(rt, session, send, event)
 
 
 def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str:
@@ -158,9 +180,23 @@ def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str
         "recipient_matches_send": event.recipient.strip().lower() == send.email.lower(),
     }
     if event.kind == "complaint":
-        return _complaint(session, send, event, details)
+        action = _complaint(session, send, event, details)
+        if action == "bounce.complaint":
+            record_event(
+                session,
+                source="arf",
+                event_key=f"send:{send.id}",
+                kind="complaint",
+                send_id=send.id,
+                campaign_id=send.campaign_id,
+                now=utcnow(),
+                detail=event.feedback_type,
+            )
+        return action
     if event.kind == "delayed":
         action = "bounce.delayed"
+        if event.status.startswith("4"):
+            details["soft_bounces_stop_marketing"] = _soft_bounce(rt, session, send, event)
     else:
         kind = _kind(event)
         if kind is ReplyKind.HARD:
@@ -170,6 +206,7 @@ def _apply(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> str
             action = "bounce.policy"  # our defect: the operator must look, the address is fine
         else:
             action = "bounce.soft"
+            details["soft_bounces_stop_marketing"] = _soft_bounce(rt, session, send, event)
         details["kind"] = str(kind)
     record(session, ACTOR, action, object_type="send", object_id=send.id, **details)
     return action
@@ -202,6 +239,19 @@ def _hard_bounce(rt: Runtime, session: Session, send: Send, event: BounceEvent) 
             smtp_reply=f"bounced later: {detail}"[:1000],
             updated_at=now,
         )
+    )
+
+
+def _soft_bounce(rt: Runtime, session: Session, send: Send, event: BounceEvent) -> bool:
+    """Count a soft bounce of the send's address; True if that stops its marketing mail."""
+    return note_soft_bounce(
+        session,
+        rt.settings,
+        email=send.email,
+        address_hash=rt.hash_address(send.email),
+        send_id=send.id,
+        detail=f"{event.status} {event.diagnostic}".strip(),
+        now=utcnow(),
     )
 
 

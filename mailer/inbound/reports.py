@@ -151,4 +151,8 @@ def _address(value: Any) -> str:
 
 
 def _one_line(value: Any) -> str:
-    return " ".join(str(value).split())[:1000]
+    """One line of printable text, at most 1,000 characters: what a report says goes into the
+    database and the audit log, so no NUL (PostgreSQL refuses it), no lone surrogate (not
+    UTF-8), no control or bidi-override character."""
+    text = " ".join(str(value).split())
+    return "".join(ch for ch in text if ch.isprintable())[:1000]

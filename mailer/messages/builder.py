@@ -1,8 +1,8 @@
-"""One campaign's messages, built from a skeleton prepared once (PERF.md: ~37× faster than
-`EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date and
-Message-ID are made; everything else is bytes computed in `__init__`.
+"""One campaign's messages, built from a skeleton prepared once (docs/performance.md §3: ~37×
+faster than `EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date
+and Message-ID are made; everything else is bytes computed in `__init__`.
 
-Senders by category (STANDARDS.md §2: the From domain must align with DKIM d=):
+Senders by category (docs/standards.md §2: the From domain must align with DKIM d=):
 - features, promotions: From `settings.marketing_from`; Reply-To the sender's reply_to if set.
 - service: From the account manager (the campaign's sender) when their address is under
   `settings.mail_domain`, so From stays aligned; otherwise "<name> via <company>" at the
@@ -80,7 +80,7 @@ class CampaignMessages:
         self._signer = TokenSigner(settings)
         self._base_url = settings.public_base_url.rstrip("/")
         self._mailto = settings.unsubscribe_mailto
-        # VERP (STANDARDS.md §6): `local+<token>@domain`, the token naming the send, so an
+        # VERP (docs/standards.md §6): `local+<token>@domain`, the token naming the send, so an
         # asynchronous bounce leads back to it; the prefix and suffix are made once here.
         self._verp_prefix, self._verp_suffix = verp_parts(settings.envelope_sender)
         self._mail_domain = settings.mail_domain
@@ -95,10 +95,16 @@ class CampaignMessages:
         )
         self._policy_url = policy.url or f"{self._base_url}/privacy"
         self._shared: dict[str, Any] = {
-            "company": CompanyView(settings.company_name, settings.postal_address, self._base_url),
+            "company": CompanyView(
+                settings.company_name,
+                settings.postal_address,
+                settings.company_website.rstrip("/"),
+            ),
             "campaign": CampaignView(campaign.id, campaign.name, category.value),
             "sender": SenderView(sender.name, sender.email, sender.phone),
             "policy": policy,
+            # only what the template declares: the static check vouched for exactly these
+            "params": {name: str((params or {}).get(name, "")) for name in template.params},
         }
         self._from = self._from_block(settings, sender)
         # A subject without Jinja (a policy notice's, say) is encoded once, not per message.

@@ -1,10 +1,10 @@
 """Template sources before compiling: layout + content, CSS inlined once, text derived from HTML.
 
 CSS is inlined into the *source* once per template load, not into every message: css-inline
-takes ~74 µs for a 4 KB document, half the whole per-message budget (PERF.md). Jinja tags are
-swapped for inert placeholders while the HTML parser runs and swapped back afterwards; if the
-parser moved or dropped one (a `{% for %}` directly inside `<table>` is foster-parented out of
-it, a tag inside `<style>` is removed), loading fails and names the line.
+takes ~74 µs for a 4 KB document, half the whole per-message budget (docs/performance.md §2).
+Jinja tags are swapped for inert placeholders while the HTML parser runs and swapped back
+afterwards; if the parser moved or dropped one (a `{% for %}` directly inside `<table>` is
+foster-parented out of it, a tag inside `<style>` is removed), loading fails and names the line.
 
 Composite sources keep a map from their lines to (file, line) of the original files, so a render
 error points at the template file the author edits.

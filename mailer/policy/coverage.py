@@ -1,9 +1,12 @@
 """Who was told: per client, how a policy version's notice fared, and the clients nobody reached.
 
 A client counts as *eligible* for a notice when the notice was planned for it: it has a row in
-the notice campaign's send log that no organization-level guard skipped (not a client, agreement
-ended too long ago), or it was a client eligible by its agreement on the launch day and already
-existed then (so a client with no contact at all is still named). A client added after the
+the notice campaign's send log that no organization-level guard skipped (not a client, or, with
+`MAILER_POLICY_GRACE_DAYS` set, an agreement ended too long ago), or it was an eligible client
+on the launch day and already existed then (so a client with no contact at all is still named).
+By default every client organization whose information is held is eligible, active or former:
+the report shows the two apart, a client being *active* when its agreement was in force on the
+launch day and *former* otherwise. A client added after the
 launch is never counted as missing; `mailer policy resend` does not write to it either.
 
 Per client, each contact's send row falls in one class:
@@ -51,6 +54,8 @@ class ClientCoverage:
     external_id: str
     name: str
     account_manager: str
+    #: The agreement was in force on the day the notice was launched (else a former client).
+    is_active: bool = True
     sent: int = 0
     pending: int = 0
     undeliverable: int = 0
@@ -89,6 +94,7 @@ class ClientCoverage:
             "external_id": self.external_id,
             "name": self.name,
             "account_manager": self.account_manager,
+            "client": "active" if self.is_active else "former",
             **{name: getattr(self, name) for name in CLASSES},
             "is_reached": self.is_reached,
             "reason": self.reason,
@@ -126,6 +132,19 @@ class CoverageReport:
     def contacts(self) -> dict[str, int]:
         return {name: sum(getattr(c, name) for c in self.clients) for name in CLASSES}
 
+    def by_client_status(self) -> dict[str, dict[str, int]]:
+        """Eligible, reached and not reached clients, for active and former clients apart."""
+        shown: dict[str, dict[str, int]] = {}
+        for label, is_active in (("active", True), ("former", False)):
+            group = [c for c in self.clients if c.is_active is is_active]
+            reached = sum(1 for c in group if c.is_reached)
+            shown[label] = {
+                "eligible": len(group),
+                "reached": reached,
+                "not_reached": len(group) - reached,
+            }
+        return shown
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -140,14 +159,19 @@ class CoverageReport:
             "eligible_clients": len(self.clients),
             "reached_clients": len(self.reached),
             "not_reached_clients": len(self.not_reached),
+            "clients_by_status": self.by_client_status(),
             "contacts": self.contacts,
             "not_reached": [c.as_dict() for c in self.not_reached],
             "clients": [c.as_dict() for c in self.clients],
         }
 
 
-def policy_agreement_eligible(today: dt.date, grace_days: int) -> ColumnElement[bool]:
-    """A client whose agreement is active on `today` or ended less than `grace_days` before."""
+def policy_agreement_eligible(today: dt.date, grace_days: int | None) -> ColumnElement[bool]:
+    """A client organization (any, whose information is held, when `grace_days` is None), or one
+    whose agreement is active on `today` or ended less than `grace_days` before."""
+    is_client = Organization.kind == OrganizationKind.CLIENT.value
+    if grace_days is None:
+        return is_client
     ended = Organization.__table__.c.agreement_ended_on
     grace_start = today - dt.timedelta(days=grace_days)
     return and_(
@@ -156,7 +180,7 @@ def policy_agreement_eligible(today: dt.date, grace_days: int) -> ColumnElement[
     )
 
 
-def eligible_organization_ids(campaign: Campaign, grace_days: int) -> Any:
+def eligible_organization_ids(campaign: Campaign, grace_days: int | None) -> Any:
     """A SELECT of the ids of the organizations the notice campaign was for (see module doc)."""
     planned = select(Send.organization_id).where(
         Send.campaign_id == campaign.id,
@@ -192,19 +216,26 @@ def _send_class() -> ColumnElement[str]:
 
 
 def campaign_coverage(
-    session: Session, campaign: Campaign, grace_days: int
+    session: Session, campaign: Campaign, grace_days: int | None
 ) -> list[ClientCoverage]:
     """Every eligible client of the notice campaign, with its contacts counted by class."""
     eligible = eligible_organization_ids(campaign, grace_days).subquery()
+    launched = (campaign.launched_at or campaign.created_at).date()
     orgs = session.execute(
-        select(Organization.id, Organization.external_id, Organization.name, User.display_name)
+        select(
+            Organization.id,
+            Organization.external_id,
+            Organization.name,
+            User.display_name,
+            agreement_active(launched),
+        )
         .outerjoin(User, User.id == Organization.account_manager_id)
         .where(Organization.id.in_(select(eligible.c.organization_id)))
         .order_by(Organization.external_id)
     )
     clients = {
-        org_id: ClientCoverage(org_id, external_id, name, manager or "")
-        for org_id, external_id, name, manager in orgs
+        org_id: ClientCoverage(org_id, external_id, name, manager or "", bool(is_active))
+        for org_id, external_id, name, manager, is_active in orgs
     }
     # classify in a subquery and group on its column: PostgreSQL refuses to match a CASE with
     # bound literals in GROUP BY to the same CASE in the select list

@@ -4,9 +4,10 @@ CPI's policy promises to notify clients by email when it changes how information
 disclosed. `publish_policy` stores a version and, when the change is material, creates and
 launches the `policy` notice campaign in the same transaction: the version, the campaign and
 its whole send log exist together or not at all. The `policy` category guard picks the audience
-(every contact of every client whose agreement is active or ended less than
-`policy_grace_days` ago); opt-outs never apply, suppressed addresses are skipped and counted
-as undeliverable. The notice rides the priority queue with at-least-once delivery.
+(every contact of every client organization whose information is still held, active or
+former, until retention purges it; `policy_grace_days`, when set, narrows that to agreements
+active or ended within so many days); opt-outs never apply, suppressed addresses are skipped
+and counted as undeliverable. The notice rides the priority queue with at-least-once delivery.
 
 Coverage (`mailer.policy.coverage`) proves who was told; resending (`mailer.policy.resend`)
 reaches eligible contacts not yet told, never twice.

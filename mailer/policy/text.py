@@ -23,7 +23,7 @@ from mailer.models import PolicyVersion
 FIRST_VERSION_PATH = Path(__file__).parent.parent / "data" / "privacy-policy-1.txt"
 FIRST_VERSION_LABEL = "1"
 #: The effective date given to version 1. The policy text carries no date of its own and was
-#: in force before mailer existed (DESIGN.md: "as published today"), so mailer records it from
+#: in force before mailer existed (CPI's policy as published then), so mailer records it from
 #: the first day of the year it shipped. A fixed date, not "the day the table was filled", so
 #: every installation shows the same history and a later version never predates it.
 FIRST_VERSION_EFFECTIVE_ON = dt.date(2026, 1, 1)

@@ -63,7 +63,7 @@ def preview(
     today: dt.date,
     now: dt.datetime,
     account_manager_id: int | None = None,
-    policy_grace_days: int = 90,
+    policy_grace_days: int | None = None,
     sample_size: int = 10,
     only_clients_of: int | None = None,
 ) -> Preview:

@@ -3,7 +3,8 @@
 When the server advertises PIPELINING, each write carries the body of one message followed by
 MAIL FROM, RCPT TO and DATA of the next (RFC 2920 §3.1 lets message content open a group), so a
 message costs one write and one round trip, where a command-at-a-time client (aiosmtplib) needs
-four (PERF.md, lever 6). Servers without PIPELINING get the same commands one at a time.
+four (docs/performance.md §3, lever 6). Servers without PIPELINING get the same commands one
+at a time.
 Replies are judged by `base.result_from_reply`, exactly as the aiosmtplib transport judges them.
 """
 
@@ -86,6 +87,8 @@ class PipeliningConnection(SmtpSession):
                 if self.is_pipelining:
                     follower = self._take(waiting, results)
                 body = dot_stuff(message.data)
+                if self.observer is not None:
+                    self.observer.attempting(message.send_id)  # from now on it may arrive
                 self._writer.write(body + follower[2] if follower is not None else body)
                 code, text = await self._read_reply()
         except CONNECTION_ERRORS as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from mailer.config import Settings
@@ -34,6 +34,8 @@ class Connection(Protocol):
 
     relay: Relay
     sent_count: int
+    #: Told of each message just before its content goes out, and so may be delivered.
+    observer: SendObserver | None
 
     @property
     def is_open(self) -> bool: ...
@@ -76,6 +78,7 @@ class PooledTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch_lock = asyncio.Lock()
         self._unreachable = ""
+        self._observer: SendObserver | None = None
 
     async def open(self) -> None:
         """Nothing to do up front: connections open on first use and then stay open."""
@@ -96,13 +99,12 @@ class PooledTransport:
         self, messages: Sequence[OutgoingMessage], observer: SendObserver | None = None
     ) -> list[DeliveryResult]:
         results: list[DeliveryResult | None]
-        waiting: deque[tuple[int, OutgoingMessage]]
         if observer is None:
             results = [None] * len(messages)
-            waiting = deque(enumerate(messages))
         else:
             results = _ObservedResults(observer, len(messages))
-            waiting = _ObservedQueue(observer, enumerate(messages))
+        waiting = deque(enumerate(messages))
+        self._observer = observer
         self._unreachable = ""
         workers = min(self._pool_size, len(messages))
         await asyncio.gather(*(self._work(slot, waiting, results) for slot in range(workers)))
@@ -178,6 +180,7 @@ class PooledTransport:
                 if not waiting:  # another slot finished the batch while we connected
                     return
             try:
+                conn.observer = self._observer
                 await conn.send_from(waiting, results, self._max_per_connection - conn.sent_count)
                 self._last_used_at[slot] = loop.time()
             except Exception:
@@ -207,21 +210,6 @@ class PooledTransport:
             await asyncio.sleep(CONNECT_BACKOFF_S[attempt])
         self._unreachable = self._unreachable or "; ".join(dict.fromkeys(errors))
         return None
-
-
-class _ObservedQueue(deque[tuple[int, OutgoingMessage]]):
-    """The waiting messages; a connection taking one tells the observer it is begun."""
-
-    def __init__(
-        self, observer: SendObserver, items: Iterable[tuple[int, OutgoingMessage]]
-    ) -> None:
-        super().__init__(items)
-        self._observer = observer
-
-    def popleft(self) -> tuple[int, OutgoingMessage]:
-        item = super().popleft()
-        self._observer.attempting(item[1].send_id)
-        return item
 
 
 class _ObservedResults(list[DeliveryResult | None]):

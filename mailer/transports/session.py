@@ -11,6 +11,7 @@ import contextlib
 from typing import Self
 
 from mailer.errors import TransientSendError
+from mailer.transports.base import SendObserver
 from mailer.transports.relays import Relay
 
 #: Seconds allowed for QUIT before the socket is simply closed.
@@ -31,6 +32,7 @@ class SmtpSession:
     def __init__(self, relay: Relay, local_hostname: str) -> None:
         self.relay = relay
         self.sent_count = 0
+        self.observer: SendObserver | None = None
         self.is_open = False
         self.extensions: dict[str, str] = {}
         self._local_hostname = local_hostname

@@ -15,6 +15,7 @@ import aiosmtplib
 from mailer.errors import TransientSendError
 from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import (
+    SendObserver,
     connection_result,
     envelope_problem,
     needs_smtputf8,
@@ -41,6 +42,7 @@ class AiosmtplibConnection:
     def __init__(self, relay: Relay, client: aiosmtplib.SMTP) -> None:
         self.relay = relay
         self.sent_count = 0
+        self.observer: SendObserver | None = None
         self._client = client
 
     @property
@@ -115,6 +117,8 @@ class AiosmtplibConnection:
             stage = "rcpt"
             await client.rcpt(message.rcpt, encoding=encoding)
             stage = "data"
+            if self.observer is not None:
+                self.observer.attempting(message.send_id)
             reply = await client.data(message.data)
         except aiosmtplib.SMTPResponseException as exc:
             result = result_from_reply(

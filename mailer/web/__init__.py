@@ -1,7 +1,10 @@
-"""The public web app (Starlette): what a recipient of CPI's mail sees.
+"""The web app (Starlette): what a recipient of CPI's mail sees, the admin app and the API.
 
-`create_app(settings)` builds it; `mailer.web:app` is the app for the environment's settings,
-built on first access so importing this package connects to nothing. Errors become pages
+`create_app(settings)` builds it: the public pages at the root, the admin app under `/admin`
+(`mailer.web.admin`) and the JSON API under `/api/v1` (`mailer.web.api`). The public pages set
+no cookies and share nothing with the admin, whose session cookie is scoped to `/admin`.
+`mailer.web:app` is the app for the environment's settings, built on first access so
+importing this package connects to nothing. Errors become pages
 here, in one place: every 404 (unknown path, bad or tampered token, erased contact) looks the
 same and names nothing.
 """
@@ -17,14 +20,20 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
+from mailer.access import make_login_throttle
 from mailer.config import Settings
+from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
 from mailer.runtime import Runtime, open_runtime
 from mailer.tokens import TokenSigner
-from mailer.web import public
+from mailer.web import metrics, public, webhooks
+from mailer.web.admin import create_admin_app
+from mailer.web.api import create_api_app
+from mailer.web.context import AppContext
+from mailer.web.dispatch import WebDispatcher
 from mailer.web.pages import make_environment, render
 from mailer.web.security import (
     BodyLimitMiddleware,
@@ -61,10 +70,17 @@ _ERROR_TITLES = {
 }
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
-    """The public app over `runtime`, or over a runtime opened from `settings` (default: env).
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    dispatch: Dispatch | None = None,
+) -> Starlette:
+    """The app over `runtime`, or over a runtime opened from `settings` (default: env).
 
     A runtime opened here is closed when the app shuts down; one passed in belongs to the caller.
+    `dispatch` hands launched campaigns' batches to workers; by default the app starts what
+    the broker setting asks for (Redis, or worker threads in this process) on first use.
     """
     is_owned = runtime is None
     if runtime is None:
@@ -87,9 +103,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         title = _ERROR_TITLES.get(status, "Something went wrong")
         return render(env, "error.html", status_code=status, title=title, status=status)
 
+    dispatcher = None if dispatch is not None else WebDispatcher(runtime)
+    ctx = AppContext(
+        runtime=runtime,
+        dispatch=dispatch or dispatcher.dispatch,  # type: ignore[union-attr]
+        throttle=make_login_throttle(settings),
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if dispatcher is not None:
+            dispatcher.close()
         if is_owned:
             runtime.close()
 
@@ -100,7 +125,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         Route("/privacy", public.privacy_page, methods=["GET"]),
         Route("/privacy/{version}", public.privacy_page, methods=["GET"]),
         Route("/healthz", public.healthz, methods=["GET"]),
+        Route("/webhooks/{provider}", webhooks.receive, methods=["POST"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/assets/web.css", stylesheet, methods=["GET"]),
+        Mount("/admin", create_admin_app(ctx)),
+        Mount("/api/v1", create_api_app(ctx)),
     ]
     middleware = [
         Middleware(

@@ -145,7 +145,7 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in self.headers.items():
-                    headers[name] = value
+                    headers.setdefault(name, value)  # the admin app sets a CSP of its own
                 if is_no_store or message["status"] >= 500:
                     headers["cache-control"] = "no-store"
             await send(message)
