@@ -327,8 +327,7 @@ def test_suppressions_are_listed_with_their_reason_and_lifted_by_an_admin_on_the
         "MAILER_VAR_DIR": str(rt.settings.var_dir),
     }
     runner = CliRunner()
-    hidden = runner.invoke(main, ["suppressions", "list", "--as", "mia"], env=env)
-    assert hidden.exit_code == 4, hidden.output  # addresses are for admins only
+    assert runner.invoke(main, ["suppressions", "list", "--as", "mia"], env=env).exit_code == 4
     listed = runner.invoke(main, ["suppressions", "list", "--as", "ada"], env=env)
     assert listed.exit_code == 0, listed.output
     assert f"{contact.email}  soft_bounce (marketing) since 2026-11-09: 3 soft bounces" in (

@@ -3,10 +3,13 @@ stop."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from mailer.cli._common import acting, acting_option, echo_json, json_option, runtime
-from mailer.deliverability import lift_marketing_suppression, list_suppressions
+from mailer.contacts.compliance import list_suppressions
+from mailer.deliverability import lift_marketing_suppression
 
 
 @click.group("suppressions")
@@ -20,8 +23,9 @@ def suppressions_group() -> None:
 def list_command(as_json: bool, as_username: str) -> None:
     """Every suppression with its reason, newest first (admins only)."""
     rt = runtime()
-    with rt.sessions.begin() as session:
-        rows = list_suppressions(session, acting(session, as_username))
+    with rt.sessions() as session:
+        listed = list_suppressions(session, acting(session, as_username))
+    rows = [{**dataclasses.asdict(s), "since": s.since.isoformat()} for s in listed]
     if as_json:
         echo_json(rows)
         return

@@ -11,7 +11,6 @@
 from mailer.deliverability.rates import CampaignRates, campaign_rates, check_rates
 from mailer.deliverability.soft import (
     lift_marketing_suppression,
-    list_suppressions,
     marketing_suppressions,
     note_delivered,
     note_soft_bounce,
@@ -22,7 +21,6 @@ __all__ = [
     "campaign_rates",
     "check_rates",
     "lift_marketing_suppression",
-    "list_suppressions",
     "marketing_suppressions",
     "note_delivered",
     "note_soft_bounce",
