@@ -30,7 +30,7 @@ USED_INDIRECTLY = {
     "httpx2": "Starlette's TestClient prefers it and warns (an error here) without it",
     "ruff": "scripts/check",
     "mypy": "scripts/check",
-    "schemathesis": "its CLI runs against the live API (tests/test_api_schema.py)",
+    "schemathesis": "tests/test_api_schema.py runs its command line against the running API",
 }
 
 
