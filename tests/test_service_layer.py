@@ -285,7 +285,7 @@ def test_only_the_creator_or_an_admin_changes_a_campaign(rt: Runtime, make_user)
         campaigns.cancel_campaign(rt, cid, actor=other)
     campaigns.cancel_campaign(rt, cid, actor=ada)
     assert campaigns.campaign_status(rt, cid, actor=ada).status == "cancelled"
-    assert [d.details["action"] for d in denials(rt)] == ["campaign.launch", "campaign.change"]
+    assert [d.details["action"] for d in denials(rt)] == ["campaign.launch", "campaign.cancel"]
 
 
 def test_an_account_manager_sees_only_their_own_campaigns(rt: Runtime, make_user) -> None:
