@@ -13,7 +13,7 @@ import dramatiq
 import redis
 
 from mailer.config import Settings
-from mailer.delivery import Batch, DeliveryContext, Journal, deliver_batch
+from mailer.delivery import Batch, DeliveryContext, deliver_batch
 from mailer.delivery.deliver import RateLimiter
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
@@ -69,7 +69,7 @@ class Wiring:
                 rt,
                 lambda: make_transport(rt.settings),
                 rate_limiter=self.rate_limiter,
-                journal=Journal(rt.settings.journal_dir),
+                journal_dir=rt.settings.journal_dir,
             )
             self._threads.ctx = ctx
         return ctx
