@@ -109,8 +109,11 @@ def opt_out(
     user_agent: str,
     send_id: int | None = None,
     actor: str,
+    reason: str = "",
 ) -> bool:
     """Record that the contact wants no more mail of `scope`; False if that was already so.
+
+    `reason` (for an admin's change on the contact's behalf) goes into the audit event.
 
     Idempotent: an active opt-out for the same address and scope is not duplicated, and a
     repeat writes no audit event. Raises NotFoundError if the contact does not exist.
@@ -144,6 +147,7 @@ def opt_out(
         user_agent=user_agent,
         send_id=send_id or None,
         opt_out_id=row.id,
+        **({"reason": reason} if reason else {}),
     )
     return True
 
@@ -157,6 +161,7 @@ def opt_in(
     ip: str,
     user_agent: str,
     actor: str,
+    reason: str = "",
 ) -> bool:
     """Revoke the contact's active opt-outs of `scope`; False if there were none.
 
@@ -186,6 +191,7 @@ def opt_in(
         source=str(source),
         user_agent=user_agent,
         revoked_opt_out_ids=revoked_ids,
+        **({"reason": reason} if reason else {}),
     )
     return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,16 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Result,
+    Table,
+    create_engine,
+    event,
+    inspect,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -20,6 +30,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailer.errors import SchemaBehindError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _is_worth_logging(record: logging.LogRecord) -> bool:
+    # Every schema check (each worker thread opens a runtime) makes Alembic log which dialect it
+    # uses and that DDL is transactional: two INFO lines each, nothing an operator acts on.
+    # What a migration actually does ("Running upgrade …") still shows.
+    return not str(record.msg).startswith(("Context impl", "Will assume"))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_is_worth_logging)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -36,13 +56,28 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # pysqlite defers BEGIN; we emit BEGIN IMMEDIATE ourselves. A deferred transaction
         # that reads and then writes fails at once with SQLITE_BUSY when another connection
         # wrote meanwhile (busy_timeout cannot help there); IMMEDIATE waits for the lock.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     # a delivery thread holds two connections (claims, and results recorded in the background)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 30)
     return create_engine(parsed, **kwargs)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # a read-only look (see read_only) must not wait for the write lock another
+    # connection of this process may hold
+    deferred = conn.get_execution_options().get("mailer_read_only", False)
+    conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only; on SQLite it takes no write lock, so it can run while
+    another session of the same process is in the middle of writing."""
+    with engine.connect() as conn:
+        yield conn.execution_options(mailer_read_only=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -82,13 +117,17 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+def insert_ignoring(bind: Connection | Session, table: Table) -> Any:
+    """An INSERT … ON CONFLICT DO NOTHING statement for `table` in `bind`'s dialect."""
+    dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table).on_conflict_do_nothing()
+
+
 def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL alike."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table).on_conflict_do_nothing()
-    session.execute(stmt, rows)
+    session.execute(insert_ignoring(session, table), rows)
 
 
 def rows_changed(result: Result[Any]) -> int:
@@ -101,6 +140,10 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def has_table(engine: Engine, name: str) -> bool:
+    return inspect(engine).has_table(name)
 
 
 def head_revision() -> str:

@@ -55,6 +55,10 @@ class OptOutSource(StrEnum):
     MAILTO = "mailto"
     COMPLAINT = "complaint"
     ADMIN = "admin"
+    #: Repeated soft bounces stopped the address's marketing mail (mailer.deliverability).
+    SOFT_BOUNCE = "soft_bounce"
+    #: An unsubscribe a relay provider (SES, SendGrid, Postmark, Mailgun) reported.
+    PROVIDER = "provider"
 
 
 class SuppressionReason(StrEnum):

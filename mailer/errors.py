@@ -11,10 +11,14 @@ MailerError
  ├── TemplateError           a template does not load, check or render
  ├── TokenError              a recipient token is forged, altered or unknown
  ├── CampaignError           a campaign action is not possible in its state
+ │    └── CampaignNotCompletedError  a wait ended: cancelled, failed, missed, draft, timeout
  ├── PolicyError             a policy version cannot be published, or its notice not resent
- └── SendError               one message could not be delivered
-      ├── PermanentSendError 5xx or a bad address: never retried
-      └── TransientSendError 4xx, timeouts, refused connections: retried
+ └── TransientSendError      no SMTP session to send on (refused, timed out, 4xx, login refused)
+
+One recipient's fate is a result, not an exception: a pipelined transaction answers for many
+recipients at once, so the transports return a `DeliveryResult` per message (sent, deferred or
+failed) and raise only when there is no session to send on at all, which always defers the
+messages (the batch is retried later).
 """
 
 from __future__ import annotations
@@ -127,22 +131,31 @@ class CampaignError(MailerError):
     """A campaign action is not possible, e.g. launching a completed campaign."""
 
 
+class CampaignNotCompletedError(CampaignError):
+    """A wait for a campaign ended without it completing; `outcome` says how."""
+
+    #: How a wait can end other than completed.
+    OUTCOMES = ("cancelled", "failed", "missed", "draft", "timeout")
+
+    def __init__(self, campaign_id: int, outcome: str, message: str) -> None:
+        assert outcome in self.OUTCOMES, outcome
+        self.campaign_id = campaign_id
+        self.outcome = outcome
+        super().__init__(message)
+
+
 class PolicyError(MailerError):
     """A policy version cannot be published (label taken, date too early) or its notice resent."""
 
 
-class SendError(MailerError):
-    """One message could not be delivered to one recipient."""
+class TransientSendError(MailerError):
+    """No SMTP session could be opened or kept (refused, timed out, a reply we cannot go past).
+
+    The messages it held are deferred and retried later; `code` and `reply` are the server's
+    answer when there was one.
+    """
 
     def __init__(self, message: str, code: int | None = None, reply: str = "") -> None:
         self.code = code
         self.reply = reply
         super().__init__(message)
-
-
-class PermanentSendError(SendError):
-    """The server refused for good (5xx) or the address is unusable: never retried."""
-
-
-class TransientSendError(SendError):
-    """A 4xx reply, a timeout or a refused connection: retried later."""

@@ -80,6 +80,68 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     password_hash: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: A disabled user cannot sign in; their sessions are revoked and their API tokens refused.
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Base32 TOTP secret (RFC 6238); empty until the user enrolls.
+    totp_secret: Mapped[str] = mapped_column(String(64), default="")
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The last 30-second step a code was accepted for: the same code never works twice.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class LoginSession(Base):
+    """A signed-in browser: the cookie holds a random id, this row only its SHA-256."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ip: Mapped[str] = mapped_column(String(45), default="")
+    user_agent: Mapped[str] = mapped_column(String(500), default="")
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Why it ended: logout, logout_everywhere, password_changed, user_disabled, expired.
+    revoked_reason: Mapped[str] = mapped_column(String(30), default="")
+
+    user: Mapped[User] = relationship()
+
+    __table_args__ = (Index(None, "user_id"),)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API (`mlr_<public_id>_<secret>`); only the secret's SHA-256."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    __table_args__ = (Index(None, "user_id"),)
+
+
+class AccessSetting(Base):
+    """A security setting an admin changes at run time (e.g. TOTP required for every admin)."""
+
+    __tablename__ = "access_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
 
 
 class Organization(Base):
@@ -310,6 +372,20 @@ class PolicyVersion(Base):
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
 
 
+class KeyId(Base):
+    """Which secret a long-lived derived value was made with, by a non-secret id of the key.
+
+    Address hashes must outlive key rotation: the row for `address_hash` names the key every
+    stored hash was made with, so a rotated MAILER_SECRET_KEY never silently changes it.
+    """
+
+    __tablename__ = "key_ids"
+
+    purpose: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Heartbeat(Base):
     """A running `mailer worker` process or `mailer scheduler`, as it last reported itself."""
 
@@ -326,3 +402,77 @@ class Heartbeat(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index(None, "kind", "seen_at"),)
+
+
+class SoftBounce(Base):
+    """Soft bounces of one address since its last delivery (STANDARDS §6: 3 over ≥ 7 days)."""
+
+    __tablename__ = "soft_bounces"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_send_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_detail: Mapped[str] = mapped_column(Text, default="")
+    #: The last delivery to the address, which starts the count again (not the bouncing send).
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    delivered_send_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DeliveryEvent(Base):
+    """What a mailbox provider or relay told us about a send after the SMTP reply.
+
+    `(source, event_key)` is unique: the same provider event delivered twice is taken once.
+    """
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: arf, dsn, ses, sendgrid, postmark, mailgun
+    source: Mapped[str] = mapped_column(String(20))
+    event_key: Mapped[str] = mapped_column(String(200))
+    #: delivered, soft_bounce, hard_bounce, complaint, unsubscribe, other
+    kind: Mapped[str] = mapped_column(String(20))
+    send_id: Mapped[int | None] = mapped_column(BigInteger)
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        UniqueConstraint("source", "event_key"),
+        Index(None, "campaign_id", "kind"),
+    )
+
+
+class Alert(Base):
+    """An operator alert, raised once per cause (`key`), then mailed and/or posted."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    raised_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index(None, "sent_at"),)
+
+
+class ScheduledJob(Base):
+    """A daily job of `mailer scheduler`: the row is the lease that lets one scheduler run it."""
+
+    __tablename__ = "scheduled_jobs"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    #: The local date of the last run claimed; a scheduler claims today's with compare-and-set.
+    last_run_on: Mapped[dt.date | None] = mapped_column(Date)
+    holder: Mapped[str] = mapped_column(String(200), default="")
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -25,7 +25,7 @@ class Outcome(StrEnum):
 
 
 class ReplyKind(StrEnum):
-    """What a reply means for the recipient and for us (STANDARDS.md §6)."""
+    """What a reply means for the recipient and for us (docs/standards.md §6)."""
 
     OK = "ok"
     HARD = "hard"  #: 5.1.x and other permanent recipient failures: suppress the address

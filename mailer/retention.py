@@ -40,7 +40,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from mailer import audit
+from mailer.access.actor import Actor, audit, require
 from mailer.db import rows_changed
 from mailer.models import (
     Contact,
@@ -62,7 +62,7 @@ DEFAULT_CHUNK_SIZE = 5000
 #: What audit events carry that touches a contact, as found when retention was written.
 NOTES_ON_AUDIT_EVENTS = (
     "consent.opt_out / consent.opt_in: contact id, IP, user agent; template.preview: "
-    "contact id; bounce.* (mailer.bounces): send id, status, whether the reported "
+    "contact id; bounce.* (mailer.inbound.bounces): send id, status, whether the reported "
     "recipient matched. No addresses: ids of purged contacts name nobody once the rows are "
     "gone. (Opt-outs recorded by mail before this rule said 'mailto from ADDRESS'; retention "
     "cuts those to 'mailto'.)"
@@ -115,13 +115,22 @@ def run_retention(
     *,
     now: dt.datetime | None = None,
     dry_run: bool = False,
-    actor: str,
+    actor: Actor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> RetentionReport:
     """Purge what is older than `rt.settings.retention_years`; count only when `dry_run`.
 
-    Writes one AuditEvent ("retention.run", counts only) unless `dry_run`.
+    Admins only (a dry run too: its counts describe the whole database). Writes one
+    AuditEvent ("retention.run", counts only) unless `dry_run`.
     """
+    with rt.sessions() as session:
+        require(
+            session,
+            actor,
+            "retention.run",
+            object_type="retention",
+            reason="only an admin may run retention",
+        )
     started = time.perf_counter()
     now = now or utcnow()
     if now.tzinfo is None:
@@ -139,7 +148,7 @@ def run_retention(
     if not dry_run:
         details: dict[str, Any] = {"seconds": report.seconds, **report.counts()}
         with rt.sessions.begin() as session:
-            audit.record(
+            audit(
                 session,
                 actor,
                 "retention.run",

@@ -24,8 +24,14 @@ from mailer.addresses import address_hash
 from mailer.config import Settings
 from mailer.models import Base, Contact, Organization, User
 from mailer.runtime import Runtime
+from tests import required_tools
 
-pytest_plugins = ["tests.smtp_fixtures", "tests.delivery_fixtures"]
+pytest_plugins = [
+    "tests.smtp_fixtures",
+    "tests.delivery_fixtures",
+    "tests.web_fixtures",
+    "tests.http_fixtures",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
@@ -212,3 +218,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 counts[name] += 1
     shown = ", ".join(f"{name}: {n} passed" for name, n in counts.items())
     terminalreporter.write_line(f"database backends: {shown}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """As root or in CI (where scripts/test installs every program), a skip is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and required_tools.must_not_skip():
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped as root or in CI, where no test may be skipped: {report.longrepr}"
+        )

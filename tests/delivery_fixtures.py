@@ -11,22 +11,38 @@ from typing import Any
 import pytest
 import redis
 
+from mailer.access import Actor, actor_for_username
 from mailer.config import Settings
 from mailer.models import Contact, Organization, User
 from mailer.runtime import Runtime
 from tests.smtpd import FaultServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def as_user(rt: Runtime, username: str) -> Actor:
+    """The actor for an existing user, as the CLI would build it from MAILER_USER."""
+    with rt.sessions() as session:
+        return actor_for_username(session, username)
 
 
 @pytest.fixture
-def mail_settings(settings: Settings, smtp_server: FaultServer) -> Settings:
+def broker_url() -> str:
+    """The broker delivery tests run on; a test module may parametrize it (RabbitMQ too)."""
+    return REDIS_URL
+
+
+@pytest.fixture
+def mail_settings(settings: Settings, smtp_server: FaultServer, broker_url: str) -> Settings:
     """Small batches, short leases and retries in seconds, so faults play out quickly."""
     return settings.with_(
         smtp_url=smtp_server.url + "?timeout_s=5",
         smtp_pool_size=2,
         smtp_local_hostname="mailer.test",
-        broker_url=REDIS_URL,
+        broker_url=broker_url,
+        # RabbitMQ: queues named after the namespace; shared limits still in Redis
+        redis_url=REDIS_URL,
         broker_namespace=f"mailer-test-{uuid.uuid4().hex[:8]}",
         batch_size=20,
         record_every=5,
@@ -50,6 +66,8 @@ def workers(mail_rt: Runtime) -> Iterator[Any]:
     embedded = EmbeddedWorkers(mail_rt.settings, mail_rt, threads=2)
     with embedded:
         yield embedded
+    if mail_rt.settings.is_rabbitmq:
+        delete_rabbitmq_queues(mail_rt.settings)
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(f"{mail_rt.settings.broker_namespace}*"))
     if keys:
@@ -91,3 +109,19 @@ def make_audience(
         return contacts
 
     return make
+
+
+def delete_rabbitmq_queues(settings: Settings) -> None:
+    """Remove a test's queues (and their delay and dead-letter twins) from RabbitMQ."""
+    import pika
+
+    from workers.broker import queue_names
+
+    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    try:
+        channel = connection.channel()
+        for name in queue_names(settings):
+            for suffix in ("", ".DQ", ".XQ"):
+                channel.queue_delete(name + suffix)
+    finally:
+        connection.close()

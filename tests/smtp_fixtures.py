@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 
 from mailer.config import Settings
 from mailer.transports.capture import free_port
+from tests.required_tools import require
 from tests.smtpd import FaultServer
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -152,8 +152,7 @@ def start_smtp_sink(*extra: str, backlog: int = 1000) -> SmtpSink:
 
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
-    if shutil.which(SMTP_SINK) is None:
-        pytest.skip(f"{SMTP_SINK} is missing (Debian package postfix)")
+    require(SMTP_SINK)
     sink = start_smtp_sink()
     yield sink
     sink.process.kill()

@@ -195,6 +195,7 @@ class FaultServer:
         require_starttls: bool = False,
         implicit_tls_context: ssl.SSLContext | None = None,
         logins: dict[str, str] | None = None,
+        auth_require_tls: bool = True,
         port: int = 0,
     ) -> None:
         self.has_pipelining = has_pipelining
@@ -203,6 +204,7 @@ class FaultServer:
         self.require_starttls = require_starttls
         self.implicit_tls_context = implicit_tls_context
         self.logins = logins
+        self.auth_require_tls = auth_require_tls
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.messages: list[ReceivedMessage] = []
@@ -242,7 +244,9 @@ class FaultServer:
             if self.implicit_tls_context is not None:
                 kwargs["ssl_context"] = self.implicit_tls_context
             if self.logins is not None:
-                kwargs.update(authenticator=self._authenticate, auth_require_tls=True)
+                kwargs.update(
+                    authenticator=self._authenticate, auth_require_tls=self.auth_require_tls
+                )
             self._controller = _FaultController(self, **kwargs)
             self._controller.start()
             with self._lock:

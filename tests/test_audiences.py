@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from mailer.errors import RuleError
 from mailer.models import AuditEvent, OptOut
 from mailer.rules import load_audience, load_audiences
 from mailer.runtime import Runtime
+from tests.delivery_fixtures import as_user
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,8 +120,9 @@ def test_audience_check_passes_on_the_shipped_audiences(rt: Runtime) -> None:
 
 
 def test_preview_prints_counts_per_guard_and_a_sample(
-    rt: Runtime, make_org, make_contact, tmp_path: Path
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
 ) -> None:
+    make_user(username="cli-marketer", role="marketing")
     # Given two Oregon clients, one of whom opted out of all marketing
     org = make_org(name="Deschutes Health", state="OR")
     kept = make_contact(organization=org, first_name="Ana", last_name="Lee")
@@ -154,20 +157,48 @@ def test_preview_prints_counts_per_guard_and_a_sample(
     assert events[0].details["excluded"] == {"opted_out": 1}
 
 
-def test_preview_as_an_account_manager_counts_other_clients_as_not_own(
+def test_preview_shows_whole_addresses_however_long(
     rt: Runtime, make_org, make_contact, make_user, tmp_path: Path
 ) -> None:
+    # Given contacts with long addresses and long organization names
+    make_user(username="cli-marketer", role="marketing")
+    org = make_org(name="The Deschutes County Regional Health and Wellness Partnership Inc")
+    emails = [
+        "benefits.administration.team@deschutes-regional-health-partnership.example",
+        "pat.o-reilly-hernandez@deschutes-regional-health-partnership.example",
+    ]
+    for email in emails:
+        make_contact(organization=org, email=email, first_name="Patricia", last_name="Hernandez")
+    # When the human preview is printed (CliRunner's terminal is 80 columns wide)
+    args = ["audience", "preview", "--rule", "everyone", "--category", "promotions"]
+    result = CliRunner().invoke(main, args, env=cli_env(rt, tmp_path))
+    # Then every address is there whole, on one line
+    assert result.exit_code == 0, result.output
+    for email in emails:
+        assert email in result.output
+
+
+@pytest.mark.parametrize("category", ["service", "promotions", "policy"])
+def test_an_account_manager_previews_only_their_own_clients_in_any_category(
+    rt: Runtime, make_org, make_contact, make_user, tmp_path: Path, category: str
+) -> None:
     dana = make_user(username="dana", role="account_manager")
-    make_contact(organization=make_org(account_manager_id=dana.id))
+    lee = make_user(username="lee", role="account_manager")
+    own = make_contact(organization=make_org(account_manager_id=dana.id))
+    other = make_contact(organization=make_org(account_manager_id=lee.id))
     make_contact(organization=make_org())
-    args = ["audience", "preview", "--rule", "kind = client", "--category", "service"]
+    args = ["audience", "preview", "--rule", "kind = client", "--category", category]
     result = CliRunner().invoke(main, [*args, "--as", "dana", "--json"], env=cli_env(rt, tmp_path))
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert (data["eligible"], data["excluded"]) == (1, {"not_own_client": 1})
+    # other managers' clients are neither listed nor counted
+    assert (data["eligible"], data["excluded"]) == (1, {})
+    assert [r["email"] for r in data["sample"]] == [own.email]
+    assert other.email not in result.output
 
 
-def test_preview_errors_name_the_problem(rt: Runtime, tmp_path: Path) -> None:
+def test_preview_errors_name_the_problem(rt: Runtime, tmp_path: Path, make_user) -> None:
+    make_user(username="cli-marketer", role="marketing")
     env = cli_env(rt, tmp_path)
     runner = CliRunner()
     write(tmp_path, "oregon.toml", "description = 'OR'\nrule = 'state = \"OR\"'\n")
@@ -213,4 +244,43 @@ def test_preview_as_a_marketer_is_not_limited_to_any_manager(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["eligible"] == 1
     result = CliRunner().invoke(main, [*args[:-1], "nobody"], env=cli_env(rt, tmp_path))
-    assert result.exit_code == 5 and "no user named 'nobody'" in result.output
+    assert result.exit_code == 5 and "no mailer user 'nobody'" in result.output
+
+
+def test_every_lookup_of_a_saved_audience_names_the_nearest_one(
+    rt: Runtime, make_user, make_contact, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from mailer import campaigns
+    from mailer.delivery import scheduler_tick
+    from mailer.errors import NotFoundError
+    from mailer.models import Campaign
+
+    # Given a saved audience and a marketer
+    write(tmp_path, "oregon-clients.toml", "description = 'OR'\nrule = 'state = \"OR\"'\n")
+    local = Runtime(rt.settings.with_(audiences_dir=tmp_path), rt.engine, rt.sessions)
+    make_user(username="mel", role="marketing")
+    make_contact()
+    create: dict[str, Any] = {"actor": as_user(local, "mel"), "name": "x", "category": "features"}
+    create["template"] = "features/benefitelect-enrollment-site"
+    # When a campaign names it with a typo, the error names the nearest one
+    with pytest.raises(NotFoundError, match="did you mean 'oregon-clients'"):
+        campaigns.create_campaign(local, audience="oregon-client", **create)
+    # When a scheduled campaign's audience is renamed before it fires
+    cid = campaigns.create_campaign(local, audience="oregon-clients", **create).id
+    now = dt.datetime.now(dt.UTC)
+    campaigns.launch_campaign(
+        local,
+        cid,
+        actor=as_user(local, "mel"),
+        dispatch=None,
+        at=now + dt.timedelta(minutes=5),
+        now=now,
+    )
+    (tmp_path / "oregon-clients.toml").rename(tmp_path / "oregon-customers.toml")
+    report = scheduler_tick(local, dispatch=None, now=now + dt.timedelta(minutes=6))
+    # Then the scheduler says the same, with the name it found instead
+    assert "did you mean 'oregon-customers'?" in report.failed_to_start[cid]
+    with rt.sessions() as s:
+        assert "did you mean 'oregon-customers'?" in s.get(Campaign, cid).status_detail

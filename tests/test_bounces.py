@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import smtplib
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -14,18 +16,28 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from mailer.bounces import BounceEvent, apply_events, parse_report
-from mailer.delivery.planning import start_sending
+from mailer.config import Settings
+from mailer.delivery.planning import plan_send_log
 from mailer.enums import Category, SendStatus
-from mailer.inbound import InboundServer
+from mailer.inbound import BounceEvent, InboundServer, apply_events, parse_report
+from mailer.inbound.server import MAX_RECIPIENTS, MAX_REPORT_BYTES
 from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, load_template
+from mailer.messages.builder import verp_parts
 from mailer.messages.context import SAMPLE_RECIPIENT
 from mailer.models import AuditEvent, Campaign, Contact, OptOut, Send, Suppression
 from mailer.outgoing import OutgoingMessage
 from mailer.runtime import Runtime
+from mailer.tokens import TokenSigner
 from mailer.transports.capture import free_port
 
 SENT_AT = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+#: The feedback loop these tests configure; complaints from anyone else are not believed.
+FBL_SENDER = "fbl@feedback.isp.example"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.with_(feedback_loop_senders=("feedback.isp.example",))
 
 
 @pytest.fixture
@@ -70,9 +82,16 @@ def _mailed(rt: Runtime, contact: Contact) -> OutgoingMessage:
     return built
 
 
-def _report(report_type: str, status_part: str, third_part: str, *, to: str) -> bytes:
+def _report(
+    report_type: str,
+    status_part: str,
+    third_part: str,
+    *,
+    to: str,
+    sender: str = "MAILER-DAEMON@mx.client.example",
+) -> bytes:
     text = (
-        "From: MAILER-DAEMON@mx.client.example\r\n"
+        f"From: {sender}\r\n"
         f"To: {to}\r\n"
         "Subject: Report\r\n"
         "MIME-Version: 1.0\r\n"
@@ -121,7 +140,13 @@ def dsn(
     return _report("delivery-status", blocks, headers, to=original.mail_from)
 
 
-def arf(original: OutgoingMessage, *, feedback_type: str = "abuse", to: str = "") -> bytes:
+def arf(
+    original: OutgoingMessage,
+    *,
+    feedback_type: str = "abuse",
+    to: str = "",
+    sender: str = FBL_SENDER,
+) -> bytes:
     """A feedback-loop complaint about `original`, quoting the whole message (message/rfc822),
     with the recipient redacted as ISPs often do."""
     feedback = (
@@ -135,7 +160,7 @@ def arf(original: OutgoingMessage, *, feedback_type: str = "abuse", to: str = ""
         "\r\n"
     )
     quoted = "Content-Type: message/rfc822\r\n\r\n" + original.data.decode() + "\r\n"
-    return _report("feedback-report", feedback, quoted, to=to or original.mail_from)
+    return _report("feedback-report", feedback, quoted, to=to or original.mail_from, sender=sender)
 
 
 def _deliver(server: InboundServer, rcpt: str, data: bytes) -> tuple[int, bytes]:
@@ -171,7 +196,7 @@ def _plan(rt: Runtime, category: Category, contact: Contact) -> tuple[str, str]:
         )
         s.add(campaign)
         s.flush()
-        start_sending(rt, s, campaign, "", None, now=now)
+        plan_send_log(rt, s, campaign, "", now=now)
         send = s.scalars(
             select(Send).where(Send.campaign_id == campaign.id, Send.contact_id == contact.id)
         ).one()
@@ -200,12 +225,14 @@ def test_a_dsn_gives_one_event_per_failed_or_delayed_recipient(
             status="5.1.1",
             diagnostic="smtp; 550 5.1.1 <pat>: Recipient address rejected: User unknown",
             message_id=original.message_id,
+            reporter="mailer-daemon@mx.client.example",
         ),
         BounceEvent(
             kind="delayed",
             recipient="third@client.example",
             status="4.4.1",
             message_id=original.message_id,
+            reporter="mailer-daemon@mx.client.example",
         ),
     ]
 
@@ -220,6 +247,7 @@ def test_an_arf_report_gives_a_complaint_with_the_original_message_id(
         recipient="redacted@client.example",
         feedback_type="abuse",
         message_id=original.message_id,
+        reporter=FBL_SENDER,
     )
 
 
@@ -277,7 +305,7 @@ def test_a_complaint_stops_marketing_and_service_but_not_policy_notices(
     assert _plan(rt, Category.POLICY, contact) == ("queued", "")
 
 
-def test_a_forged_verp_token_changes_nothing_and_gets_the_same_reply(
+def test_a_forged_verp_token_is_refused_at_rcpt_and_changes_nothing(
     rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
 ) -> None:
     contact = make_contact()
@@ -285,10 +313,69 @@ def test_a_forged_verp_token_changes_nothing_and_gets_the_same_reply(
     local, _, domain = original.mail_from.partition("@")
     forged = f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
     before = _state(rt, original.send_id)
-    forged_reply = _deliver(inbound, forged, dsn(original))
-    forged_reply_arf = _deliver(inbound, forged, arf(original))
+    with smtplib.SMTP("127.0.0.1", inbound.port, timeout=5) as client:
+        client.ehlo("mx.client.example")
+        client.mail("<>")
+        code, reply = client.rcpt(forged)
+        assert code == 550 and b"bounce" in reply
+        assert client.rcpt("bounces+1-0123456789abcdef0123@cpi.example")[0] == 550
+        assert client.rcpt(original.mail_from)[0] == 250
     assert _state(rt, original.send_id) == before
-    assert forged_reply == forged_reply_arf == _deliver(inbound, original.mail_from, b"hello")
+
+
+def test_a_report_with_too_many_recipients_is_refused_at_rcpt(
+    rt: Runtime, inbound: InboundServer
+) -> None:
+    signer = TokenSigner(rt.settings)
+    prefix, suffix = verp_parts(rt.settings.envelope_sender)
+    with smtplib.SMTP("127.0.0.1", inbound.port, timeout=5) as client:
+        client.ehlo("mx.client.example")
+        client.mail("<>")
+        codes = [
+            client.rcpt(f"{prefix}{signer.make_bounce(n)}{suffix}")[0]
+            for n in range(1, MAX_RECIPIENTS + 3)
+        ]
+    assert codes == [250] * MAX_RECIPIENTS + [452, 452]
+
+
+def test_a_costly_report_to_many_recipients_does_not_stall_other_connections(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
+) -> None:
+    # Given a report near the size limit made of tiny MIME parts (the costliest to parse),
+    # to as many genuine VERP addresses as allowed
+    original = _mailed(rt, make_contact())
+    signer = TokenSigner(rt.settings)
+    prefix, suffix = verp_parts(rt.settings.envelope_sender)
+    tiny = b"--RB\r\nContent-Type: text/plain\r\n\r\nx\r\n" * (MAX_REPORT_BYTES // 40)
+    report = dsn(original).replace(b"--RB--", tiny + b"--RB--")
+    assert len(report) < MAX_REPORT_BYTES
+    rcpts = [f"{prefix}{signer.make_bounce(n)}{suffix}" for n in range(1, MAX_RECIPIENTS + 1)]
+    replies: list[tuple[int, bytes]] = []
+
+    def send_report() -> None:
+        with smtplib.SMTP("127.0.0.1", inbound.port, timeout=120) as client:
+            client.ehlo("mx.client.example")
+            client.mail("<>")
+            for rcpt in rcpts:
+                client.rcpt(rcpt)
+            replies.append(client.data(report))
+
+    # When it is being sent and processed, another sender keeps asking
+    worker = threading.Thread(target=send_report, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    slowest_s = 0.0
+    with smtplib.SMTP("127.0.0.1", inbound.port, timeout=120) as other:
+        while worker.is_alive() and time.monotonic() - started < 15:
+            asked = time.monotonic()
+            other.noop()
+            slowest_s = max(slowest_s, time.monotonic() - asked)
+            time.sleep(0.05)
+    worker.join(120)
+    # Then the other connection is always answered at once, and the report handled in seconds
+    assert slowest_s < 1.0
+    assert replies and replies[0][0] == 250
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize(
@@ -327,10 +414,63 @@ def test_a_report_to_the_bare_bounce_address_is_matched_by_its_message_id(
     original = _mailed(rt, contact)
     bare = rt.settings.envelope_sender
     forged_id = original.message_id.replace(".", ".9", 1)
+    soft = dsn(original, status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full")
     assert _deliver(inbound, bare, dsn(original, message_id=forged_id))[0] == 250
-    assert _state(rt, original.send_id)["suppressions"] == []
-    assert _deliver(inbound, bare, dsn(original))[0] == 250
-    assert _state(rt, original.send_id)["suppressions"] == [(contact.email, "hard_bounce")]
+    assert _state(rt, original.send_id)["audit"] == []
+    assert _deliver(inbound, bare, soft)[0] == 250
+    assert _state(rt, original.send_id)["audit"] == ["bounce.soft"]
+
+
+def test_a_hard_bounce_quoting_a_genuine_message_id_at_the_bare_address_suppresses_nobody(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
+) -> None:
+    # Given someone who saw the message (a forward, an archive) and knows its Message-ID
+    contact = make_contact()
+    original = _mailed(rt, contact)
+    before = _state(rt, original.send_id)
+    # When they send a hard bounce about it to the bare bounce address
+    assert _deliver(inbound, rt.settings.envelope_sender, dsn(original))[0] == 250
+    # Then nothing changes: hard bounces count only at the VERP address, which only the
+    # receiving server saw
+    assert _state(rt, original.send_id) == before
+    assert _plan(rt, Category.POLICY, contact) == ("queued", "")
+
+
+def test_a_report_at_the_bare_address_about_another_recipient_is_ignored(
+    rt: Runtime, make_contact: Callable[..., Contact]
+) -> None:
+    original = _mailed(rt, make_contact())
+    other = replace(original, rcpt="someone.else@client.example")
+    report = dsn(other, status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full")
+    [applied] = apply_events(rt, parse_report(report), envelope_rcpt=rt.settings.envelope_sender)
+    assert applied.action == "ignored" and "recipient" in applied.reason
+    assert _state(rt, original.send_id)["audit"] == []
+
+
+@pytest.mark.parametrize("to_verp", [True, False])
+def test_a_complaint_from_anyone_but_a_configured_feedback_loop_changes_nothing(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact], to_verp: bool
+) -> None:
+    contact = make_contact()
+    original = _mailed(rt, contact)
+    before = _state(rt, original.send_id)
+    rcpt = original.mail_from if to_verp else rt.settings.envelope_sender
+    for sender in ("mallory@attacker.example", "fbl@feedback.isp.example.attacker.example"):
+        assert _deliver(inbound, rcpt, arf(original, sender=sender))[0] == 250
+    assert _state(rt, original.send_id) == before
+    assert _plan(rt, Category.PROMOTIONS, contact) == ("queued", "")
+
+
+def test_a_complaint_from_the_feedback_loop_at_the_bare_address_opts_out(
+    rt: Runtime, inbound: InboundServer, make_contact: Callable[..., Contact]
+) -> None:
+    contact = make_contact()
+    original = _mailed(rt, contact)
+    assert _deliver(inbound, rt.settings.envelope_sender, arf(original))[0] == 250
+    assert _state(rt, original.send_id)["opt_outs"] == [
+        ("all_marketing", "complaint"),
+        ("service", "complaint"),
+    ]
 
 
 def test_a_bounce_of_a_send_that_already_failed_keeps_its_reason(

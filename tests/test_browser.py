@@ -13,11 +13,12 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from mailer import policy_text
 from mailer.models import OptOut, PolicyVersion
+from mailer.policy import text as policy_text
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
 from tests.real_messages import build_promotion, unsubscribe_url
+from tests.required_tools import require
 
 pytestmark = pytest.mark.browser
 
@@ -61,8 +62,7 @@ def base_url(rt) -> Iterator[str]:
 
 @pytest.fixture
 def page():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    require(str(CHROMIUM))
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -390,7 +390,9 @@ def test_no_tracking_pixels_or_wrapped_links() -> None:
         _, html = bodies(parse(messages_for(category).build(RECIPIENT)))
         assert "<img" not in html
         hrefs = re.findall(r'href="([^"]+)"', html)
-        assert hrefs and all(h.startswith(BASE) for h in hrefs), hrefs
+        # only mailer's own pages and CPI's website: no redirector, no third party
+        sites = (BASE, SETTINGS.company_website)
+        assert hrefs and all(h.startswith(sites) for h in hrefs), hrefs
 
 
 def test_list_id_is_one_per_category_and_the_same_for_every_campaign() -> None:
@@ -442,3 +444,24 @@ def test_any_subject_encodes_to_lines_within_78_and_decodes_back(value: str) -> 
     assert one_line(decoded) == one_line(value)
     parsed = BytesParser(policy=default_policy).parsebytes(raw + b"\r\n")
     assert parsed["Subject"].replace(" ", "") == one_line(value).replace(" ", "")
+
+
+@pytest.mark.parametrize("name", ["promotions/open-enrollment", "promotions/aca-reporting"])
+def test_sample_promotions_link_to_the_company_website_not_to_mailers_own_pages(name: str) -> None:
+    # Given CPI's website and mailer's public pages at different addresses
+    settings = SETTINGS.with_(company_website="https://www.commpart.example/")
+    messages = CampaignMessages(
+        settings,
+        template=load_template(settings, name),
+        campaign=CampaignInfo(id=7, name="Promo", category=Category.PROMOTIONS),
+        sender=SenderIdentity(name="CPI Marketing", email="news@cpi.example"),
+    )
+    # When a promotion is built
+    text = BytesParser(policy=default_policy).parsebytes(messages.build(RECIPIENT).data)
+    bodies = [part.get_content() for part in text.walk() if part.get_content_maintype() == "text"]
+    # Then its product link goes to the website, and only mailer's own links to mailer
+    slug = name.split("/")[1]
+    for body in bodies:
+        assert f"https://www.commpart.example/{slug}" in body
+        assert f"{BASE}/{slug}" not in body
+        assert "https://www.commpart.example//" not in body

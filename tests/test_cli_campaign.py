@@ -96,3 +96,29 @@ def test_commands_on_a_database_behind_the_code_say_to_upgrade(tmp_path: Path) -
     assert result.exit_code == 3
     assert "run `mailer db upgrade` first" in result.output
     assert "Traceback" not in result.output
+
+
+def test_campaign_parameters_reach_the_message_and_wrong_ones_are_refused(
+    cli, tmp_path: Path
+) -> None:
+    # Given an admin, some clients, and the webinar template that declares date and time
+    cli("users", "create", "ada", "--role", "admin", "--name", "Ada", "--email", "ada@cpi.example")
+    cli("sample-data", "--organizations", "3", "--seed", "4", "--into-db")
+    create = ["campaign", "create", "--name", "Webinar", "--category", "promotions"]
+    create += ["--template", "promotions/benefits-webinar", "--rule", "kind = client"]
+    # When a parameter is misspelt, or one is missing, nothing is created and the fix is named
+    out = cli(*create, "--param", "date=March 3", "--param", "tme=10 am PT", code=1)
+    assert "unknown campaign parameter 'tme'; did you mean 'time'?" in out
+    out = cli(*create, "--param", "date=March 3", code=1)
+    assert "needs the campaign parameter time; give --param time=…" in out
+    assert json.loads(cli("campaign", "list", "--json")) == []
+    # When both are given, the campaign sends them in every message
+    created = json.loads(
+        cli(*create, "--param", "date=March 3", "--param", "time=10 am PT", "--json")
+    )
+    launched = json.loads(cli("campaign", "launch", str(created["id"]), "--json"))
+    assert launched["counts"]["sent"] > 0
+    for message in mailbox.Maildir(tmp_path / "var" / "maildir", create=False):
+        assert message["Subject"] == "Webinar on March 3: benefits questions, answered live"
+        body = message.get_payload()[0].get_payload(decode=True).decode()
+        assert "On March 3 at 10 am PT" in body

@@ -1,4 +1,4 @@
-"""mailer.consent and mailer.policy_text: opt-outs, opt-ins, preferences, policy versions."""
+"""mailer.consent and mailer.policy.text: opt-outs, opt-ins, preferences, policy versions."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from mailer import consent, policy_text
+from mailer import consent
 from mailer.enums import ALL_MARKETING, Category, OptOutSource
 from mailer.errors import NotFoundError
 from mailer.models import AuditEvent, OptOut, PolicyVersion
+from mailer.policy import text as policy_text
 
 WHO = {"ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (test)", "actor": "recipient"}
 

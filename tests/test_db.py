@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -35,3 +36,22 @@ def test_timestamps_come_back_timezone_aware(rt: Runtime, make_org) -> None:
 
 def test_current_database_passes_the_schema_check(rt: Runtime) -> None:
     db.check_schema(rt.engine)
+
+
+def test_a_schema_check_logs_nothing_but_an_upgrade_still_says_what_it_runs(
+    tmp_path, settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given logging at INFO, as in a Dramatiq worker process
+    caplog.set_level(logging.INFO)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    # When a fresh database is upgraded, then checked the way every worker thread checks it
+    db.upgrade(engine)
+    upgrade_lines = [r.getMessage() for r in caplog.records if r.name.startswith("alembic")]
+    caplog.clear()
+    for _ in range(3):
+        db.check_schema(engine)
+    # Then the upgrade names its steps, and the checks add no line at all
+    assert any(line.startswith("Running upgrade") for line in upgrade_lines)
+    assert not any(line.startswith("Context impl") for line in upgrade_lines)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
+    engine.dispose()

@@ -11,15 +11,23 @@ import pytest
 from sqlalchemy import func, select, update
 
 from mailer import campaigns
+from mailer.access import Actor
 from mailer.consent import opt_out
 from mailer.delivery import Batch
-from mailer.enums import CampaignStatus
+from mailer.enums import CampaignStatus, Role
 from mailer.errors import CampaignError, PermissionDeniedError, TemplateError
-from mailer.models import Campaign, Send, Suppression
+from mailer.models import AuditEvent, Campaign, Send, Suppression
 from mailer.runtime import Runtime
+from tests.delivery_fixtures import RABBITMQ_URL, REDIS_URL, as_user
 from tests.smtpd import FaultServer
 
 MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Every delivery test here runs on Redis and on RabbitMQ (same queues, same guarantees)."""
+    return REDIS_URL if request.param == "redis" else RABBITMQ_URL
 
 
 def _create(
@@ -32,7 +40,7 @@ def _create(
 ) -> int:
     return campaigns.create_campaign(
         rt,
-        username=username,
+        actor=as_user(rt, username),
         name="Test campaign",
         category=category,
         template=template,
@@ -56,7 +64,9 @@ def test_campaign_delivers_every_eligible_contact_exactly_once(
     prospects = make_audience(5, kind="prospect", agreement_started_on=None)
     cid = _create(mail_rt, "mark")
 
-    summary = campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    summary = campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert summary.counts == {"queued": 29}
     assert workers.run_until_finished([cid], timeout_s=60)
 
@@ -76,7 +86,7 @@ def test_contact_who_opts_out_after_launch_is_skipped_at_send_time(
     contacts = make_audience(6)
     cid = _create(mail_rt, "mark")
     held: list[Batch] = []
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=held.extend)
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=held.extend)
 
     # Given the campaign is planned, When a contact opts out of all marketing before sending
     with mail_rt.sessions.begin() as s:
@@ -108,7 +118,9 @@ def test_421_and_451_replies_are_retried_then_delivered(
     smtp_server.on_rcpt(contacts[1].email, "451 4.7.1 Greylisted, come back soon")
     cid = _create(mail_rt, "mark")
 
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert workers.run_until_finished([cid], timeout_s=60)
 
     assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
@@ -127,7 +139,9 @@ def test_550_fails_without_retry_and_suppresses_the_address(
     contacts = make_audience(3)
     smtp_server.on_rcpt(contacts[0].email, "550 5.1.1 No such user", times=None)
     cid = _create(mail_rt, "mark")
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert workers.run_until_finished([cid], timeout_s=60)
 
     with mail_rt.sessions() as s:
@@ -137,7 +151,9 @@ def test_550_fails_without_retry_and_suppresses_the_address(
 
     # a later campaign skips the suppressed address when planning
     second = _create(mail_rt, "mark")
-    summary = campaigns.launch_campaign(mail_rt, second, username="mark", dispatch=workers.dispatch)
+    summary = campaigns.launch_campaign(
+        mail_rt, second, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert summary.skip_reasons == {"suppressed": 1}
     assert workers.run_until_finished([second], timeout_s=60)
 
@@ -148,7 +164,9 @@ def test_smtp_server_down_for_a_while_delays_but_loses_nothing(
     contacts = make_audience(8)
     cid = _create(mail_rt, "mark")
     with smtp_server.down():
-        campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+        campaigns.launch_campaign(
+            mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+        )
         workers.run_until_finished([cid], timeout_s=2)
         assert _statuses(mail_rt, cid).get("deferred", 0) > 0
     assert workers.run_until_finished([cid], timeout_s=60)
@@ -163,7 +181,7 @@ def test_sender_side_rejections_pause_the_campaign_with_a_reason(
     smtp_server.on_mail("550 5.7.26 Unauthenticated email is not accepted", times=None)
     cid = _create(rt, "mark")
     workers.runtime.settings = rt.settings  # the workers read the limit from their settings
-    campaigns.launch_campaign(rt, cid, username="mark", dispatch=workers.dispatch)
+    campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=workers.dispatch)
     workers.run_until_finished([cid], timeout_s=30)
     with rt.sessions() as s:
         campaign = s.get(Campaign, cid)
@@ -182,16 +200,16 @@ def test_pause_stops_within_one_slice_and_resume_finishes_without_duplicates(
     contacts = make_audience(60)
     cid = _create(rt, "mark")
     with EmbeddedWorkers(slow, rt, threads=1) as embedded:
-        campaigns.launch_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         _wait_for(lambda: _statuses(rt, cid).get("sent", 0) >= 10)
-        campaigns.pause_campaign(rt, cid, username="mark")
+        campaigns.pause_campaign(rt, cid, actor=as_user(rt, "mark"))
         at_pause = len(smtp_server.messages)
         embedded.run_until_finished([cid], timeout_s=2)
         # at most the slice on the wire at the pause still goes out
         assert len(smtp_server.messages) - at_pause <= slow.record_every
         assert _statuses(rt, cid).get("queued", 0) > 0
 
-        campaigns.resume_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        campaigns.resume_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         assert embedded.run_until_finished([cid], timeout_s=60)
     assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
 
@@ -204,7 +222,7 @@ def test_launch_with_a_broken_template_leaves_a_draft(mail_rt, people, make_audi
     with mail_rt.sessions.begin() as s:
         s.get(Campaign, cid).template = "features/no-such-template"
     with pytest.raises(TemplateError):
-        campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+        campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=None)
     with mail_rt.sessions() as s:
         assert s.get(Campaign, cid).status == CampaignStatus.DRAFT
         assert s.scalar(select(func.count()).select_from(Send)) == 0
@@ -217,12 +235,33 @@ def test_a_refused_action_names_the_role_it_needs(mail_rt, people) -> None:
         _create(mail_rt, "amy", category="policy", template="policy/privacy-policy-change")
 
 
+def test_only_the_owner_or_an_admin_may_launch_or_pause_and_refusals_are_audited(
+    mail_rt, people, make_audience
+) -> None:
+    make_audience(2)
+    cid = _create(mail_rt, "mark")
+    other = Actor(user_id=None, username="mona", role=Role.MARKETING, via="web", ip="192.0.2.4")
+    with pytest.raises(PermissionDeniedError, match="belongs to 'mark'; only they or an admin"):
+        campaigns.launch_campaign(mail_rt, cid, actor=other, dispatch=None)
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "ada"), dispatch=None)
+    with pytest.raises(PermissionDeniedError, match="may pause it"):
+        campaigns.pause_campaign(mail_rt, cid, actor=other)
+    with mail_rt.sessions() as s:
+        denied = s.scalars(select(AuditEvent).where(AuditEvent.action == "denied")).all()
+        assert [(e.actor, e.details["action"], e.ip) for e in denied] == [
+            ("mona", "campaign.launch", "192.0.2.4"),
+            ("mona", "campaign.pause", "192.0.2.4"),
+        ]
+        launched = s.scalars(select(AuditEvent).where(AuditEvent.action == "campaign.launch"))
+        assert [e.actor for e in launched] == ["ada"]
+
+
 def test_launching_twice_is_refused(mail_rt, people, make_audience) -> None:
     make_audience(2)
     cid = _create(mail_rt, "mark")
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=None)
     with pytest.raises(CampaignError, match="only a draft"):
-        campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=None)
+        campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=None)
     assert sum(_statuses(mail_rt, cid).values()) == 2
 
 
@@ -236,10 +275,18 @@ def test_a_scheduled_campaign_starts_when_due_and_a_missed_one_waits(
     due = _create(mail_rt, "mark")
     late = _create(mail_rt, "mark")
     campaigns.launch_campaign(
-        mail_rt, due, username="mark", dispatch=None, at=now + dt.timedelta(minutes=5)
+        mail_rt,
+        due,
+        actor=as_user(mail_rt, "mark"),
+        dispatch=None,
+        at=now + dt.timedelta(minutes=5),
     )
     campaigns.launch_campaign(
-        mail_rt, late, username="mark", dispatch=None, at=now + dt.timedelta(minutes=1)
+        mail_rt,
+        late,
+        actor=as_user(mail_rt, "mark"),
+        dispatch=None,
+        at=now + dt.timedelta(minutes=1),
     )
     held: list[Batch] = []
 
@@ -253,7 +300,7 @@ def test_a_scheduled_campaign_starts_when_due_and_a_missed_one_waits(
         assert missed.status == CampaignStatus.MISSED
         assert "launch it again" in missed.status_detail
         assert s.scalar(select(func.count()).select_from(Send).where(Send.campaign_id == late)) == 0
-    campaigns.launch_campaign(mail_rt, late, username="mark", dispatch=held.extend)
+    campaigns.launch_campaign(mail_rt, late, actor=as_user(mail_rt, "mark"), dispatch=held.extend)
     assert campaigns.campaign_status(mail_rt, late).counts == {"queued": 3}
 
 
@@ -264,7 +311,11 @@ def test_due_campaign_is_started_by_the_scheduler(mail_rt, people, make_audience
     now = dt.datetime.now(dt.UTC)
     cid = _create(mail_rt, "mark")
     campaigns.launch_campaign(
-        mail_rt, cid, username="mark", dispatch=None, at=now + dt.timedelta(minutes=5)
+        mail_rt,
+        cid,
+        actor=as_user(mail_rt, "mark"),
+        dispatch=None,
+        at=now + dt.timedelta(minutes=5),
     )
     held: list[Batch] = []
     assert scheduler_tick(mail_rt, dispatch=held.extend, now=now).started == []
@@ -293,7 +344,11 @@ def test_two_schedulers_never_start_the_same_campaign_twice(mail_rt, people, mak
     now = dt.datetime.now(dt.UTC)
     cid = _create(mail_rt, "mark")
     campaigns.launch_campaign(
-        mail_rt, cid, username="mark", dispatch=None, at=now + dt.timedelta(minutes=1)
+        mail_rt,
+        cid,
+        actor=as_user(mail_rt, "mark"),
+        dispatch=None,
+        at=now + dt.timedelta(minutes=1),
     )
     held: list[Batch] = []
     started: list[int] = []
@@ -332,7 +387,9 @@ def test_service_notice_goes_from_the_account_manager_to_their_own_clients_only(
         template="service/planned-maintenance",
         rule="kind = client or kind = prospect",
     )
-    campaigns.launch_campaign(mail_rt, cid, username="amy", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "amy"), dispatch=workers.dispatch
+    )
     assert workers.run_until_finished([cid], timeout_s=60)
 
     assert set(_received(smtp_server)) == {c.email for c in own}
@@ -355,9 +412,9 @@ def test_priority_mail_overtakes_a_running_promotion(
         rt, "amy", category="service", template="service/planned-maintenance", rule='state = "OR"'
     )
     with EmbeddedWorkers(slow, rt, threads=1) as embedded:
-        campaigns.launch_campaign(rt, promo, username="mark", dispatch=embedded.dispatch)
+        campaigns.launch_campaign(rt, promo, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         _wait_for(lambda: _statuses(rt, promo).get("sent", 0) >= 10)
-        campaigns.launch_campaign(rt, notice, username="amy", dispatch=embedded.dispatch)
+        campaigns.launch_campaign(rt, notice, actor=as_user(rt, "amy"), dispatch=embedded.dispatch)
         assert embedded.run_until_finished([notice], timeout_s=60)
         # the service notice finished while the promotion was still under way
         assert _statuses(rt, promo).get("queued", 0) > 0
@@ -367,28 +424,31 @@ def test_priority_mail_overtakes_a_running_promotion(
 def test_a_large_audience_is_planned_in_two_steps_each_contact_once(
     mail_rt, workers, people, make_audience, smtp_server, monkeypatch
 ) -> None:
-    monkeypatch.setattr(campaigns, "FIRST_CHUNK_ROWS", 7)
+    monkeypatch.setattr("mailer.campaigns.launch.FIRST_CHUNK_ROWS", 7)
     contacts = make_audience(25)
     cid = _create(mail_rt, "mark")
-    summary = campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    summary = campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert summary.total == 25
     assert workers.run_until_finished([cid], timeout_s=60)
     assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
 
 
 def test_planning_cut_short_by_a_crash_is_finished_by_the_sweep_and_nothing_completes_early(
-    mail_rt, people, make_audience
+    mail_rt, people, make_audience, monkeypatch
 ) -> None:
     from mailer.delivery import scheduler_tick
-    from mailer.delivery.planning import start_sending
 
+    monkeypatch.setattr("mailer.campaigns.launch.FIRST_CHUNK_ROWS", 5)
     make_audience(12)
     cid = _create(mail_rt, "mark")
     now = dt.datetime.now(dt.UTC)
     # Given a launcher that planned the first chunk and died before planning the rest
+    mark = as_user(mail_rt, "mark")
     with mail_rt.sessions.begin() as s:
-        first = start_sending(mail_rt, s, s.get(Campaign, cid), "", None, now=now, first_chunk=5)
-    assert sum(b.last_id - b.first_id + 1 for b in first) == 5
+        first = campaigns.begin_launch(mail_rt, s, s.get(Campaign, cid), actor=mark, now=now)
+    assert sum(b.last_id - b.first_id + 1 for b in first.batches) == 5
     with mail_rt.sessions.begin() as s:  # the first chunk is sent meanwhile
         s.execute(update(Send).where(Send.campaign_id == cid).values(status="sent"))
 

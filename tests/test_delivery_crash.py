@@ -16,6 +16,7 @@ import pytest
 from mailer import campaigns
 from mailer.runtime import Runtime
 from tests.conftest import ROOT, TEST_SECRET
+from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,7 @@ def test_worker_killed_mid_campaign_loses_nobody_and_duplicates_no_marketing_mai
     contacts = make_audience(120)
     cid = campaigns.create_campaign(
         mail_rt,
-        username="mark",
+        actor=as_user(mail_rt, "mark"),
         name="Crash",
         category="features",
         template="features/benefitelect-enrollment-site",
@@ -90,7 +91,9 @@ def test_worker_killed_mid_campaign_loses_nobody_and_duplicates_no_marketing_mai
     worker = start_worker_process(mail_rt, tmp_path / "worker.log")
     try:
         # Given a real worker process sending at 25 messages a second
-        campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=wiring.dispatch)
+        campaigns.launch_campaign(
+            mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=wiring.dispatch
+        )
         deadline = time.monotonic() + 30
         while sent_so_far(mail_rt, cid) < 30:
             assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]

@@ -18,6 +18,7 @@ from mailer.delivery.journal import read_journals, this_host
 from mailer.delivery.transactions import in_transaction
 from mailer.models import Send
 from mailer.runtime import Runtime
+from tests.delivery_fixtures import as_user
 
 MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
 BUMP = text("UPDATE deadlock_probe SET n = n + 1 WHERE id = :i")
@@ -25,10 +26,14 @@ BUMP = text("UPDATE deadlock_probe SET n = n + 1 WHERE id = :i")
 
 def _launch_held(rt: Runtime, category: str = "features") -> tuple[int, list[int]]:
     cid = campaigns.create_campaign(
-        rt, username="mark", name="Journal", category=category, template=MARKETING_TEMPLATE
+        rt,
+        actor=as_user(rt, "mark"),
+        name="Journal",
+        category=category,
+        template=MARKETING_TEMPLATE,
     ).id
     held: list[Batch] = []
-    campaigns.launch_campaign(rt, cid, username="mark", dispatch=held.extend)
+    campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=held.extend)
     ids = sorted(i for b in held for i in range(b.first_id, b.last_id + 1))
     return cid, ids
 
@@ -115,9 +120,15 @@ def test_a_worker_journals_each_message_and_empties_the_file_once_recorded(
 ) -> None:
     contacts = make_audience(12)
     cid = campaigns.create_campaign(
-        mail_rt, username="mark", name="J", category="features", template=MARKETING_TEMPLATE
+        mail_rt,
+        actor=as_user(mail_rt, "mark"),
+        name="J",
+        category="features",
+        template=MARKETING_TEMPLATE,
     ).id
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert workers.run_until_finished([cid], timeout_s=60)
     assert campaigns.campaign_status(mail_rt, cid).counts == {"sent": len(contacts)}
     files = list(Path(mail_rt.settings.journal_dir).glob("*.journal"))
@@ -245,10 +256,10 @@ def test_workers_connections_killed_mid_batch_are_retried_and_nobody_gets_two(
     rt = Runtime(slow, mail_rt.engine, mail_rt.sessions)
     contacts = make_audience(90)
     cid = campaigns.create_campaign(
-        rt, username="mark", name="K", category="features", template=MARKETING_TEMPLATE
+        rt, actor=as_user(rt, "mark"), name="K", category="features", template=MARKETING_TEMPLATE
     ).id
     with EmbeddedWorkers(slow, rt, threads=2) as embedded:
-        campaigns.launch_campaign(rt, cid, username="mark", dispatch=embedded.dispatch)
+        campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         # When every other connection to the database is terminated, twice, mid-campaign
         for sent_before in (20, 50):
             deadline = time.monotonic() + 30

@@ -17,6 +17,7 @@ from mailer.config import Settings
 from mailer.outgoing import DeliveryResult, Outcome, ReplyKind
 from mailer.transports.pipelining import PipeliningConnection
 from mailer.transports.relays import parse_relay
+from tests.required_tools import require
 from tests.smtp_fixtures import SMTP_SINK, SmtpSink, start_smtp_sink
 from tests.smtpd import DROP, FaultServer
 from tests.test_transports import message, send
@@ -183,8 +184,7 @@ def test_both_clients_deliver_a_thousand_messages_into_smtp_sink(
 
 
 def _sink(*options: str) -> SmtpSink:
-    if shutil.which(SMTP_SINK) is None:
-        pytest.skip(f"{SMTP_SINK} is missing (Debian package postfix)")
+    require(SMTP_SINK)
     return start_smtp_sink(*options)
 
 

@@ -25,8 +25,10 @@ from mailer.delivery import Batch
 from mailer.enums import CampaignStatus
 from mailer.errors import PermissionDeniedError, PolicyError
 from mailer.models import AuditEvent, Campaign, PolicyVersion, Send, Suppression
+from mailer.policy.publish import split_summary
 from mailer.runtime import Runtime
 from tests.conftest import ROOT
+from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
 
 TEXT = (ROOT / "mailer" / "data" / "privacy-policy-1.txt").read_text() + (
@@ -44,7 +46,7 @@ def _publish(rt: Runtime, dispatch: Any, *, version: str = "2", **kw: Any) -> po
         "text": TEXT,
         "summary": SUMMARY,
         "is_material": True,
-        "username": "ada",
+        "actor": as_user(rt, "ada"),
         "dispatch": dispatch,
     }
     values.update(kw)
@@ -76,7 +78,8 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     mail_rt, workers, people, make_org, make_contact, make_audience, smtp_server
 ) -> None:
     # Given active clients (one contact opted out of everything it can), prospects, a client
-    # that ended 30 days ago and one that ended 200 days ago
+    # that ended 30 days ago and one that ended 200 days ago (both former clients whose
+    # information is still held: retention purges it only after seven years)
     active = make_audience(3, per_org=2, account_manager_id=people["manager"].id)
     prospects = make_audience(2, kind="prospect", agreement_started_on=None)
     recent = make_audience(1, agreement_ended_on=TODAY - dt.timedelta(days=30))
@@ -99,9 +102,10 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     assert report.campaign_id is not None
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
-    # Then every eligible contact got exactly one notice, on the priority queue; nobody else
-    assert _received(smtp_server) == Counter({c.email: 1 for c in active + recent})
-    assert not set(_received(smtp_server)) & {c.email for c in prospects + old}
+    # Then every contact of every client, active or former, got exactly one notice, on the
+    # priority queue; no prospect did
+    assert _received(smtp_server) == Counter({c.email: 1 for c in active + recent + old})
+    assert not set(_received(smtp_server)) & {c.email for c in prospects}
     assert dispatch.batches and all(b.is_priority for b in dispatch.batches)
     with mail_rt.sessions() as s:
         stored = s.scalars(select(PolicyVersion).where(PolicyVersion.version == "2")).one()
@@ -121,9 +125,46 @@ def test_material_version_reaches_every_eligible_client_contact_including_opted_
     body = message.get_body(("plain",)).get_content()
     assert "https://mail.cpi.example/privacy/2" in body and "January 1, 2027" in body
 
-    coverage = policy.coverage(mail_rt, "2")
-    assert len(coverage.clients) == 4 and not coverage.not_reached
-    assert coverage.contacts["sent"] == 7 and coverage.is_finished
+    # And coverage shows active and former clients apart
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
+    assert len(coverage.clients) == 5 and not coverage.not_reached
+    assert coverage.contacts["sent"] == 8 and coverage.is_finished
+    assert coverage.by_client_status() == {
+        "active": {"eligible": 3, "reached": 3, "not_reached": 0},
+        "former": {"eligible": 2, "reached": 2, "not_reached": 0},
+    }
+    former = {c.external_id for c in coverage.clients if not c.is_active}
+    assert len(former) == 2
+    assert coverage.as_dict()["clients_by_status"]["former"]["eligible"] == 2
+
+
+def test_policy_grace_days_narrows_the_reach_to_recently_ended_agreements(
+    mail_rt, people, make_audience
+) -> None:
+    # Given an active client and former clients that ended 30 and 200 days ago
+    active = make_audience(1)
+    recent = make_audience(1, agreement_ended_on=TODAY - dt.timedelta(days=30))
+    old = make_audience(1, agreement_ended_on=TODAY - dt.timedelta(days=200))
+    # When MAILER_POLICY_GRACE_DAYS=90 and a material version is published
+    narrow = Runtime(mail_rt.settings.with_(policy_grace_days=90), mail_rt.engine, mail_rt.sessions)
+    report = _publish(narrow, None)
+    # Then the notice is planned for the active and the recent client only
+    with narrow.sessions() as s:
+        queued = set(
+            s.scalars(
+                select(Send.email).where(
+                    Send.campaign_id == report.campaign_id, Send.status == "queued"
+                )
+            )
+        )
+    assert queued == {c.email for c in active + recent}
+    assert not queued & {c.email for c in old}
+    # And coverage counts them, one active and one former
+    coverage = policy.coverage(narrow, "2", actor=as_user(narrow, "ada"))
+    assert {k: v["eligible"] for k, v in coverage.by_client_status().items()} == {
+        "active": 1,
+        "former": 1,
+    }
 
 
 def test_suppressed_contact_is_undeliverable_and_its_client_flagged_when_it_had_no_other(
@@ -143,7 +184,7 @@ def test_suppressed_contact_is_undeliverable_and_its_client_flagged_when_it_had_
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
     assert _received(smtp_server) == Counter({fine.email: 1})
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     by_name = {c.name: c for c in coverage.clients}
     assert (by_name["Mixed Co"].sent, by_name["Mixed Co"].undeliverable) == (1, 1)
     assert [c.name for c in coverage.not_reached] == ["Lonely Co", "Bouncing Co"]
@@ -176,7 +217,7 @@ def test_421_then_accept_still_ends_with_full_coverage(
             s.execute(select(Send.email, Send.attempts).where(Send.status == "sent")).tuples().all()
         )
     assert attempts[contacts[0].email] >= 2
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert len(coverage.reached) == 5 and not coverage.not_reached
 
 
@@ -189,7 +230,9 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
     empty = make_org(name="Empty Co")  # a client with no contact at all when published
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
-    assert sorted(c.name for c in policy.coverage(mail_rt, "2").not_reached) == [
+    assert sorted(
+        c.name for c in policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada")).not_reached
+    ) == [
         "Empty Co",
         "Stuck Co",
     ]
@@ -201,18 +244,22 @@ def test_resend_after_adding_a_contact_reaches_only_that_contact(
     smtp_server.messages.clear()
 
     # When an admin resends
-    resent = policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+    resent = policy.resend_notice(
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
+    )
     assert (resent.added, resent.requeued, resent.is_reopened) == (2, 0, True)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
     # Then only the new contacts got it, and coverage is full; the later client is not missing
     assert _received(smtp_server) == Counter({new_stuck.email: 1, new_empty.email: 1})
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert not coverage.not_reached and len(coverage.clients) == 4
     assert {c.email for c in reached} <= {e for e in _all_sent(mail_rt)}
 
     # And a second resend has nothing to do
-    again = policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+    again = policy.resend_notice(
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
+    )
     assert again.queued == 0 and not again.is_reopened
     with mail_rt.sessions() as s:
         assert s.get(Campaign, report.campaign_id).status == CampaignStatus.COMPLETED
@@ -242,7 +289,9 @@ def test_resend_tries_a_fixed_address_again_but_never_a_contact_already_sent(
         contact.address_hash = mail_rt.hash_address("fixed@client.example")
     smtp_server.messages.clear()
 
-    resent = policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+    resent = policy.resend_notice(
+        mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch
+    )
     assert (resent.added, resent.requeued) == (0, 1)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
     assert _received(smtp_server) == Counter({"fixed@client.example": 1})
@@ -259,10 +308,10 @@ def test_non_material_version_is_stored_and_sends_nothing(
         assert s.scalars(select(Campaign)).all() == []
         assert s.scalars(select(Send)).all() == []
     assert smtp_server.messages == []
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert coverage.campaign_id is None and coverage.clients == []
     with pytest.raises(PolicyError, match="not published as material"):
-        policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
 
 
 def test_publishing_the_same_version_twice_is_refused(mail_rt, people, make_audience) -> None:
@@ -278,7 +327,7 @@ def test_publishing_the_same_version_twice_is_refused(mail_rt, people, make_audi
 def test_refused_publications_store_nothing(mail_rt, people) -> None:
     held: list[Batch] = []
     with pytest.raises(PermissionDeniedError, match="only an admin"):
-        _publish(mail_rt, held.extend, username="mark")
+        _publish(mail_rt, held.extend, actor=as_user(mail_rt, "mark"))
     with pytest.raises(PolicyError, match="before version 1"):
         _publish(mail_rt, held.extend, effective_on=dt.date(2020, 1, 1))
     with pytest.raises(PolicyError, match="summary is empty"):
@@ -295,8 +344,8 @@ def test_every_step_is_audited(mail_rt, workers, people, make_audience) -> None:
     make_audience(2)
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
-    policy.resend_notice(mail_rt, "2", username="ada", dispatch=workers.dispatch)
-    policy.coverage(mail_rt, "2", viewed_by="ada")
+    policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=workers.dispatch)
+    policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
 
     with mail_rt.sessions() as s:
         events = {e.action: e for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))}
@@ -344,11 +393,13 @@ def test_cli_publishes_and_reports_coverage_as_text_json_and_csv(
     )
     assert shown.exit_code == 0, shown.output
     assert "eligible clients: 2, reached: 1, not reached: 1" in shown.output
+    assert "active clients: 2, reached: 1, not reached: 1" in shown.output
+    assert "former clients: 0, reached: 0, not reached: 0" in shown.output
     assert "Lonely Co" in shown.output and "Amy Manager" in shown.output
     rows = list(csv.DictReader((tmp_path / "c.csv").open()))
-    assert {r["name"]: r["is_reached"] for r in rows} == {
-        "Reached Co": "True",
-        "Lonely Co": "False",
+    assert {r["name"]: (r["is_reached"], r["client"]) for r in rows} == {
+        "Reached Co": ("True", "active"),
+        "Lonely Co": ("False", "active"),
     }
     data = json.loads(runner.invoke(main, ["policy", "coverage", "2", "--json"], env=env).output)
     assert [c["name"] for c in data["not_reached"]] == ["Lonely Co"]
@@ -370,7 +421,7 @@ def test_client_whose_contacts_are_all_inactive_is_flagged_with_the_reason(
     report = _publish(mail_rt, workers.dispatch)
     assert workers.run_until_finished([report.campaign_id], timeout_s=60)
 
-    [flagged] = policy.coverage(mail_rt, "2").not_reached
+    [flagged] = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada")).not_reached
     assert (flagged.name, flagged.skipped) == ("Dormant Co", 1)
     assert flagged.reason == "1 inactive or not sendable"
 
@@ -381,12 +432,12 @@ def test_resend_is_refused_while_the_notice_is_paused(mail_rt, people, make_audi
     make_audience(2)
     held: list[Batch] = []
     report = _publish(mail_rt, held.extend)
-    campaigns.pause_campaign(mail_rt, report.campaign_id, username="ada")
+    campaigns.pause_campaign(mail_rt, report.campaign_id, actor=as_user(mail_rt, "ada"))
     with pytest.raises(PolicyError, match=r"is paused.*resume it first"):
-        policy.resend_notice(mail_rt, "2", username="ada", dispatch=held.extend)
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=held.extend)
     with pytest.raises(PermissionDeniedError, match="only an admin"):
-        policy.resend_notice(mail_rt, "2", username="amy", dispatch=held.extend)
-    coverage = policy.coverage(mail_rt, "2")
+        policy.resend_notice(mail_rt, "2", actor=as_user(mail_rt, "amy"), dispatch=held.extend)
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert (
         not coverage.is_finished and coverage.not_reached[0].reason == "still sending (1 pending)"
     )
@@ -404,7 +455,7 @@ def test_summary_file_bullets_become_changes_and_the_rest_the_summary(
     lines: list[tuple[bool, str]],
 ) -> None:
     text = "\n".join(f"- {t}" if is_bullet else t for is_bullet, t in lines)
-    summary, changes = policy.split_summary(text)
+    summary, changes = split_summary(text)
     assert changes == [t.strip() for is_bullet, t in lines if is_bullet and t.strip()]
     prose = [t.strip() for is_bullet, t in lines if not is_bullet and t.strip()]
     assert all(p in summary for p in prose)
@@ -437,7 +488,7 @@ def test_send_time_recheck_skips_a_newly_suppressed_contact_but_ignores_a_new_op
 
     # Then the suppressed one is undeliverable, the opted-out one is still told
     assert _received(smtp_server) == Counter({unsubscribed.email: 1})
-    [client] = policy.coverage(mail_rt, "2").clients
+    [client] = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada")).clients
     assert (client.sent, client.undeliverable) == (1, 1)
     with mail_rt.sessions() as s:
         row = s.scalars(select(Send).where(Send.contact_id == bounced.id)).one()
@@ -458,7 +509,9 @@ def test_two_resends_at_once_queue_a_new_contact_only_once(
     with ThreadPoolExecutor(2) as pool:
         results = list(
             pool.map(
-                lambda _: policy.resend_notice(mail_rt, "2", username="ada", dispatch=None),
+                lambda _: policy.resend_notice(
+                    mail_rt, "2", actor=as_user(mail_rt, "ada"), dispatch=None
+                ),
                 range(2),
             )
         )

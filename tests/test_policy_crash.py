@@ -17,7 +17,7 @@ from mailer import policy
 from mailer.campaigns import campaign_status
 from mailer.models import AuditEvent
 from mailer.runtime import Runtime
-from tests.delivery_fixtures import REDIS_URL
+from tests.delivery_fixtures import REDIS_URL, as_user
 from tests.smtpd import FaultServer
 from tests.test_delivery_crash import sent_so_far, start_worker_process
 from tests.test_policy import EFFECTIVE, SUMMARY, TEXT
@@ -51,7 +51,7 @@ def test_worker_killed_mid_notice_still_ends_with_full_coverage(
             text=TEXT,
             summary=SUMMARY,
             is_material=True,
-            username="ada",
+            actor=as_user(mail_rt, "ada"),
             dispatch=wiring.dispatch,
         )
         assert report.campaign_id is not None
@@ -78,7 +78,7 @@ def test_worker_killed_mid_notice_still_ends_with_full_coverage(
     assert set(received) == {c.email for c in contacts}, "an eligible contact was never told"
     # at-least-once: only the slice in flight when the worker died may have gone out twice
     assert sum(received.values()) - len(contacts) <= 2 * mail_rt.settings.record_every
-    coverage = policy.coverage(mail_rt, "2")
+    coverage = policy.coverage(mail_rt, "2", actor=as_user(mail_rt, "ada"))
     assert coverage.is_finished and len(coverage.clients) == 50 and not coverage.not_reached
     assert coverage.contacts["sent"] == len(contacts)
     if in_flight:  # the rows the dead worker held were settled from its journal, not lost

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from mailer.access import Actor
 from mailer.cli import main
 from mailer.contacts.importer import import_contacts
-from mailer.enums import Category
+from mailer.enums import Category, Role
 from mailer.models import (
     AuditEvent,
     Campaign,
@@ -33,6 +34,7 @@ from mailer.tokens import TokenSigner
 from mailer.web import create_app
 from tests.conftest import ROOT, TEST_SECRET
 
+TESTER = Actor(user_id=None, username="tester", role=Role.ADMIN, via="cli")
 NOW = utcnow()
 OLD = NOW - dt.timedelta(days=8 * 366)
 RECENT = NOW - dt.timedelta(days=30)
@@ -163,7 +165,7 @@ def reimport(rt, tmp_path: Path, email: str) -> None:
         writer = csv.DictWriter(out, list(row))
         writer.writeheader()
         writer.writerow(row)
-    import_contacts(rt, path, actor="tester")
+    import_contacts(rt, path, actor=TESTER)
 
 
 # --- what goes, what stays -----------------------------------------------------------------
@@ -184,7 +186,7 @@ def test_an_organization_idle_for_over_seven_years_goes_with_its_contacts_tags_a
         send(rt, launched, c, OLD)
     kept_send = send(rt, launched, kept_contact, RECENT)
 
-    report = run_retention(rt, actor="tester")
+    report = run_retention(rt, actor=TESTER)
 
     assert ids(rt, Organization) == {kept.id}
     assert ids(rt, Contact) == {kept_contact.id}
@@ -207,7 +209,7 @@ def test_recent_sends_contacts_or_a_recently_ended_agreement_keep_an_old_organiz
     send(rt, campaign(rt), mailed, RECENT)
     make_contact(organization=by_contact)  # last active now
 
-    report = run_retention(rt, actor="tester")
+    report = run_retention(rt, actor=TESTER)
 
     assert ids(rt, Organization) == {by_send.id, by_contact.id, by_agreement.id}
     assert mailed.id in ids(rt, Contact)
@@ -224,7 +226,7 @@ def test_an_old_contact_of_a_live_organization_goes_with_its_sends_and_the_campa
     send(rt, launched, stale, OLD)
     old_send_of_live_contact = send(rt, launched, recent, OLD)
 
-    report = run_retention(rt, actor="tester")
+    report = run_retention(rt, actor=TESTER)
 
     assert ids(rt, Organization) == {live.id}
     assert ids(rt, Contact) == {recent.id}
@@ -243,7 +245,7 @@ def test_an_opt_out_survives_as_a_hash_and_a_reimport_of_the_address_stays_opted
     opt_out_id = add_opt_out(rt, gone, user_agent="mailto from Pat@Gone.example")
 
     # When retention purges the contact
-    report = run_retention(rt, actor="tester")
+    report = run_retention(rt, actor=TESTER)
 
     # Then the opt-out stays, detached, with its hash and no address in clear
     with rt.sessions() as s:
@@ -270,7 +272,7 @@ def test_a_suppression_loses_its_clear_address_and_still_suppresses_a_reimport(
     of_live_contact = add_suppression(rt, "live@kept.example", at=OLD)
     recent_no_contact = add_suppression(rt, "manual@block.example", at=RECENT)
 
-    report = run_retention(rt, actor="tester")
+    report = run_retention(rt, actor=TESTER)
 
     with rt.sessions() as s:
         rows = {r.id: r for r in s.scalars(select(Suppression))}
@@ -302,10 +304,10 @@ def test_a_dry_run_counts_what_a_run_purges_and_changes_nothing(rt, make_org, ma
     add_suppression(rt, "stale@nowhere.example", at=OLD)
     before = snapshot(rt)
 
-    dry = run_retention(rt, actor="tester", dry_run=True)
+    dry = run_retention(rt, actor=TESTER, dry_run=True)
 
     assert snapshot(rt) == before
-    real = run_retention(rt, actor="tester")
+    real = run_retention(rt, actor=TESTER)
     assert dry.counts() == real.counts()
     assert dry.counts() == {
         "organizations": 1,
@@ -333,7 +335,7 @@ def test_purging_in_small_chunks_is_exact_across_chunk_boundaries(rt, make_org, 
     recent_sends = {send(rt, launched, c, RECENT) for c in recent}
 
     # When retention runs two ids at a time
-    report = run_retention(rt, actor="tester", chunk_size=2)
+    report = run_retention(rt, actor=TESTER, chunk_size=2)
 
     # Then exactly the old rows went, none was skipped at a chunk boundary
     assert ids(rt, Organization) == kept_orgs | {c.organization_id for c in recent}
@@ -345,7 +347,7 @@ def test_purging_in_small_chunks_is_exact_across_chunk_boundaries(rt, make_org, 
 def test_a_token_of_a_purged_contact_gets_the_plain_404(rt, make_org, make_contact):
     gone = old_contact(make_contact, old_org(make_org))
     token = TokenSigner(rt.settings).make(gone.id, "promotions", 0)
-    run_retention(rt, actor="tester")
+    run_retention(rt, actor=TESTER)
 
     with TestClient(create_app(rt.settings), base_url="https://u.cpi.example") as client:
         unknown = client.get("/no/such/page")
@@ -363,8 +365,8 @@ def test_a_run_writes_one_audit_event_with_counts_and_no_addresses(rt, make_org,
     gone = old_contact(make_contact, old_org(make_org), email="secret.person@gone.example")
     add_suppression(rt, gone.email, at=RECENT)
 
-    run_retention(rt, actor="tester")
-    run_retention(rt, actor="tester", dry_run=True)
+    run_retention(rt, actor=TESTER)
+    run_retention(rt, actor=TESTER, dry_run=True)
 
     with rt.sessions() as s:
         events = list(s.scalars(select(AuditEvent)))
@@ -386,12 +388,13 @@ def test_the_cutoff_is_seven_calendar_years_and_leap_days_fall_back():
 
 def test_a_naive_now_is_refused(rt):
     with pytest.raises(ValueError, match="naive"):
-        run_retention(rt, now=dt.datetime(2026, 1, 1), actor="tester")
+        run_retention(rt, now=dt.datetime(2026, 1, 1), actor=TESTER)
 
 
 def test_the_command_reports_counts_as_json_and_dry_run_purges_nothing(
-    rt, database_url, tmp_path, make_org, make_contact
+    rt, database_url, tmp_path, make_org, make_contact, make_user
 ):
+    make_user(username="ada", role="admin")
     old_contact(make_contact, old_org(make_org))
     env = {
         "MAILER_DATABASE_URL": database_url,

@@ -125,7 +125,25 @@ def test_inactive_contacts_are_skipped_in_every_category(rt, make_contact) -> No
         assert selected(rt, None, category) == {contact.id: "inactive"}, category
 
 
-def test_policy_reaches_clients_until_the_grace_period_after_their_agreement_ends(
+def test_policy_reaches_every_client_whose_information_is_held_active_or_former(
+    rt, make_org, make_contact
+) -> None:
+    day = dt.timedelta(days=1)
+    recent = make_contact(organization=make_org(agreement_ended_on=TODAY - 89 * day))
+    long_ago = make_contact(organization=make_org(agreement_ended_on=TODAY - 6 * 365 * day))
+    never_started = make_contact(organization=make_org(agreement_started_on=None))
+    current = make_contact(organization=make_org())
+    prospect = make_contact(organization=make_org(kind="prospect", agreement_started_on=None))
+    assert selected(rt, None, "policy") == {
+        recent.id: None,
+        long_ago.id: None,
+        never_started.id: None,
+        current.id: None,
+        prospect.id: "not_a_client",
+    }
+
+
+def test_a_policy_grace_period_narrows_the_reach_to_recently_ended_agreements(
     rt, make_org, make_contact
 ) -> None:
     day = dt.timedelta(days=1)
@@ -133,7 +151,7 @@ def test_policy_reaches_clients_until_the_grace_period_after_their_agreement_end
     expired = make_contact(organization=make_org(agreement_ended_on=TODAY - 90 * day))
     current = make_contact(organization=make_org())
     prospect = make_contact(organization=make_org(kind="prospect", agreement_started_on=None))
-    got = selected(rt, None, "policy")
+    got = selected(rt, None, "policy", policy_grace_days=90)
     assert got == {
         within.id: None,
         expired.id: "not_eligible",

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mailer.contacts.states import STATE_NAMES
 from mailer.enums import Category
 from mailer.errors import RuleError
 from mailer.rules import audience_select, parse_rule
@@ -171,7 +172,40 @@ MALFORMED = [
         "<rule>:1:1: 'within' needs between 1 and 36500 days",
     ),
     ("employees >= 99999999999", "<rule>:1:14: 99999999999 is too large for employees"),
+    (
+        'state = "Oregon"',
+        '<rule>:1:9: state holds two-letter state codes; "Oregon" matches nobody: '
+        'did you mean "OR"?',
+    ),
+    (
+        'state in ("OR", "Washington")',
+        '<rule>:1:17: state holds two-letter state codes; "Washington" matches nobody: '
+        'did you mean "WA"?',
+    ),
+    (
+        'state != "new  york"',
+        '<rule>:1:10: state holds two-letter state codes; "new  york" matches nobody: '
+        'did you mean "NY"?',
+    ),
+    (
+        'state = "Oregn"',
+        '<rule>:1:9: state holds two-letter state codes; "Oregn" matches nobody: '
+        'did you mean "OR"?',
+    ),
+    (
+        'state = "Narnia"',
+        '<rule>:1:9: state holds two-letter state codes, and "Narnia" is none; '
+        'write the code, e.g. "OR" for Oregon',
+    ),
 ]
+
+
+def test_every_state_name_suggests_its_code() -> None:
+    for code, name in STATE_NAMES.items():
+        with pytest.raises(RuleError) as caught:
+            parse_rule(f'state = "{name}"')
+        assert caught.value.suggestion == code, name
+        parse_rule(f'state = "{code.lower()}" or state starts with "{name[:2]}"')
 
 
 @pytest.mark.parametrize(("text", "message"), MALFORMED, ids=[m[0] for m in MALFORMED])
@@ -199,6 +233,23 @@ def test_nesting_deeper_than_the_limit_is_a_rule_error_not_a_crash() -> None:
         parse_rule("(" * 500 + "everyone" + ")" * 500)
     with pytest.raises(RuleError, match="nests deeper"):
         parse_rule("not " * 500 + "everyone")
+
+
+def test_a_rule_with_too_many_conditions_is_a_rule_error_naming_where() -> None:
+    text = " or\n".join(f'city = "c{n}"' for n in range(300))
+    with pytest.raises(RuleError, match=r"more than 200 conditions") as caught:
+        parse_rule(text)
+    assert (caught.value.line, caught.value.column) == (201, 1)
+    assert "in (" in str(caught.value)  # the fix: one in-list instead of many ors
+    # the 3,000 terms that crashed SQLite are refused as well, before any SQL
+    with pytest.raises(RuleError):
+        parse_rule(" or ".join(f'city = "c{n}"' for n in range(3000)))
+
+
+def test_a_rule_longer_than_the_limit_is_a_rule_error() -> None:
+    text = "city in (" + ", ".join(f'"{n:05d}"' for n in range(900)) + ")" + " " * 20_000
+    with pytest.raises(RuleError, match=r"longer than 20,000 characters"):
+        parse_rule(text)
 
 
 def test_control_characters_in_text_are_refused() -> None:

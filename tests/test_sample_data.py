@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from mailer.access import SYSTEM
 from mailer.contacts.importer import import_contacts
 from mailer.contacts.sample import (
     SAMPLE_COLUMNS,
@@ -86,14 +87,14 @@ def test_a_sample_csv_imports_cleanly_and_twice_changes_nothing(
 ) -> None:
     path = tmp_path / "s.csv"
     counts = write_sample_csv(path, 200, seed=5, today=TODAY)
-    report = import_contacts(rt, path)
+    report = import_contacts(rt, path, actor=SYSTEM)
     assert report.contacts_created == counts["contacts"]
     assert report.organizations_created == 200 and report.users_created >= 4
-    assert import_contacts(rt, path).changes == 0
+    assert import_contacts(rt, path, actor=SYSTEM).changes == 0
 
 
 def test_loading_into_the_database_matches_the_csv(rt: Runtime, tmp_path: Path) -> None:
-    counts = load_sample_into_db(rt, 300, seed=9, actor="tester", today=TODAY)
+    counts = load_sample_into_db(rt, 300, seed=9, actor=SYSTEM, today=TODAY)
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Organization)) == 300
         assert s.scalar(select(func.count()).select_from(Contact)) == counts["contacts"]
@@ -106,24 +107,26 @@ def test_loading_into_the_database_matches_the_csv(rt: Runtime, tmp_path: Path) 
     # the same rows as a CSV of the same seed: importing it changes nothing
     path = tmp_path / "s.csv"
     write_sample_csv(path, 300, seed=9, today=TODAY)
-    assert import_contacts(rt, path).changes == 0
+    assert import_contacts(rt, path, actor=SYSTEM).changes == 0
 
 
 def test_loading_the_same_seed_twice_is_refused(rt: Runtime) -> None:
-    load_sample_into_db(rt, 5, seed=4, actor="tester", today=TODAY)
+    load_sample_into_db(rt, 5, seed=4, actor=SYSTEM, today=TODAY)
     with pytest.raises(MailerError, match=r"already in the database.*another --seed"):
-        load_sample_into_db(rt, 5, seed=4, actor="tester", today=TODAY)
-    load_sample_into_db(rt, 5, seed=5, actor="tester", today=TODAY)
+        load_sample_into_db(rt, 5, seed=4, actor=SYSTEM, today=TODAY)
+    load_sample_into_db(rt, 5, seed=5, actor=SYSTEM, today=TODAY)
 
 
 def test_the_sample_data_command_writes_csv_and_loads_the_database(
-    rt: Runtime, tmp_path: Path
+    rt: Runtime, tmp_path: Path, make_user
 ) -> None:
     from mailer.cli import main
 
+    make_user(username="ada", role="admin")
     env = {
         "MAILER_DATABASE_URL": rt.settings.database_url,
         "MAILER_SECRET_KEY": rt.settings.secret_key.reveal(),
+        "MAILER_USER": "ada",
     }
     path = tmp_path / "s.csv"
     args = ["sample-data", "--organizations", "10", "--seed", "1", "--as-of", "2026-11-26"]
@@ -134,3 +137,23 @@ def test_the_sample_data_command_writes_csv_and_loads_the_database(
     assert result.exit_code == 0 and "loaded 10 organizations" in result.output
     bad = CliRunner().invoke(main, args, env=env)
     assert bad.exit_code == 2 and "exactly one of --csv FILE or --into-db" in bad.output
+
+
+def test_the_busiest_account_manager_and_some_opt_outs_for_the_demo(
+    rt, make_user, make_org, make_contact
+) -> None:
+    from mailer.contacts.sample import busiest_account_manager, opt_out_some
+    from mailer.models import OptOut
+
+    assert busiest_account_manager(rt) is None
+    amy = make_user(username="amy", role="account_manager")
+    bob = make_user(username="bob", role="account_manager")
+    make_org(account_manager_id=bob.id)
+    for _ in range(2):
+        make_contact(organization=make_org(account_manager_id=amy.id))
+    make_org(account_manager_id=bob.id, kind="prospect")
+    make_org(account_manager_id=bob.id, kind="prospect")
+    assert busiest_account_manager(rt) == "amy"
+    assert opt_out_some(rt, "tester", every=1) == 2
+    with rt.sessions() as s:
+        assert s.query(OptOut).count() == 2

@@ -226,7 +226,7 @@ def test_the_text_part_is_derived_from_the_html_when_there_is_no_txt(write, tmp_
     tpl = load_template(tmp_templates, name)
     assert tpl.is_text_derived
     _, text, _ = _messages(tmp_templates, name).render_parts(SAMPLE_RECIPIENT)
-    assert "Dear Pat, see [this](http://127.0.0.1:8000/x)" in text
+    assert "Dear Pat, see [this](https://www.cpi.example/x)" in text
     assert "<p>" not in text and "Title" in text
 
 
@@ -284,6 +284,8 @@ def test_template_preview_renders_for_a_real_contact(
     manager = make_user(display_name="Dana Reyes", email="dana@cpi.example", role="account_manager")
     org = make_org(name="Zoë's Bakery", account_manager_id=manager.id)
     contact = make_contact(organization=org, first_name="José", email="jose@bakery.example")
+    make_user(username="tester", role="marketing")
+    make_user(username="lee", role="account_manager")
     for key, value in {
         "MAILER_DATABASE_URL": rt.settings.database_url,
         "MAILER_SECRET_KEY": rt.settings.secret_key.reveal(),
@@ -313,12 +315,95 @@ def test_template_preview_renders_for_a_real_contact(
         main, ["template", "preview", "service/planned-maintenance", "--contact", "no@x.example"]
     )
     assert missing.exit_code != 0 and "no contact" in missing.output
+    # another account manager cannot render it with Dana's client's contact
+    refused = CliRunner().invoke(
+        main,
+        ["template", "preview", "service/planned-maintenance", "--contact", contact.email],
+        env={"MAILER_USER": "lee"},
+    )
+    assert refused.exit_code == 4 and "client you do not manage" in refused.output
 
 
 @pytest.mark.parametrize("opener", ["<!--", "<style>", "<textarea>"])
 def test_unclosed_html_that_would_swallow_the_footer_is_refused(write, tmp_templates, opener):
     with pytest.raises(TemplateError, match=r"CSS inlining|HTML parser|footer"):
         load_template(tmp_templates, write(HEADER + f"<p>hi</p>\n{opener}\n"))
+
+
+def _footer_cell(html: str) -> str:
+    cell = re.search(r'<td class="footer"[^>]*>', html)
+    assert cell is not None
+    return cell.group()
+
+
+def test_author_css_cannot_reach_the_layout_footer(write, tmp_templates):
+    # Given a template whose CSS targets the footer (and every cell, paragraph and link)
+    style = (
+        "<style>.footer, td, p, a { display: none !important; font-size: 0 }"
+        " .note { color: #123456 }</style>\n"
+    )
+    name = write(HEADER + style + '<p class="note">Hello</p>\n')
+    # When it is checked and rendered
+    check_template(tmp_templates, name)
+    _, _, html = _messages(tmp_templates, name).render_parts(SAMPLE_RECIPIENT)
+    # Then its rules apply to its own content only: the footer keeps the layout's styles
+    footer = _footer_cell(html)
+    assert "display" not in footer and "font-size: 12px" in footer
+    assert "color: #123456" in html  # the author's rule still styles the author's element
+
+
+@pytest.mark.parametrize(
+    "opener",
+    [
+        '<table style="display:none"><tr><td>',
+        '<div style="display:none">',
+        "<span hidden><b>",
+    ],
+)
+def test_content_that_leaves_an_element_open_is_refused_naming_it(write, tmp_templates, opener):
+    name = write(HEADER + "<p>Hello</p>\n" + opener + "\n<p>rest</p>\n")
+    with pytest.raises(TemplateError, match=r"never closed") as caught:
+        check_template(tmp_templates, name)
+    assert caught.value.line == 6
+    tag = opener[1:].split()[0].split(">")[0]
+    assert f"<{tag}>" in str(caught.value)
+
+
+def test_content_that_closes_a_layout_element_is_refused(write, tmp_templates):
+    name = write(HEADER + "<p>Hello</p>\n</td></tr></table>\n<table><tr><td>\n")
+    with pytest.raises(TemplateError, match=r"</td>.*did not open"):
+        load_template(tmp_templates, name)
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        "display:none",
+        "visibility: hidden",
+        "opacity:0",
+        "font-size:0px",
+        "max-height: 0; overflow: hidden",
+        "mso-hide: all",
+    ],
+)
+def test_a_layout_that_hides_the_footer_in_an_ancestor_is_refused(tmp_templates, write, style):
+    layout = Path(tmp_templates.templates_dir) / "layouts" / "base.html"
+    source = layout.read_text()
+    layout.write_text(
+        source.replace('<tr><td class="footer">', f'<tr style="{style}"><td class="footer">')
+    )
+    with pytest.raises(TemplateError, match="hidden"):
+        load_template(tmp_templates, write(HEADER + "<p>x</p>\n"))
+
+
+@pytest.mark.parametrize(
+    "css",
+    ["position: absolute; top: 0", "position:fixed", "margin-top: -400px", "transform: scale(0)"],
+)
+def test_author_css_that_can_cover_the_footer_is_refused(write, tmp_templates, css):
+    for body in (f'<div style="{css}">x</div>\n', f"<style>.x {{ {css} }}</style>\n"):
+        with pytest.raises(TemplateError, match="cover or move"):
+            load_template(tmp_templates, write(HEADER + body))
 
 
 def test_check_fails_when_an_edited_layout_drops_the_postal_address(write, tmp_templates):
@@ -368,3 +453,91 @@ def test_loops_filters_and_local_names_work_in_templates(write, tmp_templates):
     assert "Hello PAT" in html
     assert re.search(r"<li[^>]*>1\. First change</li><li[^>]*>2\. Second change</li>", html)
     assert "2. Second change" in text  # derived from the HTML
+
+
+PARAMS_HEADER = (
+    "{#\nsubject: Webinar on {{ params.date }}\ncategory: features\nparams: date, time\n#}\n"
+)
+
+
+def test_a_template_reads_the_campaign_parameters_it_declares(
+    tmp_templates: Settings, write: Callable[..., str]
+) -> None:
+    # Given a template declaring two parameters
+    name = write(PARAMS_HEADER + "<p>Join us on {{ params.date }} at {{ params['time'] }}.</p>\n")
+    tpl = load_template(tmp_templates, name)
+    assert tpl.params == ("date", "time")
+    # When a campaign gives them
+    messages = CampaignMessages(
+        tmp_templates,
+        template=tpl,
+        campaign=CampaignInfo(id=1, name="probe", category=tpl.category),
+        sender=SenderIdentity("Marketing", "news@cpi.example"),
+        params={"date": "March 3", "time": "10 am PT"},
+    )
+    subject, text, html = messages.render_parts(SAMPLE_RECIPIENT)
+    # Then subject and body show the values
+    assert subject == "Webinar on March 3"
+    assert "Join us on March 3 at 10 am PT." in text and "10 am PT" in html
+
+
+@pytest.mark.parametrize(
+    ("header_params", "body", "message"),
+    [
+        (
+            "date",
+            "{{ params.dat }}",
+            "line 7: unknown campaign parameter 'params.dat'; did you mean 'params.date'?",
+        ),
+        (
+            "date",
+            "{{ params.venue }}",
+            "line 7: campaign parameter 'params.venue' is not declared; declare it in the "
+            "header: params: date, venue",
+        ),
+        (
+            "",
+            "{{ params.venue }}",
+            "campaign parameter 'params.venue' is not declared; declare it in the header: "
+            "params: venue",
+        ),
+        ("Date", "x", "params: 'Date' is not a parameter name"),
+        ("date, date", "x", "params: 'date' is declared twice"),
+    ],
+)
+def test_the_static_check_refuses_undeclared_or_malformed_parameters(
+    tmp_templates: Settings, write: Callable[..., str], header_params: str, body: str, message: str
+) -> None:
+    header = "{#\nsubject: Hi\ncategory: features\n"
+    header += f"params: {header_params}\n#}}\n" if header_params else "#}\n"
+    name = write(header + ("\n" if header_params else "\n\n") + body + "\n")
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        load_template(tmp_templates, name)
+
+
+def test_a_campaigns_parameters_must_match_the_declared_ones(
+    tmp_templates: Settings, write: Callable[..., str]
+) -> None:
+    from mailer.messages import check_params
+
+    tpl = load_template(tmp_templates, write(PARAMS_HEADER + "<p>{{ params.time }}</p>\n"))
+    check_params(tpl, {"date": "March 3", "time": "10 am"})
+    with pytest.raises(
+        TemplateError, match="unknown campaign parameter 'tiem'; did you mean 'time'"
+    ):
+        check_params(tpl, {"date": "March 3", "tiem": "10 am"})
+    with pytest.raises(
+        TemplateError, match="needs the campaign parameter time; give --param time="
+    ):
+        check_params(tpl, {"date": "March 3"})
+    plain = load_template(tmp_templates, write(HEADER + "<p>Hi</p>\n", name="features/plain"))
+    with pytest.raises(TemplateError, match="it declares none"):
+        check_params(plain, {"date": "March 3"})
+
+
+def test_the_shipped_webinar_lists_its_parameters(shipped: Settings) -> None:
+    result = CliRunner().invoke(
+        main, ["template", "list"], env={"MAILER_TEMPLATES_DIR": str(shipped.templates_dir)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "[--param date, time]" in result.output

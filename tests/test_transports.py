@@ -23,7 +23,7 @@ from mailer.transports.base import (
     result_from_reply,
 )
 from mailer.transports.pool import IDLE_CHECK_AFTER_S
-from mailer.transports.relays import parse_relay, parse_relays
+from mailer.transports.relays import parse_relay, parse_relays, rate_limit_name
 from tests.smtp_fixtures import TlsFiles
 from tests.smtpd import DROP, HANG, FaultServer
 
@@ -73,7 +73,7 @@ def client_settings(
     return smtp_settings.with_(smtp_client=client)
 
 
-# --- reply classification, table-driven (STANDARDS.md §6) ---------------------------------
+# --- reply classification, table-driven (docs/standards.md §6) ----------------------------
 
 CLASSIFY_CASES = [
     (250, "2.0.0", ReplyKind.OK, Outcome.SENT),
@@ -494,6 +494,48 @@ def test_starttls_asked_for_but_not_offered_defers(
     assert (results[0].outcome, results[0].kind) == (Outcome.DEFERRED, ReplyKind.CONNECTION)
     assert "STARTTLS" in results[0].reply
     assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("smtp://mailer:s3cret@relay.example:587", "starttls=1"),
+        ("smtp://mailer:s3cret@relay.example:587?starttls=0", "starttls=1"),
+        ("smtp://mailer:s3cret@relay.example:587?starttls=1&verify=0", "cafile="),
+        ("smtps://mailer:s3cret@relay.example?verify=0", "cafile="),
+    ],
+)
+def test_credentials_without_verified_tls_are_refused_at_start_with_the_fix(
+    url: str, fix: str
+) -> None:
+    for refuse in (
+        lambda: parse_relays(url),
+        lambda: Settings.from_env({"MAILER_SMTP_URL": url}, env_file=None),
+    ):
+        with pytest.raises(ConfigError) as info:
+            refuse()
+        assert fix in str(info.value) and "TLS" in str(info.value)
+        assert "s3cret" not in str(info.value)
+
+
+def test_credentials_never_go_out_in_clear_to_a_server_without_starttls(
+    client_settings: Settings, make_smtp_server: Callable[..., FaultServer]
+) -> None:
+    # a server that offers AUTH over plain text and no STARTTLS, as a downgrading attacker does
+    server = make_smtp_server(logins={"mailer": "s3cret"}, auth_require_tls=False)
+    with pytest.raises(ConfigError):
+        send(
+            client_settings,
+            [message(1, "a@x.test")],
+            f"smtp://mailer:s3cret@127.0.0.1:{server.port}",
+        )
+    assert server.connection_count == 0
+
+
+def test_the_shared_rate_limit_key_names_the_relay_without_its_password() -> None:
+    name = rate_limit_name("smtp://mailer:s3cret@relay.example:587?starttls=1, smtps://b.example")
+    assert name == "relay.example:587,b.example:465"
+    assert rate_limit_name("capture://") == "capture"
 
 
 def test_a_capture_url_without_a_running_capture_server_says_how_to_start_one(

@@ -17,6 +17,7 @@ from mailer.models import AuditEvent, Contact, OptOut
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
 from mailer.web.security import SlidingWindowLimiter
+from tests.delivery_fixtures import as_user
 from tests.real_messages import build_promotion, unsubscribe_url
 
 BASE_URL = "https://u.cpi.example"
@@ -298,8 +299,8 @@ def test_the_privacy_page_shows_the_current_version_and_what_changed(rt, client)
 def test_privacy_lists_changes_from_the_previous_version(rt, client):
     import datetime as dt
 
-    from mailer import policy_text
     from mailer.models import PolicyVersion
+    from mailer.policy import text as policy_text
 
     with rt.sessions.begin() as s:
         policy_text.ensure_first_version(s)
@@ -528,7 +529,7 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     def create() -> int:
         return campaigns.create_campaign(
             mail_rt,
-            username="mark",
+            actor=as_user(mail_rt, "mark"),
             name="Features",
             category="features",
             template="features/benefitelect-enrollment-site",
@@ -538,7 +539,9 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     # Given a features campaign delivered to three contacts
     contacts = make_audience(3)
     first = create()
-    campaigns.launch_campaign(mail_rt, first, username="mark", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, first, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert workers.run_until_finished([first], timeout_s=60)
     [message] = [m for m in smtp_server.messages if contacts[0].email in m.rcpt_tos]
     header = message_from_bytes(message.data, policy=policy.default)["List-Unsubscribe"]
@@ -546,7 +549,9 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     # And a second one planned but not yet sent
     running = create()
     held: list[Batch] = []
-    campaigns.launch_campaign(mail_rt, running, username="mark", dispatch=held.extend)
+    campaigns.launch_campaign(
+        mail_rt, running, actor=as_user(mail_rt, "mark"), dispatch=held.extend
+    )
 
     # When the recipient's mailbox provider one-clicks the header's URL
     with TestClient(create_app(runtime=mail_rt), base_url=BASE_URL) as c:
@@ -557,7 +562,9 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
     assert workers.run_until_finished([running], timeout_s=60)
     # And the next campaign skips them when it is planned
     later = create()
-    summary = campaigns.launch_campaign(mail_rt, later, username="mark", dispatch=workers.dispatch)
+    summary = campaigns.launch_campaign(
+        mail_rt, later, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
     assert workers.run_until_finished([later], timeout_s=60)
     with mail_rt.sessions() as s:
         rows = s.execute(
@@ -579,8 +586,8 @@ def test_one_click_in_a_delivered_message_stops_a_running_and_the_next_campaign(
 def test_a_version_not_yet_in_force_says_which_one_applies_until_then(rt, client):
     import datetime as dt
 
-    from mailer import policy_text
     from mailer.models import PolicyVersion
+    from mailer.policy import text as policy_text
 
     with rt.sessions.begin() as s:
         policy_text.ensure_first_version(s)

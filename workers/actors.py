@@ -15,10 +15,12 @@ import redis
 from mailer.config import Settings
 from mailer.delivery import Batch, DeliveryContext, deliver_batch
 from mailer.delivery.deliver import RateLimiter
+from mailer.pacing import make_pacer
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
 from mailer.transports import make_transport
-from workers.broker import BULK_QUEUE, PRIORITY_QUEUE, build_broker
+from mailer.transports.relays import rate_limit_name
+from workers.broker import build_broker, queue_names
 
 
 class Wiring:
@@ -30,6 +32,7 @@ class Wiring:
         self.settings = settings
         self.broker = build_broker(settings)
         self.rate_limiter = _rate_limiter(settings)
+        self.pacer = make_pacer(settings)
         self._runtime = runtime
         self._runtime_lock = threading.Lock()
         self._threads = threading.local()
@@ -39,12 +42,16 @@ class Wiring:
             """Deliver one batch of a campaign's sends."""
             deliver_batch(self.context(), campaign_id, first_id, last_id)
 
+        priority_queue, bulk_queue = queue_names(settings)
         # lower runs first: a worker takes a waiting priority batch before any bulk one
         self.bulk = dramatiq.actor(
-            actor_name="deliver_bulk", queue_name=BULK_QUEUE, broker=self.broker, priority=100
+            actor_name="deliver_bulk", queue_name=bulk_queue, broker=self.broker, priority=100
         )(deliver)
         self.priority = dramatiq.actor(
-            actor_name="deliver_priority", queue_name=PRIORITY_QUEUE, broker=self.broker, priority=0
+            actor_name="deliver_priority",
+            queue_name=priority_queue,
+            broker=self.broker,
+            priority=0,
         )(deliver)
 
     def dispatch(self, batches: Sequence[Batch]) -> None:
@@ -70,6 +77,7 @@ class Wiring:
                 lambda: make_transport(rt.settings),
                 rate_limiter=self.rate_limiter,
                 journal_dir=rt.settings.journal_dir,
+                pacer=self.pacer,
             )
             self._threads.ctx = ctx
         return ctx
@@ -84,10 +92,10 @@ class Wiring:
 def _rate_limiter(settings: Settings) -> RateLimiter | None:
     if settings.rate_limit_per_s <= 0:
         return None
-    if settings.is_embedded_broker:
+    if not settings.shared_redis_url:
         return LocalRateLimiter(settings.rate_limit_per_s)
-    key = f"{settings.broker_namespace}:rate:{settings.smtp_url}"
-    client = redis.Redis.from_url(settings.broker_url)
+    key = f"{settings.broker_namespace}:rate:{rate_limit_name(settings.smtp_url)}"
+    client = redis.Redis.from_url(settings.shared_redis_url)
     return RedisRateLimiter(client, key, settings.rate_limit_per_s)
 
 

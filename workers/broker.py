@@ -1,7 +1,9 @@
 """The Dramatiq broker, built once per process from settings.
 
 `memory://` gives a StubBroker for the embedded default (worker threads in the same process);
-`redis://…` gives the RedisBroker that production and the tests with real workers use.
+`redis://…` gives the RedisBroker that production and the tests with real workers use;
+`amqp://…` gives a RabbitmqBroker (publisher confirms on), whose queues are named
+`<namespace>.priority` and `<namespace>.bulk` (RabbitMQ has no key namespace of its own).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.is_embedded_broker:
         broker: dramatiq.Broker = StubBroker()
         broker.emit_after("process_boot")
+    elif settings.is_rabbitmq:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        # confirmed publishes: a batch enqueued is on the broker, as with Redis
+        broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
     else:
         broker = RedisBroker(
             url=settings.broker_url,
@@ -46,8 +53,20 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
+def queue_names(settings: Settings) -> tuple[str, str]:
+    """(priority, bulk) queue names on this broker."""
+    if settings.is_rabbitmq:
+        return (
+            f"{settings.broker_namespace}.{PRIORITY_QUEUE}",
+            f"{settings.broker_namespace}.{BULK_QUEUE}",
+        )
+    return PRIORITY_QUEUE, BULK_QUEUE
+
+
 def queue_depths(settings: Settings) -> dict[str, dict[str, int]]:
     """Per queue: batches waiting, taken by a worker and not yet done, and delayed (retries)."""
+    if settings.is_rabbitmq:
+        return _rabbitmq_depths(settings)
     import redis
 
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
@@ -65,3 +84,26 @@ def queue_depths(settings: Settings) -> dict[str, dict[str, int]]:
             "delayed": int(delayed),
         }
     return depths
+
+
+def _rabbitmq_depths(settings: Settings) -> dict[str, dict[str, int]]:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    try:
+        channel = connection.channel()
+        depths: dict[str, dict[str, int]] = {}
+        for queue, name in zip(QUEUES, queue_names(settings), strict=True):
+            counts = []
+            for suffix in ("", ".DQ"):
+                try:
+                    declared = channel.queue_declare(name + suffix, passive=True)
+                    counts.append(int(declared.method.message_count))
+                except pika.exceptions.ChannelClosedByBroker:
+                    counts.append(0)  # not declared yet: nothing enqueued
+                    channel = connection.channel()
+            # RabbitMQ counts only ready messages; the ones a worker holds are unacknowledged
+            depths[queue] = {"waiting": counts[0], "in_progress": 0, "delayed": counts[1]}
+        return depths
+    finally:
+        connection.close()

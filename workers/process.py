@@ -18,8 +18,9 @@ import dramatiq
 from mailer.config import Settings
 from mailer.delivery.heartbeats import WORKER_BEAT_S, beat
 from mailer.models import utcnow
+from mailer.upkeep import watch_scheduler
 from workers.actors import Wiring, setup
-from workers.broker import QUEUES
+from workers.broker import queue_names
 
 _log = logging.getLogger("mailer.worker")
 
@@ -37,7 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     wiring = setup(Settings.from_env())
     wiring.broker.emit_after("process_boot")
     worker = dramatiq.Worker(
-        wiring.broker, queues=set(QUEUES), worker_threads=args.threads, worker_timeout=1000
+        wiring.broker,
+        queues=set(queue_names(wiring.settings)),
+        worker_threads=args.threads,
+        worker_timeout=1000,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -57,11 +61,19 @@ def main(argv: list[str] | None = None) -> None:
     wiring.broker.close()
 
 
+#: Every this many heartbeats a worker checks that some scheduler still sweeps (mailer.upkeep).
+_WATCH_EVERY = 6
+
+
 def _beat_until(wiring: Wiring, threads: int, stop: threading.Event) -> None:
     started = utcnow()
-    details = {"threads": threads, "queues": list(QUEUES)}
+    details = {"threads": threads, "queues": list(queue_names(wiring.settings))}
     failing = False
+    beats = 0
     while not stop.is_set():
+        beats += 1
+        if beats % _WATCH_EVERY == 0:
+            watch_scheduler(wiring.runtime, started, utcnow())
         try:
             beat(wiring.runtime, "worker", details, started_at=started)
             if failing:

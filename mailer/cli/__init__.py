@@ -1,7 +1,13 @@
-"""The `mailer` command line. Errors become messages and exit codes here, in one place."""
+"""The `mailer` command line. Errors become messages and exit codes here, in one place.
+
+With `--json` anywhere on the command line, an error is printed to standard output as
+`{"error": "…", "exit_code": N}` (plus `outcome` and `campaign_id` when `campaign wait` ends
+without the campaign completing) instead of a red line on standard error.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -9,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from mailer.errors import (
+    CampaignNotCompletedError,
     ConfigError,
     ContactImportError,
     MailerError,
@@ -26,23 +33,62 @@ EXIT_CODES: list[tuple[type[MailerError], int]] = [
     (ContactImportError, 65),
     (MailerError, 1),
 ]
+#: `mailer campaign wait`: how the wait ended, when not with the campaign completed (exit 0).
+WAIT_EXIT_CODES = {
+    "cancelled": 10,
+    "failed": 11,
+    "missed": 12,
+    "timeout": 13,
+    "draft": 14,
+}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def exit_code_for(error: MailerError) -> int:
+    if isinstance(error, CampaignNotCompletedError):
+        return WAIT_EXIT_CODES[error.outcome]
     return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
 
 
 class MailerGroup(click.Group):
-    """A click group that turns MailerError into a one-line message and an exit code."""
+    """A click group that turns errors into a one-line message (or JSON) and an exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["mailer.argv"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MailerError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(exit_code_for(exc))
+            code = exit_code_for(exc)
+            if not _wants_json(ctx):
+                click.secho(f"error: {exc}", fg="red", err=True)
+                sys.exit(code)
+            extra: dict[str, Any] = {}
+            if isinstance(exc, CampaignNotCompletedError):
+                extra = {"outcome": exc.outcome, "campaign_id": exc.campaign_id}
+            elif isinstance(exc, ContactImportError):
+                extra = {"problems": [vars(p) for p in exc.problems]}
+            _echo_error(str(exc), code, **extra)
+            sys.exit(code)
+        except click.ClickException as exc:
+            if not _wants_json(ctx):
+                raise
+            _echo_error(exc.format_message(), exc.exit_code)
+            sys.exit(exc.exit_code)
+
+
+def _wants_json(ctx: click.Context) -> bool:
+    argv: list[str] = ctx.meta.get("mailer.argv", [])
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
+def _echo_error(message: str, code: int, **extra: Any) -> None:
+    data = {"error": message, "exit_code": code, **extra}
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
 
 
 @click.group(cls=MailerGroup)
@@ -55,13 +101,17 @@ def _register() -> None:
     from mailer.cli import (
         audience,
         campaign,
+        check,
+        compliance,
         contacts,
         database,
         demo,
         policy,
         retention,
         serve,
+        suppressions,
         template,
+        tokens,
         users,
         worker,
     )
@@ -69,14 +119,18 @@ def _register() -> None:
     for module in (
         database,
         contacts,
+        compliance,
         users,
+        tokens,
         audience,
         template,
         campaign,
         policy,
         retention,
+        suppressions,
         worker,
         serve,
+        check,
         demo,
     ):
         for command in getattr(module, "COMMANDS", []):

@@ -56,7 +56,7 @@ class Dispatcher:
         if self._embedded is None:
             watch_progress(self.rt, ids)
             return
-        with _progress(show) as progress:
+        with progress_bar(show) as progress:
             task = progress.add_task("sending", total=None)
 
             def update(summaries: list[CampaignSummary]) -> None:
@@ -67,7 +67,7 @@ class Dispatcher:
                 raise CampaignError("campaign did not finish in time; see `mailer campaign status`")
 
 
-def _progress(show: bool) -> Progress:
+def progress_bar(show: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -78,7 +78,7 @@ def _progress(show: bool) -> Progress:
 
 
 def watch_progress(rt: Runtime, ids: list[int]) -> None:
-    with _progress(True) as progress:
+    with progress_bar(True) as progress:
         task = progress.add_task("sending", total=None)
         while True:
             summaries = [campaigns.campaign_status(rt, i) for i in ids]

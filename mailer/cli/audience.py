@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 
-from mailer.audit import record
-from mailer.cli._common import actor, echo_json, runtime
+from mailer.cli._common import acting, echo_json, runtime
 from mailer.config import Settings
-from mailer.enums import Category, Role
+from mailer.enums import Category
 from mailer.errors import NotFoundError, RuleError
-from mailer.models import User
 from mailer.rules import (
     Preview,
     get_audience,
     load_audience,
     load_audiences,
     parse_rule,
-    preview,
+    preview_audience,
 )
 from mailer.rules.nodes import Rule
 
@@ -97,7 +93,10 @@ def list_command(as_json: bool) -> None:
 @click.option(
     "--as",
     "as_username",
-    help="Preview as this user: an account manager's service mail reaches only their clients.",
+    envvar="MAILER_USER",
+    default="",
+    metavar="USERNAME",
+    help="Act as this user (default: $MAILER_USER); an account manager sees only their clients.",
 )
 @click.option("--sample", "sample_size", default=10, show_default=True, type=click.IntRange(0))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -118,45 +117,20 @@ def preview_command(
         raise click.UsageError("give exactly one of NAME, --rule TEXT or --file F")
     rt = runtime()
     label, rule = _rule_from(rt.settings, name, rule_text, rule_file)
-    now = dt.datetime.now(dt.UTC)
     with rt.sessions.begin() as session:
-        manager_id = None
-        if as_username is not None:
-            user = session.execute(
-                select(User.id, User.role).where(User.username == as_username)
-            ).first()
-            if user is None:
-                raise NotFoundError(f"no user named {as_username!r}; see `mailer users list`")
-            # the same limit campaign planning applies to what this user launches
-            manager_id = user.id if user.role == Role.ACCOUNT_MANAGER else None
-        result = preview(
+        result = preview_audience(
             session,
+            acting(session, as_username),
             rule,
             Category(category),
-            today=now.date(),
-            now=now,
-            account_manager_id=manager_id if category == Category.SERVICE else None,
-            policy_grace_days=rt.settings.policy_grace_days,
+            settings=rt.settings,
+            label=label,
             sample_size=sample_size,
-        )
-        # the sample shows contact details: who looked, and at what, goes in the audit log
-        record(
-            session,
-            actor(rt.settings),
-            "audience.preview",
-            object_type="audience",
-            object_id=label,
-            category=category,
-            rule=rule.text,
-            as_user=as_username or "",
-            eligible=result.eligible,
-            excluded=result.excluded,
-            sample_size=len(result.sample),
         )
     if as_json:
         echo_json({"audience": label, **result.as_dict()})
     else:
-        _print_preview(label, result, as_username, category)
+        _print_preview(label, result, category)
 
 
 def _rule_from(
@@ -176,11 +150,9 @@ def _rule_from(
     return audience.name, audience.rule
 
 
-def _print_preview(label: str, result: Preview, as_username: str | None, category: str) -> None:
+def _print_preview(label: str, result: Preview, category: str) -> None:
     console = Console()
     console.print(f"[bold]{escape(label)}[/bold] as [bold]{category}[/bold] mail")
-    if as_username and category != Category.SERVICE:
-        console.print(f"(--as {escape(as_username)} limits service mail only; ignored here)")
     console.print(f"matched by the rule: {result.matched}")
     console.print(f"[green]eligible: {result.eligible}[/green]")
     if result.excluded:
@@ -189,7 +161,13 @@ def _print_preview(label: str, result: Preview, as_username: str | None, categor
             table.add_row(reason.replace("_", " "), str(count))
         console.print(table)
     if result.sample:
-        table = Table("email", "name", "organization", title=f"first {len(result.sample)}")
+        table = Table(title=f"first {len(result.sample)}")
+        # an address cut short is a different address: the email column never shrinks or
+        # folds; names and organizations wrap instead
+        longest = max(len(recipient.email) for recipient in result.sample)
+        table.add_column("email", no_wrap=True, min_width=longest)
+        table.add_column("name", overflow="fold")
+        table.add_column("organization", overflow="fold")
         for recipient in result.sample:
             table.add_row(*(escape(v) for v in vars(recipient).values()))
         console.print(table)

@@ -1,9 +1,9 @@
-"""`mailer campaign …`: create, launch, pause, resume, cancel, status, list."""
+"""`mailer campaign …`: create, launch, pause, resume, cancel, status, list, wait."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
+import sys
 from pathlib import Path
 
 import click
@@ -12,10 +12,22 @@ from rich.table import Table
 
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
-from mailer.cli._common import as_option, echo_json, json_option, runtime
-from mailer.cli._dispatch import Dispatcher, watch_progress
+from mailer.campaigns.times import format_delay, format_time, parse_time
+from mailer.campaigns.waiting import wait_for_campaign
+from mailer.cli._common import (
+    acting_option,
+    current_actor,
+    echo_json,
+    json_option,
+    parse_params,
+    runtime,
+)
+from mailer.cli._dispatch import Dispatcher, progress_bar, watch_progress
 from mailer.delivery.heartbeats import sweep_overdue_warning
 from mailer.enums import CampaignStatus, Category
+from mailer.errors import CampaignError
+from mailer.models import utcnow
+from mailer.runtime import Runtime
 
 
 @click.group("campaign")
@@ -35,9 +47,10 @@ def campaign_group() -> None:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Extra template context, repeatable.",
+    help="A campaign parameter the template declares (`params:` in its header) and reads as "
+    "{{ params.KEY }}; repeatable. `mailer template list` shows what each template needs.",
 )
-@as_option
+@acting_option
 @json_option
 def create_command(
     name: str,
@@ -47,21 +60,16 @@ def create_command(
     rule_text: str,
     rule_file: Path | None,
     params: tuple[str, ...],
-    username: str,
+    as_username: str,
     as_json: bool,
 ) -> None:
     """Create a draft campaign."""
     if rule_file is not None:
         rule_text = rule_file.read_text()
-    extra = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
-        extra[key] = value
+    extra = parse_params(params)
     campaign = campaigns.create_campaign(
         runtime(),
-        username=username,
+        actor=current_actor(as_username),
         name=name,
         category=category,
         template=template,
@@ -80,72 +88,148 @@ def create_command(
 
 @campaign_group.command("launch")
 @click.argument("campaign_id", type=int)
-@click.option("--at", "at", default=None, help="Schedule for this ISO time (UTC if no zone).")
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    metavar="TIME",
+    help="Schedule for this ISO time, with an offset (2026-12-01T09:00-08:00) or a zone "
+    "('2026-12-01 09:00 America/Chicago'); without either, in MAILER_TIMEZONE.",
+)
+@click.option("--now", "is_now", is_flag=True, help="Send right away, even if --at is past.")
 @click.option(
     "--wait/--no-wait",
     default=None,
     help="Wait until delivered (always, with the in-process broker).",
 )
-@as_option
+@acting_option
 @json_option
 def launch_command(
-    campaign_id: int, at: str | None, wait: bool | None, username: str, as_json: bool
+    campaign_id: int,
+    at: str | None,
+    is_now: bool,
+    wait: bool | None,
+    as_username: str,
+    as_json: bool,
 ) -> None:
     """Validate, plan the send log and start sending (or schedule with --at)."""
     rt = runtime()
-    when = _parse_time(at) if at else None
+    when = parse_time(at, rt.settings.timezone) if at else None
+    if is_now:
+        if when is not None and when > utcnow():
+            raise CampaignError(
+                f"--at {at} is still to come and --now says send now; give one of them"
+            )
+        when = None
     with Dispatcher(rt) as dispatcher:
         summary = campaigns.launch_campaign(
-            rt, campaign_id, username=username, dispatch=dispatcher.dispatch, at=when
+            rt, campaign_id, actor=current_actor(as_username), dispatch=dispatcher.dispatch, at=when
         )
         if summary.status == CampaignStatus.SENDING and (wait or dispatcher.is_embedded):
             dispatcher.wait([campaign_id], show=not as_json)
             summary = campaigns.campaign_status(rt, campaign_id)
-    _show(summary, as_json)
+    _show(summary, as_json, rt.settings.timezone)
 
 
 @campaign_group.command("pause")
 @click.argument("campaign_id", type=int)
-@as_option
-def pause_command(campaign_id: int, username: str) -> None:
+@acting_option
+@json_option
+def pause_command(campaign_id: int, as_username: str, as_json: bool) -> None:
     """Stop sending within one batch; resume later."""
-    campaigns.pause_campaign(runtime(), campaign_id, username=username)
-    click.echo(f"campaign {campaign_id} paused")
+    rt = runtime()
+    campaigns.pause_campaign(rt, campaign_id, actor=current_actor(as_username))
+    _done(rt, campaign_id, "paused", as_json)
 
 
 @campaign_group.command("resume")
 @click.argument("campaign_id", type=int)
-@as_option
-def resume_command(campaign_id: int, username: str) -> None:
-    """Go on sending a paused campaign."""
+@acting_option
+@json_option
+def resume_command(campaign_id: int, as_username: str, as_json: bool) -> None:
+    """Go on sending a paused campaign (it completes at once if nothing is left)."""
     rt = runtime()
     with Dispatcher(rt) as dispatcher:
-        campaigns.resume_campaign(rt, campaign_id, username=username, dispatch=dispatcher.dispatch)
+        actor = current_actor(as_username)
+        campaigns.resume_campaign(rt, campaign_id, actor=actor, dispatch=dispatcher.dispatch)
         if dispatcher.is_embedded:
-            dispatcher.wait([campaign_id], show=True)
-    click.echo(f"campaign {campaign_id} resumed")
+            dispatcher.wait([campaign_id], show=not as_json)
+    _done(rt, campaign_id, "resumed", as_json)
 
 
 @campaign_group.command("cancel")
 @click.argument("campaign_id", type=int)
-@as_option
-def cancel_command(campaign_id: int, username: str) -> None:
-    """Stop for good; what is still queued is skipped."""
-    campaigns.cancel_campaign(runtime(), campaign_id, username=username)
-    click.echo(f"campaign {campaign_id} cancelled")
+@acting_option
+@json_option
+def cancel_command(campaign_id: int, as_username: str, as_json: bool) -> None:
+    """Stop for good; what is still queued is skipped at once."""
+    rt = runtime()
+    campaigns.cancel_campaign(rt, campaign_id, actor=current_actor(as_username))
+    _done(rt, campaign_id, "cancelled", as_json)
+
+
+def _done(rt: Runtime, campaign_id: int, what: str, as_json: bool) -> None:
+    summary = campaigns.campaign_status(rt, campaign_id)
+    if as_json:
+        echo_json(_as_dict(summary, rt.settings.timezone))
+    elif summary.status == CampaignStatus.COMPLETED and what == "resumed":
+        click.echo(f"campaign {campaign_id} resumed and completed: nothing was left to send")
+    else:
+        click.echo(f"campaign {campaign_id} {what}")
+
+
+@campaign_group.command("wait")
+@click.argument("campaign_id", type=int)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Give up after this long (exit 13) [default: wait as long as it takes].",
+)
+@json_option
+def wait_command(campaign_id: int, timeout_s: float | None, as_json: bool) -> None:
+    """Wait until the campaign completes (exit 0), or say why it will not.
+
+    \b
+    Exit codes: 0 completed, 10 cancelled, 11 failed, 12 missed its start,
+    13 timed out (still scheduled, sending or paused), 14 a draft never launched,
+    5 no such campaign. With --json the summary (or the error) is printed as JSON.
+    """
+    rt = runtime()
+    show = sys.stdout.isatty() and not as_json
+    with progress_bar(show) as progress:
+        task = progress.add_task("sending", total=None)
+
+        def update(summary: CampaignSummary) -> None:
+            progress.update(task, total=summary.total, completed=summary.done)
+
+        summary = wait_for_campaign(rt, campaign_id, timeout_s=timeout_s, on_progress=update)
+    if as_json:
+        echo_json(_as_dict(summary, rt.settings.timezone))
+    else:
+        click.echo(f"campaign {campaign_id} completed: {_counts_line(summary)}")
+
+
+def _counts_line(summary: CampaignSummary) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "no sends"
 
 
 @campaign_group.command("status")
 @click.argument("campaign_id", type=int)
 @click.option("--watch", is_flag=True, help="Live progress until the campaign finishes.")
 @json_option
-def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
+@acting_option
+def status_command(campaign_id: int, watch: bool, as_json: bool, as_username: str) -> None:
     """Counts by status, skip reasons and what the campaign is doing."""
     rt = runtime()
+    who = current_actor(as_username)
+    summary = campaigns.campaign_status(rt, campaign_id, actor=who)
     if watch:
         watch_progress(rt, [campaign_id])
-    summary = campaigns.campaign_status(rt, campaign_id)
-    _show(summary, as_json)
+        summary = campaigns.campaign_status(rt, campaign_id, actor=who)
+    _show(summary, as_json, rt.settings.timezone)
     if summary.status in ("sending", "scheduled") and not rt.settings.is_embedded_broker:
         warning = sweep_overdue_warning(rt)
         if warning:
@@ -155,11 +239,13 @@ def status_command(campaign_id: int, watch: bool, as_json: bool) -> None:
 @campaign_group.command("list")
 @click.option("--status", default=None, type=click.Choice([s.value for s in CampaignStatus]))
 @json_option
-def list_command(status: str | None, as_json: bool) -> None:
-    """Every campaign, newest last."""
-    summaries = campaigns.list_campaigns(runtime(), status=status)
+@acting_option
+def list_command(status: str | None, as_json: bool, as_username: str) -> None:
+    """Every campaign, newest last (an account manager's own only)."""
+    rt = runtime()
+    summaries = campaigns.list_campaigns(rt, status=status, actor=current_actor(as_username))
     if as_json:
-        echo_json([_as_dict(s) for s in summaries])
+        echo_json([_as_dict(s, rt.settings.timezone) for s in summaries])
         return
     table = Table("id", "name", "category", "status", "sent", "skipped", "failed", "total")
     for s in summaries:
@@ -176,15 +262,18 @@ def list_command(status: str | None, as_json: bool) -> None:
     Console().print(table)
 
 
-def _show(summary: CampaignSummary, as_json: bool) -> None:
+def _show(summary: CampaignSummary, as_json: bool, zone_name: str) -> None:
     if as_json:
-        echo_json(_as_dict(summary))
+        echo_json(_as_dict(summary, zone_name))
         return
     console = Console()
     console.print(
         f"campaign {summary.id} [bold]{summary.name}[/] ({summary.category}): "
         f"{summary.status}" + (f" — {summary.status_detail}" if summary.status_detail else "")
     )
+    if summary.status == CampaignStatus.SCHEDULED and summary.scheduled_at is not None:
+        delay = format_delay(summary.scheduled_at - utcnow())
+        console.print(f"sends {format_time(summary.scheduled_at, zone_name)}, {delay}")
     table = Table("status", "sends")
     for status, n in sorted(summary.counts.items()):
         table.add_row(status, str(n))
@@ -196,20 +285,13 @@ def _show(summary: CampaignSummary, as_json: bool) -> None:
         console.print(reasons)
 
 
-def _as_dict(summary: CampaignSummary) -> dict[str, object]:
+def _as_dict(summary: CampaignSummary, zone_name: str) -> dict[str, object]:
     data = dataclasses.asdict(summary)
     data["total"] = summary.total
+    data["scheduled_at_local"] = (
+        format_time(summary.scheduled_at, zone_name) if summary.scheduled_at else None
+    )
     return data
-
-
-def _parse_time(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"{text!r} is not an ISO time like 2026-12-01T09:00", param_hint="--at"
-        ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 COMMANDS = [campaign_group]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli._common import actor, echo_json, runtime
+from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
 from mailer.contacts import sample
 from mailer.contacts.importer import ImportReport, Progress, import_contacts
 from mailer.errors import ContactImportError
@@ -56,6 +56,7 @@ def _progress_bar(enabled: bool) -> Iterator[Progress | None]:
     "--check-deliverability", is_flag=True, help="Look up each email domain in DNS (slow)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@acting_option
 def import_command(
     file: Path,
     dry_run: bool,
@@ -63,6 +64,7 @@ def import_command(
     rejects: Path | None,
     check_deliverability: bool,
     as_json: bool,
+    as_username: str,
 ) -> None:
     """Import organizations and their contacts from a CSV file (UTF-8, header on line 1).
 
@@ -77,11 +79,16 @@ def import_command(
     columns account_manager_name and account_manager_email (and account_manager_phone) and the
     import creates it.
 
+    Admins import any row. An account manager imports only their own clients: rows naming
+    another manager, prospects, organizations managed by someone else and addresses of other
+    organizations' contacts are refused with their row and column. Marketing cannot import.
+
     Organizations match on external_id, contacts on email: importing the same file again
     changes nothing. By default one bad row imports nothing and every bad row is listed. Files
     with employee information (SSN, salary, date of birth, dependents ...) are refused.
     """
     rt = runtime()
+    who = current_actor(as_username)
     show_bar = sys.stdout.isatty() and not as_json
     try:
         with _progress_bar(show_bar) as progress:
@@ -92,13 +99,11 @@ def import_command(
                 skip_invalid=skip_invalid,
                 rejects_path=rejects,
                 check_deliverability=check_deliverability,
-                actor=actor(rt.settings),
+                actor=who,
                 progress=progress,
             )
     except ContactImportError as exc:
-        if as_json:
-            echo_json({"error": str(exc), "problems": [vars(p) for p in exc.problems]})
-        else:
+        if not as_json:  # with --json the CLI's error handler prints the problems
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
         raise
@@ -110,7 +115,8 @@ def import_command(
 
 def _print_report(report: ImportReport) -> None:
     verb = "would import (dry run, nothing written)" if report.is_dry_run else "imported"
-    click.echo(f"{report.path}: {verb} {report.rows} rows")
+    of = f" of {report.rows}" if report.rejected else ""
+    click.echo(f"{report.path}: {verb} {report.imported}{of} rows")
     click.echo(
         f"  organizations: {report.organizations_created} created, "
         f"{report.organizations_updated} updated, {report.organizations_unchanged} unchanged"
@@ -122,7 +128,10 @@ def _print_report(report: ImportReport) -> None:
     if report.users_created:
         click.echo(f"  account managers created: {report.users_created}")
     if report.rejected:
-        click.echo(f"  rejected: {report.rejected} rows, written to {report.rejects_path}")
+        where = (
+            f"written to {report.rejects_path}" if report.rejects_path else "not written (dry run)"
+        )
+        click.echo(f"  rejected: {report.rejected} rows, {where}")
         for problem in report.problems:
             click.echo(f"    {problem}", err=True)
 
@@ -143,6 +152,7 @@ def _print_report(report: ImportReport) -> None:
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="The day agreements are dated from [default: today]; fix it for identical output.",
 )
+@json_option
 def sample_data_command(
     organizations: int,
     seed: int,
@@ -150,6 +160,7 @@ def sample_data_command(
     into_db: bool,
     contacts_per_org: str,
     as_of: dt.datetime | None,
+    as_json: bool,
 ) -> None:
     """Generate realistic fake clients and prospects (addresses only at .example domains).
 
@@ -169,20 +180,26 @@ def sample_data_command(
         counts = sample.write_sample_csv(
             csv_path, organizations, seed, contacts_per_org=bounds, today=today
         )
+        if as_json:
+            echo_json({"csv": str(csv_path), **counts})
+            return
         click.echo(f"wrote {csv_path}: {counts['organizations']} organizations, "
                    f"{counts['contacts']} contacts")  # fmt: skip
         return
     rt = runtime()
-    with _progress_bar(sys.stdout.isatty()) as progress:
+    with _progress_bar(sys.stdout.isatty() and not as_json) as progress:
         counts = sample.load_sample_into_db(
             rt,
             organizations,
             seed,
-            actor(rt.settings),
+            current_actor(),
             contacts_per_org=bounds,
             today=today,
             progress=(lambda done, total: progress("loading", done, total)) if progress else None,
         )
+    if as_json:
+        echo_json(counts)
+        return
     click.echo(
         f"loaded {counts['organizations']} organizations, {counts['contacts']} contacts "
         f"({counts['users_created']} account managers created) in {counts['seconds']:.1f} s"

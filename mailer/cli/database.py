@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import inspect
 
 from mailer import db
 from mailer.audit import record
 from mailer.cli._common import actor, runtime
-from mailer.policy_text import ensure_first_version
+from mailer.policy.text import ensure_first_version
 
 
 @click.group("db")
@@ -36,7 +35,7 @@ def upgrade_command(revision: str) -> None:
                 after=after,
             )
     # Version 1 of the privacy policy is data, not schema: the first upgrade records it.
-    has_policy_table = inspect(rt.engine).has_table("policy_versions")
+    has_policy_table = db.has_table(rt.engine, "policy_versions")
     with rt.sessions.begin() as session:
         if has_policy_table and ensure_first_version(session, actor=actor(rt.settings)):
             click.echo("privacy policy version 1 recorded (mailer/data/privacy-policy-1.txt)")

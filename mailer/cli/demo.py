@@ -12,20 +12,17 @@ import time
 import click
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
 
 from mailer import campaigns, db
+from mailer.access import actor_for_username
+from mailer.access.users import add_user
 from mailer.audit import cli_actor
 from mailer.campaigns import CampaignSummary
 from mailer.config import Settings
-from mailer.consent import opt_out
-from mailer.contacts.sample import load_sample_into_db
-from mailer.enums import ALL_MARKETING, OptOutSource
-from mailer.models import Contact, Organization, User
-from mailer.policy_text import ensure_first_version
-from mailer.runtime import Runtime, open_runtime
+from mailer.contacts.sample import busiest_account_manager, load_sample_into_db, opt_out_some
+from mailer.policy.text import ensure_first_version
+from mailer.runtime import open_runtime
 from mailer.transports import CaptureServer
-from mailer.users import create_user
 
 
 @click.command("demo")
@@ -53,38 +50,45 @@ def demo_command(organizations: int, seed: int) -> None:
     db.upgrade(rt.engine)
     with rt.sessions.begin() as session:
         ensure_first_version(session)
-        create_user(
+        add_user(
             session,
             username="admin",
             display_name="Demo Admin",
             role="admin",
             email="admin@cpi.example",
-            actor=actor,
+            audited_as=actor,
         )
-        create_user(
+        add_user(
             session,
             username="marketing",
             display_name="CPI Marketing",
             role="marketing",
             email="marketing@cpi.example",
-            actor=actor,
+            audited_as=actor,
         )
-    loaded = load_sample_into_db(rt, organizations, seed, actor)
+    with rt.sessions() as session:
+        admin = actor_for_username(session, "admin", via="cli")
+    loaded = load_sample_into_db(rt, organizations, seed, admin)
     console.print(
         f"sample data: {loaded['organizations']} organizations, "
         f"{loaded['contacts']} contacts ({loaded['seconds']:.1f} s)"
     )
-    manager = _busiest_manager(rt)
-    _some_opt_outs(rt, actor)
+    manager = busiest_account_manager(rt)
+    if manager is None:
+        raise click.ClickException("the sample data has no account manager with clients")
+    opt_out_some(rt, actor)
 
     capture = CaptureServer(settings)
     capture.start()
     started = time.perf_counter()
     try:
         with EmbeddedWorkers(settings, rt, threads=2) as workers:
+            with rt.sessions() as session:
+                marketer = actor_for_username(session, "marketing", via="cli")
+                account_manager = actor_for_username(session, manager, via="cli")
             promo = campaigns.create_campaign(
                 rt,
-                username="marketing",
+                actor=marketer,
                 name="Open enrollment 2027",
                 category="promotions",
                 template="promotions/open-enrollment",
@@ -92,13 +96,13 @@ def demo_command(organizations: int, seed: int) -> None:
             )
             notice = campaigns.create_campaign(
                 rt,
-                username=manager,
+                actor=account_manager,
                 name="Planned maintenance this weekend",
                 category="service",
                 template="service/planned-maintenance",
             )
-            for campaign, user in ((promo, "marketing"), (notice, manager)):
-                campaigns.launch_campaign(rt, campaign.id, username=user, dispatch=workers.dispatch)
+            for campaign, by in ((promo, marketer), (notice, account_manager)):
+                campaigns.launch_campaign(rt, campaign.id, actor=by, dispatch=workers.dispatch)
             finished = workers.run_until_finished([promo.id, notice.id], timeout_s=600)
     finally:
         capture.stop()
@@ -112,37 +116,6 @@ def demo_command(organizations: int, seed: int) -> None:
     rt.close()
     if not finished:
         raise click.ClickException("the demo campaigns did not finish in time")
-
-
-def _busiest_manager(rt: Runtime) -> str:
-    """The account manager with the most clients sends the service notice."""
-    with rt.sessions() as session:
-        row = session.execute(
-            select(User.username, func.count(Organization.id))
-            .join(Organization, Organization.account_manager_id == User.id)
-            .where(Organization.kind == "client")
-            .group_by(User.username)
-            .order_by(func.count(Organization.id).desc())
-        ).first()
-    if row is None:
-        raise click.ClickException("the sample data has no account manager with clients")
-    return str(row[0])
-
-
-def _some_opt_outs(rt: Runtime, actor: str) -> None:
-    """A few contacts opted out of all marketing, so the summary shows the guard at work."""
-    with rt.sessions.begin() as session:
-        ids = list(session.scalars(select(Contact.id).order_by(Contact.id).limit(40)))
-        for contact_id in ids[::8]:
-            opt_out(
-                session,
-                contact_id=contact_id,
-                scope=ALL_MARKETING,
-                source=OptOutSource.PREFERENCES,
-                ip="127.0.0.1",
-                user_agent="mailer demo",
-                actor=actor,
-            )
 
 
 def _print_summary(console: Console, summaries: list[CampaignSummary], elapsed_s: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from pathlib import Path
 
@@ -11,10 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer import policy
-from mailer.cli._common import actor, as_option, echo_json, json_option, runtime
+from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
 from mailer.cli._dispatch import Dispatcher
-from mailer.policy_coverage import CoverageReport
-from mailer.policy_text import all_versions
+from mailer.csvfiles import dict_writer
 
 file_option = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -36,7 +34,7 @@ def policy_group() -> None:
     help="What changed: a paragraph, then one '- ' line per change.",
 )
 @click.option("--material", is_flag=True, help="Changes use or disclosure: notify every client.")
-@as_option
+@acting_option
 @json_option
 def publish_command(
     label: str,
@@ -44,7 +42,7 @@ def publish_command(
     text_file: Path,
     summary_file: Path,
     material: bool,
-    username: str,
+    as_username: str,
     as_json: bool,
 ) -> None:
     """Store a policy version; with --material, send the notice to every client now."""
@@ -60,7 +58,7 @@ def publish_command(
             text=text,
             summary=summary,
             is_material=material,
-            username=username,
+            actor=current_actor(as_username),
             dispatch=dispatcher.dispatch,
         )
         if report.campaign_id is not None and dispatcher.is_embedded:
@@ -104,7 +102,7 @@ def list_command(as_json: bool) -> None:
                 "published_by": v.published_by,
                 "campaign_id": v.campaign_id,
             }
-            for v in all_versions(session)
+            for v in policy.all_versions(session)
         ]
     if as_json:
         echo_json(versions)
@@ -155,10 +153,14 @@ def show_command(version: str, full: bool, as_json: bool) -> None:
 @click.argument("version")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
-def coverage_command(version: str, csv_path: Path | None, as_json: bool) -> None:
-    """Per client: contacts sent, failed, undeliverable, pending; and the clients not reached."""
+@acting_option
+def coverage_command(version: str, csv_path: Path | None, as_json: bool, as_username: str) -> None:
+    """Per client: contacts sent, failed, undeliverable, pending; and the clients not reached.
+
+    Admins only.
+    """
     rt = runtime()
-    report = policy.coverage(rt, version, viewed_by=actor(rt.settings))
+    report = policy.coverage(rt, version, actor=current_actor(as_username))
     if csv_path is not None:
         _write_csv(report, csv_path)
     if as_json:
@@ -171,16 +173,16 @@ def coverage_command(version: str, csv_path: Path | None, as_json: bool) -> None
 
 @policy_group.command("resend")
 @click.argument("version")
-@as_option
+@acting_option
 @json_option
-def resend_command(version: str, username: str, as_json: bool) -> None:
+def resend_command(version: str, as_username: str, as_json: bool) -> None:
     """Send the notice to eligible contacts not yet sent it (never twice to anyone)."""
     rt = runtime()
     with Dispatcher(rt) as dispatcher:
         report = policy.resend_notice(
             rt,
             version,
-            username=username,
+            actor=current_actor(as_username),
             dispatch=dispatcher.dispatch,
         )
         if report.queued and dispatcher.is_embedded:
@@ -205,7 +207,7 @@ def resend_command(version: str, username: str, as_json: bool) -> None:
     )
 
 
-def _print_coverage(report: CoverageReport) -> None:
+def _print_coverage(report: policy.CoverageReport) -> None:
     console = Console()
     if report.campaign_id is None:
         console.print(f"version {report.version} is not material: no notice was sent")
@@ -219,20 +221,31 @@ def _print_coverage(report: CoverageReport) -> None:
         f"eligible clients: {len(report.clients)}, reached: {len(report.reached)}, "
         f"not reached: {len(report.not_reached)}"
     )
+    for label, counts_of in report.by_client_status().items():
+        console.print(
+            f"  {label} clients: {counts_of['eligible']}, reached: {counts_of['reached']}, "
+            f"not reached: {counts_of['not_reached']}"
+        )
     counts = report.contacts
     console.print("contacts: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     if not report.not_reached:
         return
-    table = Table("client", "name", "account manager", "reason", title="clients not reached")
-    for client in report.not_reached:
-        table.add_row(client.external_id, client.name, client.account_manager, client.reason)
+    table = Table(
+        "client", "name", "active/former", "account manager", "reason", title="clients not reached"
+    )
+    for client in sorted(report.not_reached, key=lambda c: (not c.is_active, c.external_id)):
+        status = "active" if client.is_active else "former"
+        table.add_row(
+            client.external_id, client.name, status, client.account_manager, client.reason
+        )
     console.print(table)
 
 
-def _write_csv(report: CoverageReport, path: Path) -> None:
+def _write_csv(report: policy.CoverageReport, path: Path) -> None:
     columns = [
         "external_id",
         "name",
+        "client",
         "account_manager",
         "is_reached",
         "sent",
@@ -243,7 +256,7 @@ def _write_csv(report: CoverageReport, path: Path) -> None:
         "reason",
     ]
     with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, columns, extrasaction="ignore")
+        writer = dict_writer(out, columns, extrasaction="ignore")
         writer.writeheader()
         for client in report.clients:
             writer.writerow(client.as_dict())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli._common import actor, echo_json, json_option, runtime
+from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
 from mailer.retention import run_retention
 
 
@@ -16,14 +16,16 @@ def retention_group() -> None:
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="Count what would be purged; change nothing.")
 @json_option
-def run_command(dry_run: bool, as_json: bool) -> None:
+@acting_option
+def run_command(dry_run: bool, as_json: bool, as_username: str) -> None:
     """Delete organizations, contacts and send-log rows older than the limit.
 
     Opt-outs stay as hashed addresses (a re-import never re-subscribes anyone); suppressions
     lose their clear address but keep suppressing. One audit event records the counts.
+    Admins only.
     """
     rt = runtime()
-    report = run_retention(rt, dry_run=dry_run, actor=actor(rt.settings))
+    report = run_retention(rt, dry_run=dry_run, actor=current_actor(as_username))
     if as_json:
         echo_json(report.as_dict())
         return

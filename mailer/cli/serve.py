@@ -1,4 +1,4 @@
-"""`mailer serve`: the public web app (unsubscribe, preferences, policy pages) under uvicorn."""
+"""`mailer serve`: the web app (public pages, the admin app, the API) under uvicorn."""
 
 from __future__ import annotations
 
@@ -11,21 +11,19 @@ from mailer.cli._common import runtime
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 def serve_command(host: str, port: int) -> None:
-    """Serve the public pages: one-click unsubscribe, preferences, privacy policy, /healthz."""
+    """Serve the public pages, the admin app at /admin and the JSON API at /api/v1."""
     import uvicorn
 
     from mailer.web import create_app
+    from mailer.web.server import uvicorn_config
 
     rt = runtime()  # refuses to start on a schema that needs `mailer db upgrade`
     app = create_app(runtime=rt)
-    click.echo(f"serving {rt.settings.public_base_url} on http://{host}:{port}")
-    # proxy_headers off: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1; whether
-    # to trust a proxy is MAILER_TRUSTED_PROXY's decision (mailer.web.security.client_ip).
-    # access_log off: every public URL carries a recipient token, which would let whoever
-    # reads the log unsubscribe that person; consent changes are in the audit log instead.
-    uvicorn.run(
-        app, host=host, port=port, proxy_headers=False, server_header=False, access_log=False
+    click.echo(
+        f"serving {rt.settings.public_base_url} on http://{host}:{port} "
+        f"(admin: /admin, API: /api/v1, OpenAPI: /api/v1/openapi.json)"
     )
+    uvicorn.Server(uvicorn_config(app, rt.settings, host=host, port=port)).run()
 
 
 @click.command("inbound")

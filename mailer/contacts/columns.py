@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mailer.contacts import states
+from mailer.contacts.states import US_STATES, code_for
 from mailer.enums import ContactStatus, OrganizationKind
 from mailer.errors import ContactImportError, EmployeeDataError
 
@@ -73,12 +75,6 @@ ORG_COLUMNS = (
 CONTACT_COLUMNS = ("first_name", "last_name", "title", "is_primary", "status")
 AM_COLUMNS = ("account_manager_name", "account_manager_email", "account_manager_phone")
 
-#: 50 states, DC, and the territories with USPS codes (PR, GU, VI, AS, MP; military AA/AE/AP).
-_STATE_CODES = (
-    "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ "
-    "NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC PR GU VI AS MP UM AA AE AP"
-)
-US_STATES = frozenset(_STATE_CODES.split(" "))
 
 _TRUE = frozenset({"true", "yes", "y", "1", "t"})
 _FALSE = frozenset({"false", "no", "n", "0", "f", ""})
@@ -110,6 +106,9 @@ def parse_employees(raw: str) -> int | None:
 def parse_state(raw: str) -> str:
     value = raw.strip().upper()
     if value and value not in US_STATES:
+        code = code_for(raw)
+        if code:
+            raise ValueError(f"not a US state code: did you mean {states.describe(code)}?")
         raise ValueError("not a US state code: use the two-letter USPS code, e.g. OR, CA, DC, PR")
     return value
 
@@ -228,15 +227,39 @@ _EMPLOYEE_SUBSTRINGS = (
     "routingnumber",
     "diagnos",
     "employeeid",
+    "taxid",
     "employeenumber",
     "employeename",
     "medicalcondition",
 )
 #: Short words that count only as a whole word of the header ("dob", not "adobe").
 _EMPLOYEE_WORDS = frozenset({"dob", "pin", "sin", "pay", "ssn4", "last4", "tin", "itin", "born"})
-#: A US Social Security number written the usual ways: 123-45-6789, 123 45 6789.
-SSN_CELL = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
-SSN_ANYWHERE = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
+#: A US Social Security number with any separator or none: 123-45-6789, 123.45.6789,
+#: 123/45/6789, 123 45 6789, 123456789 (not part of a longer number; one separator kind, so
+#: ZIP+4 97702-1234 is none).
+SSN_ANYWHERE = re.compile(r"(?<!\d)\d{3}(?:([-./ _])\d{2}\1|\d{2})\d{4}(?!\d)")
+#: An employee-data word followed by a value: "salary: 85000", "DOB 1980-02-03",
+#: "dependents: 3". The word alone ("Payroll Partners", "Salary Manager") is no data.
+EMPLOYEE_VALUE = re.compile(
+    r"\b(ssn|social\s*security(\s*(no|number))?|tax\s*id|taxpayer\s*id|salary|salaries|"
+    r"wages?|pay\s*rate|payroll|bonus|date\s*of\s*birth|birth\s*date|d\.?o\.?b\.?|"
+    r"dependents?|date\s*of\s*hire|hire\s*date)\b\W{0,3}[\d$€£]",
+    re.IGNORECASE,
+)
+#: Columns where nine digits in a row are something else (ZIP+4 written without the dash).
+_NINE_DIGITS_ALLOWED = frozenset({"postal_code"})
+
+
+def employee_data_in_cell(column: str, cell: str) -> str:
+    """What in `cell` looks like employee information ("" if nothing): an SSN-like number
+    with any separator, or an employee-data word with a value."""
+    for match in SSN_ANYWHERE.finditer(cell):
+        if not (column in _NINE_DIGITS_ALLOWED and match.group().isdigit()):
+            return "what looks like a Social Security number"
+    found = EMPLOYEE_VALUE.search(cell)
+    if found:
+        return f"{found.group(1)!r} with a value"
+    return ""
 
 
 def _squash(name: str) -> str:

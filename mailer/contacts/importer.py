@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailer.audit import record
+from mailer.access.actor import Actor, audit, require
 from mailer.contacts import columns as cols
 from mailer.contacts.rows import (
     ParseCache,
@@ -24,7 +24,9 @@ from mailer.contacts.rows import (
     parse_row,
     resolve_account_managers,
 )
+from mailer.contacts.scope import restrict_to_manager
 from mailer.contacts.store import write_rows
+from mailer.csvfiles import csv_writer
 from mailer.errors import ContactImportError, RowProblem
 from mailer.runtime import Runtime
 
@@ -40,7 +42,10 @@ class ImportReport:
     """What an import did (or, for a dry run, would do)."""
 
     path: str
+    #: Rows read from the file (the header not counted).
     rows: int = 0
+    #: Rows written (or, for a dry run, that would be): `rows` less the rejected ones.
+    imported: int = 0
     organizations_created: int = 0
     organizations_updated: int = 0
     organizations_unchanged: int = 0
@@ -118,20 +123,24 @@ def read_rows(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]
             start = reader.line_num + 1
     except csv.Error as exc:
         raise ContactImportError(name, f"line {reader.line_num}: not valid CSV ({exc})") from exc
-    if cols.SSN_ANYWHERE.search(text):
-        _refuse_ssn_cells(name, header, records)
+    # one search over the whole text first: most files have nothing, and then no cell is read
+    if cols.SSN_ANYWHERE.search(text) or cols.EMPLOYEE_VALUE.search(text):
+        _refuse_employee_cells(name, header, records)
     return header, records
 
 
-def _refuse_ssn_cells(path: str, header: list[str], records: list[tuple[int, list[str]]]) -> None:
+def _refuse_employee_cells(
+    path: str, header: list[str], records: list[tuple[int, list[str]]]
+) -> None:
     for line, cells in records:
         for column, cell in zip(header, cells, strict=False):
-            if cols.SSN_CELL.fullmatch(cell.strip()):
+            found = cols.employee_data_in_cell(column, cell)
+            if found:
                 raise cols.EmployeeDataError(
                     path,
-                    f"refused: line {line}, column {column!r} holds what looks like a Social "
-                    "Security number; this service never stores employee information (CPI "
-                    "privacy policy). Remove it from the file; nothing was imported",
+                    f"refused: line {line}, column {column!r} holds {found}; this service "
+                    "never stores employee information (CPI privacy policy). Remove it from "
+                    "the file; nothing was imported",
                 )
 
 
@@ -143,15 +152,21 @@ def import_contacts(
     skip_invalid: bool = False,
     rejects_path: str | Path | None = None,
     check_deliverability: bool = False,
-    actor: str = "system",
+    actor: Actor,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import `path`; raise ContactImportError (nothing written) when it cannot be imported.
+    """Import `path` as `actor`; raise ContactImportError (nothing written) when it cannot be
+    imported.
+
+    Admins import anything; an account manager only rows of their own clients (see
+    `mailer.contacts.scope`); marketing reads contacts but never imports them.
 
     With `skip_invalid` the good rows are imported and the bad ones written with their reasons
     to `rejects_path` (default `<name>.rejected.csv` next to the file). A refused file is
     recorded in the audit log (file name, reason, number of bad rows; never cell values).
     """
+    with rt.sessions() as session:
+        require(session, actor, "contacts.import", object_type="file", object_id=Path(path).name)
     try:
         return _import(
             rt, path, dry_run, skip_invalid, rejects_path, check_deliverability, actor, progress
@@ -162,10 +177,10 @@ def import_contacts(
         raise
 
 
-def _record_refusal(rt: Runtime, path: str | Path, exc: ContactImportError, actor: str) -> None:
+def _record_refusal(rt: Runtime, path: str | Path, exc: ContactImportError, actor: Actor) -> None:
     message = str(exc).removeprefix(f"{exc.path}: ")
     with rt.sessions.begin() as session:
-        record(
+        audit(
             session,
             actor,
             "contacts.import_refused",
@@ -185,7 +200,7 @@ def _import(
     skip_invalid: bool,
     rejects_path: str | Path | None,
     check_deliverability: bool,
-    actor: str,
+    actor: Actor,
     progress: Progress | None,
 ) -> ImportReport:
     name = str(path)
@@ -196,7 +211,8 @@ def _import(
     with rt.sessions() as session:
         txn = session.begin()
         try:
-            new_users = resolve_account_managers(session, rows, actor)
+            restrict_to_manager(session, rows, actor)
+            new_users = resolve_account_managers(session, rows, actor.username)
             check_across_rows(rows)
             bad = [r for r in rows if r.problems]
             report.problems = sorted((p for r in bad for p in r.problems), key=_problem_order)
@@ -207,16 +223,18 @@ def _import(
                     "them (each is listed) or import the good rows with --skip-invalid",
                     report.problems,
                 )
-            if bad:
+            report.rejected = len(bad)
+            if bad and not dry_run:  # a dry run writes nothing, the rejects file included
                 target = Path(rejects_path) if rejects_path else default_rejects_path(path)
                 _write_rejects(target, header, bad)
-                report.rejected, report.rejects_path = len(bad), str(target)
+                report.rejects_path = str(target)
             good = [r for r in rows if not r.problems]
+            report.imported = len(good)
             report.users_created = len(new_users)
             write_rows(session.connection(), header, good, now, report, progress)
             if not dry_run:
                 details: dict[str, Any] = {"path": str(Path(name).resolve()), **report.counts()}
-                record(
+                audit(
                     session,
                     actor,
                     "contacts.import",
@@ -258,7 +276,7 @@ def _problem_order(problem: RowProblem) -> tuple[int, int]:
 def _write_rejects(target: Path, header: list[str], bad: list[ParsedRow]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
+        writer = csv_writer(out)
         writer.writerow([*header, "reason"])
         for row in bad:
             reasons = "; ".join(f"line {p.row}, {p.column}: {p.reason}" for p in row.problems)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer import users
+from mailer.access import users
 from mailer.addresses import Address, normalize
 from mailer.contacts import columns as cols
 from mailer.enums import Role
@@ -283,14 +283,14 @@ def _create_account_manager(
         )
         return
     try:
-        user = users.create_user(
+        user = users.add_user(
             session,
             username=username,
             display_name=details["account_manager_name"],
             email=details["account_manager_email"],
             phone=details["account_manager_phone"],
             role=Role.ACCOUNT_MANAGER.value,
-            actor=actor,
+            audited_as=actor,
         )
     except MailerError as exc:
         row.add_problem("account_manager", username, str(exc))

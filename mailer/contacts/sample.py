@@ -7,7 +7,6 @@ bytes, and organization n is the same whatever the total. Addresses are only at 
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 import random
@@ -18,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
-from mailer import users
-from mailer.audit import record
+from mailer.access import users
+from mailer.access.actor import Actor, audit, require
+from mailer.consent import opt_out
 from mailer.contacts import sample_words as words
 from mailer.contacts.store import allocate_ids, insert_tuples
+from mailer.csvfiles import dict_writer
+from mailer.enums import ALL_MARKETING, OptOutSource
 from mailer.errors import MailerError
 from mailer.models import Contact, Organization, OrganizationTag, User
 from mailer.runtime import Runtime
@@ -231,7 +233,7 @@ def write_sample_csv(
     """Write a CSV file `mailer import` accepts; returns the organization and contact counts."""
     contacts = 0
     with Path(path).open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, SAMPLE_COLUMNS, lineterminator="\n")
+        writer = dict_writer(out, SAMPLE_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in generate_sample(
             organizations, seed, contacts_per_org=contacts_per_org, today=today
@@ -245,7 +247,7 @@ def load_sample_into_db(
     rt: Runtime,
     organizations: int,
     seed: int,
-    actor: str,
+    actor: Actor,
     *,
     contacts_per_org: tuple[int, int] = (1, 5),
     today: dt.date | None = None,
@@ -256,10 +258,19 @@ def load_sample_into_db(
     Bulk Core inserts (COPY on PostgreSQL); refuses a seed already loaded. Returns counts and
     the seconds taken. `progress(done, total)` is called per chunk of organizations.
     """
+    with rt.sessions() as session:
+        require(
+            session,
+            actor,
+            "sample_data.load",
+            object_type="sample",
+            object_id=seed,
+            reason="only an admin may load sample data into the database",
+        )
     started = time.perf_counter()
     counts: dict[str, Any] = {"organizations": 0, "contacts": 0, "tags": 0}
     with rt.sessions.begin() as session:
-        counts["users_created"] = _ensure_account_managers(session, actor)
+        counts["users_created"] = _ensure_account_managers(session, actor.username)
         conn = session.connection()
         first = external_id(seed, 1)
         if conn.execute(select(Organization.id).where(Organization.external_id == first)).first():
@@ -286,7 +297,7 @@ def load_sample_into_db(
             conn.exec_driver_sql("ANALYZE organizations, organization_tags, contacts")
         counts["seconds"] = round(time.perf_counter() - started, 3)
         details = {k: v for k, v in counts.items() if k != "seconds"}
-        record(session, actor, "sample_data.load", object_type="sample", object_id=seed, **details)
+        audit(session, actor, "sample_data.load", object_type="sample", object_id=seed, **details)
     counts["seconds"] = round(time.perf_counter() - started, 3)
     return counts
 
@@ -296,14 +307,14 @@ def _ensure_account_managers(session: Any, actor: str) -> int:
     created = 0
     for username, name, email, phone in words.ACCOUNT_MANAGERS:
         if username not in existing:
-            users.create_user(
+            users.add_user(
                 session,
                 username=username,
                 display_name=name,
                 email=email,
                 phone=phone,
                 role="account_manager",
-                actor=actor,
+                audited_as=actor,
             )
             created += 1
     return created
@@ -350,3 +361,34 @@ _CONTACT_COLUMNS = (
     "organization_id", "email", "address_hash", "needs_smtputf8", "first_name", "last_name",
     "title", "is_primary", "status", "created_at", "updated_at", "last_activity_at",
 )  # fmt: skip
+
+
+def busiest_account_manager(rt: Runtime) -> str | None:
+    """The username of the account manager with the most clients (None when nobody has any)."""
+    with rt.sessions() as session:
+        return session.scalar(
+            select(User.username)
+            .join(Organization, Organization.account_manager_id == User.id)
+            .where(Organization.kind == "client")
+            .group_by(User.username)
+            .order_by(func.count(Organization.id).desc(), User.username)
+            .limit(1)
+        )
+
+
+def opt_out_some(rt: Runtime, actor: str, *, every: int = 8, among: int = 40) -> int:
+    """Opt every `every`-th of the first `among` contacts out of all marketing, as if through
+    the preference page, so a demo shows the guard at work. Returns how many."""
+    with rt.sessions.begin() as session:
+        ids = list(session.scalars(select(Contact.id).order_by(Contact.id).limit(among)))
+        for contact_id in ids[::every]:
+            opt_out(
+                session,
+                contact_id=contact_id,
+                scope=ALL_MARKETING,
+                source=OptOutSource.PREFERENCES,
+                ip="127.0.0.1",
+                user_agent="mailer demo",
+                actor=actor,
+            )
+    return len(ids[::every])

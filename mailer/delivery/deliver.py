@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -22,7 +21,9 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, bindparam, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from mailer.delivery.completion import maybe_complete
+from mailer.access import SYSTEM
+from mailer.campaigns.lifecycle import complete_if_done, transition
+from mailer.delivery.identities import recipient_from_row, sender_for
 from mailer.delivery.journal import Journal
 from mailer.delivery.recovery import settle_own_journal
 from mailer.delivery.results import (
@@ -38,8 +39,6 @@ from mailer.errors import TemplateError
 from mailer.messages import (
     CampaignInfo,
     CampaignMessages,
-    Recipient,
-    SenderIdentity,
     load_template,
 )
 from mailer.models import Campaign, Contact, OptOut, Organization, Send, Suppression, User, utcnow
@@ -57,6 +56,15 @@ _CAMPAIGN_CACHE_SIZE = 8
 class RateLimiter(Protocol):
     def acquire(self, count: int) -> None:
         """Block until `count` more messages may go out."""
+
+
+class Pacer(Protocol):
+    def send(
+        self,
+        messages: Sequence[OutgoingMessage],
+        send: Callable[[Sequence[OutgoingMessage]], list[DeliveryResult]],
+    ) -> list[DeliveryResult]:
+        """Send through `send` within per-domain limits (mailer.pacing.DomainPacer)."""
 
 
 @dataclass
@@ -82,8 +90,10 @@ class DeliveryContext:
         rate_limiter: RateLimiter | None = None,
         journal_dir: Path | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        pacer: Pacer | None = None,
     ) -> None:
         self.rt = rt
+        self.pacer = pacer
         self.clock = clock
         self.rate_limiter = rate_limiter
         #: Claims and answers, on disk the moment they happen (see `journal`). Two files, used
@@ -103,6 +113,13 @@ class DeliveryContext:
         return self.journals[slice_number % 2] if self.journals is not None else None
 
     def send(
+        self, messages: Sequence[OutgoingMessage], journal: Journal | None = None
+    ) -> list[DeliveryResult]:
+        if self.pacer is not None:
+            return self.pacer.send(messages, partial(self._send_now, journal=journal))
+        return self._send_now(messages, journal=journal)
+
+    def _send_now(
         self, messages: Sequence[OutgoingMessage], journal: Journal | None = None
     ) -> list[DeliveryResult]:
         if self.rate_limiter is not None:
@@ -140,7 +157,9 @@ class DeliveryContext:
             campaign=CampaignInfo(
                 id=campaign.id, name=campaign.name, category=Category(campaign.category)
             ),
-            sender=_sender(session, self.rt, campaign),
+            sender=sender_for(
+                session, self.rt.settings, campaign.category, campaign.sender_username
+            ),
             params=dict(campaign.params or {}),
         )
         self._campaigns[campaign.id] = built
@@ -187,7 +206,7 @@ def deliver_batch(
     if not report.stopped:
         in_transaction(
             rt.sessions,
-            partial(maybe_complete, campaign_id=campaign_id, now=ctx.clock()),
+            partial(complete_if_done, campaign_id=campaign_id, now=ctx.clock()),
             what=f"campaign {campaign_id}: completing",
         )
     return report
@@ -307,7 +326,7 @@ def _send_slice(
             skips[row.send_id] = reason
             continue
         try:
-            outgoing.append(messages.build(_recipient(row)))
+            outgoing.append(messages.build(recipient_from_row(row)))
         except TemplateError as exc:
             failures.append(
                 DeliveryResult(
@@ -519,46 +538,12 @@ def _skip_reason(row: Any) -> str:
     return ""
 
 
-def _recipient(row: Any) -> Recipient:
-    return Recipient(
-        send_id=row.send_id,
-        contact_id=row.contact_id,
-        email=row.email,
-        first_name=row.first_name,
-        last_name=row.last_name,
-        title=row.title,
-        needs_smtputf8=bool(row.needs_smtputf8),
-        org_name=row.org_name,
-        org_industry=row.industry,
-        org_employees=row.benefit_eligible_employees,
-        org_city=row.city,
-        org_state=row.state,
-        org_kind=row.kind,
-        manager_name=row.manager_name or "",
-        manager_email=row.manager_email or "",
-        manager_phone=row.manager_phone or "",
-    )
-
-
 def _status(rt: Runtime, campaign_id: int) -> str | None:
     return in_transaction(
         rt.sessions,
         lambda session: session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)),
         what=f"campaign {campaign_id}: reading status",
     )
-
-
-def _sender(session: Session, rt: Runtime, campaign: Campaign) -> SenderIdentity:
-    if campaign.category == Category.SERVICE and campaign.sender_username:
-        user = session.scalars(select(User).where(User.username == campaign.sender_username)).one()
-        return SenderIdentity(user.display_name, user.email, phone=user.phone, reply_to=user.email)
-    raw = (
-        rt.settings.company_from
-        if campaign.category == Category.POLICY
-        else (rt.settings.marketing_from)
-    )
-    name, email = parseaddr(raw)
-    return SenderIdentity(name, email)
 
 
 def _pause_on_policy_failures(
@@ -568,15 +553,16 @@ def _pause_on_policy_failures(
     failures = count_policy_failures(session, campaign_id)
     if failures < limit:
         return
-    session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING)
-        .values(
-            status=CampaignStatus.PAUSED,
-            updated_at=now,
-            status_detail=(
-                f"paused after {failures} sender-side rejections (5.7.x: authentication or "
-                "policy); check DKIM, SPF and the relay's credentials, then resume"
-            ),
-        )
+    transition(
+        session,
+        campaign_id,
+        CampaignStatus.PAUSED,
+        actor=SYSTEM,
+        action="pause",
+        detail=(
+            f"paused after {failures} sender-side rejections (5.7.x: authentication or "
+            "policy); check DKIM, SPF and the relay's credentials, then resume"
+        ),
+        now=now,
+        failures=failures,
     )

@@ -1,20 +1,18 @@
-"""Planning: validate a launch and write the whole send log with one INSERT … SELECT."""
+"""Planning: write a campaign's send log with one INSERT … SELECT (in two steps when large)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, case, func, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from mailer.db import is_postgres, rows_changed
+from mailer.campaigns.lifecycle import complete_if_done
+from mailer.db import is_postgres
 from mailer.delivery.batches import Batch, Dispatch, batches_for, dispatch_all
-from mailer.delivery.completion import complete_now
 from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
-from mailer.errors import CampaignError, NotFoundError
-from mailer.messages import check_template
 from mailer.models import Campaign, Send, User, utcnow
-from mailer.rules import audience_select, load_audiences, parse_rule
+from mailer.rules import audience_select, parse_rule
 from mailer.runtime import Runtime
 
 #: Exclusions that get a skipped row in the send log; other guards leave the contact out.
@@ -38,43 +36,23 @@ PLANNED_COLUMNS = (
     "created_at",
     "updated_at",
 )
-#: States from which `launch` may start sending.
-LAUNCHABLE = (CampaignStatus.DRAFT, CampaignStatus.MISSED, CampaignStatus.SCHEDULED)
 
 
-def start_sending(
+def plan_send_log(
     rt: Runtime,
     session: Session,
     campaign: Campaign,
     rule_text: str,
-    user: User | None,
     *,
     now: dt.datetime,
     first_chunk: int | None = None,
 ) -> list[Batch]:
-    """Claim the campaign for sending and plan its send log in the caller's transaction.
+    """Plan a campaign's send log in the caller's transaction; return its batches.
 
-    The conditional UPDATE is what keeps two schedulers or two clicks from planning twice.
     With `first_chunk`, only that many rows are planned now, so the first batches can go out
-    at once; `finish_planning` plans the rest after this transaction commits.
+    at once; `finish_planning` plans the rest after this transaction commits. Launching
+    (`mailer.campaigns.launch`) moves the campaign to sending first; this only plans.
     """
-    claimed = rows_changed(
-        session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign.id, Campaign.status.in_(LAUNCHABLE))
-            .values(
-                status=CampaignStatus.SENDING,
-                launched_at=now,
-                rule_text=rule_text,
-                status_detail="",
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if claimed != 1:
-        raise CampaignError(f"campaign {campaign.id} was launched by someone else meanwhile")
-    session.refresh(campaign)
     grace_days = rt.settings.policy_grace_days
     _plan(session, campaign, rule_text, now=now, policy_grace_days=grace_days, limit=first_chunk)
     if first_chunk is not None:
@@ -87,8 +65,6 @@ def start_sending(
             )
     batches = batches_for(session, campaign.id, Category(campaign.category), rt.settings.batch_size)
     _refresh_statistics(session, batches)
-    if not batches and campaign.planned_through is None:
-        complete_now(campaign, now, "nobody to send to")
     return batches
 
 
@@ -99,7 +75,18 @@ def finish_planning(
 
     The launcher calls it right after the first batches are dispatched; the sweep calls it
     for a launcher that died meanwhile. The campaign row is locked, so two never plan twice.
+    When the rest is empty and the first chunk is already sent, the campaign completes here.
     """
+    batches = _plan_rest(rt, campaign_id, now or utcnow())
+    dispatch_all(dispatch, batches)
+    with rt.sessions.begin() as session:
+        # after the commit above, so a worker recording the last send of the first chunk
+        # meanwhile and this check cannot both miss the moment the campaign is done
+        complete_if_done(session, campaign_id)
+    return batches
+
+
+def _plan_rest(rt: Runtime, campaign_id: int, now: dt.datetime) -> list[Batch]:
     with rt.sessions.begin() as session:
         query = select(Campaign).where(
             Campaign.id == campaign_id, Campaign.planned_through.is_not(None)
@@ -117,7 +104,7 @@ def finish_planning(
             session,
             campaign,
             campaign.rule_text,
-            now=now or utcnow(),
+            now=now,
             policy_grace_days=rt.settings.policy_grace_days,
             after_contact_id=after,
         )
@@ -129,7 +116,6 @@ def finish_planning(
             after_id=last_id or 0,
         )
         _refresh_statistics(session, batches)
-    dispatch_all(dispatch, batches)
     return batches
 
 
@@ -146,7 +132,7 @@ def _plan(
     rule_text: str,
     *,
     now: dt.datetime,
-    policy_grace_days: int,
+    policy_grace_days: int | None,
     limit: int | None = None,
     after_contact_id: int | None = None,
 ) -> None:
@@ -199,24 +185,3 @@ def _status_case(skip_reason: ColumnElement[str | None]) -> ColumnElement[str]:
         (func.coalesce(skip_reason, "") == "", literal(SendStatus.QUEUED.value)),
         else_=literal(SendStatus.SKIPPED.value),
     )
-
-
-def validate_launch(
-    rt: Runtime, category: Category, template: str, audience: str, rule_text: str
-) -> str:
-    """Check template and audience; return the rule text to launch with."""
-    loaded = check_template(rt.settings, template)
-    if loaded.category != category:
-        raise CampaignError(
-            f"template {template!r} is a {loaded.category} template; this is a {category} "
-            "campaign: pick a template from templates/" + str(category)
-        )
-    if audience:
-        audiences = load_audiences(rt.settings.audiences_dir)
-        if audience not in audiences:
-            known = ", ".join(sorted(audiences)) or "none"
-            raise NotFoundError(f"no saved audience {audience!r} (known: {known})")
-        rule_text = audiences[audience].rule_text
-    if rule_text.strip():
-        parse_rule(rule_text, source=f"audience {audience}" if audience else "rule")
-    return rule_text

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from mailer.config import Settings
 from mailer.db import insert_ignoring_duplicates
+from mailer.deliverability import soft as soft_bounces
 from mailer.enums import SendStatus, SuppressionReason
 from mailer.models import Send, Suppression
 from mailer.outgoing import DeliveryResult, Outcome, ReplyKind
@@ -105,12 +106,15 @@ def record_results(
     report = RecordReport()
     rows: list[dict[str, Any]] = []
     hard: list[tuple[str, str]] = []
+    delivered: list[tuple[str, int | None]] = []
+    soft: list[tuple[str, int, str]] = []
     for result in results:
         info = claimed[result.send_id]
         reply = f"{result.enhanced} {result.reply}".strip()
         mid = message_ids.get(result.send_id, "")
         status = _status_for(settings, result, info, now)
         if status is SendStatus.SENT:
+            delivered.append((info.email, result.send_id))
             rows.append(
                 _row(
                     result.send_id,
@@ -153,12 +157,32 @@ def record_results(
             )
             if result.kind is ReplyKind.HARD:
                 hard.append((info.email, reply))
+            elif _is_soft_bounce(result):
+                soft.append((info.email, result.send_id, reply))
             elif result.kind is ReplyKind.POLICY:
                 report.policy_failures += 1
         report.counts[status.value] = report.counts.get(status.value, 0) + 1
     _write(session, rows)
     report.suppressed = suppress(session, hard, now, hash_address)
+    soft_bounces.note_delivered(session, delivered, now, hash_address)
+    for email, send_id, reply in soft:
+        soft_bounces.note_soft_bounce(
+            session,
+            settings,
+            email=email,
+            address_hash=hash_address(email),
+            send_id=send_id,
+            detail=reply,
+            now=now,
+        )
     return report
+
+
+def _is_soft_bounce(result: DeliveryResult) -> bool:
+    """A 4xx still refused after the last retry, or a 5xx that is the mailbox's (5.2.2 full)."""
+    if result.outcome is Outcome.DEFERRED:
+        return result.code is not None and 400 <= result.code < 500
+    return result.kind is ReplyKind.SOFT
 
 
 def record_skips(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from mailer.delivery.heartbeats import beat, forget_old
 from mailer.delivery.sweep import TickReport, scheduler_tick
 from mailer.models import utcnow
 from mailer.runtime import Runtime
+from mailer.upkeep import UPKEEP_INTERVAL_S, run_upkeep
 
 _log = logging.getLogger("mailer.scheduler")
 
@@ -32,11 +34,19 @@ def report_dict(report: TickReport) -> dict[str, Any]:
 
 
 def sweep_once(rt: Runtime, dispatch: Dispatch | None) -> TickReport:
-    """One sweep, then the heartbeat that says when it finished and what it found."""
+    """One sweep, then the heartbeat that says when it finished and what it found; and, every
+    UPKEEP_INTERVAL_S, the upkeep (rates, alerts, daily jobs: mailer.upkeep)."""
+    global _last_upkeep
     started = utcnow()
     report = scheduler_tick(rt, dispatch=dispatch, now=started)
     beat(rt, "scheduler", {"last_sweep": report_dict(report)}, started_at=_STARTED_AT)
+    if time.monotonic() - _last_upkeep >= UPKEEP_INTERVAL_S:
+        _last_upkeep = time.monotonic()
+        run_upkeep(rt, started)
     return report
+
+
+_last_upkeep = -UPKEEP_INTERVAL_S
 
 
 _STARTED_AT = utcnow()

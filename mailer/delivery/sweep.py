@@ -1,6 +1,7 @@
 """The periodic sweep (`mailer scheduler`): start scheduled campaigns, settle the sends of
 stopped workers (from their journals, else by lease), retry deferred sends when due, re-enqueue
-lost batches, complete finished campaigns.
+lost batches, and, as a backstop, complete campaigns with nothing left outstanding (normally
+whoever records the last send completes it).
 
 Safe with several schedulers on one database: every change is a conditional UPDATE, and on
 PostgreSQL due campaigns and send rows are taken with FOR UPDATE SKIP LOCKED.
@@ -14,20 +15,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Table, literal_column, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, literal_column, select
 
-from mailer import audit
-from mailer.db import is_postgres
+from mailer.campaigns.lifecycle import SCHEDULER, complete_if_done
 from mailer.delivery.batches import Batch, Dispatch, cut_batches, dispatch_all
-from mailer.delivery.completion import maybe_complete
-from mailer.delivery.planning import finish_planning, start_sending
+from mailer.delivery.planning import finish_planning
 from mailer.delivery.recovery import move_sends, recover
 from mailer.delivery.transactions import in_transaction
 from mailer.enums import CampaignStatus, SendStatus
-from mailer.errors import MailerError
 from mailer.models import Campaign, Send, utcnow
-from mailer.rules import load_audiences
 from mailer.runtime import Runtime
 
 #: The send log as a Core table, for the bulk statements of the hot path.
@@ -73,7 +69,7 @@ def scheduler_tick(
     for campaign_id in _sending_campaigns(rt):
         if in_transaction(
             rt.sessions,
-            partial(maybe_complete, campaign_id=campaign_id, now=now),
+            partial(complete_if_done, campaign_id=campaign_id, actor=SCHEDULER, now=now),
             what=f"campaign {campaign_id}: completing",
         ):
             report.completed.append(campaign_id)
@@ -82,54 +78,14 @@ def scheduler_tick(
 
 
 def _start_scheduled(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
-    window = dt.timedelta(seconds=rt.settings.missed_window_s)
-    with rt.sessions() as session:
-        due = select(Campaign.id).where(
-            Campaign.status == CampaignStatus.SCHEDULED, Campaign.scheduled_at <= now
-        )
-        ids = list(session.scalars(due))
-    for campaign_id in ids:
-        try:
-            with rt.sessions.begin() as session:
-                query = select(Campaign).where(
-                    Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED
-                )
-                if is_postgres(session):
-                    query = query.with_for_update(skip_locked=True)
-                campaign = session.scalars(query).one_or_none()
-                if campaign is None:
-                    continue  # another scheduler has it
-                assert campaign.scheduled_at is not None
-                if now - campaign.scheduled_at > window:
-                    _mark_missed(session, campaign, now)
-                    report.missed.append(campaign_id)
-                    continue
-                batches = start_sending(
-                    rt, session, campaign, _rule_text(rt, campaign), None, now=now
-                )
-                audit.record(
-                    session,
-                    "scheduler",
-                    "campaign.launch",
-                    object_type="campaign",
-                    object_id=campaign_id,
-                    scheduled_at=campaign.scheduled_at.isoformat(),
-                    batches=len(batches),
-                )
-                report.batches.extend(batches)
-                report.started.append(campaign_id)
-        except MailerError as exc:
-            report.failed_to_start[campaign_id] = str(exc)
-            with rt.sessions.begin() as session:
-                session.execute(
-                    update(Campaign)
-                    .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
-                    .values(
-                        status=CampaignStatus.FAILED,
-                        status_detail=f"could not start: {exc}",
-                        updated_at=now,
-                    )
-                )
+    # imported here: mailer.campaigns builds on mailer.delivery (planning, batches)
+    from mailer.campaigns.schedule import start_due_campaigns
+
+    due = start_due_campaigns(rt, actor=SCHEDULER, now=now)
+    report.started.extend(due.started)
+    report.missed.extend(due.missed)
+    report.failed_to_start.update(due.failed)
+    report.batches.extend(due.batches)
 
 
 def _finish_interrupted_planning(rt: Runtime, report: TickReport, now: dt.datetime) -> None:
@@ -145,35 +101,6 @@ def _finish_interrupted_planning(rt: Runtime, report: TickReport, now: dt.dateti
         )
     for campaign_id in ids:
         report.batches.extend(finish_planning(rt, campaign_id, dispatch=None, now=now))
-
-
-def _rule_text(rt: Runtime, campaign: Campaign) -> str:
-    if not campaign.audience:
-        return campaign.rule_text
-    audiences = load_audiences(rt.settings.audiences_dir)
-    if campaign.audience not in audiences:
-        raise MailerError(f"saved audience {campaign.audience!r} no longer exists")
-    return audiences[campaign.audience].rule_text
-
-
-def _mark_missed(session: Session, campaign: Campaign, now: dt.datetime) -> None:
-    """Too late to fire by itself (workers were down, a backup was restored): wait for a person."""
-    assert campaign.scheduled_at is not None
-    late = now - campaign.scheduled_at
-    campaign.status = CampaignStatus.MISSED
-    campaign.updated_at = now
-    campaign.status_detail = (
-        f"missed its start at {campaign.scheduled_at:%Y-%m-%d %H:%M} UTC by "
-        f"{int(late.total_seconds() // 60)} minutes; launch it again to send"
-    )
-    audit.record(
-        session,
-        "scheduler",
-        "campaign.missed",
-        object_type="campaign",
-        object_id=campaign.id,
-        late_s=int(late.total_seconds()),
-    )
 
 
 def _retry_due(rt: Runtime, report: TickReport, now: dt.datetime) -> None:

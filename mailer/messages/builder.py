@@ -1,8 +1,8 @@
-"""One campaign's messages, built from a skeleton prepared once (PERF.md: ~37× faster than
-`EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date and
-Message-ID are made; everything else is bytes computed in `__init__`.
+"""One campaign's messages, built from a skeleton prepared once (docs/performance.md §3: ~37×
+faster than `EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date
+and Message-ID are made; everything else is bytes computed in `__init__`.
 
-Senders by category (STANDARDS.md §2: the From domain must align with DKIM d=):
+Senders by category (docs/standards.md §2: the From domain must align with DKIM d=):
 - features, promotions: From `settings.marketing_from`; Reply-To the sender's reply_to if set.
 - service: From the account manager (the campaign's sender) when their address is under
   `settings.mail_domain`, so From stays aligned; otherwise "<name> via <company>" at the
@@ -23,7 +23,7 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from mailer.config import Settings
+from mailer.config import Secret, Settings
 from mailer.enums import Category
 from mailer.errors import ConfigError, TemplateError
 from mailer.messages import headers as h
@@ -40,6 +40,7 @@ from mailer.messages.context import (
     recipient_views,
 )
 from mailer.messages.dkim import DkimSigner
+from mailer.messages.environment import render_budget
 from mailer.messages.templates import Template
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import TokenSigner
@@ -79,11 +80,12 @@ class CampaignMessages:
         self._signer = TokenSigner(settings)
         self._base_url = settings.public_base_url.rstrip("/")
         self._mailto = settings.unsubscribe_mailto
-        # VERP (STANDARDS.md §6): `local+<token>@domain`, the token naming the send, so an
+        # VERP (docs/standards.md §6): `local+<token>@domain`, the token naming the send, so an
         # asynchronous bounce leads back to it; the prefix and suffix are made once here.
         self._verp_prefix, self._verp_suffix = verp_parts(settings.envelope_sender)
         self._mail_domain = settings.mail_domain
-        self._msgid_key = _message_id_key(settings)
+        self._msgid_key = _message_id_key(settings.secret_key)
+        self._render_budget_s = settings.template_render_budget_s
         # QP output never contains "=_" (a literal "=" is always =3D), so a body cannot hold it.
         self._boundary = f"=_mailer_{secrets.token_hex(12)}".encode()
         policy = (
@@ -93,10 +95,16 @@ class CampaignMessages:
         )
         self._policy_url = policy.url or f"{self._base_url}/privacy"
         self._shared: dict[str, Any] = {
-            "company": CompanyView(settings.company_name, settings.postal_address, self._base_url),
+            "company": CompanyView(
+                settings.company_name,
+                settings.postal_address,
+                settings.company_website.rstrip("/"),
+            ),
             "campaign": CampaignView(campaign.id, campaign.name, category.value),
             "sender": SenderView(sender.name, sender.email, sender.phone),
             "policy": policy,
+            # only what the template declares: the static check vouched for exactly these
+            "params": {name: str((params or {}).get(name, "")) for name in template.params},
         }
         self._from = self._from_block(settings, sender)
         # A subject without Jinja (a policy notice's, say) is encoded once, not per message.
@@ -188,9 +196,10 @@ class CampaignMessages:
             "manager": manager,
             "links": links,
         }
-        subject = self._fixed_subject or _render(tpl, "subject", tpl.subject, ctx)
-        text = _render(tpl, "text part", tpl.text, ctx)
-        html = _render(tpl, "HTML part", tpl.html, ctx)
+        with render_budget(self._render_budget_s):
+            subject = self._fixed_subject or _render(tpl, "subject", tpl.subject, ctx)
+            text = _render(tpl, "text part", tpl.text, ctx)
+            html = _render(tpl, "HTML part", tpl.html, ctx)
         return subject, text, html, token, links
 
     def build(self, recipient: Recipient) -> OutgoingMessage:
@@ -276,9 +285,8 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
 
 
-def _message_id_key(settings: Settings) -> bytes:
-    secret = settings.secret_key.reveal().encode()
-    return hmac.new(secret, b"mailer.message-id", hashlib.sha256).digest()
+def _message_id_key(secret: Secret) -> bytes:
+    return hmac.new(secret.reveal().encode(), b"mailer.message-id", hashlib.sha256).digest()
 
 
 def _message_id_mac(key: bytes, left: str) -> str:
@@ -288,14 +296,17 @@ def _message_id_mac(key: bytes, left: str) -> str:
 def read_message_id(settings: Settings, message_id: str) -> tuple[int, int] | None:
     """(campaign id, send id) of a Message-ID this builder made; None for any other.
 
-    Bounce and complaint reports quote the original Message-ID; its MAC proves it is ours.
+    Bounce and complaint reports quote the original Message-ID; its MAC proves it is ours,
+    under the current key or any of MAILER_OLD_SECRET_KEYS (mail sent before a rotation).
     """
     match = _OUR_MESSAGE_ID.fullmatch(message_id.strip())
     if match is None or match.group(4).lower() != settings.mail_domain.lower():
         return None
     left = f"{match.group(1)}.{match.group(2)}"
-    expected = _message_id_mac(_message_id_key(settings), left)
-    if not hmac.compare_digest(expected, match.group(3)):
+    keys = [settings.secret_key, *settings.old_secret_keys]
+    if not any(
+        hmac.compare_digest(_message_id_mac(_message_id_key(k), left), match.group(3)) for k in keys
+    ):
         return None
     return int(match.group(1)), int(match.group(2))
 

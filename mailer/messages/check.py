@@ -17,6 +17,11 @@ SAMPLE_POLICY_PARAMS = {
 }
 
 
+def sample_params(template: Template) -> dict[str, str]:
+    """A stand-in value for each campaign parameter the template declares: `[deadline]`."""
+    return {name: f"[{name}]" for name in template.params}
+
+
 def check_template(settings: Settings, name: str) -> Template:
     """Load `name` and render it for a sample contact; TemplateError names what is wrong."""
     template = load_template(settings, name)
@@ -25,7 +30,7 @@ def check_template(settings: Settings, name: str) -> Template:
         template=template,
         campaign=CampaignInfo(id=0, name=f"check {name}", category=template.category),
         sender=SenderIdentity("Dana Reyes", f"dana.reyes@{settings.mail_domain}", "541-555-0142"),
-        params=SAMPLE_POLICY_PARAMS,
+        params={**SAMPLE_POLICY_PARAMS, **sample_params(template)},
     )
     _, text, html = messages.render_parts(SAMPLE_RECIPIENT)
     required = [("postal address", settings.postal_address)]

@@ -6,7 +6,7 @@ canonicalization and hands the RSA step to `cryptography` (OpenSSL, ~0.9 ms). dk
 oracle: the tests verify every signature with `dkim.verify`.
 
 The header list is explicit because dkimpy's default leaves out List-Unsubscribe-Post and
-Feedback-ID (STANDARDS.md §5); From is listed twice so a second From added later breaks the
+Feedback-ID (docs/standards.md §5); From is listed twice so a second From added later breaks the
 signature. Sign last: the returned bytes are what SMTP must send.
 """
 

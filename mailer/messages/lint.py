@@ -1,4 +1,4 @@
-"""Content rules by category (STANDARDS.md §3), checked when a template is loaded.
+"""Content rules by category (docs/standards.md §3), checked when a template is loaded.
 
 - policy: a notice of a change in terms may go to people who opted out of marketing only if it
   carries no promotional content at all, subject included.

@@ -1,10 +1,10 @@
 """Template sources before compiling: layout + content, CSS inlined once, text derived from HTML.
 
 CSS is inlined into the *source* once per template load, not into every message: css-inline
-takes ~74 µs for a 4 KB document, half the whole per-message budget (PERF.md). Jinja tags are
-swapped for inert placeholders while the HTML parser runs and swapped back afterwards; if the
-parser moved or dropped one (a `{% for %}` directly inside `<table>` is foster-parented out of
-it, a tag inside `<style>` is removed), loading fails and names the line.
+takes ~74 µs for a 4 KB document, half the whole per-message budget (docs/performance.md §2).
+Jinja tags are swapped for inert placeholders while the HTML parser runs and swapped back
+afterwards; if the parser moved or dropped one (a `{% for %}` directly inside `<table>` is
+foster-parented out of it, a tag inside `<style>` is removed), loading fails and names the line.
 
 Composite sources keep a map from their lines to (file, line) of the original files, so a render
 error points at the template file the author edits.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
 
 import css_inline
 import html2text
@@ -148,55 +147,3 @@ def html_to_text(piece: Piece) -> Piece:
     # The header comment renders as nothing; the blank lines html2text put after it should too.
     restored = re.sub(r"\A(\{#.*?#\})\s+", r"\1", restored, flags=re.S)
     return Piece(restored, piece.file, 1, tuple(tags[i][2] for i in order))
-
-
-#: Elements whose content a reader never sees as the message (or sees only as raw text).
-_HIDING = {"head", "title", "textarea", "template", "noscript", "select", "option", "xmp"}
-_HIDING |= {"iframe", "noembed", "noframes", "plaintext", "script", "style", "object"}
-
-
-class _FooterFinder(HTMLParser):
-    """Finds which footer outputs of the layout stand in visible HTML (not in a comment, not
-    inside an element that hides its content)."""
-
-    def __init__(self, needles: tuple[str, ...]) -> None:
-        super().__init__(convert_charrefs=True)
-        self.needles = needles
-        self.visible: set[str] = set()
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _HIDING:
-            self._hidden += 1
-        elif not self._hidden:
-            style = (dict(attrs).get("style") or "").replace(" ", "").lower()
-            if "display:none" in style or "visibility:hidden" in style:
-                return
-            for _, value in attrs:
-                self._see(value or "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _HIDING and self._hidden:
-            self._hidden -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self._see(data)
-
-    def _see(self, text: str) -> None:
-        self.visible.update(n for n in self.needles if n in text)
-
-
-def check_footer_visible(composite: Composite, needles: tuple[str, ...], file: str) -> None:
-    """Fail unless every footer output (e.g. `{{ company.postal_address }}`) is visible HTML:
-    an unclosed `<!--` or `<textarea>` in a template would otherwise swallow the footer."""
-    finder = _FooterFinder(needles)
-    finder.feed(composite.source)
-    finder.close()
-    for needle in needles:
-        if needle not in finder.visible:
-            raise TemplateError(
-                file,
-                f"the layout's footer ({needle}) is hidden in the HTML: look for an unclosed "
-                "comment or element (<!--, <textarea>, <title>, <noscript> …) in the template",
-            )

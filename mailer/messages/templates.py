@@ -7,7 +7,13 @@ text part is derived from the HTML. The HTML file starts with a Jinja comment he
     {#
     subject: Open enrollment for {{ organization.name }} starts November 1
     category: promotions
+    params: deadline, webinar_url
     #}
+
+`params:` (optional) declares the campaign parameters the template reads as
+`{{ params.deadline }}`: every campaign with this template must give each one
+(`mailer campaign create … --param deadline="October 15"`), and the static check refuses a
+template that reads an undeclared one, or a campaign that gives one the template does not declare.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import difflib
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +32,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from mailer.config import Settings
 from mailer.enums import Category
 from mailer.errors import TemplateError
-from mailer.messages import sources
+from mailer.messages import containment, sources
 from mailer.messages.context import CONTEXT_VIEWS, view_fields
 from mailer.messages.environment import compile_source, make_environment
 from mailer.messages.lint import lint_content
@@ -37,6 +43,10 @@ LAYOUT = "layouts/base"
 FOOTER_OUTPUTS = ("{{ company.postal_address }}", "{{ links.unsubscribe }}", "{{ links.policy }}")
 _HEADER = re.compile(r"\A\{#(.*?)#\}", re.S)
 _HEADER_KEYS = ("subject", "category")
+_OPTIONAL_HEADER_KEYS = ("params",)
+#: The context name under which a template reads its declared campaign parameters.
+PARAMS = "params"
+_PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ class Template:
     subject: JinjaTemplate
     is_text_derived: bool
     composites: dict[str, Composite]  #: by compiled filename, to map error lines back
+    #: Campaign parameters the header declares (`params: a, b`), in order.
+    params: tuple[str, ...] = ()
 
     def error(self, part: str, exc: Exception) -> TemplateError:
         """A TemplateError naming the original file and line of a render failure."""
@@ -87,9 +99,10 @@ def load_template(settings: Settings, name: str) -> Template:
     header, header_line = _read_header(html_source, html_file)
     category = _category(header, name, html_file)
     subject_line = header_line.get("subject", 1)
+    params = _declared_params(header.get("params", ""), html_file, header_line.get("params", 1))
 
-    check_source(env, html_source, html_file)
-    check_source(env, header["subject"], html_file, first_line=subject_line)
+    check_source(env, html_source, html_file, params=params)
+    check_source(env, header["subject"], html_file, first_line=subject_line, params=params)
     has_text = text_path.is_file()
     text_piece = (
         Piece(text_path.read_text(encoding="utf-8"), str(text_path))
@@ -97,14 +110,15 @@ def load_template(settings: Settings, name: str) -> Template:
         else sources.html_to_text(Piece(html_source, html_file))
     )
     if has_text:
-        check_source(env, text_piece.text, text_piece.file)
+        check_source(env, text_piece.text, text_piece.file, params=params)
 
     lint_content(category, html_file, header["subject"], [html_source, text_piece.text])
     layout_html, layout_text = _read_layout(env, root)
+    content = containment.contain_content(Piece(html_source, html_file))
     html_comp = sources.inline_css(
-        sources.around_content(layout_html.text, layout_html.file, Piece(html_source, html_file))
+        sources.around_content(layout_html.text, layout_html.file, content)
     )
-    sources.check_footer_visible(html_comp, FOOTER_OUTPUTS, html_file)
+    containment.check_footer_visible(html_comp, FOOTER_OUTPUTS, html_file)
     text_comp = sources.compose(
         sources.around_content(layout_text.text, layout_text.file, text_piece)
     )
@@ -130,7 +144,54 @@ def load_template(settings: Settings, name: str) -> Template:
         subject=compiled[f"<{name}.subject>"],
         is_text_derived=not has_text,
         composites=composites,
+        params=params,
     )
+
+
+def check_params(template: Template, given: Mapping[str, object]) -> None:
+    """A campaign's parameters against what its template declares: none unknown, none missing.
+
+    A policy notice's parameters come from the policy version it announces, not from a person,
+    so they are not checked here.
+    """
+    if template.category is Category.POLICY:
+        return
+    declared = template.params
+    for name in given:
+        if name in declared:
+            continue
+        close = difflib.get_close_matches(name, declared, n=1)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif declared:
+            hint = f"it declares {', '.join(declared)}"
+        else:
+            hint = "it declares none (a template reads one after `params: NAME` in its header)"
+        raise TemplateError(template.name, f"unknown campaign parameter {name!r}; {hint}")
+    missing = [name for name in declared if not str(given.get(name, "") or "").strip()]
+    if missing:
+        shown = " ".join(f"--param {name}=…" for name in missing)
+        raise TemplateError(
+            template.name,
+            f"needs the campaign parameter{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}; give {shown}",
+        )
+
+
+def _declared_params(raw: str, file: str, line: int) -> tuple[str, ...]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    for name in names:
+        if not _PARAM_NAME.fullmatch(name):
+            raise TemplateError(
+                file,
+                f"params: {name!r} is not a parameter name; use lower-case letters, digits and "
+                "_ (e.g. webinar_url), separated by commas",
+                line,
+            )
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise TemplateError(file, f"params: {duplicated[0]!r} is declared twice", line)
+    return tuple(names)
 
 
 def _read_header(source: str, file: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -146,10 +207,10 @@ def _read_header(source: str, file: str) -> tuple[dict[str, str], dict[str, int]
             continue
         key, sep, value = raw.partition(":")
         key = key.strip().lower()
-        if not sep or key not in _HEADER_KEYS:
+        if not sep or key not in (*_HEADER_KEYS, *_OPTIONAL_HEADER_KEYS):
             raise TemplateError(
                 file,
-                f"header line {raw.strip()!r}: expected 'subject: …' or 'category: …'",
+                f"header line {raw.strip()!r}: expected 'subject: …', 'category: …' or 'params: …'",
                 1 + offset,
             )
         values[key], lines[key] = value.strip(), 1 + offset
@@ -187,8 +248,15 @@ def _read_layout(env: SandboxedEnvironment, root: Path) -> tuple[Piece, Piece]:
     return pieces[0], pieces[1]
 
 
-def check_source(env: SandboxedEnvironment, source: str, file: str, first_line: int = 1) -> None:
-    """Parse `source` and check every name and field it uses against the allowlisted context."""
+def check_source(
+    env: SandboxedEnvironment,
+    source: str,
+    file: str,
+    first_line: int = 1,
+    params: tuple[str, ...] = (),
+) -> None:
+    """Parse `source` and check every name and field it uses against the allowlisted context
+    and the template's declared campaign `params`."""
     try:
         ast = env.parse(source, filename=file)
     except TemplateSyntaxError as exc:
@@ -201,9 +269,10 @@ def check_source(env: SandboxedEnvironment, source: str, file: str, first_line: 
 
     _check_structure(ast, fail)
     undeclared = meta.find_undeclared_variables(ast)
+    known = [*CONTEXT_VIEWS, PARAMS]
     for name in ast.find_all(nodes.Name):
-        if name.ctx == "load" and name.name in undeclared and name.name not in CONTEXT_VIEWS:
-            raise fail(_unknown("variable", name.name, CONTEXT_VIEWS), name)
+        if name.ctx == "load" and name.name in undeclared and name.name not in known:
+            raise fail(_unknown("variable", name.name, known), name)
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         attr = getattr(node, "attr", None) or getattr(getattr(node, "arg", None), "value", None)
         if not isinstance(attr, str):
@@ -211,6 +280,10 @@ def check_source(env: SandboxedEnvironment, source: str, file: str, first_line: 
         if attr.startswith("_"):
             raise fail(f"{attr!r} is not allowed: templates cannot reach Python internals", node)
         base = getattr(node, "node", None)
+        if isinstance(base, nodes.Name) and base.name == PARAMS and base.name in undeclared:
+            if attr not in params:
+                raise fail(_unknown_param(attr, params), node)
+            continue
         if isinstance(base, nodes.Name) and base.name in CONTEXT_VIEWS and base.name in undeclared:
             allowed = view_fields(base.name)
             if attr not in allowed:
@@ -230,7 +303,7 @@ def _check_structure(ast: nodes.Template, fail: Callable[[str, nodes.Node], Temp
             names = [target.name]
         elif isinstance(target, nodes.Node):
             names = [n.name for n in target.find_all(nodes.Name)]
-        for reserved in sorted(set(names) & CONTEXT_VIEWS.keys()):
+        for reserved in sorted(set(names) & {*CONTEXT_VIEWS, PARAMS}):
             raise fail(f"{reserved!r} is part of the context; pick another name", node)
 
 
@@ -239,3 +312,11 @@ def _unknown(kind: str, shown: str, allowed: object, lookup: str | None = None) 
     close = difflib.get_close_matches(lookup or shown, choices, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
     return f"unknown {kind} {shown!r}{hint}"
+
+
+def _unknown_param(name: str, declared: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, declared, n=1)
+    if close:
+        return f"unknown campaign parameter 'params.{name}'; did you mean 'params.{close[0]}'?"
+    line = f"params: {', '.join((*declared, name))}"
+    return f"campaign parameter 'params.{name}' is not declared; declare it in the header: {line}"

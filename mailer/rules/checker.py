@@ -123,9 +123,12 @@ class _Checker:
         match cond:
             case n.Compare(value=value) | n.Match(value=value):
                 self.value(field, value)
+                if isinstance(cond, n.Compare):
+                    self.code(field, value)
             case n.InList(values=values):
                 for value in values:
                     self.value(field, value)
+                    self.code(field, value)
             case n.Between(low=low, high=high):
                 self.value(field, low)
                 self.value(field, high)
@@ -170,6 +173,26 @@ class _Checker:
         raise self.error(
             f"{field.name} is a {field.type} ({field.description}); "
             f"{shown} is {_kind(value)}{hint}",
+            value.pos,
+        )
+
+    def code(self, field: Field, value: n.Value) -> None:
+        """A field of codes compared with something else matches nobody: say which code."""
+        if field.code_for is None or not isinstance(value, n.Text):
+            return
+        if not value.value.strip() or value.value.strip().upper() in field.codes:
+            return
+        code = field.code_for(value.value)
+        if code is not None:
+            raise self.error(
+                f'{field.name} holds {field.description}s; "{value.value}" matches nobody: '
+                f'did you mean "{code}"?',
+                value.pos,
+                code,
+            )
+        raise self.error(
+            f'{field.name} holds {field.description}s, and "{value.value}" is none; '
+            f'write the code, e.g. "OR" for Oregon',
             value.pos,
         )
 

@@ -70,7 +70,7 @@ def audience_select(
     today: dt.date,
     now: dt.datetime,
     account_manager_id: int | None = None,
-    policy_grace_days: int = 90,
+    policy_grace_days: int | None = None,
 ) -> Select[Any]:
     """The contacts `rule` matches (everybody when None), each with the guard that skips it.
 

@@ -9,9 +9,11 @@ folds all of Unicode.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mailer.contacts import states
 from mailer.enums import OrganizationKind
 
 
@@ -57,6 +59,11 @@ class Field:
     choices: tuple[str, ...] = ()
     #: Other words for a choice that a reader may type (`customer` for `client`).
     synonyms: tuple[tuple[str, str], ...] = ()
+    #: A text field that holds codes: given a written value, the code it should be (or None),
+    #: so `state = "Oregon"` is an error naming OR instead of an audience of nobody.
+    code_for: Callable[[str], str | None] | None = None
+    #: The codes such a field holds (upper case).
+    codes: frozenset[str] = frozenset()
 
     def suggest_choice(self, word: str) -> str | None:
         by_synonym = dict(self.synonyms).get(word.lower())
@@ -84,7 +91,14 @@ FIELDS: dict[str, Field] = {
             "organizations.benefit_eligible_employees",
             "number of benefit-eligible employees",
         ),
-        Field("state", FieldType.TEXT, "organizations.state", "two-letter state code"),
+        Field(
+            "state",
+            FieldType.TEXT,
+            "organizations.state",
+            "two-letter state code",
+            code_for=states.code_for,
+            codes=states.US_STATES,
+        ),
         Field("city", FieldType.TEXT, "organizations.city", "city"),
         Field("postal_code", FieldType.TEXT, "organizations.postal_code", "ZIP code"),
         Field("country", FieldType.TEXT, "organizations.country", "two-letter country code"),

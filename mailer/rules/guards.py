@@ -9,7 +9,8 @@ guard that holds names the reason; a contact no guard excludes is eligible.
 |                     | the category or of all marketing                                       |
 | service             | client, active agreement, own client (when an account manager asks),   |
 |                     | contact active, not suppressed, no opt-out of service                  |
-| policy              | client, agreement active or ended within the grace period, contact     |
+| policy              | client (active or former: every client whose information is held;      |
+|                     | with a grace period, agreement active or ended within it), contact     |
 |                     | active, not suppressed (opt-outs never apply: the notice is mandatory) |
 """
 
@@ -47,7 +48,7 @@ def guarded_from(
     *,
     today: dt.date,
     account_manager_id: int | None = None,
-    policy_grace_days: int = 90,
+    policy_grace_days: int | None = None,
 ) -> tuple[FromClause, list[Guard]]:
     """Contacts joined to what the guards of `category` need, and those guards in order."""
     # Outer joins, not correlated EXISTS: the planner hashes the suppression and opt-out
@@ -74,11 +75,14 @@ def guarded_from(
                 )
             )
     else:
-        ended = organizations.c.agreement_ended_on
-        grace_start = today - dt.timedelta(days=policy_grace_days)
-        within_grace = and_(agreement_ended(today), ended > grace_start)
         guards.append((not_client, SkipReason.NOT_A_CLIENT))
-        guards.append((not_(or_(agreement_active(today), within_grace)), SkipReason.NOT_ELIGIBLE))
+        if policy_grace_days is not None:
+            ended = organizations.c.agreement_ended_on
+            grace_start = today - dt.timedelta(days=policy_grace_days)
+            within_grace = and_(agreement_ended(today), ended > grace_start)
+            guards.append(
+                (not_(or_(agreement_active(today), within_grace)), SkipReason.NOT_ELIGIBLE)
+            )
     guards.append((inactive, SkipReason.INACTIVE))
     guards.append((suppressed.c.id.is_not(None), SkipReason.SUPPRESSED))
     if category.allows_opt_out:

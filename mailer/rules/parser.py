@@ -44,11 +44,22 @@ UNITS = {
 MAX_DEPTH = 50
 #: Values in one `in (…)` list; each becomes a bound parameter.
 MAX_LIST = 1000
+#: Conditions in one rule. Each is a node of the SQL expression, and SQLite refuses a tree
+#: deeper than 1,000 (3,000 `or`s failed there); a real audience has a handful.
+MAX_CONDITIONS = 200
+#: Characters in one rule (a full 1,000-value `in` list fits).
+MAX_RULE_CHARS = 20_000
 
 
 def parse_rule(text: str, source: str = "<rule>") -> n.Rule:
     """Parse and type-check a rule; raise RuleError naming line, column and a fix."""
     lexer = Lexer(text, source)
+    if len(text) > MAX_RULE_CHARS:
+        raise lexer.error(
+            f"the rule is longer than {MAX_RULE_CHARS:,} characters; shorten it, e.g. one "
+            "`in (…)` list instead of many conditions",
+            MAX_RULE_CHARS,
+        )
     parser = _Parser(lexer, lexer.tokens())
     expr = parser.rule()
     rule = n.Rule(text, source, expr)
@@ -62,6 +73,7 @@ class _Parser:
         self.tokens = tokens
         self.index = 0
         self.depth = 0
+        self.conditions = 0
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -128,6 +140,15 @@ class _Parser:
         finally:
             self.depth -= 1
 
+    def count_condition(self, token: Token) -> None:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise self.error(
+                f"the rule has more than {MAX_CONDITIONS} conditions; combine them, e.g. "
+                'city in ("Bend", "Salem") instead of city = "Bend" or city = "Salem"',
+                token,
+            )
+
     def _factor(self) -> n.Expr:
         token = self.token
         if self.is_word("not"):
@@ -147,8 +168,10 @@ class _Parser:
             self.advance()
             return n.Everyone(token.pos)
         if self.is_word("received"):
+            self.count_condition(token)
             return self.received()
         if token.kind == "WORD" and token.text not in KEYWORDS:
+            self.count_condition(token)
             return self.condition()
         raise self.error(f"expected a condition, found {describe(token)}")
 

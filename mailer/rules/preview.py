@@ -9,7 +9,9 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from mailer.enums import Category
+from mailer.access.actor import Actor, audit, require
+from mailer.config import Settings
+from mailer.enums import Category, Role
 from mailer.rules.compiler import audience_select
 from mailer.rules.guards import contacts, organizations
 from mailer.rules.nodes import Rule
@@ -61,10 +63,15 @@ def preview(
     today: dt.date,
     now: dt.datetime,
     account_manager_id: int | None = None,
-    policy_grace_days: int = 90,
+    policy_grace_days: int | None = None,
     sample_size: int = 10,
+    only_clients_of: int | None = None,
 ) -> Preview:
-    """Count an audience by skip reason and fetch the first `sample_size` eligible recipients."""
+    """Count an audience by skip reason and fetch the first `sample_size` eligible recipients.
+
+    `only_clients_of` (a user id) leaves out, uncounted, every contact whose organization that
+    account manager does not manage: what they may see, whatever the category.
+    """
     category = Category(category)
     sel = audience_select(
         rule,
@@ -74,6 +81,8 @@ def preview(
         account_manager_id=account_manager_id,
         policy_grace_days=policy_grace_days,
     )
+    if only_clients_of is not None:
+        sel = sel.where(organizations.c.account_manager_id == only_clients_of)
     counts = count_by_reason(session, sel)
     eligible = counts.pop(None, 0)
     sample: list[Recipient] = []
@@ -91,3 +100,68 @@ def preview(
             sample.append(Recipient(email, f"{first} {last}".strip(), org))
     excluded = {str(reason): count for reason, count in counts.items()}
     return Preview(category, rule.text if rule else "", eligible, excluded, sample)
+
+
+def preview_audience(
+    session: Session,
+    actor: Actor,
+    rule: Rule | None,
+    category: Category | str,
+    *,
+    settings: Settings,
+    label: str = "",
+    sample_size: int = 10,
+    now: dt.datetime | None = None,
+) -> Preview:
+    """A preview as `actor` may see it: an account manager sees only their own clients (in any
+    category), exactly the contacts their service mail would reach.
+
+    A preview that shows contacts (`sample_size` > 0) is audited; a count alone is not, so a
+    live count in an editor does not flood the audit log.
+    """
+    category = Category(category)
+    require(session, actor, "audience.preview", object_type="audience", object_id=label or None)
+    now = now or dt.datetime.now(dt.UTC)
+    manager_id = actor.user_id if actor.role is Role.ACCOUNT_MANAGER else None
+    if actor.role is Role.ACCOUNT_MANAGER and manager_id is None:
+        manager_id = -1  # an account manager without a user row manages nobody
+    result = preview(
+        session,
+        rule,
+        category,
+        today=now.date(),
+        now=now,
+        account_manager_id=manager_id if category is Category.SERVICE else None,
+        policy_grace_days=settings.policy_grace_days,
+        sample_size=sample_size,
+        only_clients_of=manager_id,
+    )
+    if result.sample:
+        audit(
+            session,
+            actor,
+            "audience.preview",
+            object_type="audience",
+            object_id=label,
+            category=category.value,
+            rule=result.rule_text,
+            eligible=result.eligible,
+            excluded=result.excluded,
+            sample_size=len(result.sample),
+        )
+    return result
+
+
+def count_audience(
+    session: Session,
+    actor: Actor,
+    rule: Rule | None,
+    category: Category | str,
+    *,
+    settings: Settings,
+    now: dt.datetime | None = None,
+) -> Preview:
+    """Counts only (no contacts), as `actor` may see them; not audited."""
+    return preview_audience(
+        session, actor, rule, category, settings=settings, sample_size=0, now=now
+    )

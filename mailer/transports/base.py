@@ -1,4 +1,4 @@
-"""What every transport promises, and what an SMTP reply means (STANDARDS.md §6–7).
+"""What every transport promises, and what an SMTP reply means (docs/standards.md §6–7).
 
 A transport takes built messages and gives back one `DeliveryResult` per message, in order; it
 never raises for a problem with one message. The meaning of a reply (`classify`) and the outcome

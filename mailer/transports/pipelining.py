@@ -3,7 +3,8 @@
 When the server advertises PIPELINING, each write carries the body of one message followed by
 MAIL FROM, RCPT TO and DATA of the next (RFC 2920 §3.1 lets message content open a group), so a
 message costs one write and one round trip, where a command-at-a-time client (aiosmtplib) needs
-four (PERF.md, lever 6). Servers without PIPELINING get the same commands one at a time.
+four (docs/performance.md §3, lever 6). Servers without PIPELINING get the same commands one
+at a time.
 Replies are judged by `base.result_from_reply`, exactly as the aiosmtplib transport judges them.
 """
 

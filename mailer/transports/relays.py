@@ -4,7 +4,9 @@
     smtps://…              implicit TLS (port 465 by default)
     capture://             the in-process capture server (see capture.py)
 
-Several URLs separated by commas spread the connections across relays.
+Several URLs separated by commas spread the connections across relays. A URL with a user name
+needs verified TLS (smtps:// or starttls=1, and not verify=0): the password never goes out in
+clear nor to a server whose certificate was not checked.
 """
 
 from __future__ import annotations
@@ -100,6 +102,18 @@ def parse_relay(url: str, *, default_timeout_s: float = 30.0) -> Relay:
             "or use smtp:// with starttls=1"
         )
     verify = _flag(shown, params, "verify")
+    if parts.username and not (parts.scheme == "smtps" or starttls):
+        raise ConfigError(
+            f"MAILER_SMTP_URL {shown!r}: the password would be sent without TLS whenever the "
+            "server (or anyone in between) offers no STARTTLS; add starttls=1 "
+            "(smtp://user:pass@host:587?starttls=1) or use smtps://"
+        )
+    if parts.username and verify is False:
+        raise ConfigError(
+            f"MAILER_SMTP_URL {shown!r}: verify=0 would send the password over TLS to any "
+            "server that answers, unverified; drop verify=0, and add cafile=/path/to/ca.pem if "
+            "your relay's certificate comes from your own CA"
+        )
     try:
         timeout_s = float(params.get("timeout_s", default_timeout_s))
     except ValueError as exc:
@@ -115,6 +129,14 @@ def parse_relay(url: str, *, default_timeout_s: float = 30.0) -> Relay:
         is_verifying=verify is not False,
         cafile=params.get("cafile", ""),
     )
+
+
+def rate_limit_name(urls: str) -> str:
+    """The relays of `urls` as `host:port,…`: what a shared rate limit is keyed by in Redis,
+    where a key name must never carry the password of the URL."""
+    if urls.strip().startswith("capture://"):
+        return "capture"
+    return ",".join(relay.address for relay in parse_relays(urls))
 
 
 def _flag(shown: str, params: dict[str, str], name: str) -> bool | None:

@@ -1,12 +1,15 @@
 """The public handlers: one-click unsubscribe, preference center, policy pages, health.
 
-Handlers are thin: read the token and the form, call `mailer.consent` or `mailer.policy_text`
+Handlers are thin: read the token and the form, call `mailer.consent` or `mailer.policy`
 in a worker thread (the database is synchronous), render a page. A bad token, or a token of a
 contact since erased, gets the same 404 page as an unknown path, so nothing tells who exists.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,17 +22,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailer import consent, policy_text
+from mailer import consent
 from mailer.enums import ALL_MARKETING, Category, OptOutSource
 from mailer.errors import TokenError
 from mailer.models import Contact
+from mailer.policy import text as policy_text
 from mailer.runtime import Runtime
 from mailer.tokens import RecipientToken, TokenSigner
 from mailer.web.pages import mask_address, render
-from mailer.web.security import client_ip
+from mailer.web.security import client_ip, is_cross_site, origin_of
 
 #: Who the audit log names for a change a recipient made from a link.
 RECIPIENT_ACTOR = "recipient"
+#: How long /healthz reuses its last database check.
+HEALTH_CACHE_S = 1.0
+#: What a policy version label can be ("1", "2026-11"); anything else is no page of ours.
+_VERSION_LABEL = re.compile(r"[A-Za-z0-9._-]{1,32}")
 #: The largest form body accepted: the forms here hold a handful of short fields.
 MAX_FORM_BYTES = 16 * 1024
 
@@ -41,12 +49,20 @@ class WebContext:
     runtime: Runtime
     env: Environment
     signer: TokenSigner
+    #: (monotonic time, result) of the last database check of /healthz.
+    health: tuple[float, bool] = (-math.inf, False)
 
     def read_token(self, raw: str) -> RecipientToken:
         try:
             return self.signer.read(raw)
         except TokenError:
             raise HTTPException(404) from None
+
+    def refuse_cross_site(self, request: Request) -> None:
+        """403 for a form another site's page posted (it could opt a contact back in)."""
+        allowed = (origin_of(self.runtime.settings.public_base_url),)
+        if is_cross_site(request.scope, allowed_origins=allowed):
+            raise HTTPException(403)
 
     def visitor(self, request: Request) -> dict[str, str]:
         """The IP and user agent recorded with a consent change."""
@@ -172,6 +188,7 @@ async def preferences_page(request: Request) -> Response:
     raw = request.path_params["token"]
     token = ctx.read_token(raw)
     if request.method == "POST":
+        ctx.refuse_cross_site(request)  # not on one-click: providers POST that cross-site
         form = await _read_form(request)
         action = str(form.get("action") or "")
         who = ctx.visitor(request)
@@ -208,21 +225,33 @@ def _policy(ctx: WebContext, label: str | None) -> dict[str, Any]:
 async def privacy_page(request: Request) -> Response:
     """GET /privacy and /privacy/{version}: the text, its date, and what changed."""
     ctx = _ctx(request)
-    state = await run_in_threadpool(_policy, ctx, request.path_params.get("version"))
+    label = request.path_params.get("version")
+    if label is not None and not _VERSION_LABEL.fullmatch(label):
+        raise HTTPException(404)  # e.g. a NUL byte, which PostgreSQL refuses in any text
+    state = await run_in_threadpool(_policy, ctx, label)
     return render(ctx.env, "privacy.html", **state)
 
 
 def _database_ok(ctx: WebContext) -> bool:
+    now = time.monotonic()
+    checked_at, was_ok = ctx.health
+    if now - checked_at < HEALTH_CACHE_S:
+        return was_ok
     try:
         with ctx.runtime.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+        is_ok = True
     except Exception:
-        return False
-    return True
+        is_ok = False
+    ctx.health = (now, is_ok)
+    return is_ok
 
 
 async def healthz(request: Request) -> Response:
-    """GET /healthz: 200 when the database answers a trivial query, else 503."""
+    """GET /healthz: 200 when the database answers a trivial query, else 503.
+
+    The answer is reused for HEALTH_CACHE_S, so a flood of checks costs the database one
+    query a second at most."""
     is_ok = await run_in_threadpool(_database_ok, _ctx(request))
     body = {"status": "ok" if is_ok else "unavailable", "database": "ok" if is_ok else "down"}
     return JSONResponse(body, status_code=200 if is_ok else 503)

@@ -1,7 +1,7 @@
 """heartbeats: running workers and schedulers report themselves (`mailer status`)
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from mailer.models import UTCDateTime
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

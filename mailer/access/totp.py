@@ -1,0 +1,195 @@
+"""Time-based one-time passwords (RFC 6238, HMAC-SHA1, 30-second steps, 6 digits) as an
+optional second factor, which an admin can require of every admin."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import struct
+import time
+from urllib.parse import quote, urlencode
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailer.access.actor import Actor, audit, require
+from mailer.enums import Role
+from mailer.errors import MailerError, NotFoundError
+from mailer.models import AccessSetting, User, utcnow
+
+STEP_S = 30
+DIGITS = 6
+#: Codes from one step before or after now are accepted (clock drift, typing time).
+DRIFT_STEPS = 1
+#: The `access_settings` key: True when every admin must use TOTP.
+REQUIRE_FOR_ADMINS = "totp_required_for_admins"
+ISSUER = "CPI mailer"
+
+
+class TotpError(MailerError):
+    """A TOTP code is wrong, or enrollment is not possible as asked."""
+
+
+def new_secret() -> str:
+    """A random 160-bit secret in base32 (what authenticator apps take)."""
+    return base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
+
+
+def _key(secret: str) -> bytes:
+    padded = secret.strip().replace(" ", "").upper()
+    padded += "=" * (-len(padded) % 8)
+    return base64.b32decode(padded)
+
+
+def code_at(secret: str, step: int, digits: int = DIGITS) -> str:
+    """The code for one time step (RFC 4226 HOTP over the step counter)."""
+    digest = hmac.new(_key(secret), struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    number = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return str(number % 10**digits).zfill(digits)
+
+
+def step_at(unix_time: float) -> int:
+    return int(unix_time // STEP_S)
+
+
+def matching_step(
+    secret: str, code: str, *, now: float | None = None, after_step: int | None = None
+) -> int | None:
+    """The step `code` belongs to (within ±1 of now, later than `after_step`), else None."""
+    code = code.strip().replace(" ", "")
+    if len(code) != DIGITS or not code.isdigit():
+        return None
+    current = step_at(time.time() if now is None else now)
+    for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
+        if after_step is not None and step <= after_step:
+            continue  # a code already used (or an older one) never works again
+        if hmac.compare_digest(code_at(secret, step), code):
+            return step
+    return None
+
+
+def provisioning_uri(secret: str, username: str, issuer: str = ISSUER) -> str:
+    """The otpauth:// URI an authenticator app scans (as a QR code) to enroll."""
+    label = quote(f"{issuer}:{username}")
+    query = urlencode({"secret": secret, "issuer": issuer, "digits": DIGITS, "period": STEP_S})
+    return f"otpauth://totp/{label}?{query}"
+
+
+def check_user_code(user: User, code: str, *, now: float | None = None) -> bool:
+    """Verify a sign-in code and burn its step (no replay); the caller commits."""
+    if not user.totp_enabled or not user.totp_secret:
+        return False
+    step = matching_step(user.totp_secret, code, now=now, after_step=user.totp_last_step)
+    if step is None:
+        return False
+    user.totp_last_step = step
+    return True
+
+
+def begin_enrollment(session: Session, actor: Actor) -> str:
+    """Give the actor a new (not yet enabled) secret; returns it for the QR code / manual entry."""
+    user = _own_user(session, actor)
+    require(session, actor, "totp.own", object_type="user", object_id=user.username)
+    user.totp_secret = new_secret()
+    user.totp_enabled = False
+    user.totp_last_step = None
+    audit(session, actor, "totp.enroll_start", object_type="user", object_id=user.username)
+    return user.totp_secret
+
+
+def confirm_enrollment(
+    session: Session, actor: Actor, code: str, *, now: float | None = None
+) -> None:
+    """Enable TOTP once the user proves their app shows the right code."""
+    user = _own_user(session, actor)
+    if not user.totp_secret:
+        raise TotpError("start enrolling first: no TOTP secret has been issued to you")
+    step = matching_step(user.totp_secret, code, now=now)
+    if step is None:
+        raise TotpError(
+            "that code does not match: check the authenticator app shows 'CPI mailer' and the "
+            "device clock is right, then type the current 6 digits"
+        )
+    user.totp_enabled = True
+    user.totp_last_step = step
+    audit(session, actor, "totp.enable", object_type="user", object_id=user.username)
+
+
+def disable_totp(session: Session, actor: Actor, username: str | None = None) -> None:
+    """Turn TOTP off for `username` (default: the actor). Admins may do it for anyone (a lost
+    phone); an admin cannot drop their own while TOTP is required for admins."""
+    target = username or actor.username
+    if target != actor.username:
+        require(
+            session,
+            actor,
+            "totp.reset",
+            object_type="user",
+            object_id=target,
+            reason="only an admin may turn off another user's second factor",
+        )
+    elif actor.role is Role.ADMIN and totp_required_for_admins(session):
+        raise TotpError(
+            "TOTP is required for every admin; another admin can reset yours if you lost it"
+        )
+    user = session.scalar(select(User).where(User.username == target))
+    if user is None:
+        raise NotFoundError(f"no user {target!r}")
+    user.totp_enabled = False
+    user.totp_secret = ""
+    user.totp_last_step = None
+    audit(session, actor, "totp.disable", object_type="user", object_id=target)
+
+
+def totp_required_for_admins(session: Session) -> bool:
+    row = session.get(AccessSetting, REQUIRE_FOR_ADMINS)
+    return bool(row and row.value)
+
+
+def set_totp_required_for_admins(session: Session, actor: Actor, required: bool) -> None:
+    """Require (or stop requiring) TOTP for every admin. The admin turning it on must have it."""
+    require(
+        session,
+        actor,
+        "settings.totp_required",
+        object_type="setting",
+        object_id=REQUIRE_FOR_ADMINS,
+        reason="only an admin may change sign-in requirements",
+    )
+    if required:
+        me = _own_user(session, actor)
+        if not me.totp_enabled:
+            raise TotpError("enable TOTP for yourself first, so requiring it cannot lock you out")
+    row = session.get(AccessSetting, REQUIRE_FOR_ADMINS)
+    if row is None:
+        row = AccessSetting(key=REQUIRE_FOR_ADMINS)
+        session.add(row)
+    row.value = bool(required)
+    row.updated_at = utcnow()
+    row.updated_by = actor.username
+    audit(
+        session,
+        actor,
+        "settings.change",
+        object_type="setting",
+        object_id=REQUIRE_FOR_ADMINS,
+        after=bool(required),
+    )
+
+
+def needs_enrollment(session: Session, actor: Actor) -> bool:
+    """True when this admin must enroll TOTP before anything else (the web sends them there)."""
+    if actor.role is not Role.ADMIN or actor.user_id is None:
+        return False
+    user = session.get(User, actor.user_id)
+    return bool(user and not user.totp_enabled and totp_required_for_admins(session))
+
+
+def _own_user(session: Session, actor: Actor) -> User:
+    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    if user is None:
+        raise NotFoundError(f"{actor.username!r} is not a mailer user with a second factor")
+    return user

@@ -1,0 +1,335 @@
+"""A campaign's message as one real contact would get it, and test sends of it.
+
+`preview_message` renders a template for a contact (headers, text, HTML) without sending
+anything; `send_test` renders it the same way and delivers it to addresses the caller names,
+marked as a test: "[TEST]" in the subject, an `X-Mailer-Test` header, no DKIM signature, no
+row in the send log. Both are audited, since they show a contact's details.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import default as default_policy
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer.access import Actor, audit, deny, require
+from mailer.access.permissions import ALLOWED_CATEGORIES
+from mailer.addresses import normalize
+from mailer.config import Settings
+from mailer.enums import Category, Role
+from mailer.errors import MailerError, NotFoundError
+from mailer.messages import (
+    CampaignInfo,
+    CampaignMessages,
+    Recipient,
+    SenderIdentity,
+    load_template,
+)
+from mailer.messages.check import SAMPLE_POLICY_PARAMS
+from mailer.messages.headers import parse_mailbox
+from mailer.models import Contact, Organization, PolicyVersion, User
+from mailer.outgoing import DeliveryResult, Outcome
+from mailer.rules import Preview, parse_rule, preview_audience
+from mailer.runtime import Runtime
+from mailer.transports import make_transport
+
+#: How many addresses one test send may go to: a test, not a campaign.
+MAX_TEST_RECIPIENTS = 10
+#: Marks every test message, so no reader mistakes it for the real thing.
+TEST_SUBJECT_PREFIX = "[TEST] "
+TEST_HEADER = b"X-Mailer-Test: yes; not part of any campaign's send log\r\n"
+
+
+class TestSendError(MailerError):
+    """A test send cannot go out as asked (no addresses, too many, or a bad one)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    def __init__(self, message: str, *, field: str = "to") -> None:
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class MessagePreview:
+    """One rendered message: what the contact would see, and its headers."""
+
+    template: str
+    contact_id: int
+    contact_email: str
+    subject: str
+    text: str
+    html: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TestDelivery:
+    """What the SMTP server answered for one test address."""
+
+    __test__ = False
+
+    address: str
+    outcome: str
+    code: int | None
+    reply: str
+
+
+def preview_message(
+    rt: Runtime,
+    actor: Actor,
+    *,
+    template: str,
+    contact: int | str,
+    params: dict[str, Any] | None = None,
+) -> MessagePreview:
+    """Render `template` as `contact` (id or email) would get it; audited as template.preview."""
+    with rt.sessions.begin() as session:
+        make, recipient = _prepare(rt.settings, session, actor, template, contact)
+        messages = make(params)
+        out = messages.build(recipient)
+        subject, text, html = messages.render_parts(recipient)
+        audit(
+            session,
+            actor,
+            "template.preview",
+            object_type="template",
+            object_id=template,
+            contact_id=recipient.contact_id,
+        )
+    parsed = message_from_bytes(out.data, policy=default_policy)
+    headers = [(key, str(value)) for key, value in parsed.items()]
+    return MessagePreview(
+        template, recipient.contact_id, recipient.email, subject, text, html, headers
+    )
+
+
+def parse_test_addresses(text: str) -> list[str]:
+    """The addresses of a test send (one a line, or comma-separated); TestSendError if bad."""
+    items = [part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()]
+    if not items:
+        raise TestSendError("give at least one address to send the test to")
+    if len(items) > MAX_TEST_RECIPIENTS:
+        raise TestSendError(
+            f"{len(items)} addresses given; a test goes to at most {MAX_TEST_RECIPIENTS}"
+        )
+    addresses = []
+    for item in items:
+        try:
+            addresses.append(normalize(item).normalized)
+        except ValueError as exc:
+            raise TestSendError(f"{item!r} is not a usable address: {exc}") from exc
+    return addresses
+
+
+async def send_test(
+    rt: Runtime,
+    actor: Actor,
+    *,
+    template: str,
+    contact: int | str,
+    to: list[str],
+    params: dict[str, Any] | None = None,
+    campaign_id: int | None = None,
+) -> list[TestDelivery]:
+    """Render `template` as `contact` (id or email) and deliver it to each address in `to`.
+
+    Nothing is written to the send log; the audit event `campaign.test_send` names the
+    addresses and what the server answered.
+    """
+    addresses = parse_test_addresses("\n".join(to))
+    settings = rt.settings.with_(dkim_private_key_path="")
+    with rt.sessions() as session:
+        make, recipient = _prepare(settings, session, actor, template, contact)
+        messages = make(params)
+        built = []
+        for n, address in enumerate(addresses):
+            message = messages.build(recipient)
+            message.send_id = -(n + 1)  # negative: no send-log row has it
+            message.rcpt = address
+            message.data = TEST_HEADER + _to_and_subject(message.data, address)
+            built.append(message)
+    transport = make_transport(settings)
+    await transport.open()
+    try:
+        results: list[DeliveryResult] = await transport.send_batch(built)
+    finally:
+        await transport.close()
+    deliveries = [
+        TestDelivery(address, r.outcome.value, r.code, r.reply)
+        for address, r in zip(addresses, results, strict=True)
+    ]
+    with rt.sessions.begin() as session:
+        audit(
+            session,
+            actor,
+            "campaign.test_send",
+            object_type="campaign" if campaign_id else "template",
+            object_id=campaign_id or template,
+            template=template,
+            as_contact_id=recipient.contact_id,
+            to=addresses,
+            sent=sum(1 for d in deliveries if d.outcome == Outcome.SENT),
+            replies=[f"{d.code or ''} {d.reply}".strip() for d in deliveries],
+        )
+    return deliveries
+
+
+def _to_and_subject(data: bytes, address: str) -> bytes:
+    """The test's To is the address it goes to; its subject says it is a test."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    out = []
+    skip_folded = False
+    for line in lines:
+        if skip_folded and line[:1] in (b" ", b"\t"):
+            continue
+        skip_folded = False
+        lower = line.lower()
+        if lower.startswith(b"to:"):
+            out.append(b"To: <" + address.encode("utf-8") + b">")
+            skip_folded = True
+            continue
+        if lower.startswith(b"subject:"):
+            line = b"Subject: " + TEST_SUBJECT_PREFIX.encode() + line[len(b"subject:") :].lstrip()
+        out.append(line)
+    return b"\r\n".join(out) + sep + body
+
+
+def _prepare(
+    settings: Settings, session: Session, actor: Actor, template_name: str, contact: int | str
+) -> tuple[Any, Recipient]:
+    template = load_template(settings, template_name)
+    require_category(session, actor, template.category, template_name)
+    recipient, manager = recipient_for(session, contact)
+    if actor.role == Role.ACCOUNT_MANAGER and (manager is None or manager.id != actor.user_id):
+        raise deny(
+            session,
+            actor,
+            "template.preview",
+            f"contact {contact} is not a contact of one of {actor.username}'s clients; an "
+            "account manager previews and tests only with their own clients",
+            object_type="contact",
+            object_id=recipient.contact_id,
+        )
+    policy = _policy_params(session) if template.category is Category.POLICY else {}
+    sender = sender_for(settings, template.category, manager)
+
+    def make(params: dict[str, Any] | None) -> CampaignMessages:
+        return CampaignMessages(
+            settings.with_(dkim_private_key_path=""),
+            template=template,
+            campaign=CampaignInfo(
+                id=0, name=f"preview {template_name}", category=template.category
+            ),
+            sender=sender,
+            params={**policy, **(params or {})},
+        )
+
+    return make, recipient
+
+
+def require_category(session: Session, actor: Actor, category: Category, what: str) -> None:
+    """Refuse (audited) unless the actor's role may send mail of `category`."""
+    allowed = ALLOWED_CATEGORIES[actor.role]
+    require(
+        session,
+        actor,
+        "template.view",
+        object_type="template",
+        object_id=what,
+        allowed=category in allowed,
+        reason=f"{category} mail needs another role; a {actor.role.value} user sends "
+        + ", ".join(sorted(allowed)),
+    )
+
+
+def recipient_for(session: Session, contact: int | str) -> tuple[Recipient, User | None]:
+    """The contact (id or email) as the delivery engine would see it, and their manager."""
+    query = select(Contact, Organization).join(
+        Organization, Contact.organization_id == Organization.id
+    )
+    if isinstance(contact, int) or contact.isdigit():
+        query = query.where(Contact.id == int(contact))
+    else:
+        query = query.where(func.lower(Contact.email) == contact.strip().lower())
+    row = session.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"no contact {contact!r}; search contacts to find one")
+    found, org = row
+    manager = session.get(User, org.account_manager_id) if org.account_manager_id else None
+    recipient = Recipient(
+        send_id=0,
+        contact_id=found.id,
+        email=found.email,
+        first_name=found.first_name,
+        last_name=found.last_name,
+        title=found.title,
+        needs_smtputf8=found.needs_smtputf8,
+        org_name=org.name,
+        org_industry=org.industry,
+        org_employees=org.benefit_eligible_employees,
+        org_city=org.city,
+        org_state=org.state,
+        org_kind=org.kind,
+        manager_name=manager.display_name if manager else "",
+        manager_email=manager.email if manager else "",
+        manager_phone=manager.phone if manager else "",
+    )
+    return recipient, manager
+
+
+def sender_for(settings: Settings, category: Category, manager: User | None) -> SenderIdentity:
+    """Who a message of `category` comes from: the account manager for service mail."""
+    if category is Category.SERVICE and manager is not None:
+        return SenderIdentity(manager.display_name, manager.email, manager.phone)
+    source = settings.company_from if category is Category.POLICY else settings.marketing_from
+    display, address = parse_mailbox(source)
+    return SenderIdentity(display, address)
+
+
+def _policy_params(session: Session) -> dict[str, Any]:
+    latest = session.scalars(
+        select(PolicyVersion).order_by(PolicyVersion.published_at.desc()).limit(1)
+    ).first()
+    if latest is None:
+        return dict(SAMPLE_POLICY_PARAMS)
+    return {
+        "version": latest.version,
+        "effective_date": latest.effective_on.strftime("%B %-d, %Y"),
+        "summary": latest.summary,
+    }
+
+
+def count_audience(
+    rt: Runtime,
+    actor: Actor,
+    *,
+    rule_text: str,
+    category: Category | str,
+    sample_size: int = 10,
+    now: dt.datetime | None = None,
+) -> Preview:
+    """Who `rule_text` reaches in `category` as `actor` would launch it: counts and a sample.
+
+    An account manager sees only their own clients. RuleError says where a rule is wrong.
+    """
+    category = Category(category)
+    rule = parse_rule(rule_text, "rule") if rule_text.strip() else None
+    with rt.sessions.begin() as session:
+        require_category(session, actor, category, "audience")
+        return preview_audience(
+            session,
+            actor,
+            rule,
+            category,
+            settings=rt.settings,
+            label="rule",
+            sample_size=sample_size,
+            now=now,
+        )

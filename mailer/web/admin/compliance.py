@@ -1,0 +1,235 @@
+"""Admin screens: policy versions (publish, coverage with CSV, resend) and the audit log with
+filters and export."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from mailer import audit, policy, reports
+from mailer.enums import Role
+from mailer.errors import PolicyError
+from mailer.web.admin.pages import DEFAULT_ZONE, checked_form, done, field, render
+from mailer.web.context import actor, context, page_id
+from mailer.web.guard import allow
+
+COVERAGE_COLUMNS = [
+    "external_id",
+    "name",
+    "account_manager",
+    "is_reached",
+    "sent",
+    "pending",
+    "undeliverable",
+    "failed",
+    "skipped",
+    "reason",
+]
+AUDIT_COLUMNS = ["id", "at", "actor", "ip", "action", "object_type", "object_id", "details"]
+
+
+def _versions(request: Request) -> list[Any]:
+    with context(request).runtime.sessions.begin() as session:
+        policy.ensure_first_version(session)
+        versions = policy.all_versions(session)
+        session.expunge_all()
+        return list(reversed(versions))
+
+
+@allow(Role.ADMIN)
+async def policy_page(request: Request) -> Response:
+    """Policy versions, newest first, and the form to publish the next one."""
+    versions = await run_in_threadpool(_versions, request)
+    return render(request, "policy.html", versions=versions, values={}, errors={})
+
+
+def _day(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+@allow(Role.ADMIN)
+async def publish(request: Request) -> Response:
+    """Publish a version; a material one launches the notice to every client at once."""
+    form = await checked_form(request)
+    values = {
+        "version": field(form, "version"),
+        "effective_on": field(form, "effective_on"),
+        "summary": str(form.get("summary", "")).strip(),
+        "text": str(form.get("text", "")).strip(),
+        "is_material": form.get("is_material") == "yes",
+    }
+    errors: dict[str, str] = {}
+    effective_on = _day(str(values["effective_on"]))
+    if effective_on is None:
+        errors["effective_on"] = "Give the date it takes effect, like 2027-01-01."
+    for name in ("version", "summary", "text"):
+        if not values[name]:
+            errors[name] = "Required."
+    if form.get("confirm") != "yes":
+        errors["confirm"] = "Tick the box to confirm."
+    ctx = context(request)
+    if not errors:
+        assert effective_on is not None
+        try:
+            report = await run_in_threadpool(
+                lambda: policy.publish_policy(
+                    ctx.runtime,
+                    version=str(values["version"]),
+                    effective_on=effective_on,
+                    text=str(values["text"]),
+                    summary=str(values["summary"]),
+                    is_material=bool(values["is_material"]),
+                    actor=actor(request),
+                    dispatch=ctx.dispatch,
+                )
+            )
+        except PolicyError as exc:
+            errors["version"] = str(exc)
+        else:
+            return done(request, f"/admin/policy/{report.version}/coverage?notice=published")
+    versions = await run_in_threadpool(_versions, request)
+    return render(
+        request, "policy.html", status_code=422, versions=versions, values=values, errors=errors
+    )
+
+
+def _coverage(request: Request) -> Any:
+    version = request.path_params["version"]
+    return policy.coverage(context(request).runtime, version, actor=actor(request))
+
+
+@allow(Role.ADMIN)
+async def coverage(request: Request) -> Response:
+    """Which clients the notice of a version reached, and why the others were not."""
+    report = await run_in_threadpool(_coverage, request)
+    return render(request, "coverage.html", report=report)
+
+
+@allow(Role.ADMIN)
+async def coverage_csv(request: Request) -> Response:
+    """Coverage of a version, one row per client, as CSV."""
+    report = await run_in_threadpool(_coverage, request)
+    rows = [[c.as_dict()[k] for k in COVERAGE_COLUMNS] for c in report.clients]
+    return Response(
+        reports.csv_text(COVERAGE_COLUMNS, rows),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="policy-{report.version}-coverage.csv"'
+        },
+    )
+
+
+@allow(Role.ADMIN)
+async def resend(request: Request) -> Response:
+    """Queue the notice for every eligible contact not yet sent it (never a second copy)."""
+    await checked_form(request)
+    version = request.path_params["version"]
+    ctx = context(request)
+    await run_in_threadpool(
+        lambda: policy.resend_notice(
+            ctx.runtime, version, actor=actor(request), dispatch=ctx.dispatch
+        )
+    )
+    return done(request, f"/admin/policy/{version}/coverage?notice=resent")
+
+
+def _audit_filter(request: Request) -> tuple[audit.AuditFilter, dict[str, str]]:
+    q = request.query_params
+    shown = {k: q.get(k, "").strip()[:100] for k in ("actor", "action", "object", "since", "until")}
+    zone = ZoneInfo(DEFAULT_ZONE)
+    object_type, _, object_id = shown["object"].partition(":")
+    since = _day(shown["since"])
+    until = _day(shown["until"])
+    return (
+        audit.AuditFilter(
+            actor=shown["actor"],
+            action=shown["action"],
+            object_type=object_type.strip(),
+            object_id=object_id.strip(),
+            since=dt.datetime.combine(since, dt.time(), zone) if since else None,
+            until=dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), zone)
+            if until
+            else None,
+        ),
+        shown,
+    )
+
+
+@allow(Role.ADMIN)
+async def audit_log(request: Request) -> Response:
+    """The audit log, newest first, filtered by actor, action, object and date."""
+    where, shown = _audit_filter(request)
+    before = request.query_params.get("before", "")
+
+    def run() -> list[Any]:
+        with context(request).runtime.sessions() as session:
+            events = audit.search(session, where, limit=100, before_id=page_id(before))
+            session.expunge_all()
+            return events
+
+    events = await run_in_threadpool(run)
+    return render(
+        request,
+        "audit.html",
+        events=events,
+        f=shown,
+        next_before=events[-1].id if len(events) == 100 else None,
+    )
+
+
+@allow(Role.ADMIN)
+async def audit_csv(request: Request) -> Response:
+    """The filtered audit log as CSV (at most 100,000 events)."""
+    where, _ = _audit_filter(request)
+
+    def run() -> str:
+        with context(request).runtime.sessions.begin() as session:
+            events = audit.search(session, where, limit=100_000)
+            audit.record(
+                session,
+                actor(request).username,
+                "audit.export",
+                object_type="audit",
+                events=len(events),
+                filter={k: str(v) for k, v in vars(where).items() if v},
+            )
+            rows = [
+                [
+                    e.id,
+                    e.at.isoformat(),
+                    e.actor,
+                    e.ip,
+                    e.action,
+                    e.object_type,
+                    e.object_id,
+                    e.details,
+                ]
+                for e in events
+            ]
+        return reports.csv_text(AUDIT_COLUMNS, rows)
+
+    return Response(
+        await run_in_threadpool(run),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="audit-log.csv"'},
+    )
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/policy", policy_page, methods=["GET"]),
+    Route("/policy", publish, methods=["POST"]),
+    Route("/policy/{version}/coverage", coverage, methods=["GET"]),
+    Route("/policy/{version}/coverage.csv", coverage_csv, methods=["GET"]),
+    Route("/policy/{version}/resend", resend, methods=["POST"]),
+    Route("/audit", audit_log, methods=["GET"]),
+    Route("/audit.csv", audit_csv, methods=["GET"]),
+]

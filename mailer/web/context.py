@@ -1,0 +1,59 @@
+"""What the admin app and the API share: the runtime, the batch dispatcher, the actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from mailer.access import Actor, LoginThrottle
+from mailer.delivery.batches import Dispatch
+from mailer.errors import NotFoundError
+from mailer.runtime import Runtime
+from mailer.web.security import client_ip
+
+
+@dataclass
+class AppContext:
+    runtime: Runtime
+    #: Hands planned batches to the workers (None: leave them for the sweep).
+    dispatch: Dispatch | None
+    #: Failed sign-ins per (IP, username), shared through Redis when the broker is Redis.
+    throttle: LoginThrottle
+
+    @property
+    def secret(self) -> bytes:
+        return self.runtime.settings.secret_key.reveal().encode()
+
+
+def context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def actor(request: Request) -> Actor:
+    """The signed-in actor (endpoints behind `allow` always have one)."""
+    who: Actor = request.state.actor
+    return who
+
+
+def ip_of(request: Request) -> str:
+    trusted = context(request).runtime.settings.trusted_proxy
+    return client_ip(request.scope, trusted_proxy=trusted)
+
+
+#: The largest id a campaign, contact or organization can have (their columns are 32-bit).
+MAX_ID = 2**31 - 1
+
+
+def int_param(request: Request, name: str) -> int:
+    """A path parameter declared `{name:int}`; an id past any column's range is not found."""
+    value = int(request.path_params[name])
+    if value > MAX_ID:
+        raise NotFoundError(f"no {name.removesuffix('_id')} {value}")
+    return value
+
+
+def page_id(text: str) -> int | None:
+    """The id of a "more" link's `before`/`after` parameter, or None when it is not one."""
+    return int(text) if text.isdigit() and int(text) <= MAX_ID else None

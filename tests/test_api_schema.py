@@ -1,0 +1,100 @@
+"""schemathesis against the running API: every operation in /api/v1/openapi.json, generated
+valid and invalid input, as an admin (who may call everything): no 5xx, and every answer
+matches the document (status, content type, schema, Allow on 405, 401 without the token).
+
+Example counts are kept small so the run takes seconds; raise MAILER_SCHEMATHESIS_EXAMPLES
+for a deeper run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from mailer import access, campaigns
+from mailer.runtime import Runtime
+from mailer.web import create_app
+from tests.test_browser import _free_port
+
+EXAMPLES = os.environ.get("MAILER_SCHEMATHESIS_EXAMPLES", "4")
+
+
+@pytest.fixture
+def api_url(rt: Runtime, smtp_server: Any) -> Iterator[str]:
+    settings = rt.settings.with_(smtp_url=smtp_server.url, smtp_local_hostname="mailer.test")
+    app = create_app(
+        runtime=Runtime(settings, rt.engine, rt.sessions), dispatch=lambda batches: None
+    )
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_the_api_answers_as_its_openapi_document_says(
+    rt: Runtime, api_url: str, staff: Any, make_contact: Any, tmp_path: Path
+) -> None:
+    make_contact()
+    with rt.sessions() as s:
+        mark = access.actor_for_username(s, "mark")
+    campaigns.create_campaign(
+        rt,
+        actor=mark,
+        name="Spring",
+        category="promotions",
+        template="promotions/aca-reporting",
+    )
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="schemathesis").token
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert cli, "schemathesis is missing: it is in the test extra (pip install -e '.[test]')"
+    result = subprocess.run(
+        [
+            cli,
+            "run",
+            f"{api_url}/api/v1/openapi.json",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            # the API refuses state changes that no longer apply (409), which the stateless
+            # generator cannot know about; ignored_auth and the rest stay on
+            "positive_data_acceptance,use_after_free,ensure_resource_availability",
+            "--max-examples",
+            EXAMPLES,
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--workers",
+            "1",
+            "--max-failures",
+            "10",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-3000:]
