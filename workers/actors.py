@@ -1,7 +1,7 @@
 """Thin actors: JSON ids in, one core call. `setup(settings)` builds the process's wiring.
 
-`dramatiq workers.main` (and each process `mailer worker` starts) imports `workers.main`, which
-calls `setup` once at start.
+Each process `mailer worker` starts (`workers.process`) calls `setup` once at start, and so does
+`workers.main`, the module for running `dramatiq workers.main` directly.
 """
 
 from __future__ import annotations
