@@ -259,7 +259,7 @@ def _cpu_by_component() -> dict[str, float]:
             fields = (proc / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if "workers.main" in cmdline:
+        if "workers.main" in cmdline or "workers.process" in cmdline:
             part = "workers"
         elif cmdline.startswith("postgres"):
             part = "postgresql"

@@ -86,6 +86,13 @@ def main() -> None:
             "--into-db", "--contacts-per-org", "1-1")  # fmt: skip
         with engine.begin() as conn:
             conn.execute(text("UPDATE contacts SET status = 'active'"))
+            # every organization an active client, so the service notice reaches all N too
+            conn.execute(
+                text(
+                    "UPDATE organizations SET kind = 'client', "
+                    "agreement_started_on = '2020-01-01', agreement_ended_on = NULL"
+                )
+            )
         start("mailer", "scheduler", log="scheduler.log")
         worker = start(
             "mailer", "worker", "-p", str(args.processes), "-t", str(args.threads), log="worker.log"

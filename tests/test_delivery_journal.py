@@ -162,14 +162,18 @@ def test_a_real_deadlock_is_retried_until_both_transactions_commit(rt: Runtime) 
         threading.Thread(target=bump, args=((1, 2), "ab")),
         threading.Thread(target=bump, args=((2, 1), "ba")),
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
-    assert sorted(attempts.values()) == [1, 2]  # exactly one lost the deadlock and ran again
-    with rt.engine.connect() as conn:
-        assert conn.execute(text("SELECT sum(n) FROM deadlock_probe")).scalar() == 4
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        assert sorted(attempts.values()) == [1, 2]  # exactly one lost the deadlock, ran again
+        with rt.engine.connect() as conn:
+            assert conn.execute(text("SELECT sum(n) FROM deadlock_probe")).scalar() == 4
+    finally:
+        with rt.engine.begin() as conn:  # the schema must stay the models' (test_db)
+            conn.execute(text("DROP TABLE deadlock_probe"))
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -188,11 +192,15 @@ def test_a_connection_killed_mid_transaction_is_retried_on_a_new_one(rt: Runtime
             admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
         return int(session.execute(text("SELECT count(*) FROM kill_probe")).scalar() or 0)
 
-    assert in_transaction(rt.sessions, work, what="probe") == 1
-    admin.close()
-    assert calls == 2
-    with rt.engine.connect() as conn:
-        assert conn.execute(text("SELECT array_agg(id) FROM kill_probe")).scalar() == [2]
+    try:
+        assert in_transaction(rt.sessions, work, what="probe") == 1
+        admin.close()
+        assert calls == 2
+        with rt.engine.connect() as conn:
+            assert conn.execute(text("SELECT array_agg(id) FROM kill_probe")).scalar() == [2]
+    finally:
+        with rt.engine.begin() as conn:
+            conn.execute(text("DROP TABLE kill_probe"))
     assert os.getpid()  # the test process itself carried on
 
 

@@ -132,9 +132,10 @@ def test_sigkilled_worker_processes_and_groups_lose_nobody(
     # When one worker process is SIGKILLed, then another, then the whole worker group
     dep.wait_sent(cid, 80)
     os.kill(worker.children()[0], signal.SIGKILL)
-    dep.wait_sent(cid, 200)
+    worker.wait_for("died (signal 9)")  # the supervisor replaces it, the other one goes on
+    dep.wait_sent(cid, 160)
     os.kill(worker.children()[-1], signal.SIGKILL)
-    dep.wait_sent(cid, 320)
+    dep.wait_sent(cid, 240)
     worker.kill_group()
     time.sleep(1)
     dep.start("worker", "worker", "-p", "2", "-t", "2", ready="mailer worker ready")
@@ -142,7 +143,6 @@ def test_sigkilled_worker_processes_and_groups_lose_nobody(
     # Then the campaign completes: nobody lost, marketing never twice, few unknown
     dep.wait_done(cid, timeout_s=180)
     assert dep.status(cid) == "completed"
-    assert "died (signal 9)" in worker.text()  # the supervisor replaced its dead processes
     _assert_nobody_lost(dep, cid, smtpd, marketing=category != "service")
     counts = dep.counts(cid)
     assert counts.get("unknown", 0) <= 24, counts  # ≤ messages on the wire at the kills

@@ -1,7 +1,7 @@
 """Thin actors: JSON ids in, one core call. `setup(settings)` builds the process's wiring.
 
-`dramatiq workers.main` (and each process `mailer worker` starts) imports `workers.main`, which
-calls `setup` once at start.
+Each process `mailer worker` starts (`workers.process`) calls `setup` once at start, and so does
+`workers.main`, the module for running `dramatiq workers.main` directly.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dramatiq
 import redis
 
 from mailer.config import Settings
-from mailer.delivery import Batch, DeliveryContext, Journal, deliver_batch
+from mailer.delivery import Batch, DeliveryContext, deliver_batch
 from mailer.delivery.deliver import RateLimiter
 from mailer.pacing import make_pacer
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
@@ -76,7 +76,7 @@ class Wiring:
                 rt,
                 lambda: make_transport(rt.settings),
                 rate_limiter=self.rate_limiter,
-                journal=Journal(rt.settings.journal_dir),
+                journal_dir=rt.settings.journal_dir,
                 pacer=self.pacer,
             )
             self._threads.ctx = ctx

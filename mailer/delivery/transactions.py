@@ -3,10 +3,10 @@ try again (deadlock, serialization failure, dropped or refused connection, SQLit
 
 Lock order, which is what keeps PostgreSQL deadlocks out of the hot path by design:
 
-- a transaction that locks send rows locks nothing else first, and never waits for a send row
-  while holding another send row that someone could be waiting for: claims and the sweep take
-  their rows in id order with `FOR UPDATE SKIP LOCKED` (they never wait at all), in chunks of
-  at most a batch, one transaction per chunk;
+- a transaction that locks send rows locks nothing else first; every claim locks its slice
+  in id order (an index scan of `id = ANY(sorted ids)`), so two claims never wait for each other
+  in a cycle; the sweep takes rows in id order with `FOR UPDATE SKIP LOCKED`, in chunks of 500,
+  one transaction per chunk, and so never waits at all;
 - recording results is its own transaction: it never shares one with the claim of new work, so
   losing it cannot cost the results of a slice already sent;
 - the campaign row is updated (completion, pause) in a transaction of its own, after the sends.
