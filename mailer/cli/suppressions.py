@@ -4,11 +4,13 @@ stop."""
 from __future__ import annotations
 
 import click
-from sqlalchemy import select
 
 from mailer.cli._common import acting, acting_option, echo_json, json_option, runtime
-from mailer.deliverability import lift_marketing_suppression, marketing_suppressions
-from mailer.models import Suppression
+from mailer.deliverability import (
+    hard_suppressions,
+    lift_marketing_suppression,
+    marketing_suppressions,
+)
 
 
 @click.group("suppressions")
@@ -30,7 +32,7 @@ def list_command(as_json: bool) -> None:
                 "since": s.created_at.isoformat(),
                 "detail": s.detail,
             }
-            for s in session.scalars(select(Suppression).order_by(Suppression.created_at.desc()))
+            for s in hard_suppressions(session)
         ]
         soft = [
             {

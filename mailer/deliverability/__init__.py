@@ -10,6 +10,7 @@
 
 from mailer.deliverability.rates import CampaignRates, campaign_rates, check_rates
 from mailer.deliverability.soft import (
+    hard_suppressions,
     lift_marketing_suppression,
     marketing_suppressions,
     note_delivered,
@@ -20,6 +21,7 @@ __all__ = [
     "CampaignRates",
     "campaign_rates",
     "check_rates",
+    "hard_suppressions",
     "lift_marketing_suppression",
     "marketing_suppressions",
     "note_delivered",
