@@ -6,7 +6,6 @@ account manager only the campaigns they created (service mail to their own clien
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.access import Actor, deny
+from mailer.csvfiles import csv_writer
 from mailer.enums import Category, OptOutSource, Role, SendStatus
 from mailer.errors import NotFoundError
 from mailer.models import Campaign, OptOut, Send
@@ -214,7 +214,7 @@ REPORT_COLUMNS = [
 def report_csv(session: Session, campaign_id: int, *, chunk: int = 5000) -> Iterator[str]:
     """Every send of the campaign as CSV text chunks (keyset-paged, formula cells defused)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)
     writer.writerow(REPORT_COLUMNS)
     last = 0
     while True:
@@ -246,7 +246,7 @@ def safe_cell(value: object) -> str:
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A small CSV document with every cell defused (see `safe_cell`)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)
     writer.writerow(header)
     for row in rows:
         writer.writerow([safe_cell(v) for v in row])

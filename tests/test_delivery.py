@@ -250,7 +250,7 @@ def test_only_the_owner_or_an_admin_may_launch_or_pause_and_refusals_are_audited
         denied = s.scalars(select(AuditEvent).where(AuditEvent.action == "denied")).all()
         assert [(e.actor, e.details["action"], e.ip) for e in denied] == [
             ("mona", "campaign.launch", "192.0.2.4"),
-            ("mona", "campaign.change", "192.0.2.4"),
+            ("mona", "campaign.pause", "192.0.2.4"),
         ]
         launched = s.scalars(select(AuditEvent).where(AuditEvent.action == "campaign.launch"))
         assert [e.actor for e in launched] == ["ada"]

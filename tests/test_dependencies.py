@@ -28,9 +28,9 @@ USED_INDIRECTLY = {
     "pytest-timeout": "the pytest plugin behind `timeout =` in pyproject.toml",
     "httpx": "Starlette's TestClient (tests/test_web.py) runs on it",
     "httpx2": "Starlette's TestClient prefers it and warns (an error here) without it",
-    "schemathesis": "tests/test_api_schema.py runs its command line against the API",
     "ruff": "scripts/check",
     "mypy": "scripts/check",
+    "schemathesis": "tests/test_api_schema.py runs its command line against the running API",
 }
 
 

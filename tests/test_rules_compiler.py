@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import case, func, insert, inspect, literal, select
 
+from mailer.contacts.states import US_STATES
 from mailer.enums import Category
 from mailer.errors import RuleError
 from mailer.models import (
@@ -511,6 +512,7 @@ _DATES = st.one_of(
     ),
     st.just("today"),
 )
+_STATE_CODES = st.sampled_from(sorted(US_STATES)).map(_quoted)
 _VALUES = {
     "text": _SAFE_TEXT.map(_quoted),
     "number": st.integers(0, 2_000_000).map(str),
@@ -527,7 +529,8 @@ def _conditions(draw: st.DrawFn) -> str:
         values = st.sampled_from(choices)
         op = draw(st.sampled_from(["=", "!=", "in", "not in"] if kind == "choice" else ["=", "!="]))
     else:
-        values = _VALUES[kind]
+        # a state is a two-letter code: any other text is an error that names the code to write
+        values = _STATE_CODES if name == "state" else _VALUES[kind]
         ops = ["=", "!=", "in", "not in", "is empty", "is not empty"]
         ops += ["contains", "starts with"] if kind == "text" else ["<", ">=", "between"]
         op = draw(st.sampled_from(ops))

@@ -324,3 +324,16 @@ def test_policy_publish_coverage_and_resend_are_for_admins(rt: Runtime, make_use
     assert result.exit_code == 4 and "only an admin" in result.output
     actions = [d.details["action"] for d in denials(rt)]
     assert actions == ["policy.publish", "policy.coverage", "policy.resend", "policy.coverage"]
+
+
+def test_totp_commands_for_admins(rt: Runtime, make_user) -> None:
+    make_user(username="ada", role="admin")
+    make_user(username="mel", role="marketing", totp_enabled=True, totp_secret="ABCDEFGH")
+    result = run(rt, "ada", "users", "require-totp", "on")
+    assert result.exit_code == 1 and "enable TOTP for yourself first" in result.output
+    assert run(rt, "mel", "users", "reset-totp", "ada").exit_code == 4
+    result = run(rt, "ada", "users", "reset-totp", "mel")
+    assert result.exit_code == 0, result.output
+    with rt.sessions() as s:
+        mel = s.scalar(select(User).where(User.username == "mel"))
+        assert mel is not None and not mel.totp_enabled and mel.totp_secret == ""

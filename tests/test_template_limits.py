@@ -88,11 +88,38 @@ def test_oversized_products_are_refused_with_the_reason(
         check_template(tmp_templates, name)
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        '"x"|center(100000000)',
+        '"x"|indent(100000000)',
+        '"x".ljust(100000000)',
+        '"x".zfill(100000000)',
+        '"x\tx".expandtabs(100000000)',
+        '"{:>100000000}".format(1)',
+        '("x" * 9000)|replace("x", "y" * 9000)',
+        '("x" * 9000).replace("x", "y" * 9000)',
+        '"-".join(["x" * 9000, "y" * 9000])',
+    ],
+)
+def test_filters_and_methods_that_take_a_size_are_bounded_too(
+    write, tmp_templates: Settings, expression: str
+) -> None:
+    name = write(HEADER + f"<p>{{{{ {expression} }}}}</p>\n")
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match="too large"):
+        check_template(tmp_templates, name)
+    assert time.monotonic() - started < 2
+
+
 def test_small_arithmetic_still_works(write, tmp_templates: Settings) -> None:
-    name = write(HEADER + '<p>{{ 2 ** 10 }} {{ "-" * 3 }} {{ [1] * 2 }} {{ 3 * 4 }}</p>\n')
+    name = write(
+        HEADER + '<p>{{ 2 ** 10 }} {{ "-" * 3 }} {{ [1] * 2 }} {{ 3 * 4 }} '
+        '{{ "a"|center(5) }}|{{ "b".ljust(3) }}|{{ "c-d".replace("-", "+") }}</p>\n'
+    )
     check_template(tmp_templates, name)
     _, _, html = _messages(tmp_templates, name).render_parts(SAMPLE_RECIPIENT)
-    assert "1024 --- [1, 1] 12" in html
+    assert "1024 --- [1, 1] 12   a  |b  |c+d" in html
 
 
 def test_a_render_past_its_time_budget_fails_the_message_with_the_reason(

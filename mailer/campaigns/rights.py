@@ -12,15 +12,8 @@ from mailer.access.permissions import ALLOWED_CATEGORIES, roles_allowed
 from mailer.enums import Category
 from mailer.models import Campaign
 
-#: The access action each campaign verb is checked (and audited) as.
-ACTIONS = {
-    "create": "campaign.create",
-    "edit": "campaign.change",
-    "launch": "campaign.launch",
-    "pause": "campaign.change",
-    "resume": "campaign.change",
-    "cancel": "campaign.change",
-}
+#: The verbs checked here; each is checked and audited as the action `campaign.<verb>`.
+VERBS = ("create", "edit", "launch", "pause", "resume", "cancel")
 
 
 def require_campaign_right(
@@ -36,6 +29,7 @@ def require_campaign_right(
     The actor's role must allow the category; an existing campaign may be changed only by
     whoever created it or an admin.
     """
+    assert verb in VERBS, verb
     reason = ""
     if category not in ALLOWED_CATEGORIES[actor.role]:
         needed = " or ".join(roles_allowed(category))
@@ -48,7 +42,7 @@ def require_campaign_right(
     require(
         session,
         actor,
-        ACTIONS[verb],
+        f"campaign.{verb}",
         object_type="campaign",
         object_id=campaign.id if campaign is not None else None,
         allowed=not reason,

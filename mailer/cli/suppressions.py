@@ -3,14 +3,13 @@ stop."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from mailer.cli._common import acting, acting_option, echo_json, json_option, runtime
-from mailer.deliverability import (
-    hard_suppressions,
-    lift_marketing_suppression,
-    marketing_suppressions,
-)
+from mailer.contacts.compliance import list_suppressions
+from mailer.deliverability import lift_marketing_suppression
 
 
 @click.group("suppressions")
@@ -20,31 +19,13 @@ def suppressions_group() -> None:
 
 @suppressions_group.command("list")
 @json_option
-def list_command(as_json: bool) -> None:
-    """Every suppression with its reason, newest first."""
+@acting_option
+def list_command(as_json: bool, as_username: str) -> None:
+    """Every suppression with its reason, newest first (admins only)."""
     rt = runtime()
     with rt.sessions() as session:
-        hard = [
-            {
-                "address": s.address or "(erased)",
-                "reason": s.reason,
-                "scope": "all mail",
-                "since": s.created_at.isoformat(),
-                "detail": s.detail,
-            }
-            for s in hard_suppressions(session)
-        ]
-        soft = [
-            {
-                "address": m.email,
-                "reason": "soft_bounce",
-                "scope": "marketing",
-                "since": m.since.isoformat(),
-                "detail": m.reason,
-            }
-            for m in marketing_suppressions(session)
-        ]
-    rows = soft + hard
+        listed = list_suppressions(session, acting(session, as_username))
+    rows = [{**dataclasses.asdict(s), "since": s.since.isoformat()} for s in listed]
     if as_json:
         echo_json(rows)
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from sqlalchemy.orm import Session
 
-from mailer.access import Actor, users
+from mailer.access import Actor, totp, users
 from mailer.access.sessions import close_all_sessions, list_sessions
 from mailer.cli._common import (
     acting,
@@ -235,6 +235,30 @@ def logout_everywhere_command(username: str | None, as_username: str, as_json: b
         {"username": who, "sessions_closed": count},
         f"signed {who} out of {count} session(s)",
     )
+
+
+@users_group.command("reset-totp")
+@click.argument("username")
+@acting_option
+@json_option
+def reset_totp_command(username: str, as_username: str, as_json: bool) -> None:
+    """Turn off USERNAME's second factor (admins; e.g. a lost phone): they enroll again."""
+    rt = runtime()
+    with rt.sessions.begin() as session:
+        totp.disable_totp(session, acting(session, as_username), username)
+    _say(as_json, {"username": username, "totp_enabled": False}, f"TOTP of {username} is off")
+
+
+@users_group.command("require-totp")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@acting_option
+@json_option
+def require_totp_command(state: str, as_username: str, as_json: bool) -> None:
+    """Require a TOTP second factor of every admin at sign-in (on), or stop requiring it."""
+    rt = runtime()
+    with rt.sessions.begin() as session:
+        totp.set_totp_required_for_admins(session, acting(session, as_username), state == "on")
+    _say(as_json, {"totp_required_for_admins": state == "on"}, f"TOTP for admins: {state}")
 
 
 def _say(as_json: bool, data: dict[str, object], text: str) -> None:

@@ -3,6 +3,9 @@ unsuppress. Each needs a reason, which the audit log keeps with the change."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -10,6 +13,7 @@ from mailer import consent
 from mailer.access.actor import Actor, audit, require
 from mailer.addresses import normalize
 from mailer.contacts.lookup import get_visible_contact
+from mailer.deliverability.soft import marketing_suppressions
 from mailer.enums import OptOutSource, SuppressionReason
 from mailer.errors import MailerError, NotFoundError
 from mailer.models import Suppression, utcnow
@@ -146,3 +150,36 @@ def unsuppress_address(
         was_created_at=row.created_at.isoformat(),
     )
     session.delete(row)
+
+
+@dataclass(frozen=True)
+class SuppressionListing:
+    """One address mail no longer goes to: all mail (hard bounce, complaint, manual, invalid)
+    or only marketing (a soft-bounce stop)."""
+
+    address: str
+    reason: str
+    scope: str  # "all mail" | "marketing"
+    since: dt.datetime
+    detail: str
+
+
+def list_suppressions(session: Session, actor: Actor) -> list[SuppressionListing]:
+    """Every suppressed address with its reason, soft-bounce stops first, newest first
+    (admins only: the list names addresses across every client)."""
+    require(
+        session,
+        actor,
+        "suppression.list",
+        object_type="suppression",
+        reason="only an admin may list suppressed addresses",
+    )
+    soft = [
+        SuppressionListing(m.email, "soft_bounce", "marketing", m.since, m.reason)
+        for m in marketing_suppressions(session)
+    ]
+    hard = [
+        SuppressionListing(s.address or "(erased)", s.reason, "all mail", s.created_at, s.detail)
+        for s in session.scalars(select(Suppression).order_by(Suppression.created_at.desc()))
+    ]
+    return soft + hard

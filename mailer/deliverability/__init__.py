@@ -10,7 +10,6 @@
 
 from mailer.deliverability.rates import CampaignRates, campaign_rates, check_rates
 from mailer.deliverability.soft import (
-    hard_suppressions,
     lift_marketing_suppression,
     marketing_suppressions,
     note_delivered,
@@ -21,7 +20,6 @@ __all__ = [
     "CampaignRates",
     "campaign_rates",
     "check_rates",
-    "hard_suppressions",
     "lift_marketing_suppression",
     "marketing_suppressions",
     "note_delivered",

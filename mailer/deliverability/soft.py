@@ -31,7 +31,7 @@ from mailer.config import Settings
 from mailer.db import insert_ignoring_duplicates
 from mailer.enums import ALL_MARKETING, OptOutSource
 from mailer.errors import NotFoundError
-from mailer.models import Contact, OptOut, SoftBounce, Suppression, utcnow
+from mailer.models import Contact, OptOut, SoftBounce, utcnow
 
 #: Who the audit log names for suppressions made here.
 ACTOR = "bounce-processor"
@@ -187,11 +187,6 @@ def marketing_suppressions(session: Session) -> list[MarketingSuppression]:
         MarketingSuppression(o.id, o.contact_id, email or "(erased)", o.opted_out_at, o.user_agent)
         for o, email in rows
     ]
-
-
-def hard_suppressions(session: Session) -> list[Suppression]:
-    """Every suppression of all mail (hard bounces and the like), newest first."""
-    return list(session.scalars(select(Suppression).order_by(Suppression.created_at.desc())))
 
 
 def lift_marketing_suppression(

@@ -8,6 +8,7 @@ never folded at compile time), and every `for` loop checks the render's time bud
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -88,6 +89,18 @@ class MailerSandbox(SandboxedEnvironment):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.globals["range"] = _safe_range
+        for name, check in _FILTER_CHECKS.items():
+            self.filters[name] = _checked_filter(self.filters[name], check)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Calls from a template, with str methods that take a size checked first."""
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            _check_str_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        if _is_sequence(result) and len(result) > MAX_SEQUENCE:
+            raise _too_large(f"that call ({len(result)} items, at most {MAX_SEQUENCE})")
+        return result
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         allowed = _VIEW_FIELDS.get(type(obj))
@@ -130,6 +143,96 @@ class MailerSandbox(SandboxedEnvironment):
                 nodes.EnvironmentAttribute("budgeted"), [loop.iter], [], None, None
             ).set_lineno(loop.iter.lineno)
         return tree
+
+
+#: `str.format` fields with a width or precision of 10,000 or more.
+_WIDE_FIELD = re.compile(r"\{[^{}]*:[^{}]*?(\d{5,}|\{)")
+
+
+def _size(value: Any) -> int:
+    return len(value) if _is_sequence(value) else 0
+
+
+def _check_width(width: Any, what: str) -> None:
+    if isinstance(width, int) and width > MAX_SEQUENCE:
+        raise _too_large(f"{what} to a width of {width}")
+
+
+def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: dict) -> None:
+    if name in ("ljust", "rjust", "center", "zfill") and args:
+        _check_width(args[0], name)
+    elif name == "expandtabs":
+        tabsize = args[0] if args else kwargs.get("tabsize", 8)
+        if isinstance(tabsize, int) and tabsize * text.count("\t") > MAX_SEQUENCE:
+            raise _too_large("expandtabs")
+    elif name == "replace" and len(args) >= 2:
+        _check_replace(text, args[0], args[1], args[2] if len(args) > 2 else -1)
+    elif name == "join" and args:
+        _check_join(text, args[0])
+    elif name in ("format", "format_map") and _WIDE_FIELD.search(text):
+        raise _too_large("a format field with a width of 10,000 or more")
+
+
+def _check_replace(text: Any, old: Any, new: Any, count: Any = -1) -> None:
+    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str) and old:
+        times = text.count(old)
+        if isinstance(count, int) and count >= 0:
+            times = min(times, count)
+        if len(text) + times * (len(new) - len(old)) > MAX_SEQUENCE:
+            raise _too_large("that replace")
+
+
+def _check_join(separator: Any, items: Any) -> None:
+    if isinstance(items, list | tuple):
+        total = sum(len(str(item)) for item in items[: MAX_SEQUENCE + 1])
+        if total + len(str(separator)) * max(len(items) - 1, 0) > MAX_SEQUENCE:
+            raise _too_large("that join")
+
+
+def _check_center(value: Any, width: Any = 80, *_: Any, **__: Any) -> None:
+    _check_width(width, "center")
+
+
+def _check_indent(value: Any, width: Any = 4, *_: Any, **__: Any) -> None:
+    if isinstance(width, str):
+        width = len(width)
+    if isinstance(width, int) and width * (str(value).count("\n") + 1) > MAX_SEQUENCE:
+        raise _too_large(f"indent by {width}")
+
+
+def _check_replace_filter(_ctx: Any, text: Any, old: Any, new: Any, count: Any = None) -> None:
+    _check_replace(str(text), old, new, -1 if count is None else count)
+
+
+def _check_format(value: Any, *_: Any, **__: Any) -> None:
+    if isinstance(value, str) and _WIDE_FORMAT.search(value):
+        raise _too_large("a % format with a width of 10,000 or more")
+
+
+def _check_join_filter(_ctx: Any, value: Any, d: Any = "", *_: Any, **__: Any) -> None:
+    _check_join(d, list(value) if isinstance(value, list | tuple) else value)
+
+
+#: Built-in filters that take a size, and the check each gets before it runs.
+_FILTER_CHECKS = {
+    "center": _check_center,
+    "indent": _check_indent,
+    "replace": _check_replace_filter,
+    "format": _check_format,
+    "join": _check_join_filter,
+}
+
+
+def _checked_filter(original: Any, check: Any) -> Any:
+    @functools.wraps(original)  # keeps jinja's pass_eval_context marker
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check(*args, **kwargs)
+        result = original(*args, **kwargs)
+        if _size(result) > MAX_SEQUENCE:
+            raise _too_large(f"that filter ({_size(result)} items, at most {MAX_SEQUENCE})")
+        return result
+
+    return checked
 
 
 def _is_sequence(value: Any) -> bool:
