@@ -452,7 +452,7 @@ _TEST_SUITE_PREFIX = "MAILER_TEST_"
 #: the same client by its own name; `aiosmtplib` forces aiosmtplib.
 SMTP_CLIENTS = ("auto", "pipelining", "aiosmtplib")
 #: URL schemes MAILER_BROKER_URL may use.
-BROKER_SCHEMES = ("memory", "redis", "rediss")
+BROKER_SCHEMES = ("memory", "redis", "rediss", "amqp", "amqps")
 #: URL schemes MAILER_DATABASE_URL may use (psycopg 3 for PostgreSQL).
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 

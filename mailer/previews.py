@@ -14,25 +14,25 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer.access import Actor, audit, deny, require
+from mailer.access import Actor, audit, require
 from mailer.access.permissions import ALLOWED_CATEGORIES
 from mailer.addresses import normalize
 from mailer.config import Settings
-from mailer.enums import Category, Role
-from mailer.errors import MailerError, NotFoundError
+from mailer.contacts.lookup import get_visible_contact
+from mailer.delivery.identities import latest_notice_params, recipient_for, sender_for
+from mailer.enums import Category
+from mailer.errors import MailerError
 from mailer.messages import (
     CampaignInfo,
     CampaignMessages,
     Recipient,
-    SenderIdentity,
+    Template,
+    check_params,
     load_template,
 )
-from mailer.messages.check import SAMPLE_POLICY_PARAMS
-from mailer.messages.headers import parse_mailbox
-from mailer.models import Contact, Organization, PolicyVersion, User
+from mailer.messages.check import sample_params
 from mailer.outgoing import DeliveryResult, Outcome
 from mailer.rules import Preview, parse_rule, preview_audience
 from mailer.runtime import Runtime
@@ -207,18 +207,14 @@ def _prepare(
     template = load_template(settings, template_name)
     require_category(session, actor, template.category, template_name)
     recipient, manager = recipient_for(session, contact)
-    if actor.role == Role.ACCOUNT_MANAGER and (manager is None or manager.id != actor.user_id):
-        raise deny(
-            session,
-            actor,
-            "template.preview",
-            f"contact {contact} is not a contact of one of {actor.username}'s clients; an "
-            "account manager previews and tests only with their own clients",
-            object_type="contact",
-            object_id=recipient.contact_id,
-        )
-    policy = _policy_params(session) if template.category is Category.POLICY else {}
-    sender = sender_for(settings, template.category, manager)
+    # one rule for who may see a contact: an account manager, only their own clients (audited)
+    get_visible_contact(session, actor, recipient.contact_id, action="template.preview")
+    # the same recipient, sender and notice parameters as a real send (delivery/identities.py)
+    is_service = template.category is Category.SERVICE
+    sender = sender_for(
+        session, settings, template.category, manager.username if manager and is_service else ""
+    )
+    policy = latest_notice_params(session, settings) if template.category is Category.POLICY else {}
 
     def make(params: dict[str, Any] | None) -> CampaignMessages:
         return CampaignMessages(
@@ -228,7 +224,7 @@ def _prepare(
                 id=0, name=f"preview {template_name}", category=template.category
             ),
             sender=sender,
-            params={**policy, **(params or {})},
+            params={**policy, **_declared(template, params)},
         )
 
     return make, recipient
@@ -250,61 +246,14 @@ def require_category(session: Session, actor: Actor, category: Category, what: s
     )
 
 
-def recipient_for(session: Session, contact: int | str) -> tuple[Recipient, User | None]:
-    """The contact (id or email) as the delivery engine would see it, and their manager."""
-    query = select(Contact, Organization).join(
-        Organization, Contact.organization_id == Organization.id
-    )
-    if isinstance(contact, int) or contact.isdigit():
-        query = query.where(Contact.id == int(contact))
-    else:
-        query = query.where(func.lower(Contact.email) == contact.strip().lower())
-    row = session.execute(query).first()
-    if row is None:
-        raise NotFoundError(f"no contact {contact!r}; search contacts to find one")
-    found, org = row
-    manager = session.get(User, org.account_manager_id) if org.account_manager_id else None
-    recipient = Recipient(
-        send_id=0,
-        contact_id=found.id,
-        email=found.email,
-        first_name=found.first_name,
-        last_name=found.last_name,
-        title=found.title,
-        needs_smtputf8=found.needs_smtputf8,
-        org_name=org.name,
-        org_industry=org.industry,
-        org_employees=org.benefit_eligible_employees,
-        org_city=org.city,
-        org_state=org.state,
-        org_kind=org.kind,
-        manager_name=manager.display_name if manager else "",
-        manager_email=manager.email if manager else "",
-        manager_phone=manager.phone if manager else "",
-    )
-    return recipient, manager
-
-
-def sender_for(settings: Settings, category: Category, manager: User | None) -> SenderIdentity:
-    """Who a message of `category` comes from: the account manager for service mail."""
-    if category is Category.SERVICE and manager is not None:
-        return SenderIdentity(manager.display_name, manager.email, manager.phone)
-    source = settings.company_from if category is Category.POLICY else settings.marketing_from
-    display, address = parse_mailbox(source)
-    return SenderIdentity(display, address)
-
-
-def _policy_params(session: Session) -> dict[str, Any]:
-    latest = session.scalars(
-        select(PolicyVersion).order_by(PolicyVersion.published_at.desc()).limit(1)
-    ).first()
-    if latest is None:
-        return dict(SAMPLE_POLICY_PARAMS)
-    return {
-        "version": latest.version,
-        "effective_date": latest.effective_on.strftime("%B %-d, %Y"),
-        "summary": latest.summary,
-    }
+def _declared(template: Template, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The campaign parameters to preview with: those given (checked against the template's
+    declared ones, with did-you-mean), the rest shown as `[name]`."""
+    if template.category is Category.POLICY:
+        return dict(params or {})
+    merged = {**sample_params(template), **(params or {})}
+    check_params(template, merged)
+    return merged
 
 
 def count_audience(

@@ -150,7 +150,11 @@ def test_an_unknown_key_in_the_env_file_is_refused_naming_the_file(tmp_path: Pat
             "aiosmtp",
             r"not one of auto, pipelining, aiosmtplib; did you mean 'aiosmtplib'",
         ),
-        ("MAILER_BROKER_URL", "127.0.0.1:6379", r"use a memory://, redis://, rediss:// URL"),
+        (
+            "MAILER_BROKER_URL",
+            "127.0.0.1:6379",
+            r"use a memory://, redis://, rediss://, amqp://, amqps:// URL",
+        ),
         ("MAILER_DATABASE_URL", "mysql://x@y/z", r"use a sqlite://, postgresql://"),
         ("MAILER_PUBLIC_BASE_URL", "mail.cpi.example", r"e\.g\. https://mail\.cpi\.example"),
         ("MAILER_SMTP_URL", "smtp://relay.example:abc", r"the port is not a number"),
@@ -162,6 +166,11 @@ def test_an_unknown_key_in_the_env_file_is_refused_naming_the_file(tmp_path: Pat
 def test_every_choice_is_checked_at_start_with_the_fix(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({name: value}, env_file=None)
+
+
+def test_every_broker_the_readme_names_is_accepted() -> None:
+    for url in ("memory://", "redis://127.0.0.1:6379/0", "amqp://guest:guest@127.0.0.1:5672/%2F"):
+        assert Settings.from_env({"MAILER_BROKER_URL": url}, env_file=None).broker_url == url
 
 
 def test_every_choice_the_readme_names_is_accepted() -> None:

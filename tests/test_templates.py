@@ -284,7 +284,7 @@ def test_template_preview_renders_for_a_real_contact(
     manager = make_user(display_name="Dana Reyes", email="dana@cpi.example", role="account_manager")
     org = make_org(name="Zoë's Bakery", account_manager_id=manager.id)
     contact = make_contact(organization=org, first_name="José", email="jose@bakery.example")
-    make_user(username="tester", role="marketing")
+    make_user(username="tester", role="admin")  # service templates: admins and managers
     make_user(username="lee", role="account_manager")
     for key, value in {
         "MAILER_DATABASE_URL": rt.settings.database_url,

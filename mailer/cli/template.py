@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from email import message_from_bytes
-from email.policy import default as default_policy
 from pathlib import Path
 
 import click
 
 from mailer.cli._common import acting_option, current_actor, echo_json, parse_params, runtime
 from mailer.config import Settings
-from mailer.delivery.preview import preview_message
 from mailer.errors import NotFoundError, TemplateError
 from mailer.messages import (
     check_template,
     list_templates,
     load_template,
 )
+from mailer.previews import preview_message
 
 
 @click.group("template")
@@ -96,10 +94,9 @@ def preview_command(
     the HTML to --html FILE. An account manager may preview only with their own clients."""
     rt = runtime()
     preview = preview_message(
-        rt, name, email, actor=current_actor(as_username), params=parse_params(params)
+        rt, current_actor(as_username), template=name, contact=email, params=parse_params(params)
     )
-    parsed = message_from_bytes(preview.message.data, policy=default_policy)
-    for key, value in parsed.items():
+    for key, value in preview.headers:
         click.echo(f"{key}: {value}")
     click.echo("")
     click.echo(preview.text)

@@ -6,13 +6,14 @@ from __future__ import annotations
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import literal, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.config import Settings
 from mailer.enums import Category
 from mailer.errors import NotFoundError
 from mailer.messages import Recipient, SenderIdentity
+from mailer.messages.check import SAMPLE_POLICY_PARAMS
 from mailer.models import Contact, Organization, User
 
 
@@ -55,33 +56,48 @@ def recipient_from_row(row: Any) -> Recipient:
     )
 
 
-def recipient_for(session: Session, email: str) -> tuple[Recipient, str]:
-    """The contact with address `email` as a campaign would address it (send id 0), and the
-    username of its organization's account manager ("" when it has none)."""
-    row = session.execute(
-        select(
-            literal(0).label("send_id"),
-            Contact.email,
-            Contact.id.label("contact_id"),
-            Contact.first_name,
-            Contact.last_name,
-            Contact.title,
-            Contact.needs_smtputf8,
-            Organization.name.label("org_name"),
-            Organization.industry,
-            Organization.benefit_eligible_employees,
-            Organization.city,
-            Organization.state,
-            Organization.kind,
-            User.display_name.label("manager_name"),
-            User.email.label("manager_email"),
-            User.phone.label("manager_phone"),
-            User.username.label("manager_username"),
-        )
-        .join(Organization, Organization.id == Contact.organization_id)
-        .outerjoin(User, User.id == Organization.account_manager_id)
-        .where(Contact.email == email.strip())
-    ).first()
+def recipient_for(session: Session, contact: int | str) -> tuple[Recipient, User | None]:
+    """The contact (an id, or an email address in any case) as a campaign would address it
+    (send id 0), and its organization's account manager (None when it has none)."""
+    query = select(Contact, Organization).join(
+        Organization, Contact.organization_id == Organization.id
+    )
+    if isinstance(contact, int) or contact.strip().isdigit():
+        query = query.where(Contact.id == int(contact))
+    else:
+        query = query.where(func.lower(Contact.email) == contact.strip().lower())
+    row = session.execute(query).first()
     if row is None:
-        raise NotFoundError(f"no contact with email {email!r}; check the address or import it")
-    return recipient_from_row(row), row.manager_username or ""
+        raise NotFoundError(f"no contact {contact!r}; check the address or import it")
+    found, org = row
+    manager = session.get(User, org.account_manager_id) if org.account_manager_id else None
+    recipient = Recipient(
+        send_id=0,
+        contact_id=found.id,
+        email=found.email,
+        first_name=found.first_name,
+        last_name=found.last_name,
+        title=found.title,
+        needs_smtputf8=bool(found.needs_smtputf8),
+        org_name=org.name,
+        org_industry=org.industry,
+        org_employees=org.benefit_eligible_employees,
+        org_city=org.city,
+        org_state=org.state,
+        org_kind=org.kind,
+        manager_name=manager.display_name if manager else "",
+        manager_email=manager.email if manager else "",
+        manager_phone=manager.phone if manager else "",
+    )
+    return recipient, manager
+
+
+def latest_notice_params(session: Session, settings: Settings) -> dict[str, object]:
+    """What a policy notice announcing the newest version carries (changes, its link …), as
+    `policy publish` gives its notice; sample values before any version exists."""
+    # imported here: mailer.policy builds on mailer.delivery, which must load first
+    from mailer.policy.publish import notice_params
+    from mailer.policy.text import all_versions
+
+    newest = next(iter(all_versions(session)), None)
+    return notice_params(settings, newest) if newest else dict(SAMPLE_POLICY_PARAMS)
