@@ -4,11 +4,9 @@ stop."""
 from __future__ import annotations
 
 import click
-from sqlalchemy import select
 
 from mailer.cli._common import acting, acting_option, echo_json, json_option, runtime
-from mailer.deliverability import lift_marketing_suppression, marketing_suppressions
-from mailer.models import Suppression
+from mailer.deliverability import all_suppressions, lift_marketing_suppression
 
 
 @click.group("suppressions")
@@ -22,27 +20,7 @@ def list_command(as_json: bool) -> None:
     """Every suppression with its reason, newest first."""
     rt = runtime()
     with rt.sessions() as session:
-        hard = [
-            {
-                "address": s.address or "(erased)",
-                "reason": s.reason,
-                "scope": "all mail",
-                "since": s.created_at.isoformat(),
-                "detail": s.detail,
-            }
-            for s in session.scalars(select(Suppression).order_by(Suppression.created_at.desc()))
-        ]
-        soft = [
-            {
-                "address": m.email,
-                "reason": "soft_bounce",
-                "scope": "marketing",
-                "since": m.since.isoformat(),
-                "detail": m.reason,
-            }
-            for m in marketing_suppressions(session)
-        ]
-    rows = soft + hard
+        rows = all_suppressions(session)
     if as_json:
         echo_json(rows)
         return

@@ -10,6 +10,7 @@
 
 from mailer.deliverability.rates import CampaignRates, campaign_rates, check_rates
 from mailer.deliverability.soft import (
+    all_suppressions,
     lift_marketing_suppression,
     marketing_suppressions,
     note_delivered,
@@ -18,6 +19,7 @@ from mailer.deliverability.soft import (
 
 __all__ = [
     "CampaignRates",
+    "all_suppressions",
     "campaign_rates",
     "check_rates",
     "lift_marketing_suppression",

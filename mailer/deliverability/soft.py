@@ -31,7 +31,7 @@ from mailer.config import Settings
 from mailer.db import insert_ignoring_duplicates
 from mailer.enums import ALL_MARKETING, OptOutSource
 from mailer.errors import NotFoundError
-from mailer.models import Contact, OptOut, SoftBounce, utcnow
+from mailer.models import Contact, OptOut, SoftBounce, Suppression, utcnow
 
 #: Who the audit log names for suppressions made here.
 ACTOR = "bounce-processor"
@@ -187,6 +187,31 @@ def marketing_suppressions(session: Session) -> list[MarketingSuppression]:
         MarketingSuppression(o.id, o.contact_id, email or "(erased)", o.opted_out_at, o.user_agent)
         for o, email in rows
     ]
+
+
+def all_suppressions(session: Session) -> list[dict[str, str]]:
+    """Every suppression with its reason and scope, soft-bounce stops first, newest first."""
+    hard = [
+        {
+            "address": s.address or "(erased)",
+            "reason": s.reason,
+            "scope": "all mail",
+            "since": s.created_at.isoformat(),
+            "detail": s.detail,
+        }
+        for s in session.scalars(select(Suppression).order_by(Suppression.created_at.desc()))
+    ]
+    soft = [
+        {
+            "address": m.email,
+            "reason": "soft_bounce",
+            "scope": "marketing",
+            "since": m.since.isoformat(),
+            "detail": m.reason,
+        }
+        for m in marketing_suppressions(session)
+    ]
+    return soft + hard
 
 
 def lift_marketing_suppression(
