@@ -174,6 +174,15 @@ class MemoryPaceStore:
             return True
 
 
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
 class RedisPaceStore:
     """The same state in Redis, under `<namespace>:pace:<group>:…`, for every worker."""
 
@@ -202,18 +211,20 @@ class RedisPaceStore:
         self._client.delete(self._key(group, "level"))
 
     def take_slot(self, group: str, limit: int, now: float) -> str | None:
-        # a sorted set of slot leases: expired ones are dropped, then ours counts if its rank fits
-        key, token = self._key(group, "slots"), uuid.uuid4().hex
-        pipe = self._client.pipeline()
-        pipe.zremrangebyscore(key, "-inf", now - SLOT_TTL_S)
-        pipe.zadd(key, {token: now})
-        pipe.zrank(key, token)
-        pipe.expire(key, int(SLOT_TTL_S) * 2)
-        rank = pipe.execute()[2]
-        if rank is not None and int(rank) < limit:
-            return token
-        self._client.zrem(key, token)
-        return None
+        # a sorted set of slot leases, checked and taken in one script (atomic in Redis):
+        # leases older than SLOT_TTL_S are dropped, then a free place is taken or refused
+        token = uuid.uuid4().hex
+        taken = self._client.eval(
+            _TAKE_SLOT,
+            1,
+            self._key(group, "slots"),
+            now - SLOT_TTL_S,
+            limit,
+            now,
+            token,
+            int(SLOT_TTL_S) * 2,
+        )
+        return token if int(taken) else None
 
     def give_slot(self, group: str, token: str) -> None:
         self._client.zrem(self._key(group, "slots"), token)

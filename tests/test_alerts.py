@@ -81,7 +81,7 @@ def test_a_campaign_that_paused_itself_is_alerted_once_by_mail_and_webhook(
 def test_a_pause_by_a_person_raises_no_alert(alert_rt: Runtime, http_server: HttpServer) -> None:
     campaign_id = _campaign(alert_rt)
     with alert_rt.sessions.begin() as s:
-        ada = Actor(user_id=None, username="ada", role=Role.ADMIN, via="cli")
+        ada = Actor(user_id=None, username="ada", role=Role.MARKETING, via="cli")
         transition(s, campaign_id, CampaignStatus.PAUSED, actor=ada, action="pause")
     run_upkeep(alert_rt, utcnow())
     assert _posted(http_server) == []

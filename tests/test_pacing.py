@@ -27,7 +27,7 @@ from mailer.pacing import (
     parse_pacing,
 )
 from mailer.runtime import Runtime
-from tests.delivery_fixtures import REDIS_URL
+from tests.delivery_fixtures import REDIS_URL, as_user
 from tests.smtpd import FaultServer
 
 GMAIL_THROTTLE = "421 4.7.28 Our system has detected an unusual rate of unsolicited mail"
@@ -170,13 +170,15 @@ def test_gmail_throttling_backs_off_gmail_only_while_the_others_are_delivered(
         smtp_server.on_rcpt(address, GMAIL_THROTTLE, times=None)
     cid = campaigns.create_campaign(
         mail_rt,
-        username="mark",
+        actor=as_user(mail_rt, "mark"),
         name="Paced",
         category="features",
         template="features/benefitelect-enrollment-site",
         rule_text="",
     ).id
-    campaigns.launch_campaign(mail_rt, cid, username="mark", dispatch=workers.dispatch)
+    campaigns.launch_campaign(
+        mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=workers.dispatch
+    )
 
     deadline = time.monotonic() + 60
     while True:
