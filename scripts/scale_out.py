@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mailer.config import Settings  # noqa: E402
-from mailer.models import Campaign, Contact, Send  # noqa: E402
+from mailer.models import Campaign, Contact, Heartbeat, Send  # noqa: E402
 from mailer.runtime import open_runtime  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -149,6 +149,21 @@ class CountingRelay:
         return "250 2.0.0 OK"
 
 
+def _wait_for_workers(rt: Any, count: int, timeout_s: float = 120.0) -> None:
+    """Until `count` worker processes have reported a heartbeat (they booted and connected)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with rt.sessions() as session:
+            alive = session.scalar(
+                select(func.count()).select_from(Heartbeat).where(Heartbeat.kind == "worker")
+            )
+        if (alive or 0) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {alive} of {count} worker hosts started in {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
 def _watch(
     rt: Any,
     relay: CountingRelay,
@@ -234,6 +249,7 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=1500, help="shared messages/s limit")
     parser.add_argument("--kill-at", type=float, default=0.4, help="share sent when host 2 dies")
+    parser.add_argument("--batch-size", type=int, default=100, help="sends per broker message")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("scripts/scale-out makes network namespaces: run it as root")
@@ -253,6 +269,7 @@ def main() -> None:
         MAILER_LEASE_S="15",
         MAILER_SCHEDULER_INTERVAL_S="1",
         MAILER_RETENTION_AT="",
+        MAILER_BATCH_SIZE=str(args.batch_size),
     )
     local = dict(
         base_env,
@@ -335,7 +352,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(4)  # workers boot and connect over the namespace network
+        _wait_for_workers(rt, len(HOSTS))  # both hosts booted and connected over the network
         started = time.monotonic()
         run("mailer", "campaign", "launch", "1", "--no-wait")
         done, killed_at, host2_before_kill = _watch(rt, relay, processes, args, recipients, started)
