@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
@@ -525,6 +528,40 @@ def test_the_redis_throttle_is_shared_by_every_process() -> None:
         assert first.retry_after_s("192.0.2.2", "mark") == 0
         first.reset("192.0.2.1", "mark")
         assert second.retry_after_s("192.0.2.1", "mark") == 0
+    finally:
+        for key in client.scan_iter(f"{namespace}:*"):
+            client.delete(key)
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_concurrent_burst_gets_no_more_tries_than_the_limit(store: str) -> None:
+    # Given a throttle of 5 tries and 40 threads racing with wrong passwords
+    client = redis.Redis.from_url(REDIS_URL)
+    namespace = f"mailer-test-{uuid.uuid4().hex[:8]}"
+    limiter: Any = (
+        MemoryLoginThrottle(max_failures=5, window_s=300)
+        if store == "memory"
+        else RedisLoginThrottle(client, namespace, max_failures=5, window_s=300)
+    )
+    start = threading.Barrier(40)
+
+    def one_try() -> bool:
+        start.wait()
+        wait_s, _ = limiter.begin_attempt("192.0.2.9", "mark")
+        if wait_s:
+            return False
+        time.sleep(0.01)  # the password check, during which the others arrive
+        return True
+
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            checked = sum(pool.map(lambda _: one_try(), range(40)))
+        # Then exactly five reached a password check; a try that was no failure is forgiven
+        assert checked == 5
+        other = MemoryLoginThrottle(1, 60)
+        _, attempt = other.begin_attempt("ip", "amy")
+        other.forgive("ip", "amy", attempt)
+        assert other.begin_attempt("ip", "amy")[0] == 0
     finally:
         for key in client.scan_iter(f"{namespace}:*"):
             client.delete(key)

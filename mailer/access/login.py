@@ -66,7 +66,8 @@ def authenticate(
     (the form then asks for the code) and no failure is counted.
     """
     username = username.strip()
-    wait_s = throttle.retry_after_s(ip, username)
+    # counted before the password is checked, so a burst of concurrent tries is held too
+    wait_s, attempt = throttle.begin_attempt(ip, username)
     if wait_s:
         audit_as(
             session,
@@ -90,23 +91,23 @@ def authenticate(
         _dummy_verify(password)
         return _fail(
             session,
-            throttle,
             username,
             ip,
             via,
             "unknown user" if user is None else "no password set",
         )
     if not verify_password(user, password):
-        return _fail(session, throttle, username, ip, via, "wrong password")
+        return _fail(session, username, ip, via, "wrong password")
     if not user.is_active:
-        return _fail(session, throttle, username, ip, via, "user disabled")
+        return _fail(session, username, ip, via, "user disabled")
     if user.totp_enabled:
         if not totp_code:
+            throttle.forgive(ip, username, attempt)  # the form now asks for the code
             return LoginFailure(
                 "totp_required", "enter the 6-digit code from your authenticator app"
             )
         if not totp.check_user_code(user, totp_code):
-            _fail(session, throttle, username, ip, via, "wrong TOTP code")
+            _fail(session, username, ip, via, "wrong TOTP code")
             return LoginFailure(
                 "totp_invalid", "that code is wrong or already used; wait for the next one"
             )
@@ -127,10 +128,7 @@ def authenticate(
     return Actor(user_id=user.id, username=user.username, role=Role(user.role), via=via, ip=ip)
 
 
-def _fail(
-    session: Session, throttle: LoginThrottle, username: str, ip: str, via: str, why: str
-) -> LoginFailure:
-    throttle.record_failure(ip, username)
+def _fail(session: Session, username: str, ip: str, via: str, why: str) -> LoginFailure:
     audit_as(
         session,
         username[:100] or "(blank)",

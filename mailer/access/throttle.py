@@ -6,7 +6,9 @@ otherwise they live in this process (the embedded default, one web process).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import secrets
 import threading
 import time
 from collections import deque
@@ -21,6 +23,19 @@ from mailer.config import Settings
 class LoginThrottle(Protocol):
     def retry_after_s(self, ip: str, username: str) -> int:
         """Seconds until another try is allowed; 0 when it is allowed now."""
+        ...
+
+    def begin_attempt(self, ip: str, username: str) -> tuple[int, str]:
+        """Check and count a try in one atomic step: `(wait_s, "")` when throttled, else
+        `(0, attempt_id)` with the try counted as a failure until `reset` or `forgive`.
+
+        Counting before the password is checked is what holds under a burst: concurrent tries
+        cannot all see the count below the limit before any of them is recorded.
+        """
+        ...
+
+    def forgive(self, ip: str, username: str, attempt_id: str) -> None:
+        """Stop counting one try begun with `begin_attempt` (it was not a failure)."""
         ...
 
     def record_failure(self, ip: str, username: str) -> None: ...
@@ -60,6 +75,25 @@ class MemoryLoginThrottle:
             oldest_that_counts = times[len(times) - self.max_failures]
             return max(1, int(oldest_that_counts + self.window_s - now + 0.999))
 
+    def begin_attempt(self, ip: str, username: str) -> tuple[int, str]:
+        now = self._clock()
+        key = _key(ip, username)
+        with self._lock:
+            times = self._recent(key, now)
+            if len(times) >= self.max_failures:
+                oldest_that_counts = times[len(times) - self.max_failures]
+                return max(1, int(oldest_that_counts + self.window_s - now + 0.999)), ""
+            times.append(now)
+            self._failures[key] = times
+            return 0, repr(now)
+
+    def forgive(self, ip: str, username: str, attempt_id: str) -> None:
+        with self._lock:
+            times = self._failures.get(_key(ip, username))
+            if times is not None and attempt_id:
+                with contextlib.suppress(ValueError):
+                    times.remove(float(attempt_id))
+
     def record_failure(self, ip: str, username: str) -> None:
         now = self._clock()
         key = _key(ip, username)
@@ -74,6 +108,22 @@ class MemoryLoginThrottle:
     def reset(self, ip: str, username: str) -> None:
         with self._lock:
             self._failures.pop(_key(ip, username), None)
+
+
+#: Atomically: drop old failures; if the limit is reached return the score of the oldest one
+#: that counts, else add this try (ARGV[4]) and return "".
+_BEGIN_ATTEMPT = """
+local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local n = redis.call('ZCARD', key)
+if n >= limit then
+  local oldest = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+  return oldest[2]
+end
+redis.call('ZADD', key, now, ARGV[4])
+redis.call('EXPIRE', key, window + 1)
+return ''
+"""
 
 
 class RedisLoginThrottle:
@@ -92,6 +142,20 @@ class RedisLoginThrottle:
         self.max_failures = max_failures
         self.window_s = window_s
         self._clock = clock
+        self._begin = client.register_script(_BEGIN_ATTEMPT)
+
+    def begin_attempt(self, ip: str, username: str) -> tuple[int, str]:
+        now = self._clock()
+        member = f"{now:.6f}:{secrets.token_hex(8)}"
+        key = self._prefix + _key(ip, username)
+        oldest = self._begin(keys=[key], args=[now, self.window_s, self.max_failures, member])
+        if oldest in (b"", "", None):
+            return 0, member
+        return max(1, int(float(oldest) + self.window_s - now + 0.999)), ""
+
+    def forgive(self, ip: str, username: str, attempt_id: str) -> None:
+        if attempt_id:
+            self._client.zrem(self._prefix + _key(ip, username), attempt_id)
 
     def retry_after_s(self, ip: str, username: str) -> int:
         now = self._clock()
