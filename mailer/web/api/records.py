@@ -313,7 +313,11 @@ async def resend_version(request: Request) -> Response:
     query=[
         *PAGE_QUERY,
         Param("actor", {"type": "string", "maxLength": 100}),
-        Param("action", {"type": "string", "maxLength": 100}, "exact, or a prefix ending in '.'"),
+        Param(
+            "action",
+            {"type": "string", "maxLength": 100},
+            "exact, or a family: 'campaign.' or 'campaign.*'",
+        ),
         Param("object_type", {"type": "string", "maxLength": 50}),
         Param("object_id", {"type": "string", "maxLength": 100}),
         Param("since", {"type": "string", "maxLength": 40}, "ISO time with zone"),
@@ -337,7 +341,7 @@ async def audit_events(request: Request) -> Response:
             if value is None or value.tzinfo is None:
                 raise InvalidInput([{"field": name, "message": "an ISO time with zone"}])
             times[name] = value
-    where = audit.AuditFilter(
+    where = audit.AuditQuery(
         actor=q["actor"] or "",
         action=q["action"] or "",
         object_type=q["object_type"] or "",
@@ -347,8 +351,15 @@ async def audit_events(request: Request) -> Response:
     )
     before = decode_cursor(q["cursor"])
 
-    def run() -> list[dict[str, Any]]:
+    def run() -> tuple[list[dict[str, Any]], bool]:
         with context(request).runtime.sessions() as session:
+            page = audit.query_events(
+                session,
+                actor(request),
+                where,
+                limit=q["limit"],
+                cursor=audit.cursor_before(before) if before is not None else None,
+            )
             return [
                 {
                     "id": e.id,
@@ -360,11 +371,10 @@ async def audit_events(request: Request) -> Response:
                     "object_id": e.object_id,
                     "details": e.details,
                 }
-                for e in audit.search(session, where, limit=q["limit"], before_id=before)
-            ]
+                for e in page.items
+            ], page.next_cursor is not None
 
-    items = await run_in_threadpool(run)
-    more = len(items) == q["limit"]
+    items, more = await run_in_threadpool(run)
     return JSONResponse(
         {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}
     )
