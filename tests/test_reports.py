@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from mailer import access, audit, campaigns, directory, reports
+from mailer import access, audit, campaigns, reports
+from mailer.contacts import compliance, lookup
 from mailer.errors import CampaignError, PermissionDeniedError, RuleError
 from mailer.models import AuditEvent, Campaign, OptOut, Send, Suppression, utcnow
 from mailer.runtime import Runtime
@@ -122,11 +123,18 @@ def test_contact_search_is_scoped_to_an_account_managers_clients(
     own = make_contact(organization=make_org(name="Amy Co", account_manager_id=amy.id))
     make_contact(organization=make_org(name="Other Co"))
     amy_actor, mark = _actor(rt, "amy"), _actor(rt, "mark")
+    promo = _campaign(rt, "mark", "promotions", "promotions/open-enrollment")
+    with rt.sessions.begin() as s:
+        _send(s, promo, own, "failed", smtp_code=550, smtp_reply="5.1.1 no such user")
     with rt.sessions() as s:
-        assert [r.id for r in directory.search_contacts(s, amy_actor, "")] == [own.id]
-        assert len(directory.search_contacts(s, mark, " Co")) == 2
-        details = directory.contact_details(s, amy_actor, own.id)
-    assert details.account_manager == "amy" and details.preferences["promotions"] is True
+        assert [r.id for r in lookup.search_contacts(s, amy_actor, "").items] == [own.id]
+        assert len(lookup.search_contacts(s, mark, " Co").items) == 2
+        details = lookup.contact_record(s, amy_actor, own.id)
+    assert details.contact.account_manager == "amy" and details.consent["promotions"] is True
+    assert details.contact.name and details.contact.created_at is not None
+    [sent] = details.sends
+    assert (sent.campaign_name, sent.smtp) == (promo.name, "550 5.1.1 no such user")
+    assert sent.at is not None  # never sent: when it was last updated
 
 
 def test_an_admin_suppresses_and_unsuppresses_with_a_reason_others_may_not(
@@ -134,18 +142,19 @@ def test_an_admin_suppresses_and_unsuppresses_with_a_reason_others_may_not(
 ) -> None:
     contact = make_contact()
     ada, mark = _actor(rt, "ada"), _actor(rt, "mark")
-    with rt.sessions.begin() as s, pytest.raises(directory.ReasonRequiredError):
-        directory.suppress(s, ada, contact.id, reason=" ")
+    with rt.sessions.begin() as s, pytest.raises(compliance.ComplianceError):
+        compliance.suppress_contact(s, ada, contact.id, reason=" ")
     with rt.sessions.begin() as s:
-        assert directory.suppress(s, ada, contact.id, reason="asked by phone")
-        assert not directory.suppress(s, ada, contact.id, reason="again, twice")
+        assert compliance.suppress_contact(s, ada, contact.id, reason="asked by phone")
+        assert not compliance.suppress_contact(s, ada, contact.id, reason="again, twice")
     with rt.sessions() as s:
         row = s.scalars(select(Suppression)).one()
         assert (row.reason, row.detail) == ("manual", "asked by phone")
     with rt.sessions.begin() as s, pytest.raises(PermissionDeniedError):
-        directory.unsuppress(s, mark, contact.id, reason="marketing wants it")
+        compliance.unsuppress_contact(s, mark, contact.id, reason="marketing wants it")
     with rt.sessions.begin() as s:
-        assert directory.unsuppress(s, ada, contact.id, reason="address fixed")
+        assert compliance.unsuppress_contact(s, ada, contact.id, reason="address fixed")
+        assert not compliance.unsuppress_contact(s, ada, contact.id, reason="not blocked now")
     with rt.sessions() as s:
         assert s.scalars(select(Suppression)).first() is None
         actions = s.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
