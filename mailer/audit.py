@@ -60,7 +60,8 @@ class AuditQuery:
     """Filters for the audit log; every one is optional."""
 
     actor: str | None = None
-    #: An exact action ("login.failed") or a family ending in ".*" ("campaign.*").
+    #: An exact action ("login.failed") or a family ending in ".*" or "." ("campaign.*",
+    #: "campaign.").
     action: str | None = None
     object_type: str | None = None
     object_id: str | None = None
@@ -103,8 +104,9 @@ def query_events(
     if f.actor:
         stmt = stmt.where(AuditEvent.actor == f.actor)
     if f.action:
-        if f.action.endswith(".*"):
-            stmt = stmt.where(AuditEvent.action.startswith(f.action[:-1], autoescape=True))
+        if f.action.endswith((".*", ".")):
+            family = f.action.removesuffix("*")
+            stmt = stmt.where(AuditEvent.action.startswith(family, autoescape=True))
         else:
             stmt = stmt.where(AuditEvent.action == f.action)
     if f.object_type:
@@ -121,6 +123,11 @@ def query_events(
     return AuditPage(rows, _encode_cursor(rows[-1].id) if more and rows else None)
 
 
+def cursor_before(event_id: int) -> str:
+    """The cursor of the page of events older than `event_id` (for a caller keeping ids)."""
+    return _encode_cursor(event_id)
+
+
 def _encode_cursor(event_id: int) -> str:
     return base64.urlsafe_b64encode(f"a{event_id}".encode()).decode().rstrip("=")
 
@@ -135,39 +142,3 @@ def _decode_cursor(cursor: str) -> int:
         raise AuditQueryError(
             f"cursor {cursor!r} is not one this service handed out; start again without it"
         ) from None
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """What the audit log screen and API filter on; empty fields match everything."""
-
-    actor: str = ""
-    action: str = ""  #: exact, or a prefix ending in "." (e.g. "campaign.")
-    object_type: str = ""
-    object_id: str = ""
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-
-
-def search(
-    session: Session, where: AuditFilter, *, limit: int = 100, before_id: int | None = None
-) -> list[AuditEvent]:
-    """Events matching `where`, newest first (keyset on id: pass the last id as `before_id`)."""
-    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-    if where.actor:
-        query = query.where(AuditEvent.actor == where.actor)
-    if where.action.endswith("."):
-        query = query.where(AuditEvent.action.startswith(where.action))
-    elif where.action:
-        query = query.where(AuditEvent.action == where.action)
-    if where.object_type:
-        query = query.where(AuditEvent.object_type == where.object_type)
-    if where.object_id:
-        query = query.where(AuditEvent.object_id == where.object_id)
-    if where.since is not None:
-        query = query.where(AuditEvent.at >= where.since)
-    if where.until is not None:
-        query = query.where(AuditEvent.at < where.until)
-    if before_id is not None:
-        query = query.where(AuditEvent.id < before_id)
-    return list(session.scalars(query))

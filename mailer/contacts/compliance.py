@@ -16,7 +16,7 @@ from mailer.contacts.lookup import get_visible_contact
 from mailer.deliverability.soft import marketing_suppressions
 from mailer.enums import OptOutSource, SuppressionReason
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import Suppression, utcnow
+from mailer.models import Contact, Suppression, utcnow
 
 #: Longest reason kept.
 REASON_MAX_CHARS = 500
@@ -150,6 +150,31 @@ def unsuppress_address(
         was_created_at=row.created_at.isoformat(),
     )
     session.delete(row)
+
+
+def _contact_address(
+    session: Session, actor: Actor, contact_id: int, action: str
+) -> tuple[str, str]:
+    get_visible_contact(session, actor, contact_id, action=action)
+    contact = session.get(Contact, contact_id)
+    assert contact is not None
+    return contact.email, contact.address_hash
+
+
+def suppress_contact(session: Session, actor: Actor, contact_id: int, reason: str) -> bool:
+    """Stop all mail to a contact's address (admins only); False if it was already suppressed."""
+    email, address_hash = _contact_address(session, actor, contact_id, "suppression.add")
+    return suppress_address(session, actor, email, reason, address_hash=address_hash)
+
+
+def unsuppress_contact(session: Session, actor: Actor, contact_id: int, reason: str) -> bool:
+    """Let mail go to a contact's address again (admins only); False if it was not blocked."""
+    email, address_hash = _contact_address(session, actor, contact_id, "suppression.remove")
+    if session.scalar(select(Suppression.id).where(Suppression.address_hash == address_hash)):
+        unsuppress_address(session, actor, email, reason, address_hash=address_hash)
+        return True
+    _reason(reason)
+    return False
 
 
 @dataclass(frozen=True)

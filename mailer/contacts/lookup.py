@@ -41,6 +41,12 @@ class ContactRow:
     organization_external_id: str
     organization_kind: str
     account_manager: str | None
+    created_at: dt.datetime
+
+    @property
+    def name(self) -> str:
+        """First and last name, as one line ("" when neither is known)."""
+        return f"{self.first_name} {self.last_name}".strip()
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ def _row(contact: Contact, org: Organization, manager: str | None) -> ContactRow
         organization_external_id=org.external_id,
         organization_kind=org.kind,
         account_manager=manager,
+        created_at=contact.created_at,
     )
 
 
@@ -139,6 +146,13 @@ class SendEntry:
     sent_at: dt.datetime | None
     smtp_code: int | None
     smtp_reply: str
+    #: When it last changed: sent, else last updated, else queued.
+    at: dt.datetime | None = None
+
+    @property
+    def smtp(self) -> str:
+        """The SMTP code and reply as one line ("" before any reply)."""
+        return f"{self.smtp_code or ''} {self.smtp_reply}".strip()
 
 
 @dataclass(frozen=True)
@@ -243,6 +257,7 @@ def contact_record(session: Session, actor: Actor, contact_id: int) -> ContactRe
                 sent_at=s.sent_at,
                 smtp_code=s.smtp_code,
                 smtp_reply=s.smtp_reply,
+                at=s.sent_at or s.updated_at or s.created_at,
             )
             for s, name in sends
         ],

@@ -142,7 +142,12 @@ async def resend(request: Request) -> Response:
     return done(request, f"/admin/policy/{version}/coverage?notice=resent")
 
 
-def _audit_filter(request: Request) -> tuple[audit.AuditFilter, dict[str, str]]:
+#: Audit events on one page of the screen; the CSV export takes at most AUDIT_CSV_MAX.
+AUDIT_PAGE = 100
+AUDIT_CSV_MAX = 100_000
+
+
+def _audit_filter(request: Request) -> tuple[audit.AuditQuery, dict[str, str]]:
     q = request.query_params
     shown = {k: q.get(k, "").strip()[:100] for k in ("actor", "action", "object", "since", "until")}
     zone = ZoneInfo(DEFAULT_ZONE)
@@ -150,7 +155,7 @@ def _audit_filter(request: Request) -> tuple[audit.AuditFilter, dict[str, str]]:
     since = _day(shown["since"])
     until = _day(shown["until"])
     return (
-        audit.AuditFilter(
+        audit.AuditQuery(
             actor=shown["actor"],
             action=shown["action"],
             object_type=object_type.strip(),
@@ -170,19 +175,27 @@ async def audit_log(request: Request) -> Response:
     where, shown = _audit_filter(request)
     before = request.query_params.get("before", "")
 
-    def run() -> list[Any]:
-        with context(request).runtime.sessions() as session:
-            events = audit.search(session, where, limit=100, before_id=page_id(before))
-            session.expunge_all()
-            return events
+    before_id = page_id(before)
 
-    events = await run_in_threadpool(run)
+    def run() -> audit.AuditPage:
+        with context(request).runtime.sessions() as session:
+            page = audit.query_events(
+                session,
+                actor(request),
+                where,
+                limit=AUDIT_PAGE,
+                cursor=audit.cursor_before(before_id) if before_id is not None else None,
+            )
+            session.expunge_all()
+            return page
+
+    page = await run_in_threadpool(run)
     return render(
         request,
         "audit.html",
-        events=events,
+        events=page.items,
         f=shown,
-        next_before=events[-1].id if len(events) == 100 else None,
+        next_before=page.items[-1].id if page.next_cursor else None,
     )
 
 
@@ -193,10 +206,24 @@ async def audit_csv(request: Request) -> Response:
 
     def run() -> str:
         with context(request).runtime.sessions.begin() as session:
-            events = audit.search(session, where, limit=100_000)
+            who = actor(request)
+            events: list[Any] = []
+            cursor: str | None = None
+            while len(events) < AUDIT_CSV_MAX:
+                page = audit.query_events(
+                    session,
+                    who,
+                    where,
+                    limit=min(audit.MAX_PAGE, AUDIT_CSV_MAX - len(events)),
+                    cursor=cursor,
+                )
+                events += page.items
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
             audit.record(
                 session,
-                actor(request).username,
+                who.username,
                 "audit.export",
                 object_type="audit",
                 events=len(events),

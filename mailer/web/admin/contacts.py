@@ -13,8 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from mailer import directory
 from mailer.contacts import import_contacts
+from mailer.contacts.compliance import (
+    ComplianceError,
+    admin_opt_out,
+    suppress_contact,
+    unsuppress_contact,
+)
+from mailer.contacts.lookup import ContactPage, ContactRecord, contact_record, search_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
 from mailer.errors import ContactImportError, MailerError
 from mailer.web.admin.pages import checked_form, done, field, render
@@ -31,30 +37,17 @@ async def search(request: Request) -> Response:
     text = request.query_params.get("q", "")[:200]
     after = request.query_params.get("after", "")
 
-    def run() -> list[directory.ContactRow]:
+    def run() -> ContactPage:
         with context(request).runtime.sessions() as session:
-            return directory.search_contacts(
-                session,
-                actor(request),
-                text,
-                after_id=page_id(after) or 0,
-            )
+            return search_contacts(session, actor(request), text, after_id=page_id(after))
 
-    rows = await run_in_threadpool(run)
-    return render(
-        request,
-        "contacts.html",
-        rows=rows,
-        q=text,
-        next_after=rows[-1].id if len(rows) == 50 else None,
-    )
+    page = await run_in_threadpool(run)
+    return render(request, "contacts.html", rows=page.items, q=text, next_after=page.next_after_id)
 
 
-def _details(request: Request, contact_id: int) -> directory.ContactDetails:
+def _details(request: Request, contact_id: int) -> ContactRecord:
     with context(request).runtime.sessions() as session:
-        details = directory.contact_details(session, actor(request), contact_id)
-        session.expunge_all()
-        return details
+        return contact_record(session, actor(request), contact_id)
 
 
 @allow(Role.ADMIN, Role.MARKETING, Role.ACCOUNT_MANAGER)
@@ -75,15 +68,15 @@ def _change(kind: str) -> Any:
             who = actor(request)
             with context(request).runtime.sessions.begin() as session:
                 if kind == "opt-out":
-                    directory.admin_opt_out(session, who, contact_id, scope, reason=reason)
+                    admin_opt_out(session, who, contact_id, scope, reason)
                 elif kind == "suppress":
-                    directory.suppress(session, who, contact_id, reason=reason)
+                    suppress_contact(session, who, contact_id, reason)
                 else:
-                    directory.unsuppress(session, who, contact_id, reason=reason)
+                    unsuppress_contact(session, who, contact_id, reason)
 
         try:
             await run_in_threadpool(run)
-        except (directory.ReasonRequiredError, ValueError) as exc:
+        except (ComplianceError, ValueError) as exc:
             details = await run_in_threadpool(_details, request, contact_id)
             return render(
                 request,

@@ -13,8 +13,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailer import access, audit, directory, policy
+from mailer import access, audit, policy
 from mailer.contacts import import_contacts
+from mailer.contacts.compliance import (
+    ComplianceError,
+    admin_opt_out,
+    suppress_contact,
+    unsuppress_contact,
+)
+from mailer.contacts.lookup import ContactRow, contact_record
+from mailer.contacts.lookup import search_contacts as find_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
 from mailer.errors import ContactImportError, NotFoundError
 from mailer.web.api.campaigns import PAGE_QUERY, decode_cursor, encode_cursor
@@ -42,6 +50,18 @@ CONTACT = {
 REASON = {"type": "string", "minLength": 1, "maxLength": 500}
 
 
+def _contact_json(c: ContactRow) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "email": c.email,
+        "name": c.name,
+        "title": c.title,
+        "organization": c.organization_name,
+        "organization_kind": c.organization_kind,
+        "status": c.status,
+    }
+
+
 @allow(*EVERYONE)
 @operation(
     "contacts",
@@ -59,17 +79,19 @@ async def search_contacts(request: Request) -> Response:
     q = read_query(request)
     after = decode_cursor(q["cursor"]) or 0
 
-    def run() -> list[dict[str, Any]]:
+    def run() -> tuple[list[dict[str, Any]], int | None]:
         with context(request).runtime.sessions() as session:
-            rows = directory.search_contacts(
+            page = find_contacts(
                 session, actor(request), q["q"] or "", limit=q["limit"], after_id=after
             )
-            return [vars(r) for r in rows]
+            return [_contact_json(r) for r in page.items], page.next_after_id
 
-    items = await run_in_threadpool(run)
-    more = len(items) == q["limit"]
+    items, next_after = await run_in_threadpool(run)
     return JSONResponse(
-        {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}
+        {
+            "items": items,
+            "next_cursor": encode_cursor(next_after) if next_after is not None else None,
+        }
     )
 
 
@@ -92,19 +114,10 @@ async def get_contact(request: Request) -> Response:
 
     def run() -> dict[str, Any]:
         with context(request).runtime.sessions() as session:
-            d = directory.contact_details(session, actor(request), contact_id)
-            c = d.contact
+            d = contact_record(session, actor(request), contact_id)
             return {
-                "contact": {
-                    "id": c.id,
-                    "email": c.email,
-                    "name": f"{c.first_name} {c.last_name}".strip(),
-                    "title": c.title,
-                    "organization": d.organization.name,
-                    "organization_kind": d.organization.kind,
-                    "status": c.status,
-                },
-                "preferences": d.preferences,
+                "contact": _contact_json(d.contact),
+                "preferences": d.consent,
                 "suppression": {
                     "reason": d.suppression.reason,
                     "detail": d.suppression.detail,
@@ -112,7 +125,18 @@ async def get_contact(request: Request) -> Response:
                 }
                 if d.suppression
                 else None,
-                "sends": [{**s, "at": s["at"].isoformat() if s["at"] else None} for s in d.sends],
+                "sends": [
+                    {
+                        "campaign_id": s.campaign_id,
+                        "campaign": s.campaign_name,
+                        "category": s.category,
+                        "status": s.status,
+                        "skip_reason": s.skip_reason,
+                        "smtp": s.smtp,
+                        "at": s.at.isoformat() if s.at else None,
+                    }
+                    for s in d.sends
+                ],
             }
 
     return JSONResponse(await run_in_threadpool(run))
@@ -142,16 +166,14 @@ def _contact_change(kind: str) -> Any:
             who = actor(request)
             with context(request).runtime.sessions.begin() as session:
                 if kind == "opt-out":
-                    return directory.admin_opt_out(
-                        session, who, contact_id, body["scope"], reason=body["reason"]
-                    )
+                    return admin_opt_out(session, who, contact_id, body["scope"], body["reason"])
                 if kind == "suppress":
-                    return directory.suppress(session, who, contact_id, reason=body["reason"])
-                return directory.unsuppress(session, who, contact_id, reason=body["reason"])
+                    return suppress_contact(session, who, contact_id, body["reason"])
+                return unsuppress_contact(session, who, contact_id, body["reason"])
 
         try:
             changed = await run_in_threadpool(run)
-        except directory.ReasonRequiredError as exc:
+        except ComplianceError as exc:
             raise InvalidInput([{"field": "reason", "message": str(exc)}]) from exc
         return JSONResponse({"changed": changed})
 
@@ -313,7 +335,11 @@ async def resend_version(request: Request) -> Response:
     query=[
         *PAGE_QUERY,
         Param("actor", {"type": "string", "maxLength": 100}),
-        Param("action", {"type": "string", "maxLength": 100}, "exact, or a prefix ending in '.'"),
+        Param(
+            "action",
+            {"type": "string", "maxLength": 100},
+            "exact, or a family: 'campaign.' or 'campaign.*'",
+        ),
         Param("object_type", {"type": "string", "maxLength": 50}),
         Param("object_id", {"type": "string", "maxLength": 100}),
         Param("since", {"type": "string", "maxLength": 40}, "ISO time with zone"),
@@ -337,7 +363,7 @@ async def audit_events(request: Request) -> Response:
             if value is None or value.tzinfo is None:
                 raise InvalidInput([{"field": name, "message": "an ISO time with zone"}])
             times[name] = value
-    where = audit.AuditFilter(
+    where = audit.AuditQuery(
         actor=q["actor"] or "",
         action=q["action"] or "",
         object_type=q["object_type"] or "",
@@ -347,8 +373,15 @@ async def audit_events(request: Request) -> Response:
     )
     before = decode_cursor(q["cursor"])
 
-    def run() -> list[dict[str, Any]]:
+    def run() -> tuple[list[dict[str, Any]], bool]:
         with context(request).runtime.sessions() as session:
+            page = audit.query_events(
+                session,
+                actor(request),
+                where,
+                limit=q["limit"],
+                cursor=audit.cursor_before(before) if before is not None else None,
+            )
             return [
                 {
                     "id": e.id,
@@ -360,11 +393,10 @@ async def audit_events(request: Request) -> Response:
                     "object_id": e.object_id,
                     "details": e.details,
                 }
-                for e in audit.search(session, where, limit=q["limit"], before_id=before)
-            ]
+                for e in page.items
+            ], page.next_cursor is not None
 
-    items = await run_in_threadpool(run)
-    more = len(items) == q["limit"]
+    items, more = await run_in_threadpool(run)
     return JSONResponse(
         {"items": items, "next_cursor": encode_cursor(items[-1]["id"]) if more else None}
     )
