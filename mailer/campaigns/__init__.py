@@ -21,6 +21,7 @@ from mailer.campaigns.lifecycle import (
 from mailer.campaigns.operations import (
     add_draft,
     cancel_campaign,
+    change_campaign,
     create_campaign,
     edit_draft,
     pause_campaign,
@@ -44,6 +45,7 @@ __all__ = [
     "begin_launch",
     "campaign_status",
     "cancel_campaign",
+    "change_campaign",
     "complete_if_done",
     "create_campaign",
     "edit_draft",

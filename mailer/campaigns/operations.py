@@ -229,6 +229,24 @@ def cancel_campaign(rt: Runtime, campaign_id: int, *, actor: Actor) -> None:
         )
 
 
+#: What a person may do to a running or scheduled campaign by name (web buttons, API verbs).
+ACTIONS = ("pause", "resume", "cancel")
+
+
+def change_campaign(
+    rt: Runtime, campaign_id: int, action: str, *, actor: Actor, dispatch: Dispatch | None
+) -> None:
+    """Pause, resume or cancel a campaign by the action's name."""
+    if action == "pause":
+        pause_campaign(rt, campaign_id, actor=actor)
+    elif action == "resume":
+        resume_campaign(rt, campaign_id, actor=actor, dispatch=dispatch)
+    elif action == "cancel":
+        cancel_campaign(rt, campaign_id, actor=actor)
+    else:
+        raise ValueError(f"unknown campaign action {action!r}: choose one of {', '.join(ACTIONS)}")
+
+
 def _check_right(session: Session, actor: Actor, verb: str, campaign_id: int) -> None:
     campaign = get_campaign(session, campaign_id)
     category = Category(campaign.category)

@@ -486,17 +486,14 @@ def _transition(action: str) -> Any:
         ctx = context(request)
         who = actor(request)
 
-        def run() -> None:
-            if action == "pause":
-                campaigns.pause_campaign(ctx.runtime, campaign_id, actor=who)
-            elif action == "resume":
-                campaigns.resume_campaign(
-                    ctx.runtime, campaign_id, actor=who, dispatch=ctx.dispatch
-                )
-            else:
-                campaigns.cancel_campaign(ctx.runtime, campaign_id, actor=who)
-
-        await run_in_threadpool(run)
+        await run_in_threadpool(
+            campaigns.change_campaign,
+            ctx.runtime,
+            campaign_id,
+            action,
+            actor=who,
+            dispatch=ctx.dispatch,
+        )
         return done(request, f"/admin/campaigns/{campaign_id}?notice={action}d")
 
     endpoint.__name__ = action

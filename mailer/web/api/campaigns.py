@@ -385,17 +385,14 @@ def _transition(action: str) -> Any:
         await _campaign(request, campaign_id)  # 404/403 before anything changes
         who = actor(request)
 
-        def run() -> None:
-            if action == "pause":
-                campaigns.pause_campaign(ctx.runtime, campaign_id, actor=who)
-            elif action == "resume":
-                campaigns.resume_campaign(
-                    ctx.runtime, campaign_id, actor=who, dispatch=ctx.dispatch
-                )
-            else:
-                campaigns.cancel_campaign(ctx.runtime, campaign_id, actor=who)
-
-        await run_in_threadpool(run)
+        await run_in_threadpool(
+            campaigns.change_campaign,
+            ctx.runtime,
+            campaign_id,
+            action,
+            actor=who,
+            dispatch=ctx.dispatch,
+        )
         return JSONResponse(await _campaign(request, campaign_id))
 
     endpoint.__name__ = f"{action}_campaign"
