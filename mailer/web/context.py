@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
+from mailer import reports
 from mailer.access import Actor, LoginThrottle
 from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
@@ -57,3 +60,20 @@ def int_param(request: Request, name: str) -> int:
 def page_id(text: str) -> int | None:
     """The id of a "more" link's `before`/`after` parameter, or None when it is not one."""
     return int(text) if text.isdigit() and int(text) <= MAX_ID else None
+
+
+def report_csv_response(request: Request, campaign_id: int) -> StreamingResponse:
+    """Every send of a campaign as a streamed CSV download (the caller checked visibility)."""
+    session = context(request).runtime.sessions()
+
+    def chunks() -> Iterator[str]:
+        try:
+            yield from reports.report_csv(session, campaign_id)
+        finally:
+            session.close()
+
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
+    )

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response
 
 from mailer import campaigns, previews, reports
 from mailer.access.permissions import ALLOWED_CATEGORIES
@@ -33,7 +33,7 @@ from mailer.web.admin.pages import (
     is_htmx,
     render,
 )
-from mailer.web.context import actor, context, int_param, page_id
+from mailer.web.context import actor, context, int_param, page_id, report_csv_response
 from mailer.web.guard import allow
 
 SENDERS = (Role.ADMIN, Role.MARKETING, Role.ACCOUNT_MANAGER)
@@ -530,16 +530,4 @@ async def report_csv(request: Request) -> Response:
     """Every send of the campaign as CSV."""
     campaign_id = int_param(request, "campaign_id")
     await run_in_threadpool(_load, request, campaign_id)
-    session = context(request).runtime.sessions()
-
-    def chunks() -> Any:
-        try:
-            yield from reports.report_csv(session, campaign_id)
-        finally:
-            session.close()
-
-    return StreamingResponse(
-        chunks(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
-    )
+    return report_csv_response(request, campaign_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from mailer import campaigns, previews, reports
 from mailer.enums import CampaignStatus, Category, Role
@@ -17,7 +17,7 @@ from mailer.errors import CampaignError, RuleError, TemplateError
 from mailer.messages import list_templates, load_template
 from mailer.models import Campaign
 from mailer.rules import parse_rule
-from mailer.web.context import MAX_ID, actor, context, int_param
+from mailer.web.context import MAX_ID, actor, context, int_param, report_csv_response
 from mailer.web.guard import allow
 from mailer.web.openapi import Param, operation, read_body, read_query
 from mailer.web.problems import InvalidInput, rule_error_fields
@@ -435,19 +435,7 @@ async def report_csv(request: Request) -> Response:
     """Every send of the campaign as CSV (formula-looking cells defused)."""
     campaign_id = int_param(request, "campaign_id")
     await _campaign(request, campaign_id)
-    session = context(request).runtime.sessions()
-
-    def chunks() -> Any:
-        try:
-            yield from reports.report_csv(session, campaign_id)
-        finally:
-            session.close()
-
-    return StreamingResponse(
-        chunks(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
-    )
+    return report_csv_response(request, campaign_id)
 
 
 @allow(*SENDERS)
