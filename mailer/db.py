@@ -21,6 +21,7 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -94,6 +95,41 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+class HeldConnection:
+    """Sessions on one connection a thread keeps for its life (PostgreSQL): no pool check-out
+    and no ping per transaction. A dropped connection fails its statement instead (and is
+    replaced on the next use), which `delivery.transactions.in_transaction` retries. Elsewhere
+    (SQLite) the engine's pool as usual. Use from one thread at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+        self.sessions: sessionmaker[Session] = (
+            cast(
+                "sessionmaker[Session]",
+                sessionmaker(class_=_HeldSession, expire_on_commit=False, held=self),
+            )
+            if engine.dialect.name == "postgresql"
+            else make_sessionmaker(engine)
+        )
+
+    def connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _HeldSession(Session):
+    def __init__(self, *, held: HeldConnection, **kwargs: Any) -> None:
+        kwargs["bind"] = held.connection()
+        super().__init__(**kwargs)
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session committed on success and rolled back on any error."""
@@ -115,6 +151,23 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
         else engine_or_session
     )
     return bind.dialect.name == "postgresql"
+
+
+@contextmanager
+def index_scans_only(session: Session) -> Iterator[None]:
+    """Within the session's transaction, keep PostgreSQL from reading a table sequentially
+    (for a probe its stale statistics would send through the whole table); the setting the
+    transaction had before comes back afterwards. Nothing on SQLite."""
+    if not is_postgres(session):
+        yield
+        return
+    before, _ = session.execute(
+        text("SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)")
+    ).one()
+    try:
+        yield
+    finally:
+        session.execute(text("SELECT set_config('enable_seqscan', :v, true)"), {"v": before})
 
 
 def insert_ignoring(bind: Connection | Session, table: Table) -> Any:

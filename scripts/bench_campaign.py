@@ -43,6 +43,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pool", type=int, default=4, help="SMTP connections per thread")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="log every statement of the workers and the launch (server log) and print counts",
+    )
     args = parser.parse_args()
 
     db_name = f"mailer_bench_{uuid.uuid4().hex[:6]}"
@@ -100,6 +105,10 @@ def main() -> None:
         message_size = _message_size(rt)
 
         source_rate = _smtp_source(sink.port, 20_000, message_size)
+        log_from = _server_log_size()
+        if args.statements:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{db_name}" SET log_min_duration_statement = 0'))
 
         workers = subprocess.Popen(
             [
@@ -128,7 +137,7 @@ def main() -> None:
             "--template",
             TEMPLATE,
         )
-        cpu_before = _cpu_by_component()
+        cpu_before = _cpu_by_component(db_name)
         launched = time.perf_counter()
         launched_at = dt.datetime.now(dt.UTC)
         run("mailer", "campaign", "launch", "1", "--no-wait")
@@ -150,7 +159,7 @@ def main() -> None:
         first_s = (first_sent - launched_at).total_seconds() if first_sent else None
         first_after_plan_s = (first_sent - started).total_seconds() if first_sent else None
         elapsed = time.perf_counter() - launched
-        cpu_after = _cpu_by_component()
+        cpu_after = _cpu_by_component(db_name)
         peak_mb = _peak_rss_mb(workers.pid)
         summary = campaign_status(rt, 1)
         sent = summary.counts.get("sent", 0)
@@ -192,6 +201,8 @@ def main() -> None:
             + ", ".join(f"{k} {v}" for k, v in sorted(cpu_us.items()))
         )
         print(json.dumps(result))
+        if args.statements:
+            _print_statements(db_name, log_from, sent)
         rt.close()
     finally:
         if workers is not None:
@@ -247,8 +258,12 @@ def _smtp_source(port: int, count: int, size: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def _cpu_by_component() -> dict[str, float]:
-    """CPU seconds used so far by the processes of each part of the pipeline."""
+def _cpu_by_component(db_name: str) -> dict[str, float]:
+    """CPU seconds used so far by the processes of each part of the pipeline.
+
+    PostgreSQL counts the server's own processes (WAL writer, checkpointer …) and the backends
+    connected to the bench's database, not other clients' backends on a shared machine.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
     for proc in Path("/proc").iterdir():
@@ -262,6 +277,9 @@ def _cpu_by_component() -> dict[str, float]:
         if "workers.main" in cmdline or "workers.process" in cmdline:
             part = "workers"
         elif cmdline.startswith("postgres"):
+            is_backend = "(" in cmdline or "[local]" in cmdline
+            if is_backend and f" {db_name} " not in cmdline:
+                continue
             part = "postgresql"
         elif "smtp-sink" in cmdline:
             part = "smtp-sink"
@@ -274,6 +292,49 @@ def _cpu_by_component() -> dict[str, float]:
         # utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the name)
         totals[part] = totals.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return totals
+
+
+#: The cluster's server log (Debian's layout), read for --statements.
+_SERVER_LOG = Path("/var/log/postgresql/postgresql-15-main.log")
+
+
+def _server_log_size() -> int:
+    try:
+        return _SERVER_LOG.stat().st_size
+    except OSError:
+        return 0
+
+
+def _print_statements(db_name: str, log_from: int, sent: int) -> None:
+    """Statements the bench database ran since `log_from` in the server log, by kind: count,
+    count per 1,000 messages and total server time (needs read access to the server log)."""
+    try:
+        with _SERVER_LOG.open("rb") as f:
+            f.seek(log_from)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError as exc:
+        print(f"statements: cannot read {_SERVER_LOG} ({exc}); run as root or postgres")
+        return
+    marker = f"@{db_name} LOG:  duration: "
+    kinds: dict[str, list[float]] = {}
+    for number, line in enumerate(lines):
+        _, found, rest = line.partition(marker)
+        if not found:
+            continue
+        ms, _, what = rest.partition(" ms  ")
+        step, _, sql = what.partition(": ")
+        if not sql.strip():  # the statement's text begins on the next line
+            sql = " ".join(lines[number + 1 : number + 3])
+        if step.startswith(("parse", "bind")):
+            continue  # the execute line of the same statement follows
+        key = " ".join(sql.split())[:70] or step
+        entry = kinds.setdefault(key, [0, 0.0])
+        entry[0] += 1
+        entry[1] += float(ms)
+    print(f"statements of {db_name} (count, per 1,000 messages, total server ms):")
+    for key, (count, total) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
+        per_k = count * 1000 / max(sent, 1)
+        print(f"  {count:8.0f} {per_k:8.1f} {total:10.1f}  {key}")
 
 
 def _peak_rss_mb(group_leader: int) -> int:

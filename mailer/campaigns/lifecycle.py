@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from mailer.access import SYSTEM, Actor, audit
-from mailer.db import rows_changed
+from mailer.db import index_scans_only, rows_changed
 from mailer.enums import CampaignStatus, Role, SendStatus
 from mailer.errors import CampaignError, NotFoundError
 from mailer.models import Campaign, Send, utcnow
@@ -144,7 +144,12 @@ def require_transition(
 
 def has_outstanding_sends(session: Session, campaign_id: int) -> bool:
     query = select(Send.id).where(Send.campaign_id == campaign_id, Send.status.in_(OUTSTANDING))
-    return session.execute(query.limit(1)).first() is not None
+    # Asked at the end of every batch. The statistics of a running campaign are stale (taken
+    # when every row was queued), so PostgreSQL would read the whole table from the start,
+    # where the rows are long done, to find one outstanding row (~50-100 ms at 100,000 sends);
+    # the index on (campaign_id, status) answers in well under a millisecond.
+    with index_scans_only(session):
+        return session.execute(query.limit(1)).first() is not None
 
 
 def complete_if_done(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from mailer.access import SYSTEM
 from mailer.campaigns.lifecycle import complete_if_done, transition
+from mailer.db import HeldConnection
 from mailer.delivery.identities import recipient_from_row, sender_for
 from mailer.delivery.journal import Journal
 from mailer.delivery.recovery import settle_own_journal
@@ -93,6 +94,12 @@ class DeliveryContext:
         pacer: Pacer | None = None,
     ) -> None:
         self.rt = rt
+        #: This thread's own connection for reading batches, claiming and completing, and the
+        #: recorder thread's for results (PostgreSQL; see mailer.db.HeldConnection).
+        self._claims = HeldConnection(rt.engine)
+        self._records = HeldConnection(rt.engine)
+        self.sessions = self._claims.sessions
+        self.record_sessions = self._records.sessions
         self.pacer = pacer
         self.clock = clock
         self.rate_limiter = rate_limiter
@@ -174,6 +181,8 @@ class DeliveryContext:
         self._loop.close()
         if self._recorder is not None:
             self._recorder.shutdown(wait=True)
+        self._claims.close()
+        self._records.close()
         for journal in self.journals or ():
             journal.close()
 
@@ -185,7 +194,7 @@ def deliver_batch(
     rt = ctx.rt
     report = BatchReport(campaign_id)
     begun = in_transaction(
-        rt.sessions,
+        ctx.sessions,
         lambda session: _begin(ctx, session, campaign_id, first_id, last_id),
         what=f"campaign {campaign_id}: reading batch {first_id}-{last_id}",
     )
@@ -205,7 +214,7 @@ def deliver_batch(
         raise
     if not report.stopped:
         in_transaction(
-            rt.sessions,
+            ctx.sessions,
             partial(complete_if_done, campaign_id=campaign_id, now=ctx.clock()),
             what=f"campaign {campaign_id}: completing",
         )
@@ -222,13 +231,13 @@ def _deliver_slices(
 ) -> None:
     """Claim, send and record slice after slice; a slice is recorded (its own transaction, in
     the background) while the next one is claimed and sent, so the commit never stalls SMTP."""
-    rt, settings = ctx.rt, ctx.rt.settings
+    settings = ctx.rt.settings
     step = settings.record_every
     for number, start in enumerate(range(0, len(pending), step)):
         journal = ctx.journal(number)
         # the claim commits before rendering and SMTP: no locks held while the network works
         claimed, rows = in_transaction(
-            rt.sessions,
+            ctx.sessions,
             partial(
                 _claim,
                 category=category,
@@ -244,7 +253,7 @@ def _deliver_slices(
             sent = _send_slice(ctx, messages, claimed, rows, journal)
             _take_recorded(ctx, report, campaign_id)  # the slice before: its journal is free
             ctx.record_in_background(partial(_record_slice, ctx, campaign_id, sent, journal))
-        elif _status(rt, campaign_id) != CampaignStatus.SENDING:
+        elif _status(ctx, campaign_id) != CampaignStatus.SENDING:
             report.stopped = "campaign no longer sending"
             break
     _take_recorded(ctx, report, campaign_id)
@@ -255,7 +264,7 @@ def _record_slice(
 ) -> RecordReport:
     """The results of a slice are their own transaction, never shared with a claim."""
     recorded = in_transaction(
-        ctx.rt.sessions,
+        ctx.record_sessions,
         partial(_record, ctx, sent=sent),
         what=f"campaign {campaign_id}: recording results",
     )
@@ -272,7 +281,7 @@ def _take_recorded(ctx: DeliveryContext, report: BatchReport, campaign_id: int) 
     if recorded.policy_failures:
         limit = ctx.rt.settings.max_policy_failures
         in_transaction(
-            ctx.rt.sessions,
+            ctx.sessions,
             lambda session: _pause_on_policy_failures(session, limit, campaign_id, ctx.clock()),
             what=f"campaign {campaign_id}: pausing",
         )
@@ -421,6 +430,9 @@ def _claim_generic(
 
 #: PostgreSQL: claim a slice and read its recipients in one statement (a data-modifying CTE),
 #: with fixed text so it is prepared once. Same meaning as the generic two-step path below it.
+#: `soft_counted`: the address may have a soft-bounce count that a delivery resets (it has one,
+#: or the send's address is not the contact's, so the contact's hash does not tell); only
+#: those deliveries are looked up in soft_bounces when the results are recorded.
 #: `id = ANY(sorted ids)` is an index scan in id order, so every claim locks its rows in the
 #: same order as every other claim and the sweep (which never waits: SKIP LOCKED); no row
 #: lock beyond the UPDATE's own (an explicit FOR UPDATE doubled the WAL written per claim).
@@ -440,7 +452,9 @@ SELECT claimed.id AS send_id, claimed.attempts, claimed.first_attempt_at, claime
     u.phone AS manager_phone,
     EXISTS (SELECT 1 FROM opt_outs oo WHERE oo.address_hash = c.address_hash
             AND oo.revoked_at IS NULL AND oo.category = ANY(%(scopes)s::text[])) AS opted_out,
-    EXISTS (SELECT 1 FROM suppressions sp WHERE sp.address_hash = c.address_hash) AS suppressed
+    EXISTS (SELECT 1 FROM suppressions sp WHERE sp.address_hash = c.address_hash) AS suppressed,
+    (c.email IS DISTINCT FROM claimed.email OR EXISTS (
+        SELECT 1 FROM soft_bounces sb WHERE sb.address_hash = c.address_hash)) AS soft_counted
 FROM claimed
 LEFT JOIN contacts c ON c.id = claimed.contact_id
 LEFT JOIN organizations o ON o.id = c.organization_id
@@ -464,7 +478,12 @@ def _claim_postgres(
         "scopes": _opt_out_scopes(category),
     }
     rows = session.connection().exec_driver_sql(_PG_CLAIM, params).all()
-    claimed = {row.send_id: Claimed(row.attempts, row.first_attempt_at, row.email) for row in rows}
+    claimed = {
+        row.send_id: Claimed(
+            row.attempts, row.first_attempt_at, row.email, is_soft_counted=row.soft_counted
+        )
+        for row in rows
+    }
     return claimed, rows
 
 
@@ -538,9 +557,9 @@ def _skip_reason(row: Any) -> str:
     return ""
 
 
-def _status(rt: Runtime, campaign_id: int) -> str | None:
+def _status(ctx: DeliveryContext, campaign_id: int) -> str | None:
     return in_transaction(
-        rt.sessions,
+        ctx.sessions,
         lambda session: session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)),
         what=f"campaign {campaign_id}: reading status",
     )

@@ -51,6 +51,9 @@ class Claimed:
     attempts: int
     first_attempt_at: dt.datetime
     email: str
+    #: The address may have a soft-bounce count for a delivery to reset (when the claim does
+    #: not know, it is True and the recording looks).
+    is_soft_counted: bool = True
 
 
 @dataclass
@@ -114,7 +117,8 @@ def record_results(
         mid = message_ids.get(result.send_id, "")
         status = _status_for(settings, result, info, now)
         if status is SendStatus.SENT:
-            delivered.append((info.email, result.send_id))
+            if info.is_soft_counted:
+                delivered.append((info.email, result.send_id))
             rows.append(
                 _row(
                     result.send_id,
