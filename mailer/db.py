@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.errors import SchemaBehindError
@@ -128,6 +129,27 @@ class _HeldSession(Session):
     def __init__(self, *, held: HeldConnection, **kwargs: Any) -> None:
         kwargs["bind"] = held.connection()
         super().__init__(**kwargs)
+
+
+@contextmanager
+def pipelined(session: Session) -> Iterator[Any]:
+    """The session's psycopg connection in pipeline mode (PostgreSQL only): what is executed
+    in the block goes to the server in one round trip when the block ends, with the BEGIN of
+    the session's transaction, and a `commit()` called in the block too. Errors come out as
+    SQLAlchemy's, the connection invalidated when it was lost, as `Session.execute` does, so
+    `delivery.transactions.in_transaction` retries them the same way."""
+    conn = session.connection()
+    raw: Any = conn.connection.driver_connection
+    try:
+        with raw.pipeline():
+            yield raw
+    except raw.Error as exc:
+        is_lost = bool(raw.closed or raw.broken)
+        if is_lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, type(raw).Error, connection_invalidated=is_lost
+        ) from exc
 
 
 @contextmanager

@@ -7,12 +7,16 @@ import datetime as dt
 import os
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
+from sqlalchemy.orm import Session
 
 from mailer import campaigns
+from mailer.db import HeldConnection, pipelined
 from mailer.delivery import Batch, Journal, scheduler_tick
 from mailer.delivery.journal import read_journals, this_host
 from mailer.delivery.transactions import in_transaction
@@ -279,3 +283,49 @@ def test_workers_connections_killed_mid_batch_are_retried_and_nobody_gets_two(
     received = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
     assert received == Counter({c.email: 1 for c in contacts})
     assert campaigns.campaign_status(rt, cid).counts == {"sent": len(contacts)}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_held_connection_dropped_between_transactions_is_replaced_by_the_retry(
+    rt: Runtime,
+) -> None:
+    """Delivery threads keep their connection without a ping per transaction (a PostgreSQL
+    restart drops it): the next transaction fails on it once and is retried on a new one, also
+    when its statement and commit go pipelined in one round trip."""
+    with rt.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE pipe_probe (id int PRIMARY KEY)"))
+    held = HeldConnection(rt.engine)
+    calls = 0
+
+    def insert(i: int) -> Callable[[Session], int]:
+        def work(session: Session) -> int:
+            nonlocal calls
+            calls += 1
+            with pipelined(session) as conn:
+                cursor = conn.execute(
+                    "INSERT INTO pipe_probe VALUES (%s) RETURNING pg_backend_pid()", (i,)
+                )
+                conn.commit()
+            return int(cursor.fetchone()[0])
+
+        return work
+
+    try:
+        first = in_transaction(held.sessions, insert(1), what="probe 1")
+        with rt.engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": first})
+            while admin.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": first}
+            ).scalar():
+                time.sleep(0.01)
+        second = in_transaction(held.sessions, insert(2), what="probe 2")
+        assert second != first
+        assert calls == 3  # the second transaction ran twice: on the dropped connection, then anew
+        with rt.engine.connect() as conn:
+            assert conn.execute(
+                text("SELECT array_agg(id ORDER BY id) FROM pipe_probe")
+            ).scalar() == [1, 2]
+    finally:
+        held.close()
+        with rt.engine.begin() as conn:
+            conn.execute(text("DROP TABLE pipe_probe"))

@@ -18,12 +18,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Table, bindparam, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from mailer.access import SYSTEM
 from mailer.campaigns.lifecycle import complete_if_done, transition
-from mailer.db import HeldConnection
+from mailer.db import HeldConnection, pipelined
 from mailer.delivery.identities import recipient_from_row, sender_for
 from mailer.delivery.journal import Journal
 from mailer.delivery.recovery import settle_own_journal
@@ -32,7 +33,6 @@ from mailer.delivery.results import (
     RecordReport,
     count_policy_failures,
     record_results,
-    record_skips,
 )
 from mailer.delivery.transactions import in_transaction
 from mailer.enums import ALL_MARKETING, CampaignStatus, Category, SendStatus, SkipReason
@@ -351,16 +351,16 @@ def _send_slice(
 
 
 def _record(ctx: DeliveryContext, session: Session, *, sent: _SentSlice) -> RecordReport:
-    now = ctx.clock()
-    record_skips(session, sent.skips, sent.claimed, now)
     recorded = record_results(
         session,
         ctx.rt.settings,
         sent.results,
         sent.claimed,
         sent.message_ids,
-        now,
+        ctx.clock(),
         ctx.rt.hash_address,
+        skips=sent.skips,
+        is_last_write=True,
     )
     if sent.skips:
         recorded.counts[SendStatus.SKIPPED.value] = len(sent.skips)
@@ -477,7 +477,11 @@ def _claim_postgres(
         "campaign_id": campaign_id,
         "scopes": _opt_out_scopes(category),
     }
-    rows = session.connection().exec_driver_sql(_PG_CLAIM, params).all()
+    # BEGIN and the claim in one round trip; the COMMIT follows once the journal has the claim
+    with pipelined(session) as conn:
+        cursor = conn.cursor(row_factory=namedtuple_row)
+        cursor.execute(_PG_CLAIM, params)
+    rows = cursor.fetchall()
     claimed = {
         row.send_id: Claimed(
             row.attempts, row.first_attempt_at, row.email, is_soft_counted=row.soft_counted

@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.config import Settings
-from mailer.db import insert_ignoring_duplicates
+from mailer.db import insert_ignoring_duplicates, pipelined
 from mailer.deliverability import soft as soft_bounces
 from mailer.enums import SendStatus, SuppressionReason
 from mailer.models import Send, Suppression
@@ -104,10 +104,19 @@ def record_results(
     message_ids: Mapping[int, str],
     now: dt.datetime,
     hash_address: Any,
+    *,
+    skips: Mapping[int, str] | None = None,
+    is_last_write: bool = False,
 ) -> RecordReport:
-    """Write every result in one executemany; suppress hard failures; count 5.7.x ones."""
+    """Write every result, and the sends skipped at send time (`skips`: send id → reason), in
+    one statement; suppress hard failures; count 5.7.x ones.
+
+    With `is_last_write`, the caller has nothing more to write in the transaction: when the
+    results need nothing beside that statement (no bounce, no soft-bounce count to reset), the
+    transaction commits with it, in the same round trip on PostgreSQL.
+    """
     report = RecordReport()
-    rows: list[dict[str, Any]] = []
+    rows = _skip_rows(skips or {}, claimed, now)
     hard: list[tuple[str, str]] = []
     delivered: list[tuple[str, int | None]] = []
     soft: list[tuple[str, int, str]] = []
@@ -166,7 +175,7 @@ def record_results(
             elif result.kind is ReplyKind.POLICY:
                 report.policy_failures += 1
         report.counts[status.value] = report.counts.get(status.value, 0) + 1
-    _write(session, rows)
+    _write(session, rows, commit=is_last_write and not (hard or delivered or soft))
     report.suppressed = suppress(session, hard, now, hash_address)
     soft_bounces.note_delivered(session, delivered, now, hash_address)
     for email, send_id, reply in soft:
@@ -189,17 +198,14 @@ def _is_soft_bounce(result: DeliveryResult) -> bool:
     return result.kind is ReplyKind.SOFT
 
 
-def record_skips(
-    session: Session, skips: Mapping[int, str], claimed: Mapping[int, Claimed], now: dt.datetime
-) -> None:
+def _skip_rows(
+    skips: Mapping[int, str], claimed: Mapping[int, Claimed], now: dt.datetime
+) -> list[dict[str, Any]]:
     """Sends excluded at send time (opted out, suppressed …) become skipped with the reason."""
-    _write(
-        session,
-        [
-            _row(send_id, claimed[send_id].attempts, SendStatus.SKIPPED, now, skip=reason)
-            for send_id, reason in skips.items()
-        ],
-    )
+    return [
+        _row(send_id, claimed[send_id].attempts, SendStatus.SKIPPED, now, skip=reason)
+        for send_id, reason in skips.items()
+    ]
 
 
 #: PostgreSQL: one statement for a whole slice, its rows passed as arrays. Fixed text, so it is
@@ -216,12 +222,17 @@ WHERE sends.id = v.id AND sends.status = 'sending' AND sends.attempts = v.attemp
 """
 
 
-def _write(session: Session, rows: list[dict[str, Any]]) -> None:
+def _write(session: Session, rows: list[dict[str, Any]], *, commit: bool = False) -> None:
+    """One statement for all `rows`; with `commit` on PostgreSQL the transaction ends with it,
+    BEGIN, the statement and COMMIT in one round trip."""
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
         columns = {key[2:]: [row[key] for row in rows] for key in rows[0]}
-        session.connection().exec_driver_sql(_PG_RECORD, columns)
+        with pipelined(session) as conn:
+            conn.execute(_PG_RECORD, columns)
+            if commit:
+                conn.commit()  # the session's own commit then has nothing left to do
     else:
         session.connection().execute(_RECORD, rows)
 
