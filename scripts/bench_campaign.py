@@ -137,7 +137,7 @@ def main() -> None:
             "--template",
             TEMPLATE,
         )
-        cpu_before = _cpu_by_component(db_name)
+        cpu_before = _cpu_by_component(db_name, workers.pid, sink.process.pid)
         launched = time.perf_counter()
         launched_at = dt.datetime.now(dt.UTC)
         run("mailer", "campaign", "launch", "1", "--no-wait")
@@ -159,7 +159,7 @@ def main() -> None:
         first_s = (first_sent - launched_at).total_seconds() if first_sent else None
         first_after_plan_s = (first_sent - started).total_seconds() if first_sent else None
         elapsed = time.perf_counter() - launched
-        cpu_after = _cpu_by_component(db_name)
+        cpu_after = _cpu_by_component(db_name, workers.pid, sink.process.pid)
         peak_mb = _peak_rss_mb(workers.pid)
         summary = campaign_status(rt, 1)
         sent = summary.counts.get("sent", 0)
@@ -258,15 +258,18 @@ def _smtp_source(port: int, count: int, size: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def _cpu_by_component(db_name: str) -> dict[str, float]:
+def _cpu_by_component(db_name: str, workers_sid: int, sink_pid: int) -> dict[str, float]:
     """CPU seconds used so far by the processes of each part of the pipeline.
 
-    PostgreSQL counts the server's own processes (WAL writer, checkpointer …) and the backends
-    connected to the bench's database, not other clients' backends on a shared machine.
+    Only this run's, on a machine others share: its worker processes (their session), its
+    sink, and the PostgreSQL backends connected to the bench's database with their parallel
+    workers (not the server's shared WAL writer and checkpointer, a few µs per message).
     """
     tick = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
-    for proc in Path("/proc").iterdir():
+    ours: set[str] = set()  # our backends' pids, for their parallel workers
+    procs = sorted(Path("/proc").iterdir(), key=lambda p: "parallel worker" in _title(p))
+    for proc in procs:
         if not proc.name.isdigit():
             continue
         try:
@@ -274,18 +277,19 @@ def _cpu_by_component(db_name: str) -> dict[str, float]:
             fields = (proc / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if "workers.main" in cmdline or "workers.process" in cmdline:
+        if int(fields[3]) == workers_sid:
             part = "workers"
         elif cmdline.startswith("postgres"):
-            is_backend = "(" in cmdline or "[local]" in cmdline
-            if is_backend and f" {db_name} " not in cmdline:
+            if f" {db_name} " in cmdline and "(" in cmdline:
+                ours.add(proc.name)
+            elif cmdline.rpartition("parallel worker for PID ")[2].strip() not in ours:
                 continue
             part = "postgresql"
-        elif "smtp-sink" in cmdline:
+        elif int(proc.name) == sink_pid:
             part = "smtp-sink"
         elif "redis-server" in cmdline:
             part = "redis"
-        elif "mailer campaign" in cmdline or "bench_campaign" in cmdline:
+        elif int(proc.name) == os.getpid() or int(fields[1]) == os.getpid():
             part = "cli+bench"
         else:
             continue
@@ -335,6 +339,13 @@ def _print_statements(db_name: str, log_from: int, sent: int) -> None:
     for key, (count, total) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
         per_k = count * 1000 / max(sent, 1)
         print(f"  {count:8.0f} {per_k:8.1f} {total:10.1f}  {key}")
+
+
+def _title(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _peak_rss_mb(group_leader: int) -> int:
