@@ -133,7 +133,9 @@ def note_delivered(
 ) -> int:
     """Deliveries (address, send id) start counting again; returns the counts reset.
 
-    One indexed read per call on the hot path; a write only for addresses with a count.
+    One indexed read per call; a write only for addresses with a count. On the hot path a
+    worker passes only the deliveries whose claim saw a count for the address (or could not
+    tell), so a slice without one costs nothing here (`delivery/deliver.py`, `soft_counted`).
     """
     if not delivered:
         return 0

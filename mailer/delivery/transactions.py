@@ -11,7 +11,9 @@ Lock order, which is what keeps PostgreSQL deadlocks out of the hot path by desi
   losing it cannot cost the results of a slice already sent;
 - the campaign row is updated (completion, pause) in a transaction of its own, after the sends.
 
-The retry stays as the safety net for what remains (a restarted server, a failover).
+The retry stays as the safety net for what remains (a restarted server, a failover). It is also
+what replaces a delivery thread's dropped connection: those threads keep their connections
+(`mailer.db.HeldConnection`) instead of checking one out and pinging it per transaction.
 """
 
 from __future__ import annotations
