@@ -210,6 +210,11 @@ def _skip_rows(
 
 #: PostgreSQL: one statement for a whole slice, its rows passed as arrays. Fixed text, so it is
 #: prepared once; executemany would cost a statement and its parameter processing per row.
+#: `status COLLATE "C" = 'sending'` means `status = 'sending'` but keeps the planner from
+#: answering it with the partial index of sending rows: the statistics of a running campaign
+#: (taken when every row was queued) make that index look like one row, while it holds an entry
+#: for every row claimed since the last vacuum, so each slice read it whole (19 ms per slice at
+#: 100,000 sends, growing with the campaign). Looked up by id, a slice costs ~0.2 ms.
 _PG_RECORD = """
 UPDATE sends SET status = v.status, skip_reason = v.skip_reason, smtp_code = v.code,
     smtp_reply = v.reply, message_id = v.mid, sent_at = v.sent_at, next_attempt_at = v.next_at,
@@ -218,7 +223,7 @@ FROM unnest(%(id)s::bigint[], %(att)s::int[], %(status)s::text[], %(skip)s::text
             %(code)s::int[], %(reply)s::text[], %(mid)s::text[], %(sent_at)s::timestamptz[],
             %(next)s::timestamptz[], %(now)s::timestamptz[])
     AS v(id, attempts, status, skip_reason, code, reply, mid, sent_at, next_at, now)
-WHERE sends.id = v.id AND sends.status = 'sending' AND sends.attempts = v.attempts
+WHERE sends.id = v.id AND sends.status COLLATE "C" = 'sending' AND sends.attempts = v.attempts
 """
 
 
