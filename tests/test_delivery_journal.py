@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from mailer import campaigns
 from mailer.db import HeldConnection, pipelined
 from mailer.delivery import Batch, Journal, scheduler_tick
 from mailer.delivery.journal import read_journals, this_host
-from mailer.delivery.transactions import in_transaction
+from mailer.delivery.transactions import in_transaction, is_retryable
 from mailer.models import Send
 from mailer.runtime import Runtime
 from tests.delivery_fixtures import as_user
@@ -329,3 +330,26 @@ def test_a_held_connection_dropped_between_transactions_is_replaced_by_the_retry
         held.close()
         with rt.engine.begin() as conn:
             conn.execute(text("DROP TABLE pipe_probe"))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_an_error_in_a_pipelined_statement_comes_out_as_sqlalchemys(rt: Runtime) -> None:
+    """What the hot path sends pipelined fails the way Session.execute fails (so in_transaction
+    tells a deadlock from a bug), and the connection serves the next transaction."""
+    held = HeldConnection(rt.engine)
+
+    def divide(session: Session) -> None:
+        with pipelined(session) as conn:
+            conn.execute("SELECT 1 / 0")
+
+    def one(session: Session) -> int:
+        return int(session.execute(text("SELECT 1")).scalar_one())
+
+    try:
+        with pytest.raises(DataError) as raised:
+            in_transaction(held.sessions, divide, what="probe")
+        assert getattr(raised.value.orig, "sqlstate", None) == "22012"
+        assert not is_retryable(raised.value)
+        assert in_transaction(held.sessions, one, what="probe") == 1
+    finally:
+        held.close()
