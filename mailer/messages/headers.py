@@ -25,6 +25,10 @@ _BAD_IN_ADDRESS = re.compile(r"[\x00-\x20\x7f<>()\[\],;:\\\"]")
 
 def clean_text(value: str) -> str:
     """One line of text: control characters (CR, LF, TAB, NUL …) become single spaces."""
+    # isprintable() is False for every control, line or paragraph separator and every space
+    # but " ": when it holds, only runs of " " and the ends could change.
+    if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
 
 

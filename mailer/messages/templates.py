@@ -37,6 +37,7 @@ from mailer.messages.context import CONTEXT_VIEWS, view_fields
 from mailer.messages.environment import compile_source, make_environment
 from mailer.messages.lint import lint_content
 from mailer.messages.sources import Composite, Piece
+from mailer.messages.split import SplitTemplate, split_source
 
 LAYOUT = "layouts/base"
 #: What the layout's footer prints; each must stay visible in the HTML whatever the template.
@@ -63,6 +64,10 @@ class Template:
     composites: dict[str, Composite]  #: by compiled filename, to map error lines back
     #: Campaign parameters the header declares (`params: a, b`), in order.
     params: tuple[str, ...] = ()
+    #: The same parts split for rendering once per campaign (`split.py`); None: render whole.
+    subject_split: SplitTemplate | None = None
+    text_split: SplitTemplate | None = None
+    html_split: SplitTemplate | None = None
 
     def error(self, part: str, exc: Exception) -> TemplateError:
         """A TemplateError naming the original file and line of a render failure."""
@@ -128,13 +133,14 @@ def load_template(settings: Settings, name: str) -> Template:
         f"<{name}.txt>": text_comp,
         f"<{name}.subject>": subject_comp,
     }
-    compiled = {}
+    compiled, splits = {}, {}
     for filename, comp in composites.items():
         try:
             compiled[filename] = compile_source(env, comp.source, filename[1:-1], filename)
         except TemplateSyntaxError as exc:
             origin = comp.origin(exc.lineno or 1) or (name, exc.lineno)
             raise TemplateError(origin[0], exc.message or str(exc), origin[1]) from exc
+        splits[filename] = split_source(env, comp.source, filename[1:-1], filename)
     return Template(
         name=name,
         category=category,
@@ -145,6 +151,9 @@ def load_template(settings: Settings, name: str) -> Template:
         is_text_derived=not has_text,
         composites=composites,
         params=params,
+        subject_split=splits[f"<{name}.subject>"],
+        text_split=splits[f"<{name}.txt>"],
+        html_split=splits[f"<{name}.html>"],
     )
 
 
