@@ -196,6 +196,13 @@ class CampaignMessages:
             names.remove("Reply-To")
         return [*names, "From"]  # over-sign From: a second From added later breaks the signature
 
+    @property
+    def split_parts(self) -> tuple[str, ...]:
+        """The parts rendered once for the campaign, with only their recipient values
+        rendered per message; the others render whole."""
+        names = ("subject", "text", "html")
+        return tuple(n for n, s in zip(names, self._splits, strict=True) if s is not None)
+
     # ---- per recipient -------------------------------------------------------------------
 
     def render_parts(self, recipient: Recipient) -> tuple[str, str, str]:
