@@ -91,7 +91,7 @@ class CampaignMessages:
         # asynchronous bounce leads back to it; the prefix and suffix are made once here.
         self._verp_prefix, self._verp_suffix = verp_parts(settings.envelope_sender)
         self._mail_domain = settings.mail_domain
-        self._msgid_key = _message_id_key(settings.secret_key)
+        self._msgid_mac = hmac.new(_message_id_key(settings.secret_key), digestmod=hashlib.sha256)
         self._render_budget_s = settings.template_render_budget_s
         # QP output never contains "=_" (a literal "=" is always =3D), so a QP body cannot hold
         # it; an 8bit body that does goes quoted-printable (`_encode`).
@@ -351,7 +351,7 @@ class CampaignMessages:
     def _message_id(self, send_id: int) -> str:
         """Stable per send, so a retried send carries the same id; keyed, so not guessable."""
         left = f"{self._campaign_id}.{send_id}"
-        return f"<{left}.{_message_id_mac(self._msgid_key, left)}@{self._mail_domain}>"
+        return f"<{left}.{_message_id_mac(self._msgid_mac, left)}@{self._mail_domain}>"
 
     def _date_header(self) -> bytes:
         now = int(time.time())
@@ -408,8 +408,11 @@ def _message_id_key(secret: Secret) -> bytes:
     return hmac.new(secret.reveal().encode(), b"mailer.message-id", hashlib.sha256).digest()
 
 
-def _message_id_mac(key: bytes, left: str) -> str:
-    return hmac.digest(key, left.encode(), "sha256").hex()[:16]
+def _message_id_mac(key: bytes | hmac.HMAC, left: str) -> str:
+    # a keyed HMAC prepared once and copied costs about half of keying one per message
+    mac = key.copy() if isinstance(key, hmac.HMAC) else hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(left.encode())
+    return mac.hexdigest()[:16]
 
 
 def read_message_id(settings: Settings, message_id: str) -> tuple[int, int] | None:

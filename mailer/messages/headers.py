@@ -51,6 +51,10 @@ def encoded_words(text: str) -> list[str]:
 
 def fold(name: str, words: list[str]) -> bytes:
     """`Name: w1 w2 …` folded with CRLF+space so lines stay ≤78 where a word allows."""
+    if words:
+        line = f"{name}: {' '.join(words)}"
+        if len(line) <= MAX_LINE:  # fits on one line: what the loop below would give
+            return (line + "\r\n").encode("utf-8")
     lines, line = [], f"{name}:"
     for word in words:
         if len(line) + 1 + len(word) > MAX_LINE and line != f"{name}:":
