@@ -1,6 +1,8 @@
 """One campaign's messages, built from a skeleton prepared once (docs/performance.md §3: ~37×
-faster than `EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date
-and Message-ID are made; everything else is bytes computed in `__init__`.
+faster than `EmailMessage`). Per recipient only the links, the recipient's values in the three
+parts (rendered once per campaign, `split.py`), To, Subject, Date and Message-ID are made;
+everything else is bytes computed in `__init__`. Bodies go 8bit, quoted-printable only where
+they must (`CampaignMessages._encode`, `OutgoingMessage.downgrade`).
 
 Senders by category (docs/standards.md §2: the From domain must align with DKIM d=):
 - features, promotions: From `settings.marketing_from`; Reply-To the sender's reply_to if set.
@@ -244,21 +246,11 @@ class CampaignMessages:
         recipient-dependent values (split.py); parts that could not be split render whole."""
         tpl = self._template
         subject_split, text_split, html_split = self._splits
-        if self._fixed_subject:
-            subject = self._fixed_subject
-        elif subject_split is not None:
-            subject = _render_split(tpl, "subject", subject_split, ctx)
-        else:
-            subject = _render(tpl, "subject", tpl.subject, ctx)
-        if text_split is not None:
-            text = _render_split(tpl, "text part", text_split, ctx)
-        else:
-            text = _render(tpl, "text part", tpl.text, ctx)
-        if html_split is not None:
-            html = _render_split(tpl, "HTML part", html_split, ctx)
-        else:
-            html = _render(tpl, "HTML part", tpl.html, ctx)
-        return subject, text, html
+        return (
+            self._fixed_subject or _render_part(tpl, "subject", subject_split, tpl.subject, ctx),
+            _render_part(tpl, "text part", text_split, tpl.text, ctx),
+            _render_part(tpl, "HTML part", html_split, tpl.html, ctx),
+        )
 
     def build(self, recipient: Recipient) -> OutgoingMessage:
         """The complete message for one recipient; TemplateError if it cannot be rendered.
@@ -361,7 +353,12 @@ class CampaignMessages:
         return self._date
 
 
-def _render_split(tpl: Template, part: str, split: BoundSplit, ctx: dict[str, Any]) -> str:
+def _render_part(
+    tpl: Template, part: str, split: BoundSplit | None, whole: Any, ctx: dict[str, Any]
+) -> str:
+    """One part from its campaign text and recipient values, or rendered whole."""
+    if split is None:
+        return _render(tpl, part, whole, ctx)
     try:
         return split.render(ctx)
     except Exception:
