@@ -25,7 +25,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mailer.enums import Role
 from mailer.errors import MailerError
 from mailer.web import auth
-from mailer.web.admin import account, campaigns, compliance, contacts, records, session, users
+from mailer.web.admin import (
+    account,
+    campaigns,
+    compliance,
+    contacts,
+    records,
+    session,
+    templates,
+    users,
+)
 from mailer.web.admin.pages import COOKIE, make_environment, redirect, render
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
@@ -76,6 +85,8 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns/{campaign_id:int}/cancel", c.cancel, methods=["POST"]),
         Route("/campaigns/{campaign_id:int}/report", c.report, methods=["GET"]),
         Route("/campaigns/{campaign_id:int}/report.csv", c.report_csv, methods=["GET"]),
+        Route("/campaigns/{campaign_id:int}/sample.html", c.sample_html, methods=["GET"]),
+        *templates.ROUTES,
         *contacts.ROUTES,
         *compliance.ROUTES,
         *users.ROUTES,

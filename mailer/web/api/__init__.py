@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mailer.enums import Role
 from mailer.errors import MailerError
 from mailer.web import auth
-from mailer.web.api import campaigns, records
+from mailer.web.api import campaigns, records, templates
 from mailer.web.context import AppContext
 from mailer.web.openapi import document
 from mailer.web.problems import (
@@ -57,7 +57,13 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns/{campaign_id:int}/report.csv", c.report_csv, methods=["GET"]),
         Route("/audiences/check", c.check_rule, methods=["POST"]),
         Route("/audiences/count", c.count_audience, methods=["POST"]),
-        Route("/templates", c.list_template_names, methods=["GET"]),
+        Route("/templates", templates.list_templates, methods=["GET"]),
+        Route("/templates/stored/{category}/{name}", templates.get_stored, methods=["GET"]),
+        Route(
+            "/templates/stored/{category}/{name}/versions",
+            templates.save_version,
+            methods=["POST"],
+        ),
         *r.ROUTES,
     ]
 

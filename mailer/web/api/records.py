@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailer import access, audit, policy
+from mailer import access, audit, policy, template_store
 from mailer.contacts import import_contacts
 from mailer.contacts.compliance import (
     ComplianceError,
@@ -307,12 +307,18 @@ async def publish_version(request: Request) -> Response:
 @allow(Role.ADMIN)
 @operation("policy", response={"type": "object"})
 async def version_coverage(request: Request) -> Response:
-    """Which clients a version's notice reached, and why the others were not."""
+    """Which clients a version's notice reached, why the others were not, and what it said."""
     version = request.path_params["version"]
-    report = await run_in_threadpool(
-        lambda: policy.coverage(context(request).runtime, version, actor=actor(request))
-    )
-    return JSONResponse(report.as_dict())
+    rt = context(request).runtime
+
+    def run() -> dict[str, Any]:
+        report = policy.coverage(rt, version, actor=actor(request))
+        with rt.sessions() as session:
+            # the notice's launch snapshot: template, version, subject, content hash
+            notice = template_store.snapshot_of(session, report.campaign_id)
+        return {**report.as_dict(), "notice": notice}
+
+    return JSONResponse(await run_in_threadpool(run))
 
 
 @allow(Role.ADMIN)
