@@ -17,7 +17,7 @@ from sqlalchemy import select
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from mailer import access, campaigns, policy
+from mailer import access, campaigns, policy, template_store
 from mailer.access import totp
 from mailer.enums import Role
 from mailer.models import Campaign, Contact, OptOut, Send, User
@@ -91,6 +91,22 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/admin/campaigns/{campaign_id:int}/cancel"): {"form": {}},
     ("GET", "/admin/campaigns/{campaign_id:int}/report"): {},
     ("GET", "/admin/campaigns/{campaign_id:int}/report.csv"): {},
+    ("GET", "/admin/campaigns/{campaign_id:int}/sample.html"): {},
+    ("GET", "/admin/templates"): {},
+    ("GET", "/admin/templates/new"): {},
+    ("POST", "/admin/templates"): {
+        "form": {
+            "name": "promotions/from-the-routes",
+            "subject": "Hello {{ contact.first_name }}",
+            "params": "",
+            "html": "<p>Hello {{ contact.first_name }}</p>",
+            "text": "",
+            "note": "first",
+            "base_version": "",
+        }
+    },
+    ("GET", "/admin/templates/{category}/{name}"): {"query": "?version=1"},
+    ("GET", "/admin/templates/{category}/{name}/edit"): {},
     ("GET", "/admin/contacts"): {"query": "?q=example"},
     ("GET", "/admin/contacts/import"): {},
     ("POST", "/admin/contacts/import"): {
@@ -163,6 +179,10 @@ API_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", f"{API}/audiences/check"): {"json": {"rule": "kind = client"}},
     ("POST", f"{API}/audiences/count"): {"json": {"category": "{category}", "rule": ""}},
     ("GET", f"{API}/templates"): {},
+    ("GET", f"{API}/templates/stored/{{category}}/{{name}}"): {},
+    ("POST", f"{API}/templates/stored/{{category}}/{{name}}/versions"): {
+        "json": {"subject": "Version two for {{ contact.first_name }}", "html": "<p>Two</p>"}
+    },
     ("GET", f"{API}/contacts"): {"query": "?q=example&limit=10"},
     ("POST", f"{API}/contacts/import"): {"query": "?dry_run=true", "csv": True},
     ("GET", f"{API}/contacts/{{contact_id:int}}"): {},
@@ -238,6 +258,15 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
             role: access.create_api_token(s, ada, name="tests", username=name).token
             for role, name in ROLE_USERS.items()
         }
+    stored = {}
+    for category in ("promotions", "service"):
+        stored[category] = template_store.save_version(
+            rt,
+            actors["ada"],
+            name=f"{category}/routed",
+            subject="Routed {{ contact.first_name }}",
+            html="<p>Hello {{ contact.first_name }}</p>",
+        ).template
     out: dict[Role, dict[str, Any]] = {}
     for role, username in ROLE_USERS.items():
         category, template = OWN_CAMPAIGN[role]
@@ -259,6 +288,7 @@ def world(rt: Runtime, staff: Any, make_org: Any, make_contact: Any) -> dict[Rol
             "contact": str(contact.id),
             "category": category,
             "template": template,
+            "stored": stored[category],
         }
     return out
 
@@ -288,6 +318,7 @@ def _url(path: str, values: dict[str, Any]) -> str:
         .replace("{version}", "2")
         .replace("{username}", "otto")
         .replace("{public_id}", values["public_id"])
+        .replace("{category}/{name}", values["stored"])
     )
 
 

@@ -12,6 +12,7 @@ parameters — what a coverage report shows as proof of what a notice said.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from mailer.config import Settings
 from mailer.enums import Category
-from mailer.errors import NotFoundError
+from mailer.errors import TemplateError
 from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity, Template
 from mailer.messages.check import check_source_template
 from mailer.messages.context import SAMPLE_RECIPIENT
@@ -185,10 +186,12 @@ def _with_samples(template: Template, params: dict[str, Any]) -> dict[str, Any]:
     return {**{name: f"[{name}]" for name in template.params}, **params}
 
 
-def _no_such_template(session: Session | None, settings: Settings, name: str) -> NotFoundError:
+def _no_such_template(session: Session | None, settings: Settings, name: str) -> TemplateError:
     known = list_templates(settings)
     if session is not None:
         known += [full_name(s) for s in session.scalars(select(StoredTemplate))]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else "`mailer template list` shows what exists"
-    return NotFoundError(f"no such template {name!r}; {hint}")
+    return TemplateError(
+        str(Path(settings.templates_dir) / f"{name}.html"), f"no such template {name!r}; {hint}"
+    )
