@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from starlette.testclient import TestClient
 
 from mailer import campaigns, policy, reports, template_store
 from mailer.cli import main
 from mailer.delivery import Batch
 from mailer.errors import PermissionDeniedError, TemplateCheckError, TemplateError
-from mailer.models import AuditEvent, Campaign, CampaignSnapshot, TemplateVersion
+from mailer.models import AuditEvent, Campaign, CampaignSnapshot, StoredTemplate, TemplateVersion
 from mailer.runtime import Runtime
 from mailer.web import create_app
 from tests.delivery_fixtures import as_user
@@ -92,7 +92,7 @@ def test_a_failing_save_saves_nothing_and_names_every_problem_with_line_and_colu
     assert any(f["field"] == "subject" and "last_name" in str(f["message"]) for f in fields)
     assert _versions(rt) == 0
     with rt.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(template_store.store.StoredTemplate)) == 0
+        assert s.scalar(select(func.count()).select_from(StoredTemplate)) == 0
 
 
 def test_the_save_check_is_the_template_checks_footer_and_name_rules(
@@ -211,7 +211,8 @@ def test_a_campaign_subject_overrides_the_template_subject_and_is_checked(
 def test_workers_render_the_pinned_version_after_a_newer_one_is_saved(
     mail_rt: Runtime, workers: Any, staff: Any, make_contact: Any, smtp_server: Any
 ) -> None:
-    make_contact(email="pat@client.example")
+    for n in range(6):
+        make_contact(email=f"pat{n}@client.example")
     _save(mail_rt)
     mark = as_user(mail_rt, "mark")
     cid = campaigns.create_campaign(
@@ -226,12 +227,26 @@ def test_workers_render_the_pinned_version_after_a_newer_one_is_saved(
     campaigns.launch_campaign(mail_rt, cid, actor=mark, dispatch=held.extend)
     # Given a newer version is saved after the launch, When the batches are worked
     _save(mail_rt, subject="Changed after launch", base_version=1)
-    workers.dispatch(held)
-    assert workers.run_until_finished([cid], timeout_s=60)
-    # Then the message is the pinned version 1
-    [received] = smtp_server.messages
-    message = email.message_from_bytes(received.data, policy=default_policy)
-    assert message["Subject"] == "Spring webinar on March 3"
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "template_versions" in statement:
+            reads.append(statement)
+
+    event.listen(mail_rt.engine, "before_cursor_execute", count)
+    try:
+        workers.dispatch(held)
+        assert workers.run_until_finished([cid], timeout_s=60)
+    finally:
+        event.remove(mail_rt.engine, "before_cursor_execute", count)
+    # Then every message is the pinned version 1
+    subjects = {
+        email.message_from_bytes(m.data, policy=default_policy)["Subject"]
+        for m in smtp_server.messages
+    }
+    assert len(smtp_server.messages) == 6 and subjects == {"Spring webinar on March 3"}
+    # and the version's source was read at most once by this process, never per message
+    assert len(reads) <= 1
 
 
 @pytest.fixture

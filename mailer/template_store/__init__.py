@@ -1,11 +1,19 @@
 """Templates edited in the browser (or saved from the CLI) and kept in the database.
 
 `store` keeps stored templates and their immutable versions, checked on every save by the same
-static check as `mailer template check`; `pinning` says which source a campaign renders from,
-pins a stored version at launch and writes the campaign's snapshot; `rights` says who may see
-and who may change templates of each category.
+static check as `mailer template check`; `catalog` lists and opens them; `pinning` says which
+source a campaign renders from, pins a stored version at launch and writes the campaign's
+snapshot; `rights` says who may see and who may change templates of each category.
 """
 
+from mailer.template_store.catalog import (
+    StoredInfo,
+    error_fields,
+    get_stored,
+    get_version,
+    list_stored,
+    template_choices,
+)
 from mailer.template_store.pinning import (
     ChosenSource,
     campaign_source,
@@ -21,15 +29,9 @@ from mailer.template_store.pinning import (
 from mailer.template_store.rights import EDITABLE_CATEGORIES, may_edit, may_see
 from mailer.template_store.store import (
     MAX_SOURCE_CHARS,
-    StoredInfo,
     VersionInfo,
-    error_fields,
-    get_stored,
-    get_version,
-    list_stored,
     save_version,
     split_name,
-    template_choices,
 )
 
 __all__ = [

@@ -12,8 +12,8 @@ parameters — what a coverage report shows as proof of what a notice said.
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
