@@ -26,7 +26,12 @@ from mailer.template_store.pinning import (
     snapshot_summary,
     version_label,
 )
-from mailer.template_store.rights import EDITABLE_CATEGORIES, may_edit, may_see
+from mailer.template_store.rights import (
+    EDITABLE_CATEGORIES,
+    may_edit,
+    may_see,
+    require_template_right,
+)
 from mailer.template_store.store import (
     MAX_SOURCE_CHARS,
     VersionInfo,
@@ -52,6 +57,7 @@ __all__ = [
     "may_edit",
     "may_see",
     "pin_and_snapshot",
+    "require_template_right",
     "save_version",
     "snapshot_of",
     "snapshot_summary",

@@ -346,8 +346,13 @@ async def preview(request: Request) -> Response:
 async def preview_html(request: Request) -> Response:
     """The HTML part alone, for the preview's sandboxed iframe (no scripts, nothing loaded)."""
     _, result = await _preview_of(request)
+    return _sandboxed(result.html)
+
+
+def _sandboxed(html: str) -> HTMLResponse:
+    """An email's HTML for a frame of this site only, with no scripts and nothing loaded."""
     return HTMLResponse(
-        result.html,
+        html,
         headers={
             "content-security-policy": PREVIEW_CSP,
             "x-frame-options": "SAMEORIGIN",
@@ -542,14 +547,7 @@ async def sample_html(request: Request) -> Response:
                 )
             return snapshot.sample_html
 
-    return HTMLResponse(
-        await run_in_threadpool(run),
-        headers={
-            "content-security-policy": PREVIEW_CSP,
-            "x-frame-options": "SAMEORIGIN",
-            "cache-control": "no-store",
-        },
-    )
+    return _sandboxed(await run_in_threadpool(run))
 
 
 @allow(*SENDERS)

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from mailer import template_store
 from mailer.enums import Category, Role
-from mailer.errors import NotFoundError, PermissionDeniedError, TemplateError
+from mailer.errors import NotFoundError, TemplateError
 from mailer.web.admin.pages import checked_form, done, field, render
 from mailer.web.context import actor, context
 from mailer.web.guard import allow
@@ -113,11 +113,12 @@ async def edit_template(request: Request) -> Response:
 
     def run() -> tuple[Any, list[Any]]:
         with context(request).runtime.sessions() as session:
-            return template_store.get_stored(session, actor(request), name)
+            who = actor(request)
+            found = template_store.get_stored(session, who, name)
+            template_store.require_template_right(session, who, "edit", found[0].category, name)
+            return found
 
-    info, versions = await run_in_threadpool(run)
-    if not template_store.may_edit(actor(request), info.category):
-        raise PermissionDeniedError(f"{info.category} templates are edited by another role")
+    _, versions = await run_in_threadpool(run)
     latest = versions[0] if versions else None
     values = {
         "name": name,
