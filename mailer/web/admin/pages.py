@@ -23,6 +23,8 @@ from mailer.web.guard import csrf_token, is_valid_csrf
 #: ends with the browser session (no Max-Age or Expires).
 COOKIE = "mailer_admin"
 COOKIE_PATH = "/admin"
+#: Where an admin who must enroll TOTP is sent (their account page, with the enrollment form).
+ENROLL_PAGE = "/admin/account"
 #: CPI is in Bend, Oregon: times are shown and entered in this zone unless the user picks one.
 DEFAULT_ZONE = "America/Los_Angeles"
 ZONES = [
