@@ -506,7 +506,7 @@ def test_signing_in_with_totp(rt: Runtime) -> None:
 
 def test_requiring_totp_for_admins(rt: Runtime) -> None:
     ada = new_user(rt, "ada")
-    bob = new_user(rt, "bob")
+    new_user(rt, "bob")
     mark = new_user(rt, "mark", "marketing")
     with rt.sessions.begin() as s, pytest.raises(totp.TotpError, match="set up your own"):
         totp.set_totp_required_for_admins(s, ada, True)
@@ -524,6 +524,59 @@ def test_requiring_totp_for_admins(rt: Runtime) -> None:
             totp.disable_totp(s, ada)
     with pytest.raises(PermissionDeniedError), rt.sessions.begin() as s:
         totp.set_totp_required_for_admins(s, mark, False)
+    with rt.sessions() as s:
+        changes = s.scalars(select(AuditEvent).where(AuditEvent.action == "settings.change"))
+        [change] = [e.details for e in changes]
+    assert (change["before"], change["after"], change["admins_without_totp"]) == (
+        False,
+        True,
+        ["bob"],
+    )
+
+
+def test_an_admin_without_totp_while_required_may_only_enroll_and_their_tokens_are_refused(
+    rt: Runtime,
+) -> None:
+    # Given bob, an admin with a token and a session, and TOTP then required by ada
+    ada = new_user(rt, "ada")
+    bob = new_user(rt, "bob")
+    with rt.sessions.begin() as s:
+        token = create_api_token(s, ada, name="bob's sync", username="bob").token
+        session_id = open_session(s, bob)
+        secret = totp.begin_enrollment(s, ada, settings=rt.settings)
+        code = totp.code_at(secret, totp.step_at(time.time()))
+        totp.confirm_enrollment(s, ada, code, settings=rt.settings)
+        totp.set_totp_required_for_admins(s, ada, True)
+    # Then his session, his token and his next sign-in all stand for an actor who must enroll
+    with rt.sessions.begin() as s:
+        by_session = session_actor(s, session_id, settings=rt.settings)
+        by_token = token_actor(s, token)
+        by_login = authenticate(
+            s, "bob", PASSWORD, "ip", "", throttle=throttle(), settings=rt.settings
+        )
+    for actor in (by_session, by_token, by_login):
+        assert isinstance(actor, Actor) and actor.must_enroll
+    assert by_session is not None and by_token is not None
+    # and the core refuses him anything but enrolling, audited, whatever the front end
+    for actor in (by_session, by_token):
+        enroll_first = pytest.raises(PermissionDeniedError, match="authenticator app")
+        with enroll_first, rt.sessions.begin() as s:
+            list_tokens(s, actor)
+        enroll_first = pytest.raises(PermissionDeniedError, match="authenticator app")
+        with enroll_first, rt.sessions.begin() as s:
+            create_api_token(s, actor, name="another")
+    assert len(events(rt, "denied")) == 4
+    with rt.sessions.begin() as s, pytest.raises(ApiTokenError, match="sets it up first"):
+        create_api_token(s, ada, name="for bob", username="bob")
+    # When he enrolls, he is an ordinary admin again
+    with rt.sessions.begin() as s:
+        secret = totp.begin_enrollment(s, by_session, settings=rt.settings)
+        code = totp.code_at(secret, totp.step_at(time.time()))
+        totp.confirm_enrollment(s, by_session, code, settings=rt.settings)
+    with rt.sessions.begin() as s:
+        again = token_actor(s, token)
+        assert again is not None and not again.must_enroll
+        create_api_token(s, ada, name="for bob", username="bob")
 
 
 def test_an_otpauth_uri_names_the_issuer_and_user() -> None:
