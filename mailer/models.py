@@ -84,8 +84,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    #: Base32 TOTP secret (RFC 6238); empty until the user enrolls.
-    totp_secret: Mapped[str] = mapped_column(String(64), default="")
+    #: The base32 TOTP secret (RFC 6238), sealed (`mailer.sealing`); empty until the user enrolls.
+    totp_secret: Mapped[str] = mapped_column(String(200), default="")
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     #: The last 30-second step a code was accepted for: the same code never works twice.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)

@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select
 
+from mailer.access import totp
 from mailer.models import Campaign, Send
 from mailer.runtime import Runtime
 from mailer.web import create_app
@@ -324,8 +325,16 @@ def test_an_admin_publishes_a_material_policy_version_and_downloads_its_coverage
     shot(page, "import-dry-run")
     page.get_by_role("link", name="ada").click()
     page.get_by_role("button", name="Set up an authenticator app").click()
-    page.get_by_test_id("totp-secret").wait_for()
+    secret = page.get_by_test_id("totp-secret").inner_text()
     shot(page, "account")
+    page.get_by_label("Code from the app").fill(totp.code_at(secret, totp.step_at(time.time())))
+    page.get_by_role("button", name="Turn on").click()
+    page.get_by_text("Two-step sign-in is on").wait_for()
+    assert secret not in page.content()  # the key is never shown again
+    page.get_by_role("link", name="Users").click()
+    page.get_by_role("button", name="Require it of every admin").click()
+    page.get_by_text("Every admin now needs an authenticator app").wait_for()
+    shot(page, "users-totp-required")
     page.get_by_role("link", name="Dashboard").click()
     shot(page, "dashboard-admin")
     context.close()

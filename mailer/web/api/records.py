@@ -16,6 +16,8 @@ from starlette.routing import BaseRoute, Route
 from mailer import access, audit, policy, template_store
 from mailer.contacts import import_contacts
 from mailer.contacts.compliance import (
+    REASON_MAX_CHARS,
+    REASON_MIN_CHARS,
     ComplianceError,
     admin_opt_out,
     suppress_contact,
@@ -47,7 +49,8 @@ CONTACT = {
         "status": {"type": "string"},
     },
 }
-REASON = {"type": "string", "minLength": 1, "maxLength": 500}
+#: The reason of a consent or suppression change: the core's rule (`check_reason`), as a schema.
+REASON = {"type": "string", "minLength": REASON_MIN_CHARS, "maxLength": REASON_MAX_CHARS}
 
 
 def _contact_json(c: ContactRow) -> dict[str, Any]:
