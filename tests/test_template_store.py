@@ -62,6 +62,9 @@ def test_every_save_is_a_new_immutable_version_with_author_and_hash(
     # the same content again is not a new version
     with pytest.raises(TemplateError, match="nothing changed since version 2"):
         _save(rt, subject="Spring webinar: {{ params.date }}", note="again")
+    # a new template cannot take an existing one's name
+    with pytest.raises(TemplateError, match="exists already"):
+        _save(rt, subject="Other", base_version=0)
     # an editor working from version 1 cannot overwrite version 2 unseen
     with pytest.raises(TemplateError, match="version 2 was saved by mark after the version 1"):
         _save(rt, subject="Other", base_version=1)
@@ -299,6 +302,10 @@ def test_the_editor_saves_versions_and_shows_each_problem_inline_without_saving(
     assert "Version 1" in old.text and "More." not in old.text.split("Version 1")[1]
     listing = web.get("/admin/templates")
     assert NAME in listing.text and "stored v2" in listing.text
+    # a built-in template is copied into the editor as a starting point
+    copy = web.get("/admin/templates/new?from=promotions/aca-reporting")
+    assert 'value="promotions/aca-reporting-copy"' in copy.text and "{#" not in copy.text
+    assert web.get("/admin/templates/new?from=service/planned-maintenance").status_code == 403
     # an account manager may not open the editor
     amy, _ = client("amy")
     assert amy.get("/admin/templates/new").status_code == 403

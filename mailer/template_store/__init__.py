@@ -8,6 +8,7 @@ snapshot; `rights` says who may see and who may change templates of each categor
 
 from mailer.template_store.catalog import (
     StoredInfo,
+    builtin_copy,
     error_fields,
     get_stored,
     get_version,
@@ -45,6 +46,7 @@ __all__ = [
     "ChosenSource",
     "StoredInfo",
     "VersionInfo",
+    "builtin_copy",
     "campaign_source",
     "campaign_template",
     "check_chosen",

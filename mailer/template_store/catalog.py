@@ -13,7 +13,7 @@ from mailer.access import Actor
 from mailer.config import Settings
 from mailer.enums import Category
 from mailer.errors import NotFoundError, TemplateCheckError, TemplateError
-from mailer.messages.templates import list_templates, read_template_source
+from mailer.messages.templates import HEADER, list_templates, read_template_source
 from mailer.models import StoredTemplate, TemplateVersion
 from mailer.template_store.rights import may_see, require_template_right
 from mailer.template_store.store import (
@@ -171,3 +171,21 @@ def error_fields(exc: TemplateError) -> list[dict[str, object]]:
             item["column"] = problem.column
         out.append(item)
     return out
+
+
+def builtin_copy(session: Session, settings: Settings, actor: Actor, name: str) -> dict[str, str]:
+    """The editor's fields for a new stored template copied from built-in `name` (its
+    header's subject and parameters, its content and text), named `<name>-copy`."""
+    if name not in list_templates(settings):
+        raise NotFoundError(f"no built-in template {name!r}; the Templates page lists them")
+    source = read_template_source(settings, name)
+    require_template_right(session, actor, "edit", source.category, name)
+    found = HEADER.match(source.html)
+    body = source.html[found.end() :].lstrip("\n") if found else source.html
+    return {
+        "name": f"{name}-copy",
+        "subject": source.subject,
+        "params": ", ".join(source.params),
+        "html": body,
+        "text": source.text or "",
+    }

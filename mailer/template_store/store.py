@@ -197,8 +197,9 @@ def save_version(
 ) -> VersionInfo:
     """Check and store a new version of `name`, creating the template at its first save.
 
-    `base_version` is the version the editor started from: if someone saved a newer one
-    meanwhile, the save is refused rather than silently overwrite their change. A version
+    `base_version` is the version the editor started from (0: a new template): if someone
+    saved a newer one meanwhile, the save is refused rather than silently overwrite their
+    change. A version
     equal to the latest is refused too (nothing to save). Audited as `template.save`.
     """
     category, slug = split_name(name)
@@ -316,6 +317,12 @@ def _refuse_stale(
 ) -> None:
     if latest is None:
         return
+    if base_version == 0:
+        raise TemplateError(
+            "name",
+            f"a template called {name} exists already (version {latest.number}); open it to "
+            "save a new version, or pick another name",
+        )
     if base_version is not None and base_version != latest.number:
         raise TemplateError(
             name,

@@ -45,6 +45,7 @@ async def template_list(request: Request) -> Response:
         "templates.html",
         templates=choices,
         may_create=any(template_store.may_edit(who, c) for c in Category),
+        editable=[c.value for c in Category if template_store.may_edit(who, c)],
     )
 
 
@@ -98,11 +99,20 @@ def _diff(old: Any, new: Any) -> str:
 
 @allow(*EDITORS)
 async def new_template(request: Request) -> Response:
-    """The editor for a new stored template."""
+    """The editor for a new stored template, empty or (`?from=NAME`) a copy of a built-in one."""
     who = actor(request)
     category = next(c for c in Category if template_store.may_edit(who, c))
     values = dict.fromkeys(_FORM_FIELDS, "")
     values["name"] = f"{category.value}/"
+    copied = request.query_params.get("from", "")
+    if copied:
+
+        def run() -> dict[str, str]:
+            rt = context(request).runtime
+            with rt.sessions() as session:
+                return template_store.builtin_copy(session, rt.settings, who, copied)
+
+        values.update(await run_in_threadpool(run))
     return _editor(request, values=values, errors=[], is_new=True)
 
 
@@ -152,7 +162,7 @@ async def save(request: Request) -> Response:
             text=values["text"],
             params=values["params"],
             note=values["note"],
-            base_version=int(base) if base.isdigit() else None,
+            base_version=int(base) if base.isdigit() else 0,  # the new-template form: 0
         )
 
     try:
