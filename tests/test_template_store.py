@@ -40,6 +40,18 @@ def _save(rt: Runtime, user: str = "mark", **kw: Any) -> template_store.VersionI
     return template_store.save_version(rt, as_user(rt, user), **{**values, **kw})
 
 
+def _webinar(rt: Runtime) -> Campaign:
+    """Mark's draft promotion made from the stored template NAME."""
+    return campaigns.create_campaign(
+        rt,
+        actor=as_user(rt, "mark"),
+        name="Webinar",
+        category="promotions",
+        template=NAME,
+        params={"date": "March 3"},
+    )
+
+
 def _versions(rt: Runtime) -> int:
     with rt.sessions() as s:
         return s.scalar(select(func.count()).select_from(TemplateVersion)) or 0
@@ -156,14 +168,7 @@ def test_launch_pins_the_latest_version_and_writes_the_snapshot(
     _save(rt)
     _save(rt, html=HTML + "<p>Version two.</p>\n", base_version=1)
     mark = as_user(rt, "mark")
-    campaign = campaigns.create_campaign(
-        rt,
-        actor=mark,
-        name="Webinar",
-        category="promotions",
-        template=NAME,
-        params={"date": "March 3"},
-    )
+    campaign = _webinar(rt)
     assert campaign.template_id is not None and campaign.template_version_id is None
     campaigns.launch_campaign(rt, campaign.id, actor=mark, dispatch=None)
     with rt.sessions() as s:
@@ -218,14 +223,7 @@ def test_workers_render_the_pinned_version_after_a_newer_one_is_saved(
         make_contact(email=f"pat{n}@client.example")
     _save(mail_rt)
     mark = as_user(mail_rt, "mark")
-    cid = campaigns.create_campaign(
-        mail_rt,
-        actor=mark,
-        name="Webinar",
-        category="promotions",
-        template=NAME,
-        params={"date": "March 3"},
-    ).id
+    cid = _webinar(mail_rt).id
     held: list[Batch] = []
     campaigns.launch_campaign(mail_rt, cid, actor=mark, dispatch=held.extend)
     # Given a newer version is saved after the launch, When the batches are worked
