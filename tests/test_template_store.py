@@ -117,7 +117,7 @@ def test_the_save_check_is_the_template_checks_footer_and_name_rules(
     with pytest.raises(TemplateError, match=r"CSS inlining|HTML parser|footer"):
         _save(rt, html=HTML + "<textarea>\n")
     # a policy notice carries no promotion (admins only edit policy templates)
-    with pytest.raises(TemplateError, match="promotional content"):
+    with pytest.raises(TemplateError, match="promotional content") as caught:
         _save(
             rt,
             "ada",
@@ -126,6 +126,7 @@ def test_the_save_check_is_the_template_checks_footer_and_name_rules(
             html="<p>{{ params.summary }}</p>",
             params="summary",
         )
+    assert template_store.error_fields(caught.value)[0]["field"] == "subject"
     with pytest.raises(TemplateCheckError) as caught:
         _save(rt, name="promotions/open-enrollment")
     assert "built-in template" in str(caught.value)

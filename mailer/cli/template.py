@@ -27,7 +27,8 @@ def template_group() -> None:
 @template_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(as_json: bool) -> None:
-    """Every template, with its category and subject."""
+    """Every built-in template, with its category and subject (`template stored` lists the
+    stored ones)."""
     settings = Settings.from_env()
     rows = []
     for name in list_templates(settings):

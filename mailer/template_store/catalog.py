@@ -164,6 +164,8 @@ def error_fields(exc: TemplateError) -> list[dict[str, object]]:
         for suffix, name in _FIELD_OF:
             if problem.template.endswith(suffix):
                 field = name
+        if " in the subject: " in problem.message:  # the content rules name the subject
+            field = "subject"
         item: dict[str, object] = {"field": field, "message": problem.message}
         if problem.line:
             item["line"] = problem.line
