@@ -18,7 +18,7 @@ from mailer.access.totp import SEAL_PURPOSE, where
 from mailer.sealing import Sealer, is_sealed
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
