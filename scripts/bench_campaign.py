@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import email
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import create_engine, func, select, text, update
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +39,8 @@ from tests.smtp_fixtures import start_smtp_sink  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEMPLATE = "promotions/open-enrollment"
+DKIM_SELECTOR = "bench"
+DKIM_DOMAIN = "cpi.example"
 
 
 def main() -> None:
@@ -43,7 +50,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pool", type=int, default=4, help="SMTP connections per thread")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--dkim", action="store_true", help="sign every message (throwaway RSA-2048 key)"
+    )
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp:
+        _bench(args, Path(tmp))
+
+
+def _bench(args: argparse.Namespace, tmp: Path) -> None:
 
     db_name = f"mailer_bench_{uuid.uuid4().hex[:6]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -60,6 +75,12 @@ def main() -> None:
         MAILER_USER="bench",
         MAILER_VAR_DIR=str(ROOT / "var" / "bench"),
     )
+    if args.dkim:
+        env.update(
+            MAILER_DKIM_SELECTOR=DKIM_SELECTOR,
+            MAILER_DKIM_DOMAIN=DKIM_DOMAIN,
+            MAILER_DKIM_PRIVATE_KEY_PATH=str(_throwaway_key(tmp)),
+        )
     os.environ.update(env)
     workers = None
     try:
@@ -170,10 +191,12 @@ def main() -> None:
             "processes": args.processes,
             "threads": args.threads,
             "pool": args.pool,
+            "dkim": args.dkim,
         }
         print(f"smtp-source, 8 sessions, {message_size} B: {source_rate:,.0f} msg/s")
         print(
-            f"mailer campaign, {n:,} recipients: {sent:,} sent in {elapsed:.1f} s = "
+            f"mailer campaign, {n:,} recipients{' (DKIM-signed)' if args.dkim else ''}: "
+            f"{sent:,} sent in {elapsed:.1f} s = "
             f"{sent / elapsed:,.0f} msg/s end to end (launch incl. planning "
             f"{planned - launched:.2f} s; first message {first_s or 0:.2f} s after the command "
             f"started, {first_after_plan_s or 0:.2f} s after planning began)"
@@ -225,7 +248,31 @@ def _message_size(rt) -> int:  # type: ignore[no-untyped-def]
         sender=SenderIdentity("CPI", "news@cpi.example"),
     ).build(SAMPLE_RECIPIENT)
     email.message_from_bytes(built.data)
+    if rt.settings.dkim_private_key_path:
+        pem = Path(rt.settings.dkim_private_key_path).read_bytes()
+        public = serialization.load_pem_private_key(pem, password=None).public_key()
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+        if not dkim.verify(built.data, dnsfunc=lambda *_: record):
+            raise SystemExit("the DKIM signature of a bench message does not verify")
     return len(built.data)
+
+
+def _throwaway_key(directory: Path) -> Path:
+    """A fresh RSA-2048 DKIM key for this run only, in a temporary directory."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = directory / f"{DKIM_SELECTOR}.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
 
 
 def _smtp_source(port: int, count: int, size: int) -> float:
