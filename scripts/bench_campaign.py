@@ -64,7 +64,7 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    sink = start_smtp_sink()
+    sink = start_smtp_sink(counter=tmp / "sink-counter")
     env = dict(os.environ)
     env.update(
         MAILER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
@@ -121,6 +121,7 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
         message_size = _message_size(rt)
 
         source_rate = _smtp_source(sink.port, 20_000, message_size)
+        sink_before = sink.delivered()  # smtp-source's messages, not the campaign's
 
         workers = subprocess.Popen(
             [
@@ -216,6 +217,13 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
             f"ratio to smtp-source: {result['ratio']:.2f}; worker peak RSS per process: "
             f"{peak_mb} MB"
         )
+        # the send log and the sink's own counter must agree on what was delivered
+        sink_taken = sink.delivered() - sink_before
+        result["sink_counted"] = sink_taken
+        print(
+            f"delivered: {sent:,} by the send log, {sink_taken:,} by smtp-sink's own counter"
+            + ("" if sink_taken == sent else " — THEY DISAGREE")
+        )
         cpu_us = {k: round(v / max(sent, 1) * 1e6) for k, v in cpu_used.items()}
         result["cpu_us_per_message"] = cpu_us
         print(
@@ -224,6 +232,11 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
         )
         print(json.dumps(result))
         rt.close()
+        if sink_taken != sent:
+            raise SystemExit(
+                f"the send log says {sent} sent but smtp-sink counted {sink_taken}: the bench "
+                "is not measuring what it reports"
+            )
     finally:
         if workers is not None:
             os.killpg(workers.pid, 15)
