@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import email
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import dkim
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from mailer.campaigns import campaign_status  # noqa: E402
 from mailer.config import Settings  # noqa: E402
+from mailer.contacts.sample import sample_organization  # noqa: E402
 from mailer.enums import Category  # noqa: E402
 from mailer.messages import (  # noqa: E402
     CampaignInfo,
@@ -35,12 +39,14 @@ from mailer.messages import (  # noqa: E402
 from mailer.messages.context import SAMPLE_RECIPIENT  # noqa: E402
 from mailer.models import Campaign, Contact, Send  # noqa: E402
 from mailer.runtime import open_runtime  # noqa: E402
-from tests.smtp_fixtures import start_smtp_sink  # noqa: E402
+from tests.sink_dump import EVERY, Expected, SinkDump  # noqa: E402
+from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEMPLATE = "promotions/open-enrollment"
 DKIM_SELECTOR = "bench"
 DKIM_DOMAIN = "cpi.example"
+SAMPLE_SEED = 11
 
 
 def main() -> None:
@@ -53,18 +59,24 @@ def main() -> None:
     parser.add_argument(
         "--dkim", action="store_true", help="sign every message (throwaway RSA-2048 key)"
     )
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="no in-run dump and check of the messages (to measure what the check costs)",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp:
-        _bench(args, Path(tmp))
+    checking = SinkDump(_expected_recipient) if not args.no_check else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp, checking as dump:
+        _bench(args, Path(tmp), dump)
 
 
-def _bench(args: argparse.Namespace, tmp: Path) -> None:
+def _bench(args: argparse.Namespace, tmp: Path, dump: SinkDump | None) -> None:
 
     db_name = f"mailer_bench_{uuid.uuid4().hex[:6]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    sink = start_smtp_sink(counter=tmp / "sink-counter")
+    sink = _campaign_sink(tmp, dump)
     env = dict(os.environ)
     env.update(
         MAILER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
@@ -74,6 +86,7 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
         MAILER_SMTP_POOL_SIZE=str(args.pool),
         MAILER_USER="bench",
         MAILER_VAR_DIR=str(ROOT / "var" / "bench"),
+        MAILER_PUBLIC_BASE_URL="https://mail.cpi.example",  # https, as production must
     )
     if args.dkim:
         env.update(
@@ -108,7 +121,7 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
             "--organizations",
             str(args.recipients),
             "--seed",
-            "11",
+            str(SAMPLE_SEED),
             "--into-db",
             "--contacts-per-org",
             "1-1",
@@ -120,8 +133,8 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
         print(f"loaded {n} contacts in {time.perf_counter() - t0:.1f} s")
         message_size = _message_size(rt)
 
-        source_rate = _smtp_source(sink.port, 20_000, message_size)
-        sink_before = sink.delivered()  # smtp-source's messages, not the campaign's
+        source_rate = _smtp_source(20_000, message_size)
+        sink_before = sink.delivered()  # 0: smtp-source has a sink of its own
 
         workers = subprocess.Popen(
             [
@@ -217,13 +230,7 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
             f"ratio to smtp-source: {result['ratio']:.2f}; worker peak RSS per process: "
             f"{peak_mb} MB"
         )
-        # the send log and the sink's own counter must agree on what was delivered
-        sink_taken = sink.delivered() - sink_before
-        result["sink_counted"] = sink_taken
-        print(
-            f"delivered: {sent:,} by the send log, {sink_taken:,} by smtp-sink's own counter"
-            + ("" if sink_taken == sent else " — THEY DISAGREE")
-        )
+        failure = _verify(result, sink.delivered() - sink_before, dump)
         cpu_us = {k: round(v / max(sent, 1) * 1e6) for k, v in cpu_used.items()}
         result["cpu_us_per_message"] = cpu_us
         print(
@@ -232,11 +239,8 @@ def _bench(args: argparse.Namespace, tmp: Path) -> None:
         )
         print(json.dumps(result))
         rt.close()
-        if sink_taken != sent:
-            raise SystemExit(
-                f"the send log says {sent} sent but smtp-sink counted {sink_taken}: the bench "
-                "is not measuring what it reports"
-            )
+        if failure:
+            raise SystemExit(failure)
     finally:
         if workers is not None:
             os.killpg(workers.pid, 15)
@@ -296,23 +300,98 @@ def _throwaway_key(directory: Path) -> Path:
     return path
 
 
-def _smtp_source(port: int, count: int, size: int) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [
-            "/usr/sbin/smtp-source",
-            "-s",
-            "8",
-            "-m",
-            str(count),
-            "-l",
-            str(size),
-            "-d",
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
+def _smtp_source(count: int, size: int) -> float:
+    """smtp-source's rate into a sink of its own, started as the campaign's is but without
+    the dump: the machine's ceiling, as before the in-run check (docs/performance.md §4)."""
+    sink = start_smtp_sink()
+    try:
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                "/usr/sbin/smtp-source",
+                "-s",
+                "8",
+                "-m",
+                str(count),
+                "-l",
+                str(size),
+                "-d",
+                f"127.0.0.1:{sink.port}",
+            ],
+            check=True,
+        )
+        return count / (time.perf_counter() - started)
+    finally:
+        sink.process.kill()
+        sink.process.wait()
+
+
+#: A sample contact's address ends in `-<organization number>.s<seed>.example`.
+_SAMPLE_DOMAIN = re.compile(r"-(\d+)\.s(\d+)\.example$")
+
+
+def _expected_recipient(address: str) -> Expected | None:
+    """What the bench's message to `address` must say, from the sample generator itself (the
+    same seed gives the same organizations whatever the total), not from the database."""
+    found = _SAMPLE_DOMAIN.search(address.rpartition("@")[2])
+    if found is None or int(found[2]) != SAMPLE_SEED:
+        return None
+    org = sample_organization(
+        int(found[1]), SAMPLE_SEED, contacts_per_org=(1, 1), today=dt.date.today()
     )
-    return count / (time.perf_counter() - started)
+    for contact in org.contacts:
+        if contact.email.lower() == address.lower():
+            name = f"{contact.first_name} {contact.last_name}".strip()
+            # the greeting of the bench's template (TEMPLATE, text and HTML)
+            return Expected(name, f"Hello {contact.first_name or 'there'},")
+    return None
+
+
+def _campaign_sink(tmp: Path, dump: SinkDump | None) -> SmtpSink:
+    """The campaign's smtp-sink: it counts what it takes (-c) and, unless --no-check, dumps
+    every message into `dump`, read from now on."""
+    sink = start_smtp_sink(*(dump.sink_args if dump else ()), counter=tmp / "sink-counter")
+    if dump:
+        dump.start()
+    return sink
+
+
+def _verify(result: dict[str, Any], sink_counted: int, dump: SinkDump | None) -> str | None:
+    """What went wrong, if anything: the send log, the sink's own counter and (unless
+    --no-check) the messages in its dump must agree, and every message checked must pass."""
+    sent = result["sent"]
+    result["sink_counted"] = sink_counted
+    print(
+        f"delivered: {sent:,} by the send log, {sink_counted:,} by smtp-sink's own counter"
+        + ("" if sink_counted == sent else " — THEY DISAGREE")
+    )
+    failure = None
+    if sink_counted != sent:
+        failure = (
+            f"the send log says {sent} sent but smtp-sink counted {sink_counted}: the bench "
+            "is not measuring what it reports"
+        )
+    if dump is None:
+        return failure
+    dumped = dump.finish()
+    result["dumped"], result["checked"] = dumped.messages, dumped.checked
+    if dumped.messages != sent or dumped.messages != sink_counted:
+        dumped.problems.append(
+            f"smtp-sink's dump holds {dumped.messages:,} messages, the send log says {sent:,} "
+            f"sent and the sink's counter {sink_counted:,}: all three must be equal"
+        )
+    if not dumped.problems:
+        print(
+            f"checked {dumped.checked:,} of {dumped.messages:,} messages in the run "
+            f"(1 in {EVERY:,}): all passed"
+        )
+        return failure
+    print(f"checked {dumped.checked:,} of {dumped.messages:,} messages in the run: FAILED")
+    for problem in dumped.problems[:50]:
+        print(f"  {problem}")
+    if len(dumped.problems) > 50:
+        print(f"  … and {len(dumped.problems) - 50} more")
+    return failure or f"{len(dumped.problems)} problems in the messages sent (above)"
 
 
 class _CpuMeter:

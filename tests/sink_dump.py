@@ -23,6 +23,7 @@ a three-line Received:), the message as received with LF line ends, and an empty
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import html
 import os
@@ -54,16 +55,8 @@ _PARSER = BytesParser(policy=policy.default)
 _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 _HTTPS = re.compile(r"<(https://[^<>\s]+)>")
 _MAILTO = re.compile(r"<mailto:[^<>\s]+>")
-_REQUIRED = (
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "MIME-Version",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-)
+_REQUIRED = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version")
+_OPT_OUT = ("List-Unsubscribe", "List-Unsubscribe-Post")
 
 
 @dataclass(frozen=True)
@@ -72,6 +65,9 @@ class Expected:
 
     display_name: str  #: the To header's name
     greeting: str  #: a phrase both the text and the HTML body must hold, e.g. "Hello Ana,"
+    #: List-Unsubscribe (one https and one mailto URI, the https one in both bodies) and
+    #: List-Unsubscribe-Post; False for a message that must have neither (a policy notice)
+    opt_out: bool = True
 
 
 @dataclass
@@ -87,11 +83,14 @@ def check_message(record: bytes, expect: Callable[[str], Expected | None]) -> li
     msg = _PARSER.parsebytes(record)
     assert isinstance(msg, EmailMessage)
     message_id = str(msg.get("Message-ID", "")).strip() or "(no Message-ID)"
-    problems = _header_problems(msg) + _body_problems(msg, expect)
+    problems = _header_problems(msg)
+    if not problems:
+        problems = _recipient_problems(msg, expect)
     return [f"{message_id}: {p}" for p in problems]
 
 
 def _header_problems(msg: EmailMessage) -> list[str]:
+    """The fields every message has, once each and well-formed."""
     problems = [
         f"{name} appears {n} times, not once"
         for name in _REQUIRED
@@ -105,6 +104,8 @@ def _header_problems(msg: EmailMessage) -> list[str]:
             problems.append(f"{name} is malformed: {'; '.join(map(str, defects))}")
     if len(msg["From"].addresses) != 1 or "@" not in msg["From"].addresses[0].addr_spec:
         problems.append(f"From is not one address: {msg['From']!r}")
+    if len(msg["To"].addresses) != 1:
+        problems.append(f"To is not one address: {msg['To']!r}")
     if not str(msg["Subject"]).strip():
         problems.append("the Subject is empty")
     date = msg["Date"].datetime
@@ -112,49 +113,57 @@ def _header_problems(msg: EmailMessage) -> list[str]:
         problems.append(f"the Date has no time zone or does not parse: {msg['Date']!r}")
     if not _MESSAGE_ID.fullmatch(str(msg["Message-ID"]).strip()):
         problems.append(f"the Message-ID is not <local@domain>: {msg['Message-ID']!r}")
-    if str(msg["List-Unsubscribe-Post"]).strip() != "List-Unsubscribe=One-Click":
-        problems.append(f"List-Unsubscribe-Post is {msg['List-Unsubscribe-Post']!r}")
-    unsubscribe = str(msg["List-Unsubscribe"])
-    if len(_HTTPS.findall(unsubscribe)) != 1 or len(_MAILTO.findall(unsubscribe)) != 1:
-        problems.append(f"List-Unsubscribe is not one https and one mailto URI: {unsubscribe!r}")
-    return problems
-
-
-def _body_problems(msg: EmailMessage, expect: Callable[[str], Expected | None]) -> list[str]:
-    problems = [f"message defect: {d}" for d in msg.defects]
+    problems += [f"message defect: {d}" for d in msg.defects]
     if msg.get_content_type() != "multipart/alternative":
         return [*problems, f"the message is {msg.get_content_type()}, not multipart/alternative"]
     kinds = [part.get_content_type() for part in msg.iter_parts()]
     if kinds != ["text/plain", "text/html"]:
         return [*problems, f"the parts are {kinds}, not text/plain then text/html"]
-    plain, rich = msg.get_body(("plain",)), msg.get_body(("html",))
-    assert plain is not None and rich is not None
-    for part in (plain, rich):
+    for part in msg.iter_parts():
         problems += [f"{part.get_content_type()} part defect: {d}" for d in part.defects]
-    text, page = plain.get_content(), html.unescape(rich.get_content())
-    if problems or not msg.get_all("To"):
-        return problems
-    to = msg["To"].addresses
+    return problems
+
+
+def _recipient_problems(msg: EmailMessage, expect: Callable[[str], Expected | None]) -> list[str]:
+    """What the message says to its recipient: name, greeting, unsubscribe link."""
+    to = msg["To"].addresses[0]
+    problems = []
     envelope = _envelope_recipient(msg)
-    if len(to) != 1:
-        return [f"To is not one address: {msg['To']!r}"]
-    if envelope is None or envelope.lower() != to[0].addr_spec.lower():
-        problems.append(f"To is {to[0].addr_spec} but the envelope recipient is {envelope}")
-    expected = expect(to[0].addr_spec)
+    if envelope is None or envelope.lower() != to.addr_spec.lower():
+        problems.append(f"To is {to.addr_spec} but the envelope recipient is {envelope}")
+    expected = expect(to.addr_spec)
     if expected is None:
-        return [*problems, f"{to[0].addr_spec} is not one of the run's contacts"]
-    if to[0].display_name != expected.display_name:
-        problems.append(f"To's name is {to[0].display_name!r}, not {expected.display_name!r}")
+        return [*problems, f"{to.addr_spec} is not one of the run's contacts"]
+    if to.display_name != expected.display_name:
+        problems.append(f"To's name is {to.display_name!r}, not {expected.display_name!r}")
+    plain, rich = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert plain is not None and rich is not None  # _header_problems checked the parts
+    text, page = plain.get_content(), html.unescape(rich.get_content())
     for label, body in (("text", text), ("HTML", page)):
         if expected.greeting not in body:
             problems.append(f"the {label} body does not say {expected.greeting!r}")
-    found = _HTTPS.search(str(msg.get("List-Unsubscribe", "")))
-    if found:
-        link = found.group(1)
-        if not re.search(re.escape(link) + r"(\s|$)", text):
-            problems.append(f"the text body does not hold List-Unsubscribe's link {link}")
-        if f'href="{link}"' not in page:
-            problems.append(f"the HTML body does not link to List-Unsubscribe's {link}")
+    return problems + _unsubscribe_problems(msg, expected.opt_out, text, page)
+
+
+def _unsubscribe_problems(msg: EmailMessage, opt_out: bool, text: str, page: str) -> list[str]:
+    counts = {name: len(msg.get_all(name) or []) for name in _OPT_OUT}
+    if not opt_out:
+        return [
+            f"{name} is there: this message must not have it" for name, n in counts.items() if n
+        ]
+    problems = [f"{name} appears {n} times, not once" for name, n in counts.items() if n != 1]
+    if problems:
+        return problems
+    if str(msg["List-Unsubscribe-Post"]).strip() != "List-Unsubscribe=One-Click":
+        problems.append(f"List-Unsubscribe-Post is {msg['List-Unsubscribe-Post']!r}")
+    unsubscribe = str(msg["List-Unsubscribe"])
+    links = _HTTPS.findall(unsubscribe)
+    if len(links) != 1 or len(_MAILTO.findall(unsubscribe)) != 1:
+        return [*problems, f"List-Unsubscribe is not one https and one mailto URI: {unsubscribe!r}"]
+    if not re.search(re.escape(links[0]) + r"(\s|$)", text):
+        problems.append(f"the text body does not hold List-Unsubscribe's link {links[0]}")
+    if f'href="{links[0]}"' not in page:
+        problems.append(f"the HTML body does not link to List-Unsubscribe's {links[0]}")
     return problems
 
 
@@ -205,10 +214,8 @@ class SinkDump:
         # read and write: opening does not wait for a writer, and the reader sees no end of
         # file between the sink's transactions (it opens and closes the pipe for each)
         self._fd = os.open(self.path, os.O_RDWR)
-        try:
+        with contextlib.suppress(OSError):  # a smaller buffer only makes the sink wait more
             fcntl.fcntl(self._fd, _F_SETPIPE_SZ, READ_SIZE)
-        except OSError:
-            pass  # a smaller buffer only makes the sink wait for the reader more often
         return self
 
     def __exit__(self, *exc: object) -> None:
