@@ -39,8 +39,9 @@ from mailer.models import Campaign, utcnow
 from mailer.rules import get_audience, parse_rule
 from mailer.runtime import Runtime
 
-#: Rows planned before the first batches go out; the rest is planned while they are sent, so
-#: the first message leaves well under a second after launch whatever the audience size.
+#: Contacts (the first so many by id) planned before the first batches go out; the rest is
+#: planned while they are sent, so the first message leaves well under a second after launch
+#: whatever the audience size.
 FIRST_CHUNK_ROWS = 2000
 
 
@@ -71,15 +72,12 @@ def begin_launch(
     *,
     actor: Actor,
     now: dt.datetime,
-    plan_all: bool = False,
     **audit_details: object,
 ) -> Launch:
     """Validate, move the campaign to sending and plan its first chunk in `session`.
 
     The caller commits, then calls `Launch.proceed`. Raises (and moves nothing) when the
     template or the audience is not usable, or the campaign is not in a launchable state.
-    `plan_all` plans the whole send log in this transaction (a policy notice: the version
-    and everyone it must reach are stored together or not at all).
     """
     rule_text = validate_launch(
         rt,
@@ -102,8 +100,7 @@ def begin_launch(
         **audit_details,
     )
     session.refresh(campaign)
-    chunk = None if plan_all else FIRST_CHUNK_ROWS
-    batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=chunk)
+    batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=FIRST_CHUNK_ROWS)
     audit(
         session,
         actor,
