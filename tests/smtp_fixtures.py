@@ -128,14 +128,16 @@ class SmtpSink:
         return f"smtp://127.0.0.1:{self.port}"
 
 
-def start_smtp_sink(*extra: str, backlog: int = 1000) -> SmtpSink:
-    """Start smtp-sink on a free port and wait until it answers; the caller kills it."""
+def start_smtp_sink(*extra: str, backlog: int = 1000, stdout: int = subprocess.DEVNULL) -> SmtpSink:
+    """Start smtp-sink on a free port and wait until it answers; the caller kills it.
+
+    `stdout=subprocess.PIPE` with `-c` among `extra`: its running counter, unbuffered."""
     port = free_port()
     # smtp-sink refuses to run as root without a user to switch to.
     as_user = ["-u", "nobody"] if os.geteuid() == 0 else []
     process = subprocess.Popen(
         [SMTP_SINK, *as_user, *extra, f"127.0.0.1:{port}", str(backlog)],
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 5
