@@ -35,7 +35,6 @@ from mailer.campaigns import (
     begin_launch,
     campaign_status,
     summarize,
-    validate_launch,
 )
 from mailer.config import Settings
 from mailer.delivery.batches import Dispatch
@@ -218,8 +217,10 @@ def _refuse_taken_or_early(session: Session, version: str, effective_on: dt.date
 def _launch_notice(
     rt: Runtime, session: Session, policy: PolicyVersion, actor: Actor, now: dt.datetime
 ) -> tuple[Campaign, Launch]:
-    """Create and launch the notice campaign in the caller's transaction; link it to the version."""
-    validate_launch(rt, Category.POLICY, NOTICE_TEMPLATE, "", "")
+    """Create and launch the notice campaign in the caller's transaction; link it to the version.
+
+    `begin_launch` checks the template: if it is not usable, it raises and the caller's
+    transaction stores nothing."""
     campaign = add_draft(
         session,
         actor,
