@@ -33,6 +33,9 @@ FIRST = 4
 @pytest.fixture
 def small_first_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("mailer.campaigns.launch.FIRST_CHUNK_ROWS", FIRST)
+    # the rest in chunks of 2, then 4, … contacts
+    monkeypatch.setattr("mailer.delivery.planning.REST_FIRST_CHUNK_CONTACTS", 2)
+    monkeypatch.setattr("mailer.delivery.planning.REST_CHUNK_GROWTH", 2)
 
 
 def _stored(rt: Runtime) -> tuple[PolicyVersion | None, Campaign | None, int]:
@@ -67,9 +70,14 @@ def test_the_version_commits_with_the_first_chunk_and_the_rest_is_planned_after(
     report = _publish(mail_rt, dispatch)
 
     # Then the first batches went out with the version, its campaign and the first chunk
-    # committed, the campaign marked half planned; the rest came after, and nothing is left
-    assert seen == [("sending", True, FIRST), ("sending", False, len(contacts))]
-    assert report.counts == {"queued": len(contacts)} and report.batches == 2
+    # committed, the campaign marked half planned; the rest came after, chunk by chunk, each
+    # committed before its batches went out, and nothing is left
+    assert seen == [
+        ("sending", True, FIRST),
+        ("sending", True, FIRST + 2),
+        ("sending", False, len(contacts)),
+    ]
+    assert report.counts == {"queued": len(contacts)} and report.batches == 3
     assert _planned_contacts(mail_rt, report.campaign_id) == Counter(c.id for c in contacts)
     with mail_rt.sessions() as s:
         published = s.scalars(select(AuditEvent).where(AuditEvent.action == "policy.publish")).one()
