@@ -20,9 +20,10 @@ Per client, each contact's send row falls in one class:
 | failed        | failed otherwise (gave up after retries, sender-side 5.7.x), unknown   |
 | skipped       | skipped for a contact-level reason (inactive contact, no SMTPUTF8 …)   |
 
-While the notice's send log is still being planned (the publisher plans it in two steps, and
-the sweep finishes a plan its publisher left half done), the contacts not yet planned are
-counted as the planner will write them (mostly pending), and the report is not finished.
+While the notice's send log is still being planned (the publisher plans it in chunks after the
+first, which commits with the version; the sweep finishes a plan its publisher left half done),
+the contacts not yet planned are counted as the planner will write them (mostly pending), and
+the report is not finished.
 """
 
 from __future__ import annotations
