@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.config import Settings
 from mailer.errors import SchemaBehindError
 
 if TYPE_CHECKING:
@@ -167,11 +168,21 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision`."""
+def upgrade(engine: Engine, revision: str = "head", *, settings: Settings | None = None) -> None:
+    """Apply migrations up to `revision`.
+
+    With `settings`, migrations that seal stored secrets get the secret keys to do so now
+    (otherwise mailer seals them when they are next used).
+    """
     from alembic import command
 
-    command.upgrade(_alembic_config(engine), revision)
+    cfg = _alembic_config(engine)
+    if settings is not None:
+        cfg.attributes["secret_keys"] = [
+            settings.secret_key.reveal(),
+            *(k.reveal() for k in settings.old_secret_keys),
+        ]
+    command.upgrade(cfg, revision)
 
 
 def check_schema(engine: Engine) -> None:

@@ -229,7 +229,7 @@ def planned_rows(
         account_manager_id=manager_id,
         policy_grace_days=policy_grace_days,
     ).subquery()
-    values = (
+    values: tuple[ColumnElement[Any], ...] = (
         literal(campaign.id),
         audience.c.contact_id,
         audience.c.organization_id,
