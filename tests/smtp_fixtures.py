@@ -138,9 +138,16 @@ class SmtpSink:
         return int(found[-1]) if found else 0
 
 
-def start_smtp_sink(*extra: str, backlog: int = 1000, counter: Path | None = None) -> SmtpSink:
+def start_smtp_sink(
+    *extra: str,
+    backlog: int = 1000,
+    counter: Path | None = None,
+    stdout: int = subprocess.DEVNULL,
+) -> SmtpSink:
     """Start smtp-sink on a free port and wait until it answers; the caller kills it.
-    With `counter`, the sink counts what it takes into that file (`SmtpSink.delivered`)."""
+
+    With `counter`, the sink counts what it takes into that file (`SmtpSink.delivered`).
+    `stdout=subprocess.PIPE` with `-c` among `extra`: its running counter, unbuffered."""
     port = free_port()
     # smtp-sink refuses to run as root without a user to switch to.
     as_user = ["-u", "nobody"] if os.geteuid() == 0 else []
@@ -149,7 +156,7 @@ def start_smtp_sink(*extra: str, backlog: int = 1000, counter: Path | None = Non
     try:
         process = subprocess.Popen(
             [SMTP_SINK, *as_user, *count, *extra, f"127.0.0.1:{port}", str(backlog)],
-            stdout=output or subprocess.DEVNULL,
+            stdout=output or stdout,
             stderr=subprocess.DEVNULL,
         )
     finally:

@@ -49,8 +49,9 @@ from mailer.template_store import (
     pin_and_snapshot,
 )
 
-#: Rows planned before the first batches go out; the rest is planned while they are sent, so
-#: the first message leaves well under a second after launch whatever the audience size.
+#: Contacts (the first so many by id) planned before the first batches go out; the rest is
+#: planned while they are sent, so the first message leaves well under a second after launch
+#: whatever the audience size.
 FIRST_CHUNK_ROWS = 2000
 
 
@@ -81,15 +82,12 @@ def begin_launch(
     *,
     actor: Actor,
     now: dt.datetime,
-    plan_all: bool = False,
     **audit_details: object,
 ) -> Launch:
     """Validate, move the campaign to sending and plan its first chunk in `session`.
 
     The caller commits, then calls `Launch.proceed`. Raises (and moves nothing) when the
     template or the audience is not usable, or the campaign is not in a launchable state.
-    `plan_all` plans the whole send log in this transaction (a policy notice: the version
-    and everyone it must reach are stored together or not at all).
     """
     rule_text, chosen, template = _validate(
         rt,
@@ -118,8 +116,7 @@ def begin_launch(
     # what it sends, pinned and kept in the same transaction as the launch itself
     sender = sender_for(session, rt.settings, campaign.category, campaign.sender_username)
     pin_and_snapshot(session, rt.settings, campaign, chosen, template, sender)
-    chunk = None if plan_all else FIRST_CHUNK_ROWS
-    batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=chunk)
+    batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=FIRST_CHUNK_ROWS)
     audit(
         session,
         actor,
