@@ -9,7 +9,6 @@ import datetime as dt
 import email
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from mailer.campaigns import campaign_status  # noqa: E402
 from mailer.config import Settings  # noqa: E402
-from mailer.contacts.sample import sample_organization  # noqa: E402
+from mailer.contacts.sample import sample_contact  # noqa: E402
 from mailer.enums import Category  # noqa: E402
 from mailer.messages import (  # noqa: E402
     CampaignInfo,
@@ -39,7 +38,7 @@ from mailer.messages import (  # noqa: E402
 from mailer.messages.context import SAMPLE_RECIPIENT  # noqa: E402
 from mailer.models import Campaign, Contact, Send  # noqa: E402
 from mailer.runtime import open_runtime  # noqa: E402
-from tests.sink_dump import EVERY, Expected, SinkDump  # noqa: E402
+from tests.sink_dump import SinkDump, greeted  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -65,7 +64,11 @@ def main() -> None:
         help="no in-run dump and check of the messages (to measure what the check costs)",
     )
     args = parser.parse_args()
-    checking = SinkDump(_expected_recipient) if not args.no_check else contextlib.nullcontext()
+    expect = greeted(
+        lambda address: sample_contact(address, SAMPLE_SEED, contacts_per_org=(1, 1)),
+        opt_out=True,  # a promotion (TEMPLATE)
+    )
+    checking = SinkDump(expect) if not args.no_check else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp, checking as dump:
         _bench(args, Path(tmp), dump)
 
@@ -326,27 +329,6 @@ def _smtp_source(count: int, size: int) -> float:
         sink.process.wait()
 
 
-#: A sample contact's address ends in `-<organization number>.s<seed>.example`.
-_SAMPLE_DOMAIN = re.compile(r"-(\d+)\.s(\d+)\.example$")
-
-
-def _expected_recipient(address: str) -> Expected | None:
-    """What the bench's message to `address` must say, from the sample generator itself (the
-    same seed gives the same organizations whatever the total), not from the database."""
-    found = _SAMPLE_DOMAIN.search(address.rpartition("@")[2])
-    if found is None or int(found[2]) != SAMPLE_SEED:
-        return None
-    org = sample_organization(
-        int(found[1]), SAMPLE_SEED, contacts_per_org=(1, 1), today=dt.date.today()
-    )
-    for contact in org.contacts:
-        if contact.email.lower() == address.lower():
-            name = f"{contact.first_name} {contact.last_name}".strip()
-            # the greeting of the bench's template (TEMPLATE, text and HTML)
-            return Expected(name, f"Hello {contact.first_name or 'there'},")
-    return None
-
-
 def _campaign_sink(tmp: Path, dump: SinkDump | None) -> SmtpSink:
     """The campaign's smtp-sink: it counts what it takes (-c) and, unless --no-check, dumps
     every message into `dump`, read from now on."""
@@ -375,25 +357,7 @@ def _verify(result: dict[str, Any], sink_counted: int, dump: SinkDump | None) ->
         return failure
     dumped = dump.finish()
     result["dumped"], result["checked"] = dumped.messages, dumped.checked
-    if dumped.messages != sent or dumped.messages != sink_counted:
-        dumped.problems.append(
-            f"smtp-sink's dump holds {dumped.messages:,} messages, the send log says {sent:,} "
-            f"sent and the sink's counter {sink_counted:,}: all three must be equal"
-        )
-    if not dumped.problems:
-        print(
-            f"checked {dumped.checked:,} of {dumped.messages:,} messages in the run "
-            f"(1 in {EVERY:,}): all passed (the reading thread: "
-            f"{dumped.reader_cpu_s / max(dumped.messages, 1) * 1e6:.1f} µs CPU per message, "
-            "counted in cli+bench)"
-        )
-        return failure
-    print(f"checked {dumped.checked:,} of {dumped.messages:,} messages in the run: FAILED")
-    for problem in dumped.problems[:50]:
-        print(f"  {problem}")
-    if len(dumped.problems) > 50:
-        print(f"  … and {len(dumped.problems) - 50} more")
-    return failure or f"{len(dumped.problems)} problems in the messages sent (above)"
+    return dumped.report(sent, sink_counted) or failure
 
 
 class _CpuMeter:

@@ -39,6 +39,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Protocol
 
 #: What smtp-sink writes before each message (`-S`, with C escapes): control characters a
 #: message of ours never holds; one inside a message would make the counts disagree.
@@ -75,12 +76,55 @@ class Expected:
     opt_out: bool = True
 
 
+class Named(Protocol):
+    first_name: str
+    last_name: str
+
+
+def greeted(
+    find: Callable[[str], Named | None], *, opt_out: bool
+) -> Callable[[str], Expected | None]:
+    """`expect` for templates that greet "Hello <first name or 'there'>," (the benchmarks'),
+    from `find(address)`: the recipient the run meant, or None."""
+
+    def expect(address: str) -> Expected | None:
+        person = find(address)
+        if person is None:
+            return None
+        name = f"{person.first_name} {person.last_name}".strip()
+        return Expected(name, f"Hello {person.first_name or 'there'},", opt_out)
+
+    return expect
+
+
 @dataclass
 class DumpResult:
     messages: int = 0  #: messages in the dump
     checked: int = 0  #: of them parsed and checked
     problems: list[str] = field(default_factory=list)  #: "<message id>: what is wrong"
     reader_cpu_s: float = 0.0  #: CPU time of the reading thread (its process counts it too)
+
+    def report(self, sent: int, sink_counted: int) -> str | None:
+        """Print what the check found; what failed, if anything. The messages in the dump
+        must be as many as the send log's sent and the sink's own counter."""
+        if self.messages != sent or self.messages != sink_counted:
+            self.problems.append(
+                f"smtp-sink's dump holds {self.messages:,} messages, the send log says "
+                f"{sent:,} sent and the sink's counter {sink_counted:,}: all three must be equal"
+            )
+        if not self.problems:
+            print(
+                f"checked {self.checked:,} of {self.messages:,} messages in the run "
+                f"(1 in {EVERY:,}): all passed (the reading thread: "
+                f"{self.reader_cpu_s / max(self.messages, 1) * 1e6:.1f} µs CPU per message)"
+            )
+            return None
+        print(f"checked {self.checked:,} of {self.messages:,} messages in the run: FAILED")
+        for problem in self.problems[:50]:
+            print(f"  {problem}")
+        if len(self.problems) > 50:
+            print(f"  … and {len(self.problems) - 50} more")
+        return f"{len(self.problems)} problems in the messages sent (above)"
 
 
 def check_message(record: bytes, expect: Callable[[str], Expected | None]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -143,12 +144,30 @@ def generate_organizations(
         yield sample_organization(n, seed, contacts_per_org=contacts_per_org, today=today)
 
 
+def sample_contact(
+    address: str, seed: int, *, contacts_per_org: tuple[int, int] = (1, 5)
+) -> SampleContact | None:
+    """The contact of the sample with `seed` whose address this is, or None: the benchmarks
+    find what a message to `address` must say from the generator, not from the database."""
+    domain = address.rpartition("@")[2]
+    found = _SAMPLE_DOMAIN.search(domain)
+    if found is None or int(found[2]) != seed:
+        return None
+    org = sample_organization(
+        int(found[1]), seed, contacts_per_org=contacts_per_org, today=dt.date.today()
+    )
+    return next((c for c in org.contacts if c.email.lower() == address.lower()), None)
+
+
+#: A sample contact's domain ends in `-<organization number>.s<seed>.example`.
+_SAMPLE_DOMAIN = re.compile(r"-(\d+)\.s(\d+)\.example$")
+
+
 def sample_organization(
     n: int, seed: int, *, contacts_per_org: tuple[int, int] = (1, 5), today: dt.date
 ) -> SampleOrganization:
-    """Organization `n` (from 1) of the sample with `seed`, whatever the total (scripts/bench
-    finds a recipient's name from the number in its address's domain). Only its agreement
-    dates depend on `today`."""
+    """Organization `n` (from 1) of the sample with `seed`, whatever the total. Only its
+    agreement dates depend on `today`."""
     low, high = contacts_per_org
     rng = random.Random(f"mailer-sample:{seed}:{n}")
     industry, nouns = rng.choice(words.INDUSTRIES)
