@@ -124,7 +124,7 @@ class DumpResult:
             print(f"  {problem}")
         if len(self.problems) > 50:
             print(f"  … and {len(self.problems) - 50} more")
-        return f"{len(self.problems)} problems in the messages sent (above)"
+        return f"the check found {len(self.problems)} problem(s) in the messages sent (above)"
 
 
 def check_message(record: bytes, expect: Callable[[str], Expected | None]) -> list[str]:

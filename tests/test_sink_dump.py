@@ -14,7 +14,7 @@ import pytest
 from mailer.config import Settings
 from tests.real_messages import build_promotion, unsubscribe_url
 from tests.required_tools import require
-from tests.sink_dump import Expected, SinkDump, check_message
+from tests.sink_dump import DumpResult, Expected, SinkDump, check_message
 from tests.smtp_fixtures import SMTP_SINK, SmtpSink, start_smtp_sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +152,15 @@ def _message_id(data: bytes) -> str:
         if line.startswith(b"Message-ID: "):
             return line[12:].decode()
     raise AssertionError("no Message-ID")
+
+
+def test_the_dump_count_must_equal_the_send_log_and_the_sink_counter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert DumpResult(messages=6, checked=1).report(sent=6, sink_counted=6) is None
+    assert "checked 1 of 6 messages in the run (1 in 1,000): all passed" in capsys.readouterr().out
+    short = DumpResult(messages=5, checked=1)
+    failure = short.report(sent=6, sink_counted=6)
+    assert failure == "the check found 1 problem(s) in the messages sent (above)"
+    assert "smtp-sink's dump holds 5 messages, the send log says 6 sent" in short.problems[0]
+    assert "FAILED" in capsys.readouterr().out
