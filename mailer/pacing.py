@@ -9,7 +9,9 @@ worker: through Redis when the broker is Redis, in the process otherwise.
 - a throttling reply (`421 4.7.28`, `4.7.0 … rate`, `452 4.5.3`) stops that group's mail for
   MAILER_DOMAIN_BACKOFF_S, doubling with each further throttle (up to MAILER_DOMAIN_BACKOFF_MAX_S)
   and forgotten after a slice goes through unthrottled. Meanwhile the group's sends are deferred
-  without touching the network (the sweep retries them) and every other group keeps going.
+  without touching the network (the sweep retries them) and every other group keeps going. A
+  throttle met while the group's back-off is already in force (a slice that went out before its
+  worker knew of it) is the same throttle: it neither doubles nor lengthens the back-off.
 
 Through Redis, the back-off costs nothing per slice while no group is throttled: each process
 reads a group's back-off (and whether a throttle level is set) at most every
@@ -132,7 +134,8 @@ class PaceStore(Protocol):
         BACKOFF_READ_EVERY_S behind a throttle another process met."""
 
     def throttled(self, group: str, now: float, base_s: int, max_s: int) -> float:
-        """A throttling reply: back off longer (doubling per level); the new back-off end."""
+        """A throttling reply: back off, twice as long as last time unless the last back-off is
+        still in force (then this is the same throttle); when the back-off ends."""
 
     def cleared(self, group: str) -> None:
         """A slice went through unthrottled: the next throttle starts at the base back-off."""
@@ -156,10 +159,12 @@ class MemoryPaceStore:
 
     def throttled(self, group: str, now: float, base_s: int, max_s: int) -> float:
         with self._lock:
+            current = self._until.get(group, 0.0)
+            if current > now:
+                return current
             level = self._level[group]
             self._level[group] = level + 1
-            until = now + min(max_s, base_s * 2**level)
-            self._until[group] = max(self._until.get(group, 0.0), until)
+            self._until[group] = now + min(max_s, base_s * 2**level)
             return self._until[group]
 
     def cleared(self, group: str) -> None:
@@ -192,6 +197,19 @@ class MemoryPaceStore:
             self._windows[group] = (second, used + count)
             return True
 
+
+# the back-off in force is kept as it is; else the level goes up and a new back-off begins
+# (KEYS: until, level; ARGV: now, base_s, max_s), all in one step for every worker
+_THROTTLED = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local now = tonumber(ARGV[1])
+if current > now then return string.format('%.6f', current) end
+local level = redis.call('INCR', KEYS[2]) - 1
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]) * 2)
+local seconds = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * 2 ^ level)
+redis.call('SET', KEYS[1], string.format('%.6f', now + seconds), 'EX', math.floor(seconds) + 1)
+return string.format('%.6f', now + seconds)
+"""
 
 _TAKE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -245,17 +263,10 @@ class RedisPaceStore:
 
     def throttled(self, group: str, now: float, base_s: int, max_s: int) -> float:
         read_at = self._monotonic()
-        pipe = self._client.pipeline(transaction=False)
-        pipe.incr(self._key(group, "level"))
-        pipe.expire(self._key(group, "level"), max_s * 2)
-        pipe.get(self._key(group, "until"))
-        level_plus_one, _, raw = pipe.execute()
-        until = now + min(max_s, base_s * 2 ** (int(level_plus_one) - 1))
-        current = float(raw) if raw else 0.0
-        if until > current:
-            self._client.set(self._key(group, "until"), repr(until), ex=int(until - now) + 1)
-        self._seen[group] = _Seen(read_at, max(until, current), has_level=True)
-        return max(until, current)
+        keys = (self._key(group, "until"), self._key(group, "level"))
+        until = float(self._client.eval(_THROTTLED, 2, *keys, repr(now), base_s, max_s))
+        self._seen[group] = _Seen(read_at, until, has_level=True)
+        return until
 
     def cleared(self, group: str) -> None:
         seen = self._seen.get(group)

@@ -112,7 +112,9 @@ def test_back_off_and_concurrency_are_shared_by_every_worker_through_redis(
     now = time.time()
     assert one.throttled("gmail", now, 60, 3600) == pytest.approx(now + 60)
     assert two.backoff_until("gmail") == pytest.approx(now + 60)
-    assert two.throttled("gmail", now, 60, 3600) == pytest.approx(now + 120)
+    # met while that back-off is in force: the same throttle; met after it: twice as long
+    assert two.throttled("gmail", now + 1, 60, 3600) == pytest.approx(now + 60)
+    assert two.throttled("gmail", now + 61, 60, 3600) == pytest.approx(now + 61 + 120)
     assert one.backoff_until("yahoo") == 0.0
     token = one.take_slot("gmail", 1, now)
     assert token is not None
@@ -159,8 +161,10 @@ def _sent_or_throttled(throttle: set[str]) -> Callable[[Any], list[DeliveryResul
     return send
 
 
-def _two_workers(namespace: str, now: list[float], mono: list[float]) -> list[DomainPacer]:
-    """Two pacers as two worker processes have them: each its own Redis client and store, on a
+def _workers(
+    namespace: str, now: list[float], mono: list[float], count: int = 2
+) -> list[DomainPacer]:
+    """Pacers as worker processes have them: each its own Redis client and store, on a
     shared wall clock (`now`) and a shared monotonic clock (`mono`) the test moves by hand."""
     return [
         DomainPacer(
@@ -168,7 +172,7 @@ def _two_workers(namespace: str, now: list[float], mono: list[float]) -> list[Do
             RedisPaceStore(redis.Redis.from_url(REDIS_URL), namespace, monotonic=lambda: mono[0]),
             clock=lambda: now[0],
         )
-        for _ in range(2)
+        for _ in range(count)
     ]
 
 
@@ -176,7 +180,7 @@ def test_a_throttle_one_worker_met_is_honoured_by_another_within_the_read_interv
     redis_namespace: str,
 ) -> None:
     now, mono = [time.time()], [100.0]
-    one, two = _two_workers(redis_namespace, now, mono)
+    one, two = _workers(redis_namespace, now, mono)
     sent = _sent_or_throttled(set())
     two.send([_message(1, "a@gmail.com")], sent)  # two has read gmail's state: no back-off
 
@@ -206,7 +210,7 @@ def test_a_level_is_cleared_by_any_worker_that_saw_it_and_a_clear_is_never_undon
     redis_namespace: str,
 ) -> None:
     now, mono = [time.time()], [100.0]
-    one, two = _two_workers(redis_namespace, now, mono)
+    one, two = _workers(redis_namespace, now, mono)
     sent = _sent_or_throttled(set())
     level_key = f"{redis_namespace}:pace:gmail:level"
     client = redis.Redis.from_url(REDIS_URL)
@@ -228,7 +232,37 @@ def test_a_level_is_cleared_by_any_worker_that_saw_it_and_a_clear_is_never_undon
     # and the next throttle, met by either, backs off the base 60 s again
     two.send([_message(5, "e@gmail.com")], _sent_or_throttled({"gmail.com"}))
     assert client.get(level_key) == b"1"
-    assert one.store.throttled("gmail", now[0], 60, 3600) == pytest.approx(now[0] + 120)
+    assert two.store.backoff_until("gmail") == pytest.approx(now[0] + 60)
+
+
+def test_throttles_met_by_slices_sent_before_the_back_off_was_known_count_once(
+    redis_namespace: str,
+) -> None:
+    now, mono = [time.time()], [100.0]
+    first, *others = _workers(redis_namespace, now, mono, count=5)
+    throttled = _sent_or_throttled({"gmail.com"})
+    for pacer in others:  # each has read gmail's state: no back-off
+        pacer.send([_message(1, "a@gmail.com")], _sent_or_throttled(set()))
+    # Given one worker meets a throttle, and four others, within their read interval, each send
+    # a Gmail slice that meets it too
+    first.send([_message(2, "b@gmail.com")], throttled)
+    until = first.store.backoff_until("gmail")
+    for n, pacer in enumerate(others):
+        now[0] += 0.01
+        assert pacer.send([_message(3 + n, "c@gmail.com")], throttled)[0].code == 421
+    # Then it is one throttle: level 1, the base back-off from the first, which each of them
+    # now honours at once
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.get(f"{redis_namespace}:pace:gmail:level") == b"1"
+    for pacer in others:
+        assert pacer.send([_message(8, "d@gmail.com")], throttled)[0].code is None  # deferred
+        assert pacer.store.backoff_until("gmail") == until
+    # and a throttle met after the back-off doubles it, as documented
+    now[0] = until + 1
+    mono[0] += BACKOFF_READ_EVERY_S
+    assert others[0].send([_message(9, "e@gmail.com")], throttled)[0].code == 421
+    assert others[0].store.backoff_until("gmail") == pytest.approx(now[0] + 120)
+    assert client.get(f"{redis_namespace}:pace:gmail:level") == b"2"
 
 
 @contextmanager
@@ -257,7 +291,7 @@ def _redis_commands(namespace: str) -> Iterator[list[str]]:
 
 def test_no_redis_command_per_slice_while_nothing_is_throttled(redis_namespace: str) -> None:
     now, mono = [time.time()], [100.0]
-    workers = _two_workers(redis_namespace, now, mono)
+    workers = _workers(redis_namespace, now, mono)
     sent = _sent_or_throttled(set())
     slice_ = [_message(1, "a@gmail.com"), _message(2, "b@client.example")]
 
