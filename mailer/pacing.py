@@ -11,16 +11,17 @@ worker: through Redis when the broker is Redis, in the process otherwise.
   and forgotten after a slice goes through unthrottled. Meanwhile the group's sends are deferred
   without touching the network (the sweep retries them) and every other group keeps going. A
   throttle met while the group's back-off is already in force (a slice that went out before its
-  worker knew of it) is the same throttle: it neither doubles nor lengthens the back-off.
+  worker knew of it) is the same throttle: it neither doubles nor lengthens the back-off; nor
+  does such a slice going through unthrottled forget the level.
 
 Through Redis, the back-off costs nothing per slice while no group is throttled: each process
 reads a group's back-off (and whether a throttle level is set) at most every
 BACKOFF_READ_EVERY_S (250 ms), in one MGET, and keeps it in memory. So a throttle another worker
 process met is honoured here within 250 ms (slices already in flight, here or there, are sent
 either way, as before); a throttle this process met is honoured at once. The level is cleared
-(a DEL) only when this process has reason to think one is set: it met a throttle itself, or its
-last read showed one. Concurrency slots and rate windows cost Redis calls only for the groups
-MAILER_DOMAIN_CONCURRENCY or MAILER_DOMAIN_RATE_PER_S name.
+(a script: DEL unless a back-off is in force) only when this process has reason to think one is
+set: it met a throttle itself, or its last read showed one. Concurrency slots and rate windows
+cost Redis calls only for the groups MAILER_DOMAIN_CONCURRENCY or MAILER_DOMAIN_RATE_PER_S name.
 
 `DomainPacer.send(messages, send)` is the hook a worker's DeliveryContext calls around its
 transport.
@@ -137,8 +138,9 @@ class PaceStore(Protocol):
         """A throttling reply: back off, twice as long as last time unless the last back-off is
         still in force (then this is the same throttle); when the back-off ends."""
 
-    def cleared(self, group: str) -> None:
-        """A slice went through unthrottled: the next throttle starts at the base back-off."""
+    def cleared(self, group: str, now: float) -> None:
+        """A slice went through unthrottled: the next throttle starts at the base back-off,
+        unless a back-off is in force (the slice went out before its worker knew of it)."""
 
     def take_slot(self, group: str, limit: int, now: float) -> str | None: ...
     def give_slot(self, group: str, token: str) -> None: ...
@@ -167,9 +169,10 @@ class MemoryPaceStore:
             self._until[group] = now + min(max_s, base_s * 2**level)
             return self._until[group]
 
-    def cleared(self, group: str) -> None:
+    def cleared(self, group: str, now: float) -> None:
         with self._lock:
-            self._level.pop(group, None)
+            if self._until.get(group, 0.0) <= now:
+                self._level.pop(group, None)
 
     def take_slot(self, group: str, limit: int, now: float) -> str | None:
         with self._lock:
@@ -209,6 +212,13 @@ redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]) * 2)
 local seconds = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * 2 ^ level)
 redis.call('SET', KEYS[1], string.format('%.6f', now + seconds), 'EX', math.floor(seconds) + 1)
 return string.format('%.6f', now + seconds)
+"""
+
+# the level is forgotten unless a back-off is in force (KEYS: until, level; ARGV: now)
+_CLEARED = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
 """
 
 _TAKE_SLOT = """
@@ -268,12 +278,12 @@ class RedisPaceStore:
         self._seen[group] = _Seen(read_at, until, has_level=True)
         return until
 
-    def cleared(self, group: str) -> None:
+    def cleared(self, group: str, now: float) -> None:
         seen = self._seen.get(group)
         if seen is not None and not seen.has_level:
             return  # no throttle met here nor seen in the last read: nothing to clear
-        self._client.delete(self._key(group, "level"))
-        if seen is not None:
+        keys = (self._key(group, "until"), self._key(group, "level"))
+        if int(self._client.eval(_CLEARED, 2, *keys, repr(now))) and seen is not None:
             self._seen[group] = _Seen(seen.read_at, seen.until, has_level=False)
 
     def take_slot(self, group: str, limit: int, now: float) -> str | None:
@@ -359,7 +369,7 @@ class DomainPacer:
                 group, self._clock(), self.pacing.backoff_s, self.pacing.backoff_max_s
             )
         elif any(r.outcome is Outcome.SENT for r in results):
-            self.store.cleared(group)
+            self.store.cleared(group, self._clock())
         return results
 
     def _wait_for_slot(self, group: str, limit: int) -> str | None:

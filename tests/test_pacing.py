@@ -265,6 +265,27 @@ def test_throttles_met_by_slices_sent_before_the_back_off_was_known_count_once(
     assert client.get(f"{redis_namespace}:pace:gmail:level") == b"2"
 
 
+def test_a_slice_through_during_a_back_off_its_worker_did_not_know_of_keeps_the_level(
+    redis_namespace: str,
+) -> None:
+    now, mono = [time.time()], [100.0]
+    one, two = _workers(redis_namespace, now, mono)
+    throttled, sent = _sent_or_throttled({"gmail.com"}), _sent_or_throttled(set())
+    # Given two read a level during Gmail's first back-off
+    one.send([_message(1, "a@gmail.com")], throttled)
+    mono[0] += BACKOFF_READ_EVERY_S
+    assert two.send([_message(2, "b@gmail.com")], sent)[0].code is None  # deferred
+    # When, after it, one meets a throttle again (level 2, 120 s), and two, within its read
+    # interval, gets a Gmail slice through
+    now[0] += 61
+    one.send([_message(3, "c@gmail.com")], throttled)
+    assert two.send([_message(4, "d@gmail.com")], sent)[0].code == 250
+    # Then the level stays: the next throttle after this back-off is 240 s
+    assert redis.Redis.from_url(REDIS_URL).get(f"{redis_namespace}:pace:gmail:level") == b"2"
+    now[0] += 121
+    assert one.store.throttled("gmail", now[0], 60, 3600) == pytest.approx(now[0] + 240)
+
+
 @contextmanager
 def _redis_commands(namespace: str) -> Iterator[list[str]]:
     """The commands Redis runs on keys of `namespace` meanwhile, as MONITOR reports them."""
