@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     CursorResult,
@@ -29,9 +26,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.config import Settings
 from mailer.errors import SchemaBehindError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+#: `revision = "0013"` or `down_revision = "0009"` (or `= None`) in a migration file.
+_REVISION_LINE = re.compile(r'^(down_revision|revision)\s*=\s*(?:"([^"]+)"|None)\s*$', re.M)
 
 
 def _is_worth_logging(record: logging.LogRecord) -> bool:
@@ -211,6 +214,8 @@ def rows_changed(result: Result[Any]) -> int:
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -222,6 +227,8 @@ def has_table(engine: Engine, name: str) -> bool:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory(str(_MIGRATIONS))
     head = script.get_current_head()
     assert head is not None
@@ -229,17 +236,58 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision`."""
-    command.upgrade(_alembic_config(engine), revision)
+def upgrade(engine: Engine, revision: str = "head", *, settings: Settings | None = None) -> None:
+    """Apply migrations up to `revision`.
+
+    With `settings`, migrations that seal stored secrets get the secret keys to do so now
+    (otherwise mailer seals them when they are next used).
+    """
+    from alembic import command
+
+    cfg = _alembic_config(engine)
+    if settings is not None:
+        cfg.attributes["secret_keys"] = [
+            settings.secret_key.reveal(),
+            *(k.reveal() for k in settings.old_secret_keys),
+        ]
+    command.upgrade(cfg, revision)
 
 
 def check_schema(engine: Engine) -> None:
-    """Raise SchemaBehindError unless the database is at the newest migration."""
-    current, head = current_revision(engine), head_revision()
-    if current != head:
+    """Raise SchemaBehindError unless the database is at the newest migration.
+
+    Every process checks at start, so this reads the migration files and the version table
+    itself rather than through Alembic, whose import alone is ~10 % of a command's start-up;
+    Alembic decides when the files do not name a single head plainly.
+    """
+    head = _head_from_files() or head_revision()
+    with engine.connect() as conn:
+        stored = (
+            list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+            if inspect(conn).has_table("alembic_version")
+            else []
+        )
+    current = stored[0] if len(stored) == 1 else None
+    if stored != [head]:
         raise SchemaBehindError(current, head)
+
+
+def _head_from_files() -> str | None:
+    """The revision no migration file names as its `down_revision`; None unless exactly one
+    and every file states both plainly."""
+    revisions: set[str] = set()
+    parents: set[str | None] = set()
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        found = {name: value or None for name, value in _REVISION_LINE.findall(path.read_text())}
+        if found.get("revision") is None or "down_revision" not in found:
+            return None
+        revisions.add(str(found["revision"]))
+        parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None

@@ -9,6 +9,7 @@ MailerError
  │    └── EmployeeDataError  the file carries employee information
  ├── RuleError               an audience rule does not parse or type-check
  ├── TemplateError           a template does not load, check or render
+ │    └── TemplateCheckError  its static check failed (carries every problem)
  ├── TokenError              a recipient token is forged, altered or unknown
  ├── CampaignError           a campaign action is not possible in its state
  │    └── CampaignNotCompletedError  a wait ended: cancelled, failed, missed, draft, timeout
@@ -115,12 +116,28 @@ class RuleError(MailerError):
 class TemplateError(MailerError):
     """A template does not load, fails its static check, or fails to render."""
 
-    def __init__(self, template: str, message: str, line: int | None = None) -> None:
+    def __init__(
+        self, template: str, message: str, line: int | None = None, column: int | None = None
+    ) -> None:
         self.template = template
         self.line = line
+        self.column = column
         self.message = message
         where = f"{template}, line {line}" if line else template
+        if line and column:
+            where += f", column {column}"
         super().__init__(f"{where}: {message}")
+
+
+class TemplateCheckError(TemplateError):
+    """A template fails its static check in one or more places: `problems` lists each."""
+
+    def __init__(self, problems: list[TemplateError]) -> None:
+        first = problems[0]
+        super().__init__(first.template, first.message, first.line, first.column)
+        self.problems = list(problems)
+        if len(problems) > 1:
+            self.args = (f"{self.args[0]} (and {len(problems) - 1} more problems)",)
 
 
 class TokenError(MailerError):

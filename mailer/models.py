@@ -84,8 +84,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    #: Base32 TOTP secret (RFC 6238); empty until the user enrolls.
-    totp_secret: Mapped[str] = mapped_column(String(64), default="")
+    #: The base32 TOTP secret (RFC 6238), sealed (`mailer.sealing`); empty until the user enrolls.
+    totp_secret: Mapped[str] = mapped_column(String(200), default="")
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     #: The last 30-second step a code was accepted for: the same code never works twice.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
@@ -296,10 +296,93 @@ class Campaign(Base):
     planned_through: Mapped[int | None] = mapped_column(BigInteger)
     #: Extra template context (e.g. the policy version of a notice).
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The campaign's own subject (a Jinja source like the template's), replacing the
+    #: template's; empty: the template's subject.
+    subject: Mapped[str] = mapped_column(Text, default="")
+    #: The stored template chosen (None: `template` names a built-in file template).
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stored_templates.id", ondelete="RESTRICT")
+    )
+    #: The stored version the campaign launched with: its latest version at launch.
+    template_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("template_versions.id", ondelete="RESTRICT")
+    )
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index(None, "status", "scheduled_at"),)
+
+
+class StoredTemplate(Base):
+    """A template edited in the browser (or saved from the CLI) and kept in the database.
+
+    Its full name is `category/name`, like a built-in file template's, and never the same as
+    one. Its content lives in `TemplateVersion` rows: every save adds one.
+    """
+
+    __tablename__ = "stored_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    category: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("category", "name"),)
+
+
+class TemplateVersion(Base):
+    """One saved version of a stored template; never changed once written."""
+
+    __tablename__ = "template_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("stored_templates.id", ondelete="CASCADE"))
+    #: 1, 2, 3 … within its template.
+    number: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(Text)
+    #: The campaign parameters it reads as `{{ params.x }}`, comma-separated.
+    params: Mapped[str] = mapped_column(String(500), default="")
+    html: Mapped[str] = mapped_column(Text)
+    #: None: the text part is derived from the HTML.
+    text: Mapped[str | None] = mapped_column(Text)
+    #: What changed, in the author's words.
+    note: Mapped[str] = mapped_column(String(500), default="")
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: SHA-256 of subject, params, HTML and text: the same content has the same hash.
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("template_id", "number"),)
+
+
+class CampaignSnapshot(Base):
+    """What a campaign sent, written in its launch transaction: the sources it was rendered
+    from and one message rendered from them for the sample contact, with the campaign's own
+    sender and parameters."""
+
+    __tablename__ = "campaign_snapshots"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: `category/name` of the template, and its stored version (None: a built-in file).
+    template: Mapped[str] = mapped_column(String(200))
+    template_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("template_versions.id", ondelete="SET NULL")
+    )
+    template_version: Mapped[int | None] = mapped_column(Integer)
+    subject_source: Mapped[str] = mapped_column(Text)
+    html_source: Mapped[str] = mapped_column(Text)
+    text_source: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    #: Who the sample was rendered for: the documented sample contact (SAMPLE_RECIPIENT), so
+    #: no real contact's details are copied where retention would not find them.
+    sample_email: Mapped[str] = mapped_column(String(320), default="")
+    sample_subject: Mapped[str] = mapped_column(Text)
+    sample_text: Mapped[str] = mapped_column(Text)
+    sample_html: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Send(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,6 +17,9 @@ class OutgoingMessage:
     data: bytes  #: the exact bytes to send, CRLF line ends, no dot-stuffing
     message_id: str  #: the Message-ID header value, with angle brackets
     needs_smtputf8: bool = False
+    #: `data` again with its 8bit parts quoted-printable, for a relay without 8BITMIME
+    #: (RFC 6152); None when `data` needs no 8BITMIME or its builder cannot redo it.
+    downgrade: Callable[[], bytes] | None = None
 
 
 class Outcome(StrEnum):

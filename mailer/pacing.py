@@ -9,7 +9,19 @@ worker: through Redis when the broker is Redis, in the process otherwise.
 - a throttling reply (`421 4.7.28`, `4.7.0 … rate`, `452 4.5.3`) stops that group's mail for
   MAILER_DOMAIN_BACKOFF_S, doubling with each further throttle (up to MAILER_DOMAIN_BACKOFF_MAX_S)
   and forgotten after a slice goes through unthrottled. Meanwhile the group's sends are deferred
-  without touching the network (the sweep retries them) and every other group keeps going.
+  without touching the network (the sweep retries them) and every other group keeps going. A
+  throttle met while the group's back-off is already in force (a slice that went out before its
+  worker knew of it) is the same throttle: it neither doubles nor lengthens the back-off; nor
+  does such a slice going through unthrottled forget the level.
+
+Through Redis, the back-off costs nothing per slice while no group is throttled: each process
+reads a group's back-off (and whether a throttle level is set) at most every
+BACKOFF_READ_EVERY_S (250 ms), in one MGET, and keeps it in memory. So a throttle another worker
+process met is honoured here within 250 ms (slices already in flight, here or there, are sent
+either way, as before); a throttle this process met is honoured at once. The level is cleared
+(a script: DEL unless a back-off is in force) only when this process has reason to think one is
+set: it met a throttle itself, or its last read showed one. Concurrency slots and rate windows
+cost Redis calls only for the groups MAILER_DOMAIN_CONCURRENCY or MAILER_DOMAIN_RATE_PER_S name.
 
 `DomainPacer.send(messages, send)` is the hook a worker's DeliveryContext calls around its
 transport.
@@ -36,6 +48,9 @@ OTHERS = "others"
 SLOT_WAIT_S = 30.0
 #: A slot a crashed worker never gave back is free again after this.
 SLOT_TTL_S = 300.0
+#: How stale a process's view of a group's back-off in Redis may be: it is read again after
+#: this long, so a throttle another process met is honoured here within it.
+BACKOFF_READ_EVERY_S = 0.25
 _THROTTLE = re.compile(r"^(421 4\.7\.28|4\d\d 4\.7\.0 .*\brate\b|452 4\.5\.3)", re.IGNORECASE)
 
 
@@ -115,9 +130,18 @@ def is_throttling(result: DeliveryResult) -> bool:
 class PaceStore(Protocol):
     """Where pacing state lives: Redis for every worker, or memory for one process."""
 
-    def backoff_until(self, group: str) -> float: ...
-    def throttled(self, group: str, now: float, base_s: int, max_s: int) -> float: ...
-    def cleared(self, group: str) -> None: ...
+    def backoff_until(self, group: str) -> float:
+        """Epoch seconds the group backs off until (0.0: none); through Redis, up to
+        BACKOFF_READ_EVERY_S behind a throttle another process met."""
+
+    def throttled(self, group: str, now: float, base_s: int, max_s: int) -> float:
+        """A throttling reply: back off, twice as long as last time unless the last back-off is
+        still in force (then this is the same throttle); when the back-off ends."""
+
+    def cleared(self, group: str, now: float) -> None:
+        """A slice went through unthrottled: the next throttle starts at the base back-off,
+        unless a back-off is in force (the slice went out before its worker knew of it)."""
+
     def take_slot(self, group: str, limit: int, now: float) -> str | None: ...
     def give_slot(self, group: str, token: str) -> None: ...
     def take_rate(self, group: str, per_s: int, count: int, now: float) -> bool: ...
@@ -137,15 +161,18 @@ class MemoryPaceStore:
 
     def throttled(self, group: str, now: float, base_s: int, max_s: int) -> float:
         with self._lock:
+            current = self._until.get(group, 0.0)
+            if current > now:
+                return current
             level = self._level[group]
             self._level[group] = level + 1
-            until = now + min(max_s, base_s * 2**level)
-            self._until[group] = max(self._until.get(group, 0.0), until)
+            self._until[group] = now + min(max_s, base_s * 2**level)
             return self._until[group]
 
-    def cleared(self, group: str) -> None:
+    def cleared(self, group: str, now: float) -> None:
         with self._lock:
-            self._level.pop(group, None)
+            if self._until.get(group, 0.0) <= now:
+                self._level.pop(group, None)
 
     def take_slot(self, group: str, limit: int, now: float) -> str | None:
         with self._lock:
@@ -174,6 +201,26 @@ class MemoryPaceStore:
             return True
 
 
+# the back-off in force is kept as it is; else the level goes up and a new back-off begins
+# (KEYS: until, level; ARGV: now, base_s, max_s), all in one step for every worker
+_THROTTLED = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local now = tonumber(ARGV[1])
+if current > now then return string.format('%.6f', current) end
+local level = redis.call('INCR', KEYS[2]) - 1
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]) * 2)
+local seconds = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * 2 ^ level)
+redis.call('SET', KEYS[1], string.format('%.6f', now + seconds), 'EX', math.floor(seconds) + 1)
+return string.format('%.6f', now + seconds)
+"""
+
+# the level is forgotten unless a back-off is in force (KEYS: until, level; ARGV: now)
+_CLEARED = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
 _TAKE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
@@ -183,32 +230,61 @@ return 1
 """
 
 
-class RedisPaceStore:
-    """The same state in Redis, under `<namespace>:pace:<group>:…`, for every worker."""
+@dataclass(frozen=True)
+class _Seen:
+    """A process's last view of a group's back-off in Redis."""
 
-    def __init__(self, client: Any, namespace: str) -> None:
+    read_at: float  #: time.monotonic() just before the read
+    until: float  #: epoch seconds
+    has_level: bool  #: a throttle level may be set: the next unthrottled slice clears it
+
+
+class RedisPaceStore:
+    """The same state in Redis, under `<namespace>:pace:<group>:…`, for every worker; the back-off
+    read at most every `read_every_s` per group (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str,
+        *,
+        read_every_s: float = BACKOFF_READ_EVERY_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._prefix = f"{namespace}:pace"
+        self._read_every_s = read_every_s
+        self._monotonic = monotonic
+        # one entry per group, replaced whole (never mutated), so threads need no lock: a race
+        # at worst keeps an older view, which the next read replaces within read_every_s
+        self._seen: dict[str, _Seen] = {}
 
     def _key(self, group: str, what: str) -> str:
         return f"{self._prefix}:{group}:{what}"
 
     def backoff_until(self, group: str) -> float:
-        raw = self._client.get(self._key(group, "until"))
-        return float(raw) if raw else 0.0
+        seen = self._seen.get(group)
+        read_at = self._monotonic()
+        if seen is None or read_at - seen.read_at >= self._read_every_s:
+            until, level = self._client.mget(self._key(group, "until"), self._key(group, "level"))
+            seen = _Seen(read_at, float(until) if until else 0.0, level is not None)
+            self._seen[group] = seen
+        return seen.until
 
     def throttled(self, group: str, now: float, base_s: int, max_s: int) -> float:
-        level = int(self._client.incr(self._key(group, "level"))) - 1
-        self._client.expire(self._key(group, "level"), max_s * 2)
-        until = now + min(max_s, base_s * 2**level)
-        key = self._key(group, "until")
-        current = self.backoff_until(group)
-        if until > current:
-            self._client.set(key, repr(until), ex=int(until - now) + 1)
-        return max(until, current)
+        read_at = self._monotonic()
+        keys = (self._key(group, "until"), self._key(group, "level"))
+        until = float(self._client.eval(_THROTTLED, 2, *keys, repr(now), base_s, max_s))
+        self._seen[group] = _Seen(read_at, until, has_level=True)
+        return until
 
-    def cleared(self, group: str) -> None:
-        self._client.delete(self._key(group, "level"))
+    def cleared(self, group: str, now: float) -> None:
+        seen = self._seen.get(group)
+        if seen is not None and not seen.has_level:
+            return  # no throttle met here nor seen in the last read: nothing to clear
+        keys = (self._key(group, "until"), self._key(group, "level"))
+        if int(self._client.eval(_CLEARED, 2, *keys, repr(now))) and seen is not None:
+            self._seen[group] = _Seen(seen.read_at, seen.until, has_level=False)
 
     def take_slot(self, group: str, limit: int, now: float) -> str | None:
         # a sorted set of slot leases, checked and taken in one script (atomic in Redis):
@@ -293,7 +369,7 @@ class DomainPacer:
                 group, self._clock(), self.pacing.backoff_s, self.pacing.backoff_max_s
             )
         elif any(r.outcome is Outcome.SENT for r in results):
-            self.store.cleared(group)
+            self.store.cleared(group, self._clock())
         return results
 
     def _wait_for_slot(self, group: str, limit: int) -> str | None:

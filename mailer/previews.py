@@ -30,12 +30,14 @@ from mailer.messages import (
     Recipient,
     Template,
     check_params,
-    load_template,
 )
 from mailer.messages.check import sample_params
+from mailer.messages.templates import compile_template
+from mailer.models import Campaign
 from mailer.outgoing import DeliveryResult, Outcome
 from mailer.rules import Preview, parse_rule, preview_audience
 from mailer.runtime import Runtime
+from mailer.template_store import campaign_template, choose_source
 from mailer.transports import make_transport
 
 #: How many addresses one test send may go to: a test, not a campaign.
@@ -87,10 +89,13 @@ def preview_message(
     template: str,
     contact: int | str,
     params: dict[str, Any] | None = None,
+    campaign_id: int | None = None,
 ) -> MessagePreview:
-    """Render `template` as `contact` (id or email) would get it; audited as template.preview."""
+    """Render `template` as `contact` (id or email) would get it; audited as template.preview.
+
+    With `campaign_id`, the campaign's own source: its pinned version and its own subject."""
     with rt.sessions.begin() as session:
-        make, recipient = _prepare(rt.settings, session, actor, template, contact)
+        make, recipient = _prepare(rt.settings, session, actor, template, contact, campaign_id)
         messages = make(params)
         out = messages.build(recipient)
         subject, text, html = messages.render_parts(recipient)
@@ -145,7 +150,7 @@ async def send_test(
     addresses = parse_test_addresses("\n".join(to))
     settings = rt.settings.with_(dkim_private_key_path="")
     with rt.sessions() as session:
-        make, recipient = _prepare(settings, session, actor, template, contact)
+        make, recipient = _prepare(settings, session, actor, template, contact, campaign_id)
         messages = make(params)
         built = []
         for n, address in enumerate(addresses):
@@ -202,9 +207,20 @@ def _to_and_subject(data: bytes, address: str) -> bytes:
 
 
 def _prepare(
-    settings: Settings, session: Session, actor: Actor, template_name: str, contact: int | str
+    settings: Settings,
+    session: Session,
+    actor: Actor,
+    template_name: str,
+    contact: int | str,
+    campaign_id: int | None = None,
 ) -> tuple[Any, Recipient]:
-    template = load_template(settings, template_name)
+    campaign = session.get(Campaign, campaign_id) if campaign_id is not None else None
+    if campaign is not None:
+        template = campaign_template(session, settings, campaign)
+    else:
+        template = compile_template(
+            settings, choose_source(session, settings, template_name).source
+        )
     require_category(session, actor, template.category, template_name)
     recipient, manager = recipient_for(session, contact)
     # one rule for who may see a contact: an account manager, only their own clients (audited)

@@ -19,6 +19,7 @@ from mailer.csvfiles import csv_writer
 from mailer.enums import Category, OptOutSource, Role, SendStatus
 from mailer.errors import NotFoundError
 from mailer.models import Campaign, OptOut, Send
+from mailer.template_store.pinning import get_snapshot, version_label
 
 #: How many of the latest campaigns the dashboard looks through for recent bounces.
 RECENT_CAMPAIGNS = 50
@@ -211,14 +212,24 @@ REPORT_COLUMNS = [
     "smtp_code",
     "smtp_reply",
     "sent_at",
+    "template",
+    "template_version",
 ]
 
 
 def report_csv(session: Session, campaign_id: int, *, chunk: int = 5000) -> Iterator[str]:
-    """Every send of the campaign as CSV text chunks (keyset-paged, formula cells defused)."""
+    """Every send of the campaign as CSV text chunks (keyset-paged, formula cells defused).
+
+    Each row names the template and the version it was sent with (`built-in` for a file
+    template), as kept in the campaign's launch snapshot."""
     buffer = io.StringIO()
     writer = csv_writer(buffer)
     writer.writerow(REPORT_COLUMNS)
+    campaign = session.get(Campaign, campaign_id)
+    sent_with = [
+        campaign.template if campaign else "",
+        version_label(get_snapshot(session, campaign_id)),
+    ]
     last = 0
     while True:
         sends = list(
@@ -231,7 +242,7 @@ def report_csv(session: Session, campaign_id: int, *, chunk: int = 5000) -> Iter
         )
         for s in sends:
             line = _line(s)
-            writer.writerow(vars(line).values())
+            writer.writerow([*vars(line).values(), *sent_with])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

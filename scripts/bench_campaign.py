@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import datetime as dt
 import email
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, func, select, text, update
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import Engine, create_engine, func, select, text, update
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mailer.campaigns import campaign_status  # noqa: E402
 from mailer.config import Settings  # noqa: E402
+from mailer.contacts.sample import sample_contact  # noqa: E402
 from mailer.enums import Category  # noqa: E402
 from mailer.messages import (  # noqa: E402
     CampaignInfo,
@@ -30,10 +38,14 @@ from mailer.messages import (  # noqa: E402
 from mailer.messages.context import SAMPLE_RECIPIENT  # noqa: E402
 from mailer.models import Campaign, Contact, Send  # noqa: E402
 from mailer.runtime import open_runtime  # noqa: E402
-from tests.smtp_fixtures import start_smtp_sink  # noqa: E402
+from tests.sink_dump import SinkDump, greeted  # noqa: E402
+from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEMPLATE = "promotions/open-enrollment"
+DKIM_SELECTOR = "bench"
+DKIM_DOMAIN = "cpi.example"
+SAMPLE_SEED = 11
 
 
 def main() -> None:
@@ -44,17 +56,35 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4, help="SMTP connections per thread")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument(
+        "--dkim", action="store_true", help="sign every message (throwaway RSA-2048 key)"
+    )
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="no in-run dump and check of the messages (to measure what the check costs)",
+    )
+    parser.add_argument(
         "--statements",
         action="store_true",
         help="log every statement of the workers and the launch (server log) and print counts",
     )
     args = parser.parse_args()
+    expect = greeted(
+        lambda address: sample_contact(address, SAMPLE_SEED, contacts_per_org=(1, 1)),
+        opt_out=True,  # a promotion (TEMPLATE)
+    )
+    checking = SinkDump(expect) if not args.no_check else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp, checking as dump:
+        _bench(args, Path(tmp), dump)
+
+
+def _bench(args: argparse.Namespace, tmp: Path, dump: SinkDump | None) -> None:
 
     db_name = f"mailer_bench_{uuid.uuid4().hex[:6]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    sink = start_smtp_sink()
+    sink = _campaign_sink(tmp, dump)
     env = dict(os.environ)
     env.update(
         MAILER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
@@ -64,7 +94,14 @@ def main() -> None:
         MAILER_SMTP_POOL_SIZE=str(args.pool),
         MAILER_USER="bench",
         MAILER_VAR_DIR=str(ROOT / "var" / "bench"),
+        MAILER_PUBLIC_BASE_URL="https://mail.cpi.example",  # https, as production must
     )
+    if args.dkim:
+        env.update(
+            MAILER_DKIM_SELECTOR=DKIM_SELECTOR,
+            MAILER_DKIM_DOMAIN=DKIM_DOMAIN,
+            MAILER_DKIM_PRIVATE_KEY_PATH=str(_throwaway_key(tmp)),
+        )
     os.environ.update(env)
     workers = None
     try:
@@ -92,7 +129,7 @@ def main() -> None:
             "--organizations",
             str(args.recipients),
             "--seed",
-            "11",
+            str(SAMPLE_SEED),
             "--into-db",
             "--contacts-per-org",
             "1-1",
@@ -104,11 +141,9 @@ def main() -> None:
         print(f"loaded {n} contacts in {time.perf_counter() - t0:.1f} s")
         message_size = _message_size(rt)
 
-        source_rate = _smtp_source(sink.port, 20_000, message_size)
-        log_from = _server_log_size()
-        if args.statements:
-            with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{db_name}" SET log_min_duration_statement = 0'))
+        source_rate = _smtp_source(20_000, message_size)
+        log_from = _log_statements(admin, db_name) if args.statements else None
+        sink_before = sink.delivered()  # 0: smtp-source has a sink of its own
 
         workers = subprocess.Popen(
             [
@@ -137,10 +172,20 @@ def main() -> None:
             "--template",
             TEMPLATE,
         )
-        cpu_before = _cpu_by_component(db_name, workers.pid, sink.process.pid)
+        cpu = _CpuMeter(admin, db_name, workers.pid, sink.process.pid)
         launched = time.perf_counter()
         launched_at = dt.datetime.now(dt.UTC)
-        run("mailer", "campaign", "launch", "1", "--no-wait")
+        launch = subprocess.Popen(
+            ["mailer", "campaign", "launch", "1", "--no-wait"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        while launch.poll() is None:
+            cpu.sample(force=True)  # planning: its database backend ends with it
+            time.sleep(0.05)
+        if launch.returncode:
+            raise SystemExit(f"mailer campaign launch exited with {launch.returncode}")
         planned = time.perf_counter()
         deadline = time.monotonic() + 600
         while True:
@@ -150,6 +195,7 @@ def main() -> None:
                 status = session.scalar(select(Campaign.status).where(Campaign.id == 1))
             if status != "sending":
                 break
+            cpu.sample()
             time.sleep(0.05)
         with rt.sessions() as session:
             first_sent = session.scalar(select(func.min(Send.sent_at)))
@@ -159,7 +205,7 @@ def main() -> None:
         first_s = (first_sent - launched_at).total_seconds() if first_sent else None
         first_after_plan_s = (first_sent - started).total_seconds() if first_sent else None
         elapsed = time.perf_counter() - launched
-        cpu_after = _cpu_by_component(db_name, workers.pid, sink.process.pid)
+        cpu_used = cpu.used()
         peak_mb = _peak_rss_mb(workers.pid)
         summary = campaign_status(rt, 1)
         sent = summary.counts.get("sent", 0)
@@ -179,10 +225,12 @@ def main() -> None:
             "processes": args.processes,
             "threads": args.threads,
             "pool": args.pool,
+            "dkim": args.dkim,
         }
         print(f"smtp-source, 8 sessions, {message_size} B: {source_rate:,.0f} msg/s")
         print(
-            f"mailer campaign, {n:,} recipients: {sent:,} sent in {elapsed:.1f} s = "
+            f"mailer campaign, {n:,} recipients{' (DKIM-signed)' if args.dkim else ''}: "
+            f"{sent:,} sent in {elapsed:.1f} s = "
             f"{sent / elapsed:,.0f} msg/s end to end (launch incl. planning "
             f"{planned - launched:.2f} s; first message {first_s or 0:.2f} s after the command "
             f"started, {first_after_plan_s or 0:.2f} s after planning began)"
@@ -191,19 +239,18 @@ def main() -> None:
             f"ratio to smtp-source: {result['ratio']:.2f}; worker peak RSS per process: "
             f"{peak_mb} MB"
         )
-        cpu_us = {
-            k: round((cpu_after.get(k, 0) - cpu_before.get(k, 0)) / max(sent, 1) * 1e6)
-            for k in cpu_after
-        }
+        failure = _verify(result, sink.delivered() - sink_before, dump)
+        cpu_us = {k: round(v / max(sent, 1) * 1e6) for k, v in cpu_used.items()}
         result["cpu_us_per_message"] = cpu_us
         print(
             "CPU per message by component (µs): "
             + ", ".join(f"{k} {v}" for k, v in sorted(cpu_us.items()))
         )
         print(json.dumps(result))
-        if args.statements:
-            _print_statements(db_name, log_from, sent)
+        _print_statements(db_name, log_from, sent)
         rt.close()
+        if failure:
+            raise SystemExit(failure)
     finally:
         if workers is not None:
             os.killpg(workers.pid, 15)
@@ -236,82 +283,185 @@ def _message_size(rt) -> int:  # type: ignore[no-untyped-def]
         sender=SenderIdentity("CPI", "news@cpi.example"),
     ).build(SAMPLE_RECIPIENT)
     email.message_from_bytes(built.data)
+    if rt.settings.dkim_private_key_path:
+        pem = Path(rt.settings.dkim_private_key_path).read_bytes()
+        public = serialization.load_pem_private_key(pem, password=None).public_key()
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+        if not dkim.verify(built.data, dnsfunc=lambda *_, **__: record):
+            raise SystemExit("the DKIM signature of a bench message does not verify")
     return len(built.data)
 
 
-def _smtp_source(port: int, count: int, size: int) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [
-            "/usr/sbin/smtp-source",
-            "-s",
-            "8",
-            "-m",
-            str(count),
-            "-l",
-            str(size),
-            "-d",
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
+def _throwaway_key(directory: Path) -> Path:
+    """A fresh RSA-2048 DKIM key for this run only, in a temporary directory."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = directory / f"{DKIM_SELECTOR}.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
-    return count / (time.perf_counter() - started)
+    path.chmod(0o600)
+    return path
 
 
-def _cpu_by_component(db_name: str, workers_sid: int, sink_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the processes of each part of the pipeline.
+def _smtp_source(count: int, size: int) -> float:
+    """smtp-source's rate into a sink of its own, started as the campaign's is but without
+    the dump: the machine's ceiling, as before the in-run check (docs/performance.md §4)."""
+    sink = start_smtp_sink()
+    try:
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                "/usr/sbin/smtp-source",
+                "-s",
+                "8",
+                "-m",
+                str(count),
+                "-l",
+                str(size),
+                "-d",
+                f"127.0.0.1:{sink.port}",
+            ],
+            check=True,
+        )
+        return count / (time.perf_counter() - started)
+    finally:
+        sink.process.kill()
+        sink.process.wait()
 
-    Only this run's, on a machine others share: its worker processes (their session), its
-    sink, and the PostgreSQL backends connected to the bench's database with their parallel
-    workers (not the server's shared WAL writer and checkpointer, a few µs per message).
+
+def _campaign_sink(tmp: Path, dump: SinkDump | None) -> SmtpSink:
+    """The campaign's smtp-sink: it counts what it takes (-c) and, unless --no-check, dumps
+    every message into `dump`, read from now on."""
+    sink = start_smtp_sink(*(dump.sink_args if dump else ()), counter=tmp / "sink-counter")
+    if dump:
+        dump.start()
+    return sink
+
+
+def _verify(result: dict[str, Any], sink_counted: int, dump: SinkDump | None) -> str | None:
+    """What went wrong, if anything: the send log, the sink's own counter and (unless
+    --no-check) the messages in its dump must agree, and every message checked must pass."""
+    sent = result["sent"]
+    result["sink_counted"] = sink_counted
+    print(
+        f"delivered: {sent:,} by the send log, {sink_counted:,} by smtp-sink's own counter"
+        + ("" if sink_counted == sent else " — THEY DISAGREE")
+    )
+    failure = None
+    if sink_counted != sent:
+        failure = (
+            f"the send log says {sent} sent but smtp-sink counted {sink_counted}: the bench "
+            "is not measuring what it reports"
+        )
+    if dump is None:
+        return failure
+    dumped = dump.finish()
+    result["dumped"], result["checked"] = dumped.messages, dumped.checked
+    return dumped.report(sent, sink_counted) or failure
+
+
+class _CpuMeter:
+    """CPU seconds used by this run's own processes, by component, from now on.
+
+    Only this run's: the machine is shared, and another bench's workers, sink or database
+    backends ending meanwhile would otherwise count (negatively). PostgreSQL is this run's
+    database's backends (sampled while the campaign runs, so a backend that exits, like the
+    launch command's, still counts); Redis is the whole server, shared with whoever uses it.
     """
-    tick = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
-    ours: set[str] = set()  # our backends' pids, for their parallel workers
-    procs = sorted(Path("/proc").iterdir(), key=lambda p: "parallel worker" in _title(p))
-    for proc in procs:
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            fields = (proc / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[3]) == workers_sid:
-            part = "workers"
-        elif cmdline.startswith("postgres"):
-            if f" {db_name} " in cmdline and "(" in cmdline:
-                ours.add(proc.name)
-            elif cmdline.rpartition("parallel worker for PID ")[2].strip() not in ours:
+
+    def __init__(self, admin: Engine, db_name: str, workers_pgid: int, sink_pid: int):
+        self._admin = admin
+        self._db_name = db_name
+        self._workers_pgid = workers_pgid
+        self._sink_pid = sink_pid
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._bench_start = self._bench_s()
+        self._samples = 0
+        self._sample(force=True)
+        self._base = {pid: s for pid, (_, s) in self._seen.items()}
+
+    def sample(self, *, force: bool = False) -> None:
+        """Look at the processes again: when forced, else every tenth call."""
+        self._samples += 1
+        self._sample(force=force or self._samples % 10 == 0)
+
+    def used(self) -> dict[str, float]:
+        self._sample(force=True)
+        totals = {"cli+bench": self._bench_s() - self._bench_start}
+        for pid, (part, seconds) in self._seen.items():
+            totals[part] = totals.get(part, 0.0) + seconds - self._base.get(pid, 0.0)
+        return totals
+
+    def _sample(self, *, force: bool) -> None:
+        if not force:
+            return
+        with self._admin.connect() as conn:
+            backends = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": self._db_name}
+            ).scalars()
+            parts = {pid: "postgresql" for pid in backends}
+        parts[self._sink_pid] = "smtp-sink"
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
                 continue
-            part = "postgresql"
-        elif int(proc.name) == sink_pid:
-            part = "smtp-sink"
-        elif "redis-server" in cmdline:
-            part = "redis"
-        elif int(proc.name) == os.getpid() or int(fields[1]) == os.getpid():
-            part = "cli+bench"
-        else:
-            continue
-        # utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the name)
-        totals[part] = totals.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return totals
+            pid = int(proc.name)
+            try:
+                if os.getpgid(pid) == self._workers_pgid:
+                    parts[pid] = "workers"
+                elif "redis-server" in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    parts[pid] = "redis"
+            except (OSError, ProcessLookupError):
+                continue
+        for pid, part in parts.items():
+            seconds = _cpu_s(pid)
+            if seconds is not None:
+                self._seen[pid] = (part, seconds)
+
+    @staticmethod
+    def _bench_s() -> float:
+        """This process and the commands it ran and waited for (launch)."""
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds a process has used, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the name)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 #: The cluster's server log (Debian's layout), read for --statements.
 _SERVER_LOG = Path("/var/log/postgresql/postgresql-15-main.log")
 
 
-def _server_log_size() -> int:
+def _log_statements(admin: Engine, db_name: str) -> int:
+    """Have the server log every statement of the bench database's new sessions; returns
+    where in the server log they will begin."""
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{db_name}" SET log_min_duration_statement = 0'))
     try:
         return _SERVER_LOG.stat().st_size
     except OSError:
         return 0
 
 
-def _print_statements(db_name: str, log_from: int, sent: int) -> None:
+def _print_statements(db_name: str, log_from: int | None, sent: int) -> None:
     """Statements the bench database ran since `log_from` in the server log, by kind: count,
-    count per 1,000 messages and total server time (needs read access to the server log)."""
+    count per 1,000 messages and total server time (needs read access to the server log).
+    Nothing without `log_from` (no --statements)."""
+    if log_from is None:
+        return
     try:
         with _SERVER_LOG.open("rb") as f:
             f.seek(log_from)
@@ -327,10 +477,10 @@ def _print_statements(db_name: str, log_from: int, sent: int) -> None:
             continue
         ms, _, what = rest.partition(" ms  ")
         step, _, sql = what.partition(": ")
-        if not sql.strip():  # the statement's text begins on the next line
-            sql = " ".join(lines[number + 1 : number + 3])
         if step.startswith(("parse", "bind")):
             continue  # the execute line of the same statement follows
+        if not sql.strip():  # the statement's text begins on the next line
+            sql = " ".join(lines[number + 1 : number + 3])
         key = " ".join(sql.split())[:70] or step
         entry = kinds.setdefault(key, [0, 0.0])
         entry[0] += 1
@@ -339,13 +489,6 @@ def _print_statements(db_name: str, log_from: int, sent: int) -> None:
     for key, (count, total) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
         per_k = count * 1000 / max(sent, 1)
         print(f"  {count:8.0f} {per_k:8.1f} {total:10.1f}  {key}")
-
-
-def _title(proc: Path) -> str:
-    try:
-        return (proc / "cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _peak_rss_mb(group_leader: int) -> int:

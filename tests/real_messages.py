@@ -15,9 +15,10 @@ from mailer.outgoing import OutgoingMessage
 
 
 def build_promotion(
-    settings: Settings, contact: Any, *, send_id: int, campaign_id: int = 5
+    settings: Settings, contact: Any, *, send_id: int, campaign_id: int = 5, **changes: Any
 ) -> OutgoingMessage:
-    """The open-enrollment promotion as built for `contact` in send `send_id`."""
+    """The open-enrollment promotion as built for `contact` in send `send_id` (`changes` go
+    to the sample recipient, e.g. first_name="José")."""
     messages = CampaignMessages(
         settings,
         template=load_template(settings, "promotions/open-enrollment"),
@@ -25,7 +26,7 @@ def build_promotion(
         sender=SenderIdentity(name="CPI Marketing", email="news@cpi.example"),
     )
     recipient = replace(
-        SAMPLE_RECIPIENT, send_id=send_id, contact_id=contact.id, email=contact.email
+        SAMPLE_RECIPIENT, send_id=send_id, contact_id=contact.id, email=contact.email, **changes
     )
     return messages.build(recipient)
 

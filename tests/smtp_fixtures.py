@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -122,27 +123,50 @@ class SmtpSink:
 
     port: int
     process: subprocess.Popen[bytes]
+    counter: Path | None = None  #: where the sink writes its running counter (`-c`), if asked
 
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
 
+    def delivered(self) -> int:
+        """Messages the sink has taken so far, by its own counter (`counter=` at start)."""
+        if self.counter is None:
+            raise RuntimeError("start_smtp_sink(counter=PATH) keeps the sink's counter")
+        # smtp-sink -c writes "sess=N quit=N mesg=N" and a CR after each change
+        found = re.findall(rb"mesg=(\d+)", self.counter.read_bytes()[-200:])
+        return int(found[-1]) if found else 0
 
-def start_smtp_sink(*extra: str, backlog: int = 1000) -> SmtpSink:
-    """Start smtp-sink on a free port and wait until it answers; the caller kills it."""
+
+def start_smtp_sink(
+    *extra: str,
+    backlog: int = 1000,
+    counter: Path | None = None,
+    stdout: int = subprocess.DEVNULL,
+) -> SmtpSink:
+    """Start smtp-sink on a free port and wait until it answers; the caller kills it.
+
+    With `counter`, the sink counts what it takes into that file (`SmtpSink.delivered`).
+    `stdout=subprocess.PIPE` with `-c` among `extra`: its running counter, unbuffered."""
     port = free_port()
     # smtp-sink refuses to run as root without a user to switch to.
     as_user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    process = subprocess.Popen(
-        [SMTP_SINK, *as_user, *extra, f"127.0.0.1:{port}", str(backlog)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    count = ["-c"] if counter is not None else []
+    output = counter.open("wb") if counter is not None else None
+    try:
+        process = subprocess.Popen(
+            [SMTP_SINK, *as_user, *count, *extra, f"127.0.0.1:{port}", str(backlog)],
+            stdout=output or stdout,
+            stderr=subprocess.DEVNULL,
+        )
+    finally:
+        if output is not None:
+            output.close()  # the sink has its own copy
     deadline = time.monotonic() + 5
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return SmtpSink(port, process)
+            return SmtpSink(port, process, counter)
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()

@@ -91,6 +91,8 @@ class _FaultHandler:
         self.fault.ehlo_names.append(hostname)
         if self.fault.has_pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if not self.fault.has_8bitmime:  # aiosmtpd offers it by itself
+            responses = [line for line in responses if "8BITMIME" not in line]
         return responses
 
     async def handle_MAIL(
@@ -191,6 +193,7 @@ class FaultServer:
         *,
         has_pipelining: bool = False,
         has_smtputf8: bool = True,
+        has_8bitmime: bool = True,
         tls_context: ssl.SSLContext | None = None,
         require_starttls: bool = False,
         implicit_tls_context: ssl.SSLContext | None = None,
@@ -200,6 +203,7 @@ class FaultServer:
     ) -> None:
         self.has_pipelining = has_pipelining
         self.has_smtputf8 = has_smtputf8
+        self.has_8bitmime = has_8bitmime
         self.tls_context = tls_context
         self.require_starttls = require_starttls
         self.implicit_tls_context = implicit_tls_context

@@ -173,7 +173,9 @@ def test_disabling_a_user_ends_their_sessions_and_tokens_and_sign_in(rt: Runtime
     with rt.sessions.begin() as s:
         assert session_actor(s, sid, settings=rt.settings) is None
         assert token_actor(s, token) is None
-        result = authenticate(s, "mark", PASSWORD, "192.0.2.9", "ua", throttle=throttle())
+        result = authenticate(
+            s, "mark", PASSWORD, "192.0.2.9", "ua", throttle=throttle(), settings=rt.settings
+        )
     assert isinstance(result, LoginFailure) and result.reason == "invalid"
     assert [e.details["reason"] for e in events(rt, "login.failed")] == ["user disabled"]
     with rt.sessions.begin() as s:
@@ -234,7 +236,9 @@ def test_only_an_admin_sets_another_users_password(rt: Runtime) -> None:
 def test_a_good_password_signs_in_and_is_audited(rt: Runtime) -> None:
     new_user(rt, "mark", "marketing")
     with rt.sessions.begin() as s:
-        actor = authenticate(s, "mark", PASSWORD, "192.0.2.7", "Firefox", throttle=throttle())
+        actor = authenticate(
+            s, "mark", PASSWORD, "192.0.2.7", "Firefox", throttle=throttle(), settings=rt.settings
+        )
     assert isinstance(actor, Actor)
     assert (actor.username, actor.role, actor.via, actor.ip) == (
         "mark",
@@ -249,8 +253,18 @@ def test_a_good_password_signs_in_and_is_audited(rt: Runtime) -> None:
 def test_unknown_users_and_wrong_passwords_get_the_same_answer(rt: Runtime) -> None:
     new_user(rt, "mark", "marketing")
     with rt.sessions.begin() as s:
-        unknown = authenticate(s, "nobody", PASSWORD, "192.0.2.7", "", throttle=throttle())
-        wrong = authenticate(s, "mark", "not the password", "192.0.2.7", "", throttle=throttle())
+        unknown = authenticate(
+            s, "nobody", PASSWORD, "192.0.2.7", "", throttle=throttle(), settings=rt.settings
+        )
+        wrong = authenticate(
+            s,
+            "mark",
+            "not the password",
+            "192.0.2.7",
+            "",
+            throttle=throttle(),
+            settings=rt.settings,
+        )
     assert unknown == wrong == LoginFailure("invalid", "wrong username or password")
     reasons = sorted(e.details["reason"] for e in events(rt, "login.failed"))
     assert reasons == ["unknown user", "wrong password"]
@@ -262,7 +276,10 @@ def test_a_weak_old_hash_is_upgraded_at_sign_in(rt: Runtime) -> None:
     with rt.sessions.begin() as s:
         s.scalars(select(User)).one().password_hash = weak
     with rt.sessions.begin() as s:
-        assert isinstance(authenticate(s, "mark", PASSWORD, "ip", "", throttle=throttle()), Actor)
+        assert isinstance(
+            authenticate(s, "mark", PASSWORD, "ip", "", throttle=throttle(), settings=rt.settings),
+            Actor,
+        )
     with rt.sessions() as s:
         stored = s.scalars(select(User)).one().password_hash
     assert stored != weak and "m=65536" in stored
@@ -273,9 +290,15 @@ def test_five_failures_throttle_that_ip_and_username_with_the_wait(rt: Runtime) 
     limiter = throttle()
     with rt.sessions.begin() as s:
         for _ in range(5):
-            authenticate(s, "mark", "guess", "192.0.2.7", "", throttle=limiter)
-        refused = authenticate(s, "mark", PASSWORD, "192.0.2.7", "", throttle=limiter)
-        other_ip = authenticate(s, "mark", PASSWORD, "192.0.2.8", "", throttle=limiter)
+            authenticate(
+                s, "mark", "guess", "192.0.2.7", "", throttle=limiter, settings=rt.settings
+            )
+        refused = authenticate(
+            s, "mark", PASSWORD, "192.0.2.7", "", throttle=limiter, settings=rt.settings
+        )
+        other_ip = authenticate(
+            s, "mark", PASSWORD, "192.0.2.8", "", throttle=limiter, settings=rt.settings
+        )
     assert isinstance(refused, LoginFailure) and refused.reason == "throttled"
     assert refused.retry_after_s is not None and 290 <= refused.retry_after_s <= 300
     assert "try again in 5 minutes" in refused.message
@@ -447,46 +470,113 @@ def test_signing_in_with_totp(rt: Runtime) -> None:
     mark = new_user(rt, "mark", "marketing")
     now = time.time()
     with rt.sessions.begin() as s:
-        secret = totp.begin_enrollment(s, mark)
+        secret = totp.begin_enrollment(s, mark, settings=rt.settings)
         with pytest.raises(totp.TotpError, match="does not match"):
-            totp.confirm_enrollment(s, mark, wrong_code(secret, now), now=now)
+            totp.confirm_enrollment(s, mark, wrong_code(secret, now), settings=rt.settings, now=now)
     with rt.sessions.begin() as s:
         # enrolled with the previous step's code, so the current one is still unused
-        totp.confirm_enrollment(s, mark, totp.code_at(secret, totp.step_at(now) - 1), now=now)
+        previous = totp.code_at(secret, totp.step_at(now) - 1)
+        totp.confirm_enrollment(s, mark, previous, settings=rt.settings, now=now)
     limiter = throttle()
     with rt.sessions.begin() as s:
-        needs = authenticate(s, "mark", PASSWORD, "ip", "", throttle=limiter)
+        needs = authenticate(s, "mark", PASSWORD, "ip", "", throttle=limiter, settings=rt.settings)
         assert isinstance(needs, LoginFailure) and needs.reason == "totp_required"
         bad = authenticate(
-            s, "mark", PASSWORD, "ip", "", throttle=limiter, totp_code=wrong_code(secret, now)
+            s,
+            "mark",
+            PASSWORD,
+            "ip",
+            "",
+            throttle=limiter,
+            settings=rt.settings,
+            totp_code=wrong_code(secret, now),
         )
         assert isinstance(bad, LoginFailure) and bad.reason == "totp_invalid"
         code = totp.code_at(secret, totp.step_at(time.time()))
-        ok = authenticate(s, "mark", PASSWORD, "ip", "", throttle=limiter, totp_code=code)
+        ok = authenticate(
+            s, "mark", PASSWORD, "ip", "", throttle=limiter, settings=rt.settings, totp_code=code
+        )
         assert isinstance(ok, Actor)
     with rt.sessions.begin() as s:
-        replay = authenticate(s, "mark", PASSWORD, "ip", "", throttle=limiter, totp_code=code)
+        replay = authenticate(
+            s, "mark", PASSWORD, "ip", "", throttle=limiter, settings=rt.settings, totp_code=code
+        )
     assert isinstance(replay, LoginFailure) and replay.reason == "totp_invalid"
 
 
 def test_requiring_totp_for_admins(rt: Runtime) -> None:
     ada = new_user(rt, "ada")
-    bob = new_user(rt, "bob")
+    new_user(rt, "bob")
     mark = new_user(rt, "mark", "marketing")
-    with rt.sessions.begin() as s, pytest.raises(totp.TotpError, match="enable TOTP for yourself"):
+    with rt.sessions.begin() as s, pytest.raises(totp.TotpError, match="set up your own"):
         totp.set_totp_required_for_admins(s, ada, True)
     with rt.sessions.begin() as s:
-        secret = totp.begin_enrollment(s, ada)
-        totp.confirm_enrollment(s, ada, totp.code_at(secret, totp.step_at(utcnow().timestamp())))
-        totp.set_totp_required_for_admins(s, ada, True)
+        secret = totp.begin_enrollment(s, ada, settings=rt.settings)
+        code = totp.code_at(secret, totp.step_at(utcnow().timestamp()))
+        totp.confirm_enrollment(s, ada, code, settings=rt.settings)
+        assert totp.set_totp_required_for_admins(s, ada, True) == ["bob"]
     with rt.sessions.begin() as s:
-        assert totp.needs_enrollment(s, bob)
-        assert not totp.needs_enrollment(s, ada)
-        assert not totp.needs_enrollment(s, mark)
+        users = {u.username: u for u in s.scalars(select(User))}
+        assert totp.user_must_enroll(s, users["bob"])
+        assert not totp.user_must_enroll(s, users["ada"])
+        assert not totp.user_must_enroll(s, users["mark"])
         with pytest.raises(totp.TotpError, match="required for every admin"):
             totp.disable_totp(s, ada)
     with pytest.raises(PermissionDeniedError), rt.sessions.begin() as s:
         totp.set_totp_required_for_admins(s, mark, False)
+    with rt.sessions() as s:
+        changes = s.scalars(select(AuditEvent).where(AuditEvent.action == "settings.change"))
+        [change] = [e.details for e in changes]
+    assert (change["before"], change["after"], change["admins_without_totp"]) == (
+        False,
+        True,
+        ["bob"],
+    )
+
+
+def test_an_admin_without_totp_while_required_may_only_enroll_and_their_tokens_are_refused(
+    rt: Runtime,
+) -> None:
+    # Given bob, an admin with a token and a session, and TOTP then required by ada
+    ada = new_user(rt, "ada")
+    bob = new_user(rt, "bob")
+    with rt.sessions.begin() as s:
+        token = create_api_token(s, ada, name="bob's sync", username="bob").token
+        session_id = open_session(s, bob)
+        secret = totp.begin_enrollment(s, ada, settings=rt.settings)
+        code = totp.code_at(secret, totp.step_at(time.time()))
+        totp.confirm_enrollment(s, ada, code, settings=rt.settings)
+        totp.set_totp_required_for_admins(s, ada, True)
+    # Then his session, his token and his next sign-in all stand for an actor who must enroll
+    with rt.sessions.begin() as s:
+        by_session = session_actor(s, session_id, settings=rt.settings)
+        by_token = token_actor(s, token)
+        by_login = authenticate(
+            s, "bob", PASSWORD, "ip", "", throttle=throttle(), settings=rt.settings
+        )
+    for actor in (by_session, by_token, by_login):
+        assert isinstance(actor, Actor) and actor.must_enroll
+    assert by_session is not None and by_token is not None
+    # and the core refuses him anything but enrolling, audited, whatever the front end
+    for actor in (by_session, by_token):
+        enroll_first = pytest.raises(PermissionDeniedError, match="authenticator app")
+        with enroll_first, rt.sessions.begin() as s:
+            list_tokens(s, actor)
+        enroll_first = pytest.raises(PermissionDeniedError, match="authenticator app")
+        with enroll_first, rt.sessions.begin() as s:
+            create_api_token(s, actor, name="another")
+    assert len(events(rt, "denied")) == 4
+    with rt.sessions.begin() as s, pytest.raises(ApiTokenError, match="sets it up first"):
+        create_api_token(s, ada, name="for bob", username="bob")
+    # When he enrolls, he is an ordinary admin again
+    with rt.sessions.begin() as s:
+        secret = totp.begin_enrollment(s, by_session, settings=rt.settings)
+        code = totp.code_at(secret, totp.step_at(time.time()))
+        totp.confirm_enrollment(s, by_session, code, settings=rt.settings)
+    with rt.sessions.begin() as s:
+        again = token_actor(s, token)
+        assert again is not None and not again.must_enroll
+        create_api_token(s, ada, name="for bob", username="bob")
 
 
 def test_an_otpauth_uri_names_the_issuer_and_user() -> None:

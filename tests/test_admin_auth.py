@@ -102,8 +102,9 @@ def test_a_user_with_an_authenticator_needs_the_code_as_a_second_step(
 ) -> None:
     with rt.sessions.begin() as s:
         mark = access.actor_for_username(s, "mark")
-        secret = totp.begin_enrollment(s, mark)
-        totp.confirm_enrollment(s, mark, totp.code_at(secret, totp.step_at(time.time())))
+        secret = totp.begin_enrollment(s, mark, settings=rt.settings)
+        code = totp.code_at(secret, totp.step_at(time.time()))
+        totp.confirm_enrollment(s, mark, code, settings=rt.settings)
     with TestClient(web_app) as client:
         response = _login(client, "mark")
         assert response.status_code == 200 and "Authenticator code" in response.text

@@ -83,7 +83,11 @@ def recipient(**changes: Any) -> Recipient:
 
 
 def parse(out: OutgoingMessage) -> EmailMessage:
-    msg = BytesParser(policy=default_policy).parsebytes(out.data)
+    return parse_bytes(out.data)
+
+
+def parse_bytes(data: bytes) -> EmailMessage:
+    msg = BytesParser(policy=default_policy).parsebytes(data)
     assert isinstance(msg, EmailMessage)
     assert not msg.defects, msg.defects
     return msg
@@ -257,7 +261,8 @@ def test_our_message_ids_read_back_to_the_send_and_forged_ones_do_not() -> None:
 def test_non_ascii_names_and_subjects_round_trip_as_encoded_words() -> None:
     r = recipient(first_name="José", last_name="Müller", org_name="Zoë's Café 東京")
     out = messages_for(Category.PROMOTIONS).build(r)
-    assert out.data.isascii()
+    assert out.data.split(b"\r\n\r\n", 1)[0].isascii()  # the head; the bodies go 8bit
+    assert out.downgrade is not None and out.downgrade().isascii()
     msg = parse(out)
     assert msg["To"].addresses[0].display_name == "José Müller"
     assert "Zoë's Café 東京" in msg["Subject"]
@@ -367,11 +372,49 @@ def test_lines_stay_within_rfc_5322_limits_even_for_huge_values() -> None:
     parse(out)
 
 
-def test_bodies_are_quoted_printable_with_crlf_line_ends() -> None:
-    out = messages_for(Category.FEATURES).build(RECIPIENT)
-    assert out.data.count(b"Content-Transfer-Encoding: quoted-printable") == 2
-    assert b"\n" not in out.data.replace(b"\r\n", b"")
-    assert b"\r" not in out.data.replace(b"\r\n", b"")
+def test_bodies_are_8bit_with_crlf_line_ends_and_quoted_printable_when_downgraded() -> None:
+    # Given a recipient whose name is not ASCII, and one whose name is
+    messages = messages_for(Category.FEATURES)
+    out = messages.build(recipient(first_name="José\r\nZoë\rLi\n"))
+    ascii_out = messages.build(RECIPIENT)
+    # Then the bodies go as they are, 8bit or 7bit, with CRLF line ends only
+    assert out.data.count(b"Content-Transfer-Encoding: 8bit") == 2
+    assert ascii_out.data.count(b"Content-Transfer-Encoding: 7bit") == 2
+    assert ascii_out.data.isascii() and ascii_out.downgrade is None
+    for data in (out.data, ascii_out.data):
+        assert b"\n" not in data.replace(b"\r\n", b"")
+        assert b"\r" not in data.replace(b"\r\n", b"")
+    text, html = bodies(parse(out))
+    _, rendered_text, rendered_html = messages.render_parts(
+        recipient(first_name="José\r\nZoë\rLi\n")
+    )
+    for got, rendered in ((text, rendered_text), (html, rendered_html)):
+        assert got.replace("\r\n", "\n") == rendered.replace("\r\n", "\n").replace("\r", "\n")
+    # And the downgrade for a relay without 8BITMIME is the same message, quoted-printable
+    assert out.downgrade is not None
+    down = out.downgrade()
+    assert down.isascii() and down.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+    assert b"\n" not in down.replace(b"\r\n", b"")
+    assert max(len(line) for line in down.split(b"\r\n\r\n", 1)[1].split(b"\r\n")) <= 76
+    assert bodies(parse_bytes(down)) == (text, html)
+    assert (
+        down.split(b"Content-Type: multipart")[0] == out.data.split(b"Content-Type: multipart")[0]
+    )
+
+
+def test_a_part_with_a_line_over_998_octets_a_nul_or_the_boundary_goes_quoted_printable() -> None:
+    messages = messages_for(Category.PROMOTIONS)
+    found = re.search(rb'boundary="([^"]+)"', messages.build(RECIPIENT).data)
+    assert found is not None
+    boundary = found.group(1).decode()
+    for name in ("é" * 600, "Pat\0", f"Pat\n--{boundary}--\n"):
+        out = messages.build(recipient(first_name=name))
+        assert b"Content-Transfer-Encoding: quoted-printable" in out.data
+        assert b"Content-Transfer-Encoding: 8bit" not in out.data
+        assert max(len(line) for line in out.data.split(b"\r\n")) <= 998
+        text, html = bodies(parse(out))
+        assert name.strip().replace("\n", "\r\n") in text
+        assert html.count(f"--{boundary}--") == (boundary in name)
 
 
 def test_a_template_of_another_category_is_refused() -> None:

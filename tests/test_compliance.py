@@ -11,6 +11,8 @@ from sqlalchemy import select
 from mailer.access import Actor
 from mailer.audit import AuditQuery, AuditQueryError, query_events, record
 from mailer.contacts.compliance import (
+    REASON_MAX_CHARS,
+    REASON_MIN_CHARS,
     ComplianceError,
     admin_opt_in,
     admin_opt_out,
@@ -134,7 +136,7 @@ def test_consent_and_suppression_changes_are_admin_only_with_a_reason(
     mel = as_actor(make_user(username="mel", role="marketing"))
     contact = make_contact()
     address_hash = rt.hash_address(contact.email)
-    with rt.sessions.begin() as s, pytest.raises(ComplianceError, match="give a reason"):
+    with rt.sessions.begin() as s, pytest.raises(ComplianceError, match="the reason is empty"):
         admin_opt_out(s, ada, contact.id, "promotions", "  ")
     with pytest.raises(PermissionDeniedError), rt.sessions.begin() as s:
         admin_opt_out(s, mel, contact.id, "promotions", "because")
@@ -158,6 +160,30 @@ def test_consent_and_suppression_changes_are_admin_only_with_a_reason(
     assert events["suppression.remove"].details["was_reason"] == "manual"
     assert events["suppression.add"].ip == "192.0.2.4"
     assert len([e for e in events.values() if e.action == "denied"]) == 1
+
+
+def test_a_reason_too_short_or_too_long_is_refused_with_the_rule_and_nothing_changes(
+    rt: Runtime, make_user, make_contact
+) -> None:
+    ada = as_actor(make_user(username="ada", role="admin"))
+    contact = make_contact()
+    short = "x" * (REASON_MIN_CHARS - 1)
+    with rt.sessions.begin() as s, pytest.raises(ComplianceError) as exc:
+        admin_opt_out(s, ada, contact.id, "promotions", f"  {short}  ")
+    assert f"the reason has only {len(short)} character(s)" in str(exc.value)
+    assert f"write at least {REASON_MIN_CHARS} characters" in str(exc.value)
+    with rt.sessions.begin() as s, pytest.raises(ComplianceError, match="keep it to 500"):
+        admin_opt_out(s, ada, contact.id, "promotions", "y" * (REASON_MAX_CHARS + 1))
+    with rt.sessions.begin() as s:
+        # exactly the limits are fine, and what is kept is the whole reason, trimmed
+        assert admin_opt_out(s, ada, contact.id, "promotions", " " + "z" * REASON_MIN_CHARS)
+        assert admin_opt_out(s, ada, contact.id, "features", "w" * REASON_MAX_CHARS)
+    with rt.sessions() as s:
+        reasons = sorted(
+            e.details["reason"]
+            for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "consent.opt_out"))
+        )
+    assert reasons == ["w" * REASON_MAX_CHARS, "z" * REASON_MIN_CHARS]
 
 
 def cli(rt: Runtime, user: str, *args: str):  # type: ignore[no-untyped-def]
@@ -194,7 +220,7 @@ def test_the_contact_and_audit_commands(rt: Runtime, make_user, make_org, make_c
     assert result.exit_code == 0, result.output
     result = cli(rt, "ada", "contact", "unsuppress", other.email, "--reason", "hold lifted")
     assert result.exit_code == 0, result.output
-    result = cli(rt, "ada", "contact", "suppress", "not an address", "--reason", "x")
+    result = cli(rt, "ada", "contact", "suppress", "not an address", "--reason", "legal hold")
     assert result.exit_code == 1 and "not a valid email address" in result.output
     log = json.loads(cli(rt, "ada", "audit", "--action", "denied", "--json").output)
     assert [e["actor"] for e in log["items"]] == ["mel", "dana"]

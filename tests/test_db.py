@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import subprocess
+import sys
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -55,3 +57,25 @@ def test_a_schema_check_logs_nothing_but_an_upgrade_still_says_what_it_runs(
     assert not any(line.startswith("Context impl") for line in upgrade_lines)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
     engine.dispose()
+
+
+def test_the_start_up_schema_check_agrees_with_alembic_without_importing_it(
+    rt: Runtime, tmp_path
+) -> None:
+    # the migration files name the head Alembic finds
+    assert db._head_from_files() == db.head_revision()
+    # a database one migration behind is refused, naming both revisions
+    behind = db.make_engine(f"sqlite:///{tmp_path / 'behind.db'}")
+    db.upgrade(behind, "0009")
+    with pytest.raises(SchemaBehindError) as refused:
+        db.check_schema(behind)
+    assert (refused.value.current, refused.value.head) == ("0009", db.head_revision())
+    behind.dispose()
+    # a command's start (import the CLI, check the schema) leaves Alembic unloaded
+    probe = (
+        "import sys; import mailer.cli; from mailer import db; "
+        f"db.check_schema(db.make_engine({rt.settings.database_url!r})); "
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -132,10 +132,8 @@ def test_service_signature_covers_reply_to(key):
     ("old", "new"),
     [
         (b"One-Click", b"Two-Click"),
-        (
-            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            b"Content-Transfer-Encoding: quoted-printable\r\n\r\nX",
-        ),
+        (b"Content-Transfer-Encoding: ", b"Content-Transfer-Encoding: X"),
+        (b"</html>", b"</html>X"),
         (b"Feedback-ID: c4", b"Feedback-ID: c5"),
     ],
 )
@@ -254,6 +252,34 @@ def test_signatures_survive_the_smtp_round_trip(key, make_smtp_server, client, h
         [data] = [m.data for m in server.messages if out.message_id.encode() in m.data]
         assert data.replace(b"\r\n", b"\n") == out.data.replace(b"\r\n", b"\n")
         assert dkim.verify(data, dnsfunc=dnsfunc)
+
+
+@pytest.mark.parametrize(("client", "has_pipelining"), [("auto", True), ("aiosmtplib", False)])
+def test_a_relay_without_8bitmime_gets_quoted_printable_signed_anew(
+    key, make_smtp_server, client, has_pipelining
+):
+    # Given a signed message with 8bit bodies and a relay that does not offer 8BITMIME
+    path, dnsfunc = key
+    server = make_smtp_server(has_pipelining=has_pipelining, has_8bitmime=False)
+    out = build(path, Category.PROMOTIONS)
+    assert b"Content-Transfer-Encoding: 8bit" in out.data
+    settings = Settings(smtp_url=server.url + "?timeout_s=5", smtp_client=client)
+
+    async def send() -> list[object]:
+        transport = make_transport(settings)
+        await transport.open()
+        try:
+            return list(await transport.send_batch([out]))
+        finally:
+            await transport.close()
+
+    # When it is sent
+    assert [getattr(r, "outcome", None) for r in asyncio.run(send())] == ["sent"]
+    # Then the relay gets it quoted-printable, 7-bit clean, and the new signature verifies
+    [received] = server.messages
+    assert received.data.isascii() and b"quoted-printable" in received.data
+    assert "BODY=8BITMIME" not in received.mail_options
+    assert dkim.verify(received.data, dnsfunc=dnsfunc)
 
 
 def dkim_resign(path: Path, data: bytes) -> bytes:

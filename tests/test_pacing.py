@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from mailer.errors import ConfigError
 from mailer.models import Contact, Organization, Send
 from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage, ReplyKind
 from mailer.pacing import (
+    BACKOFF_READ_EVERY_S,
     DomainPacer,
     MemoryPaceStore,
     RedisPaceStore,
@@ -110,7 +112,9 @@ def test_back_off_and_concurrency_are_shared_by_every_worker_through_redis(
     now = time.time()
     assert one.throttled("gmail", now, 60, 3600) == pytest.approx(now + 60)
     assert two.backoff_until("gmail") == pytest.approx(now + 60)
-    assert two.throttled("gmail", now, 60, 3600) == pytest.approx(now + 120)
+    # met while that back-off is in force: the same throttle; met after it: twice as long
+    assert two.throttled("gmail", now + 1, 60, 3600) == pytest.approx(now + 60)
+    assert two.throttled("gmail", now + 61, 60, 3600) == pytest.approx(now + 61 + 120)
     assert one.backoff_until("yahoo") == 0.0
     token = one.take_slot("gmail", 1, now)
     assert token is not None
@@ -143,6 +147,192 @@ def test_back_off_and_concurrency_are_shared_by_every_worker_through_redis(
     for t in threads:
         t.join()
     assert most[0] == 1
+
+
+def _sent_or_throttled(throttle: set[str]) -> Callable[[Any], list[DeliveryResult]]:
+    def send(messages: Any) -> list[DeliveryResult]:
+        return [
+            DeliveryResult(m.send_id, Outcome.DEFERRED, ReplyKind.RATE, 421, "4.7.28", "rate")
+            if m.rcpt.rpartition("@")[2] in throttle
+            else DeliveryResult(m.send_id, Outcome.SENT, ReplyKind.OK, 250)
+            for m in messages
+        ]
+
+    return send
+
+
+def _workers(
+    namespace: str, now: list[float], mono: list[float], count: int = 2
+) -> list[DomainPacer]:
+    """Pacers as worker processes have them: each its own Redis client and store, on a
+    shared wall clock (`now`) and a shared monotonic clock (`mono`) the test moves by hand."""
+    return [
+        DomainPacer(
+            parse_pacing(Settings()),
+            RedisPaceStore(redis.Redis.from_url(REDIS_URL), namespace, monotonic=lambda: mono[0]),
+            clock=lambda: now[0],
+        )
+        for _ in range(count)
+    ]
+
+
+def test_a_throttle_one_worker_met_is_honoured_by_another_within_the_read_interval(
+    redis_namespace: str,
+) -> None:
+    now, mono = [time.time()], [100.0]
+    one, two = _workers(redis_namespace, now, mono)
+    sent = _sent_or_throttled(set())
+    two.send([_message(1, "a@gmail.com")], sent)  # two has read gmail's state: no back-off
+
+    # Given one meets a throttle from Gmail
+    one.send([_message(2, "b@gmail.com")], _sent_or_throttled({"gmail.com"}))
+    # then one honours it at once, and two, which read just before, within the read interval
+    assert one.send([_message(3, "c@gmail.com")], sent)[0].outcome is Outcome.DEFERRED
+    mono[0] += BACKOFF_READ_EVERY_S
+    results = two.send([_message(4, "d@gmail.com"), _message(5, "e@client.example")], sent)
+    assert [r.outcome for r in results] == [Outcome.DEFERRED, Outcome.SENT]
+    assert results[0].reply.startswith("not sent: gmail is backing off until")
+
+    # and on the real clocks too: a fresh worker, a throttle, the interval, then deferred
+    three = DomainPacer(
+        parse_pacing(Settings()),
+        RedisPaceStore(redis.Redis.from_url(REDIS_URL), redis_namespace + "-real"),
+    )
+    three.send([_message(6, "f@gmail.com")], sent)
+    RedisPaceStore(redis.Redis.from_url(REDIS_URL), redis_namespace + "-real").throttled(
+        "gmail", time.time(), 60, 3600
+    )
+    time.sleep(BACKOFF_READ_EVERY_S)
+    assert three.send([_message(7, "g@gmail.com")], sent)[0].outcome is Outcome.DEFERRED
+
+
+def test_a_level_is_cleared_by_any_worker_that_saw_it_and_a_clear_is_never_undone(
+    redis_namespace: str,
+) -> None:
+    now, mono = [time.time()], [100.0]
+    one, two = _workers(redis_namespace, now, mono)
+    sent = _sent_or_throttled(set())
+    level_key = f"{redis_namespace}:pace:gmail:level"
+    client = redis.Redis.from_url(REDIS_URL)
+
+    # Given one was throttled twice (level 2: the next back-off would be 240 s)
+    one.send([_message(1, "a@gmail.com")], _sent_or_throttled({"gmail.com"}))
+    now[0] += 61
+    one.send([_message(2, "b@gmail.com")], _sent_or_throttled({"gmail.com"}))
+    assert client.get(level_key) == b"2"
+    # When the back-off is over and two, which never met a throttle but read the level, gets a
+    # slice through
+    now[0] += 121
+    mono[0] += BACKOFF_READ_EVERY_S
+    two.send([_message(3, "c@gmail.com")], sent)
+    # Then the level is gone, and one's older view (level set) does not bring it back
+    assert client.get(level_key) is None
+    one.send([_message(4, "d@gmail.com")], sent)
+    assert client.get(level_key) is None
+    # and the next throttle, met by either, backs off the base 60 s again
+    two.send([_message(5, "e@gmail.com")], _sent_or_throttled({"gmail.com"}))
+    assert client.get(level_key) == b"1"
+    assert two.store.backoff_until("gmail") == pytest.approx(now[0] + 60)
+
+
+def test_throttles_met_by_slices_sent_before_the_back_off_was_known_count_once(
+    redis_namespace: str,
+) -> None:
+    now, mono = [time.time()], [100.0]
+    first, *others = _workers(redis_namespace, now, mono, count=5)
+    throttled = _sent_or_throttled({"gmail.com"})
+    for pacer in others:  # each has read gmail's state: no back-off
+        pacer.send([_message(1, "a@gmail.com")], _sent_or_throttled(set()))
+    # Given one worker meets a throttle, and four others, within their read interval, each send
+    # a Gmail slice that meets it too
+    first.send([_message(2, "b@gmail.com")], throttled)
+    until = first.store.backoff_until("gmail")
+    for n, pacer in enumerate(others):
+        now[0] += 0.01
+        assert pacer.send([_message(3 + n, "c@gmail.com")], throttled)[0].code == 421
+    # Then it is one throttle: level 1, the base back-off from the first, which each of them
+    # now honours at once
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.get(f"{redis_namespace}:pace:gmail:level") == b"1"
+    for pacer in others:
+        assert pacer.send([_message(8, "d@gmail.com")], throttled)[0].code is None  # deferred
+        assert pacer.store.backoff_until("gmail") == until
+    # and a throttle met after the back-off doubles it, as documented
+    now[0] = until + 1
+    mono[0] += BACKOFF_READ_EVERY_S
+    assert others[0].send([_message(9, "e@gmail.com")], throttled)[0].code == 421
+    assert others[0].store.backoff_until("gmail") == pytest.approx(now[0] + 120)
+    assert client.get(f"{redis_namespace}:pace:gmail:level") == b"2"
+
+
+def test_a_slice_through_during_a_back_off_its_worker_did_not_know_of_keeps_the_level(
+    redis_namespace: str,
+) -> None:
+    now, mono = [time.time()], [100.0]
+    one, two = _workers(redis_namespace, now, mono)
+    throttled, sent = _sent_or_throttled({"gmail.com"}), _sent_or_throttled(set())
+    # Given two read a level during Gmail's first back-off
+    one.send([_message(1, "a@gmail.com")], throttled)
+    mono[0] += BACKOFF_READ_EVERY_S
+    assert two.send([_message(2, "b@gmail.com")], sent)[0].code is None  # deferred
+    # When, after it, one meets a throttle again (level 2, 120 s), and two, within its read
+    # interval, gets a Gmail slice through
+    now[0] += 61
+    one.send([_message(3, "c@gmail.com")], throttled)
+    assert two.send([_message(4, "d@gmail.com")], sent)[0].code == 250
+    # Then the level stays: the next throttle after this back-off is 240 s
+    assert redis.Redis.from_url(REDIS_URL).get(f"{redis_namespace}:pace:gmail:level") == b"2"
+    now[0] += 121
+    assert one.store.throttled("gmail", now[0], 60, 3600) == pytest.approx(now[0] + 240)
+
+
+@contextmanager
+def _redis_commands(namespace: str) -> Iterator[list[str]]:
+    """The commands Redis runs on keys of `namespace` meanwhile, as MONITOR reports them."""
+    commands: list[str] = []
+    stop = f"{namespace}:monitor-stop"
+    with redis.Redis.from_url(REDIS_URL).monitor() as monitor:  # watching once this returns
+
+        def watch() -> None:
+            while True:
+                command = monitor.next_command()["command"]
+                if stop in command:
+                    return
+                if namespace in command:
+                    commands.append(command)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            yield commands
+        finally:
+            redis.Redis.from_url(REDIS_URL).get(stop)
+            watcher.join(timeout=10)
+
+
+def test_no_redis_command_per_slice_while_nothing_is_throttled(redis_namespace: str) -> None:
+    now, mono = [time.time()], [100.0]
+    workers = _workers(redis_namespace, now, mono)
+    sent = _sent_or_throttled(set())
+    slice_ = [_message(1, "a@gmail.com"), _message(2, "b@client.example")]
+
+    with _redis_commands(redis_namespace) as warm_up:
+        for pacer in workers:
+            pacer.send(slice_, sent)
+    # the first slice of each worker reads each group once: one MGET, nothing else
+    assert len(warm_up) == 4 and all(c.startswith("MGET ") for c in warm_up), warm_up
+
+    with _redis_commands(redis_namespace) as steady:
+        for n in range(50):
+            workers[n % 2].send(slice_, sent)
+            mono[0] += BACKOFF_READ_EVERY_S / 100
+    assert steady == []
+
+    with _redis_commands(redis_namespace) as later:
+        mono[0] += BACKOFF_READ_EVERY_S
+        for n in range(10):
+            workers[n % 2].send(slice_, sent)
+    assert sorted(c.split()[0] for c in later) == ["MGET"] * 4, later
 
 
 @pytest.fixture

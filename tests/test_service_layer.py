@@ -330,7 +330,7 @@ def test_totp_commands_for_admins(rt: Runtime, make_user) -> None:
     make_user(username="ada", role="admin")
     make_user(username="mel", role="marketing", totp_enabled=True, totp_secret="ABCDEFGH")
     result = run(rt, "ada", "users", "require-totp", "on")
-    assert result.exit_code == 1 and "enable TOTP for yourself first" in result.output
+    assert result.exit_code == 1 and "set up your own authenticator app first" in result.output
     assert run(rt, "mel", "users", "reset-totp", "ada").exit_code == 4
     result = run(rt, "ada", "users", "reset-totp", "mel")
     assert result.exit_code == 0, result.output

@@ -487,13 +487,14 @@ def test_a_template_reads_the_campaign_parameters_it_declares(
         (
             "date",
             "{{ params.dat }}",
-            "line 7: unknown campaign parameter 'params.dat'; did you mean 'params.date'?",
+            "line 7, column 11: unknown campaign parameter 'params.dat'; "
+            "did you mean 'params.date'?",
         ),
         (
             "date",
             "{{ params.venue }}",
-            "line 7: campaign parameter 'params.venue' is not declared; declare it in the "
-            "header: params: date, venue",
+            "line 7, column 11: campaign parameter 'params.venue' is not declared; "
+            "declare it in the header: params: date, venue",
         ),
         (
             "",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from email import message_from_bytes, policy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -24,10 +26,12 @@ from mailer.transports.base import (
 )
 from mailer.transports.pool import IDLE_CHECK_AFTER_S
 from mailer.transports.relays import parse_relay, parse_relays, rate_limit_name
+from tests.real_messages import build_promotion
 from tests.smtp_fixtures import TlsFiles
 from tests.smtpd import DROP, HANG, FaultServer
 
 CLIENTS = ["auto", "aiosmtplib"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def message(send_id: int, rcpt: str, data: bytes | None = None, **kw: object) -> OutgoingMessage:
@@ -437,6 +441,41 @@ def test_a_non_ascii_address_is_sent_with_smtputf8_and_8bitmime(
     assert received.rcpt_tos == ["josé@bücher.test"]
     assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(received.mail_options)
     assert received.data == UTF8_DATA
+
+
+@pytest.mark.parametrize("has_8bitmime", [True, False])
+def test_8bit_bodies_go_as_they_are_with_8bitmime_and_quoted_printable_without(
+    client_settings: Settings, smtp_server: FaultServer, has_8bitmime: bool
+) -> None:
+    # Given a built message whose bodies are 8bit (the recipient's name is not ASCII)
+    smtp_server.has_8bitmime = has_8bitmime
+    built = build_promotion(
+        client_settings.with_(templates_dir=ROOT / "templates"),
+        SimpleNamespace(id=3, email="pat@client.example"),
+        send_id=7,
+        first_name="José",
+    )
+    original = built.data
+    assert b"Content-Transfer-Encoding: 8bit" in original and built.downgrade is not None
+    # When it goes to a server that offers 8BITMIME, or to one that does not
+    [result] = send(client_settings, [built])
+    # Then the first gets the exact bytes with BODY=8BITMIME, the second quoted-printable
+    assert result.outcome is Outcome.SENT
+    [received] = smtp_server.messages
+    if has_8bitmime:
+        assert received.data == original
+        assert "BODY=8BITMIME" in received.mail_options
+    else:
+        assert received.data.isascii() and "BODY=8BITMIME" not in received.mail_options
+        assert received.data.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+        sent, got = (
+            message_from_bytes(d, policy=policy.default) for d in (original, received.data)
+        )
+        assert [p.get_content() for p in sent.iter_parts()] == [  # type: ignore[attr-defined]
+            p.get_content()
+            for p in got.iter_parts()  # type: ignore[attr-defined]
+        ]
+        assert "Hello José," in got.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 def test_the_exact_bytes_arrive(client_settings: Settings, smtp_server: FaultServer) -> None:

@@ -34,6 +34,9 @@ class Actor:
     role: Role
     via: str  # "cli" | "web" | "api" | "system"
     ip: str | None = None
+    #: An admin who must enroll TOTP (required for admins) before anything else: `require`
+    #: refuses them every action but `ACTIONS_WHILE_ENROLLING`.
+    must_enroll: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -67,6 +70,15 @@ ROLES_FOR_ACTION: dict[str, frozenset[Role]] = {
 }
 
 
+#: Why an admin who has not enrolled TOTP, while it is required, is refused.
+ENROLL_FIRST = (
+    "every admin must sign in with an authenticator app (TOTP), and you have not set one up: "
+    "open /admin/account and set it up, then try again"
+)
+#: What an admin who must enroll TOTP may still do: enroll, and see or end their own sessions.
+ACTIONS_WHILE_ENROLLING = frozenset({"totp.own", "session.own"})
+
+
 def role_allows(role: Role, action: str) -> bool:
     return role in ROLES_FOR_ACTION.get(action, frozenset({Role.ADMIN}))
 
@@ -85,8 +97,12 @@ def require(
 
     `allowed` is the caller's own verdict (ownership, scope); when None the role table
     `ROLES_FOR_ACTION` decides. `reason` says why it was refused, in words a user can act on.
+    An actor who `must_enroll` is refused everything but `ACTIONS_WHILE_ENROLLING`.
     """
-    if allowed is None:
+    if actor.must_enroll and action not in ACTIONS_WHILE_ENROLLING:
+        allowed = False
+        reason = ENROLL_FIRST
+    elif allowed is None:
         allowed = role_allows(actor.role, action)
         if not allowed and not reason:
             needed = " or ".join(

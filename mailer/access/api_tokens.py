@@ -2,6 +2,11 @@
 
 A token acts as the user it belongs to, with that user's current role; a disabled user's tokens
 stop working. Only admins create, list and revoke tokens; every change is audited.
+
+While TOTP is required for admins, a token of an admin who has not enrolled stands for an actor
+that `must_enroll`: the API refuses it (403, saying who must enroll) until that admin sets up an
+authenticator, and no new token can be created for such an admin. A token holds admin rights
+without any second factor at use, so it must at least belong to an admin who has one.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.access.actor import Actor, audit, require
+from mailer.access.totp import user_must_enroll
 from mailer.enums import Role
 from mailer.errors import MailerError, NotFoundError
 from mailer.models import ApiToken, User, utcnow
@@ -114,6 +120,11 @@ def create_api_token(
         raise NotFoundError(f"no user {target!r}; `mailer users list` shows them all")
     if not user.is_active:
         raise ApiTokenError(f"user {target!r} is disabled; enable them first")
+    if user_must_enroll(session, user):
+        raise ApiTokenError(
+            f"{target!r} is an admin without an authenticator app while every admin must use "
+            f"one: {target} signs in at /admin/ and sets it up first, then create the token"
+        )
     now = now or utcnow()
     public_id = secrets.token_hex(6)
     secret = secrets.token_hex(32)
@@ -167,7 +178,14 @@ def token_actor(
         or (now - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S
     ):
         row.last_used_at = now
-    return Actor(user_id=user.id, username=user.username, role=Role(user.role), via="api", ip=ip)
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        via="api",
+        ip=ip,
+        must_enroll=user_must_enroll(session, user),
+    )
 
 
 def revoke_token(session: Session, actor: Actor, public_id: str) -> TokenInfo:

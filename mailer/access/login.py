@@ -21,8 +21,10 @@ from mailer.access.users import (
     verify_password,
     verify_password_hash,
 )
+from mailer.config import Settings
 from mailer.enums import Role
 from mailer.models import User
+from mailer.sealing import SealError
 
 #: What a failed sign-in shows: the same words whether the user exists or not.
 INVALID = "wrong username or password"
@@ -32,7 +34,7 @@ INVALID = "wrong username or password"
 class LoginFailure:
     """Why a sign-in failed. `reason` is for code and the audit log; `message` for the person."""
 
-    reason: str  # "invalid" | "throttled" | "totp_required" | "totp_invalid"
+    reason: str  # "invalid" | "throttled" | "totp_required" | "totp_invalid" | "totp_unreadable"
     message: str
     #: For "throttled": seconds before another try is accepted (an HTTP 429 Retry-After).
     retry_after_s: int | None = None
@@ -56,6 +58,7 @@ def authenticate(
     user_agent: str,
     *,
     throttle: LoginThrottle,
+    settings: Settings,
     totp_code: str | None = None,
     via: str = "web",
 ) -> Actor | LoginFailure:
@@ -63,7 +66,9 @@ def authenticate(
 
     Unknown users, disabled users and wrong passwords all answer "wrong username or password".
     A user with TOTP enabled also needs `totp_code`; without one the answer is "totp_required"
-    (the form then asks for the code) and no failure is counted.
+    (the form then asks for the code) and no failure is counted. An accepted code reseals the
+    stored secret under the current MAILER_SECRET_KEY when it was in clear or under an old key.
+    An admin without TOTP while it is required signs in as an actor that `must_enroll`.
     """
     username = username.strip()
     # counted before the password is checked, so a burst of concurrent tries is held too
@@ -106,7 +111,17 @@ def authenticate(
             return LoginFailure(
                 "totp_required", "enter the 6-digit code from your authenticator app"
             )
-        if not totp.check_user_code(user, totp_code):
+        try:
+            accepted = totp.check_user_code(user, totp_code, settings=settings)
+        except SealError as exc:
+            _fail(session, username, ip, via, f"TOTP secret unreadable: {exc}")
+            return LoginFailure(
+                "totp_unreadable",
+                "your authenticator cannot be checked (this server's secret key changed); "
+                f"ask an admin to reset it (`mailer users reset-totp {user.username}`), then "
+                "sign in and set it up again",
+            )
+        if not accepted:
             _fail(session, username, ip, via, "wrong TOTP code")
             return LoginFailure(
                 "totp_invalid", "that code is wrong or already used; wait for the next one"
@@ -125,7 +140,14 @@ def authenticate(
         user_agent=user_agent[:200],
         second_factor=user.totp_enabled,
     )
-    return Actor(user_id=user.id, username=user.username, role=Role(user.role), via=via, ip=ip)
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        via=via,
+        ip=ip,
+        must_enroll=totp.user_must_enroll(session, user),
+    )
 
 
 def _fail(session: Session, username: str, ip: str, via: str, why: str) -> LoginFailure:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailer.access.actor import Actor, audit, require
+from mailer.access.totp import user_must_enroll
 from mailer.config import Settings
 from mailer.db import rows_changed
 from mailer.enums import Role
@@ -73,6 +74,7 @@ def session_actor(
     """The actor a session cookie stands for, or None (unknown, revoked, expired, user disabled).
 
     Enforces the idle and absolute timeouts and records the visit; commit the session after.
+    An admin without TOTP while it is required for admins gets an actor that `must_enroll`.
     """
     row = _find(session, session_id)
     if row is None or row.revoked_at is not None:
@@ -89,7 +91,14 @@ def session_actor(
         return None
     if (now - row.last_seen_at).total_seconds() >= LAST_SEEN_RESOLUTION_S:
         row.last_seen_at = now
-    return Actor(user_id=user.id, username=user.username, role=Role(user.role), via="web", ip=ip)
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        via="web",
+        ip=ip,
+        must_enroll=user_must_enroll(session, user),
+    )
 
 
 def close_session(session: Session, session_id: str, *, actor: Actor | None = None) -> bool:

@@ -3,8 +3,10 @@ policy publishing alike.
 
 1. validate: the template loads and is of the campaign's category; the saved audience exists;
    the rule parses (a campaign that fails stays where it was, nothing planned);
-2. move the campaign to `sending` (compare-and-set: two clicks or two schedulers launch once)
-   and plan the first chunk of the send log, in the caller's transaction;
+2. move the campaign to `sending` (compare-and-set: two clicks or two schedulers launch once),
+   pin the stored template version it sends (if any) and write its snapshot (subject,
+   sources, a rendered sample), and plan the first chunk of the send log, all in the caller's
+   transaction;
 3. after the commit, dispatch those batches, so the first message leaves within a second;
 4. plan the rest and dispatch it (`finish_planning`); a launcher that dies before this step is
    covered by the sweep, which plans the rest of any campaign left half planned.
@@ -31,16 +33,25 @@ from mailer.campaigns.rights import require_campaign_right
 from mailer.campaigns.summary import CampaignSummary, campaign_status, get_campaign, summarize
 from mailer.campaigns.times import format_time
 from mailer.delivery.batches import Batch, Dispatch, dispatch_all
+from mailer.delivery.identities import sender_for
 from mailer.delivery.planning import finish_planning, plan_send_log
 from mailer.enums import CampaignStatus, Category
 from mailer.errors import CampaignError
-from mailer.messages import check_params, check_template
+from mailer.messages import Template, check_params
 from mailer.models import Campaign, utcnow
 from mailer.rules import get_audience, parse_rule
 from mailer.runtime import Runtime
+from mailer.template_store import (
+    ChosenSource,
+    campaign_source,
+    check_chosen,
+    choose_source,
+    pin_and_snapshot,
+)
 
-#: Rows planned before the first batches go out; the rest is planned while they are sent, so
-#: the first message leaves well under a second after launch whatever the audience size.
+#: Contacts (the first so many by id) planned before the first batches go out; the rest is
+#: planned while they are sent, so the first message leaves well under a second after launch
+#: whatever the audience size.
 FIRST_CHUNK_ROWS = 2000
 
 
@@ -71,23 +82,23 @@ def begin_launch(
     *,
     actor: Actor,
     now: dt.datetime,
-    plan_all: bool = False,
     **audit_details: object,
 ) -> Launch:
     """Validate, move the campaign to sending and plan its first chunk in `session`.
 
     The caller commits, then calls `Launch.proceed`. Raises (and moves nothing) when the
     template or the audience is not usable, or the campaign is not in a launchable state.
-    `plan_all` plans the whole send log in this transaction (a policy notice: the version
-    and everyone it must reach are stored together or not at all).
     """
-    rule_text = validate_launch(
+    rule_text, chosen, template = _validate(
         rt,
         Category(campaign.category),
         campaign.template,
         campaign.audience,
         campaign.rule_text,
         campaign.params or {},
+        session=session,
+        subject=campaign.subject or "",
+        campaign=campaign,
     )
     require_transition(
         session,
@@ -102,8 +113,10 @@ def begin_launch(
         **audit_details,
     )
     session.refresh(campaign)
-    chunk = None if plan_all else FIRST_CHUNK_ROWS
-    batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=chunk)
+    # what it sends, pinned and kept in the same transaction as the launch itself
+    sender = sender_for(session, rt.settings, campaign.category, campaign.sender_username)
+    pin_and_snapshot(session, rt.settings, campaign, chosen, template, sender)
+    batches = plan_send_log(rt, session, campaign, rule_text, now=now, first_chunk=FIRST_CHUNK_ROWS)
     audit(
         session,
         actor,
@@ -158,6 +171,9 @@ def launch_campaign(
                 campaign.audience,
                 campaign.rule_text,
                 campaign.params or {},
+                session=session,
+                subject=campaign.subject or "",
+                campaign=campaign,
             )
             require_transition(
                 session,
@@ -185,9 +201,46 @@ def validate_launch(
     audience: str,
     rule_text: str,
     params: Mapping[str, object] | None = None,
+    *,
+    session: Session | None = None,
+    subject: str = "",
+    campaign: Campaign | None = None,
 ) -> str:
-    """Check template, campaign parameters (when given) and audience; return the rule text."""
-    loaded = check_template(rt.settings, template)
+    """Check template, campaign parameters (when given) and audience; return the rule text.
+
+    With a `session`, `template` may name a stored template (its latest version is checked);
+    `subject` is the campaign's own subject, checked like the template's. With `campaign`
+    (and a session) its stored template or pinned version is checked (`campaign_source`)."""
+    return _validate(
+        rt,
+        category,
+        template,
+        audience,
+        rule_text,
+        params,
+        session=session,
+        subject=subject,
+        campaign=campaign,
+    )[0]
+
+
+def _validate(
+    rt: Runtime,
+    category: Category,
+    template: str,
+    audience: str,
+    rule_text: str,
+    params: Mapping[str, object] | None,
+    *,
+    session: Session | None,
+    subject: str,
+    campaign: Campaign | None = None,
+) -> tuple[str, ChosenSource, Template]:
+    if campaign is not None and session is not None:
+        chosen = campaign_source(session, rt.settings, campaign)
+    else:
+        chosen = choose_source(session, rt.settings, template)
+    loaded = check_chosen(rt.settings, chosen, subject=subject)
     if loaded.category != category:
         raise CampaignError(
             f"template {template!r} is a {loaded.category} template; this is a {category} "
@@ -199,4 +252,4 @@ def validate_launch(
         rule_text = get_audience(rt.settings.audiences_dir, audience).rule_text
     if rule_text.strip():
         parse_rule(rule_text, source=f"audience {audience}" if audience else "rule")
-    return rule_text
+    return rule_text, chosen, loaded

@@ -24,6 +24,7 @@ from mailer.enums import CampaignStatus, Category, Role, SendStatus
 from mailer.errors import CampaignError
 from mailer.models import Campaign, Send, utcnow
 from mailer.runtime import Runtime
+from mailer.template_store import choose_source
 
 
 def create_campaign(
@@ -36,14 +37,28 @@ def create_campaign(
     audience: str = "",
     rule_text: str = "",
     params: Mapping[str, object] | None = None,
+    subject: str = "",
 ) -> Campaign:
-    """Create a draft after checking role, template and rule, so launch rarely finds surprises."""
+    """Create a draft after checking role, template and rule, so launch rarely finds surprises.
+
+    `template` names a built-in or a stored template (its latest version is pinned at launch);
+    `subject`, when given, replaces the template's subject."""
     category = _category(category)
+    subject = _subject(subject)
     with rt.sessions.begin() as session:
         require_campaign_right(session, actor, "create", category=category)
         if audience and rule_text:
             raise CampaignError("give either an audience name or a rule, not both")
-        validate_launch(rt, category, template, audience, rule_text, params or {})
+        validate_launch(
+            rt,
+            category,
+            template,
+            audience,
+            rule_text,
+            params or {},
+            session=session,
+            subject=subject,
+        )
         campaign = add_draft(
             session,
             actor,
@@ -53,6 +68,8 @@ def create_campaign(
             audience=audience,
             rule_text=rule_text,
             params=params,
+            subject=subject,
+            template_id=choose_source(session, rt.settings, template).template_id,
         )
     return campaign
 
@@ -67,6 +84,8 @@ def add_draft(
     audience: str = "",
     rule_text: str = "",
     params: Mapping[str, object] | None = None,
+    subject: str = "",
+    template_id: int | None = None,
     **audit_details: Any,
 ) -> Campaign:
     """Add a checked draft campaign to the caller's transaction, audited."""
@@ -74,6 +93,8 @@ def add_draft(
         name=name,
         category=category,
         template=template,
+        template_id=template_id,
+        subject=subject,
         audience=audience,
         rule_text=rule_text,
         created_by=actor.username,
@@ -94,6 +115,7 @@ def add_draft(
         template=template,
         audience=audience,
         rule=rule_text,
+        **({"subject": subject} if subject else {}),
         **audit_details,
     )
     return campaign
@@ -107,8 +129,10 @@ def edit_draft(
     name: str,
     template: str,
     rule_text: str,
+    subject: str | None = None,
 ) -> Campaign:
-    """Change a draft's name, template and rule, checked as at create; audited with the old values.
+    """Change a draft's name, template, rule and (unless None) own subject, checked as at
+    create; audited with the old values.
 
     Only a draft changes: a launched campaign's rule and template are what it was sent with.
     """
@@ -123,10 +147,18 @@ def edit_draft(
             )
         if not name.strip():
             raise CampaignError("give the campaign a name")
-        validate_launch(rt, category, template, "", rule_text)
-        before = {"name": campaign.name, "template": campaign.template, "rule": campaign.rule_text}
+        subject = campaign.subject if subject is None else _subject(subject)
+        validate_launch(rt, category, template, "", rule_text, session=session, subject=subject)
+        before = {
+            "name": campaign.name,
+            "template": campaign.template,
+            "rule": campaign.rule_text,
+            "subject": campaign.subject,
+        }
         campaign.name = name.strip()
         campaign.template = template
+        campaign.template_id = choose_source(session, rt.settings, template).template_id
+        campaign.subject = subject
         campaign.rule_text = rule_text
         campaign.audience = ""
         campaign.updated_at = utcnow()
@@ -137,9 +169,27 @@ def edit_draft(
             object_type="campaign",
             object_id=campaign_id,
             before=before,
-            after={"name": campaign.name, "template": template, "rule": rule_text},
+            after={
+                "name": campaign.name,
+                "template": template,
+                "rule": rule_text,
+                "subject": subject,
+            },
         )
     return campaign
+
+
+#: Longest own subject a campaign may have, in characters (a subject line, not a body).
+MAX_SUBJECT_CHARS = 300
+
+
+def _subject(value: str) -> str:
+    subject = " ".join(value.split())
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise CampaignError(
+            f"the subject has {len(subject)} characters; keep it under {MAX_SUBJECT_CHARS}"
+        )
+    return subject
 
 
 def _category(value: Category | str) -> Category:

@@ -38,7 +38,14 @@ def campaign_group() -> None:
 @campaign_group.command("create")
 @click.option("--name", required=True)
 @click.option("--category", required=True, type=click.Choice([c.value for c in Category]))
-@click.option("--template", required=True, help="e.g. promotions/open-enrollment")
+@click.option(
+    "--template",
+    required=True,
+    help="e.g. promotions/open-enrollment: built-in, or stored (its latest version at launch)",
+)
+@click.option(
+    "--subject", default="", help="The campaign's own subject (Jinja, like a template's)."
+)
 @click.option("--audience", default="", help="A saved audience from audiences/.")
 @click.option("--rule", "rule_text", default="", help="An audience rule, inline.")
 @click.option("--rule-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -56,6 +63,7 @@ def create_command(
     name: str,
     category: str,
     template: str,
+    subject: str,
     audience: str,
     rule_text: str,
     rule_file: Path | None,
@@ -76,6 +84,7 @@ def create_command(
         audience=audience,
         rule_text=rule_text,
         params=extra,
+        subject=subject,
     )
     if as_json:
         echo_json({"id": campaign.id, "status": campaign.status})

@@ -12,6 +12,8 @@ import click
 from mailer.audit import AuditQuery, query_events
 from mailer.cli._common import acting, acting_option, echo_json, runtime
 from mailer.contacts.compliance import (
+    REASON_MAX_CHARS,
+    REASON_MIN_CHARS,
     admin_opt_in,
     admin_opt_out,
     suppress_address,
@@ -21,7 +23,10 @@ from mailer.contacts.lookup import contact_id_for, contact_record, search_contac
 from mailer.enums import OPT_OUT_SCOPES
 
 reason_option = click.option(
-    "--reason", required=True, help="Why (kept in the audit log), e.g. 'asked by phone'."
+    "--reason",
+    required=True,
+    help=f"Why, in {REASON_MIN_CHARS}-{REASON_MAX_CHARS} characters (kept in the audit log), "
+    "e.g. 'asked by phone'.",
 )
 
 

@@ -21,7 +21,7 @@ def upgrade_command(revision: str) -> None:
     """Apply migrations (creates the database on first use)."""
     rt = runtime(check_schema=False)
     before = db.current_revision(rt.engine)
-    db.upgrade(rt.engine, revision)
+    db.upgrade(rt.engine, revision, settings=rt.settings)
     after = db.current_revision(rt.engine)
     if before != after:
         with rt.sessions.begin() as session:

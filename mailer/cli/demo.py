@@ -47,7 +47,7 @@ def demo_command(organizations: int, seed: int) -> None:
     console.print(f"[bold]mailer demo[/]: a fresh database in {var}/")
 
     rt = open_runtime(settings, check_schema=False)
-    db.upgrade(rt.engine)
+    db.upgrade(rt.engine, settings=rt.settings)
     with rt.sessions.begin() as session:
         ensure_first_version(session)
         add_user(

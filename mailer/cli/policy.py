@@ -81,9 +81,10 @@ def publish_command(
         click.echo("not material: no notice sent")
         return
     planned = sum(report.counts.values())
+    skipped = report.counts.get("skipped", 0)
     click.echo(
         f"notice campaign {report.campaign_id} launched on the priority queue "
-        f"({report.counts.get('queued', 0)} contacts queued of {planned} considered); "
+        f"({planned - skipped} contacts to notify, {skipped} skipped, of {planned} considered); "
         f"proof of coverage: `mailer policy coverage {report.version}`"
     )
 
@@ -212,7 +213,11 @@ def _print_coverage(report: policy.CoverageReport) -> None:
     if report.campaign_id is None:
         console.print(f"version {report.version} is not material: no notice was sent")
         return
-    state = "" if report.is_finished else " — still sending, numbers will change"
+    state = ""
+    if report.is_planning:
+        state = " — still planning (not yet planned contacts count as pending), numbers will change"
+    elif not report.is_finished:
+        state = " — still sending, numbers will change"
     console.print(
         f"version {report.version}, notice campaign {report.campaign_id} "
         f"({report.campaign_status}){state}"

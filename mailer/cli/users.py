@@ -257,8 +257,20 @@ def require_totp_command(state: str, as_username: str, as_json: bool) -> None:
     """Require a TOTP second factor of every admin at sign-in (on), or stop requiring it."""
     rt = runtime()
     with rt.sessions.begin() as session:
-        totp.set_totp_required_for_admins(session, acting(session, as_username), state == "on")
-    _say(as_json, {"totp_required_for_admins": state == "on"}, f"TOTP for admins: {state}")
+        pending = totp.set_totp_required_for_admins(
+            session, acting(session, as_username), state == "on"
+        )
+    text = f"TOTP for admins: {state}"
+    if state == "on" and pending:
+        text += (
+            f"\nnot set up yet: {', '.join(pending)}; until they set it up they can only "
+            "enroll (at /admin/account) and API tokens acting as them are refused"
+        )
+    _say(
+        as_json,
+        {"totp_required_for_admins": state == "on", "admins_without_totp": pending},
+        text,
+    )
 
 
 def _say(as_json: bool, data: dict[str, object], text: str) -> None:

@@ -18,22 +18,37 @@ from mailer.enums import OptOutSource, SuppressionReason
 from mailer.errors import MailerError, NotFoundError
 from mailer.models import Contact, Suppression, utcnow
 
-#: Longest reason kept.
+#: A reason has at least this many characters (after trimming spaces): enough to say why.
+REASON_MIN_CHARS = 4
+#: Longest reason kept; a longer one is refused, never cut short.
 REASON_MAX_CHARS = 500
+#: What a good reason looks like, for the error messages.
+_REASON_EXAMPLE = "'asked by phone on 2026-11-30, ticket 4411'"
 
 
 class ComplianceError(MailerError):
     """A consent or suppression change is missing its reason or names a bad address."""
 
 
-def _reason(reason: str) -> str:
+def check_reason(reason: str) -> str:
+    """The reason trimmed, or ComplianceError naming the `reason` field and what it needs.
+
+    The one rule for every front end: the admin form's minlength/maxlength and the API schema
+    are generated from REASON_MIN_CHARS and REASON_MAX_CHARS.
+    """
     reason = reason.strip()
-    if not reason:
+    if len(reason) < REASON_MIN_CHARS:
+        given = f"has only {len(reason)} character(s)" if reason else "is empty"
         raise ComplianceError(
-            "give a reason (e.g. 'asked by phone on 2026-11-30, ticket 4411'): the audit log "
-            "keeps it with the change"
+            f"the reason {given}: write at least {REASON_MIN_CHARS} characters saying why "
+            f"(e.g. {_REASON_EXAMPLE}); the audit log keeps it with the change"
         )
-    return reason[:REASON_MAX_CHARS]
+    if len(reason) > REASON_MAX_CHARS:
+        raise ComplianceError(
+            f"the reason has {len(reason)} characters: keep it to {REASON_MAX_CHARS} (say why "
+            "in a sentence and cite the ticket for the rest)"
+        )
+    return reason
 
 
 def admin_opt_out(session: Session, actor: Actor, contact_id: int, scope: str, reason: str) -> bool:
@@ -55,7 +70,7 @@ def admin_opt_out(session: Session, actor: Actor, contact_id: int, scope: str, r
         ip=actor.ip or "",
         user_agent=f"mailer {actor.via}",
         actor=actor.username,
-        reason=_reason(reason),
+        reason=check_reason(reason),
     )
 
 
@@ -78,7 +93,7 @@ def admin_opt_in(session: Session, actor: Actor, contact_id: int, scope: str, re
         ip=actor.ip or "",
         user_agent=f"mailer {actor.via}",
         actor=actor.username,
-        reason=_reason(reason),
+        reason=check_reason(reason),
     )
 
 
@@ -104,7 +119,7 @@ def suppress_address(
         reason="only an admin may suppress an address",
     )
     address = _address(email)
-    why = _reason(reason)
+    why = check_reason(reason)
     if session.scalar(select(Suppression.id).where(Suppression.address_hash == address_hash)):
         return False
     row = Suppression(
@@ -135,7 +150,7 @@ def unsuppress_address(
         reason="only an admin may lift a suppression",
     )
     _address(email)
-    why = _reason(reason)
+    why = check_reason(reason)
     row = session.scalar(select(Suppression).where(Suppression.address_hash == address_hash))
     if row is None:
         raise NotFoundError(f"{email!r} is not suppressed")
@@ -173,7 +188,7 @@ def unsuppress_contact(session: Session, actor: Actor, contact_id: int, reason: 
     if session.scalar(select(Suppression.id).where(Suppression.address_hash == address_hash)):
         unsuppress_address(session, actor, email, reason, address_hash=address_hash)
         return True
-    _reason(reason)
+    check_reason(reason)
     return False
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -139,39 +140,66 @@ def generate_organizations(
 ) -> Iterator[SampleOrganization]:
     """`organizations` fake organizations with their contacts, the same for the same arguments."""
     today = today or dt.date.today()
-    low, high = contacts_per_org
     for n in range(1, organizations + 1):
-        rng = random.Random(f"mailer-sample:{seed}:{n}")
-        industry, nouns = rng.choice(words.INDUSTRIES)
-        name = f"{rng.choice(words.NAME_STEMS)} {rng.choice(nouns)}{rng.choice(words.SUFFIXES)}"
-        city, state, zip3 = rng.choice(words.CITIES)
-        kind = "client" if rng.random() < 0.7 else "prospect"
-        started, ended = _agreement(rng, kind, today)
-        employees = _employees(rng)
-        tags = {rng.choice(words.TAGS) for _ in range(rng.randint(0, 3))}
-        if employees >= 1000:
-            tags.add("enterprise")
-        elif employees < 50:
-            tags.add("small-business")
-        am = rng.choice(words.ACCOUNT_MANAGERS)[0] if kind == "client" or rng.random() < 0.5 else ""
-        slug = "-".join(_ascii(w).lower() for w in name.split()[:2])
-        org = SampleOrganization(
-            external_id=external_id(seed, n),
-            kind=kind,
-            name=name,
-            industry=industry,
-            benefit_eligible_employees=employees,
-            street=f"{rng.randint(10, 9999)} {rng.choice(words.STREETS)}",
-            city=city,
-            state=state,
-            postal_code=f"{zip3}{rng.randint(1, 99):02d}",
-            account_manager=am,
-            agreement_started_on=started,
-            agreement_ended_on=ended,
-            tags=tuple(sorted(tags)),
-        )
-        org.contacts = _contacts(rng, f"{slug}-{n}.s{seed}.example", low, high)
-        yield org
+        yield sample_organization(n, seed, contacts_per_org=contacts_per_org, today=today)
+
+
+def sample_contact(
+    address: str, seed: int, *, contacts_per_org: tuple[int, int] = (1, 5)
+) -> SampleContact | None:
+    """The contact of the sample with `seed` whose address this is, or None: the benchmarks
+    find what a message to `address` must say from the generator, not from the database."""
+    domain = address.rpartition("@")[2]
+    found = _SAMPLE_DOMAIN.search(domain)
+    if found is None or int(found[2]) != seed:
+        return None
+    org = sample_organization(
+        int(found[1]), seed, contacts_per_org=contacts_per_org, today=dt.date.today()
+    )
+    return next((c for c in org.contacts if c.email.lower() == address.lower()), None)
+
+
+#: A sample contact's domain ends in `-<organization number>.s<seed>.example`.
+_SAMPLE_DOMAIN = re.compile(r"-(\d+)\.s(\d+)\.example$")
+
+
+def sample_organization(
+    n: int, seed: int, *, contacts_per_org: tuple[int, int] = (1, 5), today: dt.date
+) -> SampleOrganization:
+    """Organization `n` (from 1) of the sample with `seed`, whatever the total. Only its
+    agreement dates depend on `today`."""
+    low, high = contacts_per_org
+    rng = random.Random(f"mailer-sample:{seed}:{n}")
+    industry, nouns = rng.choice(words.INDUSTRIES)
+    name = f"{rng.choice(words.NAME_STEMS)} {rng.choice(nouns)}{rng.choice(words.SUFFIXES)}"
+    city, state, zip3 = rng.choice(words.CITIES)
+    kind = "client" if rng.random() < 0.7 else "prospect"
+    started, ended = _agreement(rng, kind, today)
+    employees = _employees(rng)
+    tags = {rng.choice(words.TAGS) for _ in range(rng.randint(0, 3))}
+    if employees >= 1000:
+        tags.add("enterprise")
+    elif employees < 50:
+        tags.add("small-business")
+    am = rng.choice(words.ACCOUNT_MANAGERS)[0] if kind == "client" or rng.random() < 0.5 else ""
+    slug = "-".join(_ascii(w).lower() for w in name.split()[:2])
+    org = SampleOrganization(
+        external_id=external_id(seed, n),
+        kind=kind,
+        name=name,
+        industry=industry,
+        benefit_eligible_employees=employees,
+        street=f"{rng.randint(10, 9999)} {rng.choice(words.STREETS)}",
+        city=city,
+        state=state,
+        postal_code=f"{zip3}{rng.randint(1, 99):02d}",
+        account_manager=am,
+        agreement_started_on=started,
+        agreement_ended_on=ended,
+        tags=tuple(sorted(tags)),
+    )
+    org.contacts = _contacts(rng, f"{slug}-{n}.s{seed}.example", low, high)
+    return org
 
 
 def generate_sample(

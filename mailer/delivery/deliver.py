@@ -37,14 +37,11 @@ from mailer.delivery.results import (
 from mailer.delivery.transactions import in_transaction
 from mailer.enums import ALL_MARKETING, CampaignStatus, Category, SendStatus, SkipReason
 from mailer.errors import TemplateError
-from mailer.messages import (
-    CampaignInfo,
-    CampaignMessages,
-    load_template,
-)
+from mailer.messages import CampaignInfo, CampaignMessages
 from mailer.models import Campaign, Contact, OptOut, Organization, Send, Suppression, User, utcnow
 from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage, ReplyKind
 from mailer.runtime import Runtime
+from mailer.template_store import campaign_template
 from mailer.transports import Transport
 
 #: The send log as a Core table, for the bulk statements of the hot path.
@@ -160,7 +157,7 @@ class DeliveryContext:
             return cached
         built = CampaignMessages(
             self.rt.settings,
-            template=load_template(self.rt.settings, campaign.template),
+            template=campaign_template(session, self.rt.settings, campaign),
             campaign=CampaignInfo(
                 id=campaign.id, name=campaign.name, category=Category(campaign.category)
             ),

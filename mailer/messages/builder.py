@@ -1,6 +1,8 @@
 """One campaign's messages, built from a skeleton prepared once (docs/performance.md §3: ~37×
-faster than `EmailMessage`). Per recipient only the links, the three renders, To, Subject, Date
-and Message-ID are made; everything else is bytes computed in `__init__`.
+faster than `EmailMessage`). Per recipient only the links, the recipient's values in the three
+parts (rendered once per campaign, `split.py`), To, Subject, Date and Message-ID are made;
+everything else is bytes computed in `__init__`. Bodies go 8bit, quoted-printable only where
+they must (`CampaignMessages._encode`, `OutgoingMessage.downgrade`).
 
 Senders by category (docs/standards.md §2: the From domain must align with DKIM d=):
 - features, promotions: From `settings.marketing_from`; Reply-To the sender's reply_to if set.
@@ -21,6 +23,7 @@ import re
 import secrets
 import time
 from email.utils import formatdate
+from functools import partial
 from typing import Any
 
 from mailer.config import Secret, Settings
@@ -41,11 +44,17 @@ from mailer.messages.context import (
 )
 from mailer.messages.dkim import DkimSigner
 from mailer.messages.environment import render_budget
+from mailer.messages.split import BoundSplit
 from mailer.messages.templates import Template
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import TokenSigner
 
 CRLF = b"\r\n"
+#: RFC 5322 §2.1.1: no line longer than this, CRLF excluded.
+MAX_LINE_OCTETS = 998
+_7BIT = b"Content-Transfer-Encoding: 7bit\r\n\r\n"
+_8BIT = b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+_QP = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
 
 #: List-Id per category (RFC 2919): stable per stream, whatever the campaign.
 LIST_IDS = {
@@ -84,9 +93,10 @@ class CampaignMessages:
         # asynchronous bounce leads back to it; the prefix and suffix are made once here.
         self._verp_prefix, self._verp_suffix = verp_parts(settings.envelope_sender)
         self._mail_domain = settings.mail_domain
-        self._msgid_key = _message_id_key(settings.secret_key)
+        self._msgid_mac = hmac.new(_message_id_key(settings.secret_key), digestmod=hashlib.sha256)
         self._render_budget_s = settings.template_render_budget_s
-        # QP output never contains "=_" (a literal "=" is always =3D), so a body cannot hold it.
+        # QP output never contains "=_" (a literal "=" is always =3D), so a QP body cannot hold
+        # it; an 8bit body that does goes quoted-printable (`_encode`).
         self._boundary = f"=_mailer_{secrets.token_hex(12)}".encode()
         policy = (
             policy_view(params or {}, self._base_url)
@@ -114,6 +124,22 @@ class CampaignMessages:
             h.unstructured("Subject", self._fixed_subject) if is_fixed else b""
         )
         self._constant = self._constant_block(settings)
+        # Rendered once here: the parts' constant text, into which each message puts its values.
+        # A campaign part that fails or runs past the budget leaves its part rendered whole, so
+        # each message fails with the reason, as it would without the split.
+        with render_budget(self._render_budget_s):
+            self._splits = tuple(
+                None if split is None else split.bind(self._shared)
+                for split in (template.subject_split, template.text_split, template.html_split)
+            )
+        self._needs_budget = any(s is None or s.has_loops for s in self._splits[1:]) or (
+            not self._fixed_subject and (self._splits[0] is None or self._splits[0].has_loops)
+        )
+        # A body at most this long cannot hold a line over 998 octets (split.line_bounds).
+        self._safe_lengths = tuple(
+            MAX_LINE_OCTETS if s is None else MAX_LINE_OCTETS + s.fewest_octets - s.longest_line
+            for s in self._splits[1:]
+        )
         self._dkim = DkimSigner.from_settings(settings, self._signed_header_names())
         self._date_s = -1
         self._date = b""
@@ -172,15 +198,23 @@ class CampaignMessages:
             names.remove("Reply-To")
         return [*names, "From"]  # over-sign From: a second From added later breaks the signature
 
+    @property
+    def split_parts(self) -> tuple[str, ...]:
+        """The parts rendered once for the campaign, with only their recipient values
+        rendered per message; the others render whole."""
+        names = ("subject", "text", "html")
+        return tuple(n for n, s in zip(names, self._splits, strict=True) if s is not None)
+
     # ---- per recipient -------------------------------------------------------------------
 
     def render_parts(self, recipient: Recipient) -> tuple[str, str, str]:
-        """Subject, text and HTML for one recipient (what `build` wraps; used by previews)."""
-        subject, text, html, _, _ = self._render(recipient)
-        return subject, text, html
+        """Subject, text and HTML for one recipient, rendered whole (previews, checks, and the
+        oracle the split rendering of `build` is tested against)."""
+        ctx, _ = self._context(recipient)
+        with render_budget(self._render_budget_s):
+            return self._render_whole(ctx)
 
-    def _render(self, r: Recipient) -> tuple[str, str, str, str, LinksView]:
-        tpl = self._template
+    def _context(self, r: Recipient) -> tuple[dict[str, Any], str]:
         contact, organization, manager = recipient_views(r)
         token = self._signer.make(r.contact_id, self._category, r.send_id)
         base = self._base_url
@@ -196,49 +230,63 @@ class CampaignMessages:
             "manager": manager,
             "links": links,
         }
-        with render_budget(self._render_budget_s):
-            subject = self._fixed_subject or _render(tpl, "subject", tpl.subject, ctx)
-            text = _render(tpl, "text part", tpl.text, ctx)
-            html = _render(tpl, "HTML part", tpl.html, ctx)
-        return subject, text, html, token, links
+        return ctx, token
+
+    def _render_whole(self, ctx: dict[str, Any]) -> tuple[str, str, str]:
+        tpl = self._template
+        subject = self._fixed_subject or _render(tpl, "subject", tpl.subject, ctx)
+        return (
+            subject,
+            _render(tpl, "text part", tpl.text, ctx),
+            _render(tpl, "HTML part", tpl.html, ctx),
+        )
+
+    def _render_split(self, ctx: dict[str, Any]) -> tuple[str, str, str]:
+        """What `_render_whole` gives, from the campaign's constant text and each part's
+        recipient-dependent values (split.py); parts that could not be split render whole."""
+        tpl = self._template
+        subject_split, text_split, html_split = self._splits
+        return (
+            self._fixed_subject or _render_part(tpl, "subject", subject_split, tpl.subject, ctx),
+            _render_part(tpl, "text part", text_split, tpl.text, ctx),
+            _render_part(tpl, "HTML part", html_split, tpl.html, ctx),
+        )
 
     def build(self, recipient: Recipient) -> OutgoingMessage:
-        """The complete message for one recipient; TemplateError if it cannot be rendered."""
+        """The complete message for one recipient; TemplateError if it cannot be rendered.
+
+        Bodies go 8bit (7bit when ASCII): no quoted-printable per message. A part whose lines
+        would pass 998 octets, or that holds a NUL, is quoted-printable instead; and `downgrade`
+        gives the message with every 8bit part quoted-printable, for a relay without 8BITMIME.
+        """
         r = recipient
-        subject, text, html, token, links = self._render(r)
+        ctx, token = self._context(r)
+        if self._needs_budget:
+            with render_budget(self._render_budget_s):
+                subject, text, html = self._render_split(ctx)
+        else:  # no loop per recipient, nothing for the budget to watch
+            subject, text, html = self._render_split(ctx)
         full_name = f"{r.first_name} {r.last_name}".strip()
         rcpt = h.check_address(r.email, f"To (send {r.send_id})")
         message_id = self._message_id(r.send_id)
         head = [
             self._from,
-            h.mailbox("To", full_name, rcpt),
+            h.fold("To", [*h.phrase_words(full_name), f"<{rcpt}>"]),  # rcpt is checked
             self._fixed_subject_header or h.unstructured("Subject", subject),
             self._date_header(),
             b"Message-ID: " + message_id.encode("ascii") + CRLF,
             self._constant,
         ]
-        if links.unsubscribe:
+        if self._category.allows_opt_out:
             mailto = f"<mailto:{self._mailto}?subject=unsubscribe-{token}>"
-            head.append(h.fold("List-Unsubscribe", [f"<{links.unsubscribe}>,", mailto]))
+            unsubscribe = f"<{self._base_url}/u/{token}>,"
+            head.append(h.fold("List-Unsubscribe", [unsubscribe, mailto]))
             head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-        boundary = self._boundary
-        data = b"".join(
-            [
-                *head,
-                b'Content-Type: multipart/alternative;\r\n boundary="' + boundary + b'"\r\n\r\n',
-                b"--" + boundary + CRLF,
-                b'Content-Type: text/plain; charset="utf-8"\r\n',
-                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-                _qp(text),
-                b"\r\n--" + boundary + CRLF,
-                b'Content-Type: text/html; charset="utf-8"\r\n',
-                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-                _qp(html),
-                b"\r\n--" + boundary + b"--\r\n",
-            ]
-        )
-        if self._dkim is not None:
-            data = self._dkim.sign(data)
+        text_body, html_body = _body(text), _body(html)
+        text_part = self._encode(text_body, self._safe_lengths[0])
+        html_part = self._encode(html_body, self._safe_lengths[1])
+        data = self._assemble(head, text_part, html_part)
+        is_8bit = text_part[0] is _8BIT or html_part[0] is _8BIT
         local = rcpt.rpartition("@")[0]
         return OutgoingMessage(
             send_id=r.send_id,
@@ -247,12 +295,55 @@ class CampaignMessages:
             data=data,
             message_id=message_id,
             needs_smtputf8=r.needs_smtputf8 or not local.isascii(),
+            downgrade=partial(self._downgraded, head, text_part, html_part) if is_8bit else None,
         )
+
+    def _encode(self, body: bytes, safe_length: int) -> tuple[bytes, bytes]:
+        """(Content-Transfer-Encoding line, content) for one part's CRLF body: 7bit or 8bit
+        as it is (RFC 6152), quoted-printable if a line would pass 998 octets (RFC 5322
+        §2.1.1), if it holds a NUL, or if it holds the boundary (RFC 2046 §5.1.1)."""
+        if (
+            (len(body) > safe_length and _longest_line(body) > MAX_LINE_OCTETS)
+            or b"\0" in body
+            or self._boundary in body
+        ):
+            return _QP, _qp(body)
+        return (_7BIT if body.isascii() else _8BIT), body
+
+    def _assemble(
+        self, head: list[bytes], text: tuple[bytes, bytes], html: tuple[bytes, bytes]
+    ) -> bytes:
+        boundary = self._boundary
+        data = b"".join(
+            [
+                *head,
+                b'Content-Type: multipart/alternative;\r\n boundary="' + boundary + b'"\r\n\r\n',
+                b"--" + boundary + CRLF,
+                b'Content-Type: text/plain; charset="utf-8"\r\n',
+                text[0],
+                text[1],
+                b"\r\n--" + boundary + CRLF,
+                b'Content-Type: text/html; charset="utf-8"\r\n',
+                html[0],
+                html[1],
+                b"\r\n--" + boundary + b"--\r\n",
+            ]
+        )
+        if self._dkim is not None:
+            data = self._dkim.sign(data)
+        return data
+
+    def _downgraded(
+        self, head: list[bytes], text: tuple[bytes, bytes], html: tuple[bytes, bytes]
+    ) -> bytes:
+        """The message again, its 8bit parts quoted-printable (and signed anew)."""
+        parts = [(_QP, _qp(body)) if cte is _8BIT else (cte, body) for cte, body in (text, html)]
+        return self._assemble(head, parts[0], parts[1])
 
     def _message_id(self, send_id: int) -> str:
         """Stable per send, so a retried send carries the same id; keyed, so not guessable."""
         left = f"{self._campaign_id}.{send_id}"
-        return f"<{left}.{_message_id_mac(self._msgid_key, left)}@{self._mail_domain}>"
+        return f"<{left}.{_message_id_mac(self._msgid_mac, left)}@{self._mail_domain}>"
 
     def _date_header(self) -> bytes:
         now = int(time.time())
@@ -260,6 +351,22 @@ class CampaignMessages:
             self._date_s = now
             self._date = f"Date: {formatdate(now, usegmt=True)}\r\n".encode("ascii")
         return self._date
+
+
+def _render_part(
+    tpl: Template, part: str, split: BoundSplit | None, whole: Any, ctx: dict[str, Any]
+) -> str:
+    """One part from its campaign text and recipient values, or rendered whole."""
+    if split is None:
+        return _render(tpl, part, whole, ctx)
+    try:
+        return split.render(ctx)
+    except Exception:
+        try:
+            split.environment.handle_exception()  # re-raises with template lines
+        except Exception as exc:  # as in `_render`
+            raise tpl.error(part, exc) from exc
+        raise
 
 
 def _render(tpl: Template, part: str, compiled: Any, ctx: dict[str, Any]) -> str:
@@ -276,21 +383,33 @@ def _render(tpl: Template, part: str, compiled: Any, ctx: dict[str, Any]) -> str
         raise
 
 
-def _qp(text: str) -> bytes:
-    """Quoted-printable with CRLF line ends and soft breaks at 76 (RFC 2045 §6.7)."""
+def _body(text: str) -> bytes:
+    """A part's text as UTF-8 with CRLF line ends and no bare CR or LF (RFC 5322 §2.3)."""
     body = text.encode("utf-8")
     if b"\r" in body:  # only data can bring a CR; the templates' own line ends are LF
         body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body.replace(b"\n", CRLF)
+
+
+def _longest_line(body: bytes) -> int:
+    return max(map(len, body.split(CRLF)))
+
+
+def _qp(body: bytes) -> bytes:
+    """Quoted-printable of a CRLF body, soft breaks at 76 (RFC 2045 §6.7)."""
     # b2a_qp is ~40% faster on LF input than on CRLF; its output has no other LF to confuse.
-    return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
+    return binascii.b2a_qp(body.replace(CRLF, b"\n"), istext=True).replace(b"\n", CRLF)
 
 
 def _message_id_key(secret: Secret) -> bytes:
     return hmac.new(secret.reveal().encode(), b"mailer.message-id", hashlib.sha256).digest()
 
 
-def _message_id_mac(key: bytes, left: str) -> str:
-    return hmac.new(key, left.encode(), hashlib.sha256).hexdigest()[:16]
+def _message_id_mac(key: bytes | hmac.HMAC, left: str) -> str:
+    # a keyed HMAC prepared once and copied costs about half of keying one per message
+    mac = key.copy() if isinstance(key, hmac.HMAC) else hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(left.encode())
+    return mac.hexdigest()[:16]
 
 
 def read_message_id(settings: Settings, message_id: str) -> tuple[int, int] | None:

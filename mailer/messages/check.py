@@ -6,7 +6,12 @@ from mailer.config import Settings
 from mailer.errors import TemplateError
 from mailer.messages.builder import CampaignMessages
 from mailer.messages.context import SAMPLE_RECIPIENT, CampaignInfo, SenderIdentity
-from mailer.messages.templates import Template, load_template
+from mailer.messages.templates import (
+    Template,
+    TemplateSource,
+    compile_template,
+    load_template,
+)
 
 #: Campaign params a policy notice is checked with.
 SAMPLE_POLICY_PARAMS = {
@@ -22,9 +27,22 @@ def sample_params(template: Template) -> dict[str, str]:
     return {name: f"[{name}]" for name in template.params}
 
 
-def check_template(settings: Settings, name: str) -> Template:
+def check_template(settings: Settings, name: str, *, subject: str = "") -> Template:
     """Load `name` and render it for a sample contact; TemplateError names what is wrong."""
-    template = load_template(settings, name)
+    return check_rendering(settings, load_template(settings, name, subject=subject))
+
+
+def check_source_template(
+    settings: Settings, source: TemplateSource, *, subject: str = ""
+) -> Template:
+    """The same check for a template kept anywhere (a stored version): compile, render."""
+    return check_rendering(settings, compile_template(settings, source, subject=subject))
+
+
+def check_rendering(settings: Settings, template: Template) -> Template:
+    """Render a compiled template for a sample contact; the footer must show what the law
+    and the policy require (postal address, unsubscribe or policy link)."""
+    name = template.name
     messages = CampaignMessages(
         settings.with_(dkim_private_key_path=""),
         template=template,

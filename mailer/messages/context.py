@@ -133,6 +133,10 @@ CONTEXT_VIEWS: dict[str, type] = {
 }
 
 
+#: The views that differ from one recipient to the next (the rest are the campaign's).
+RECIPIENT_VIEWS = ("contact", "organization", "manager", "links")
+
+
 def view_fields(name: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(CONTEXT_VIEWS[name]))
 

@@ -276,8 +276,10 @@ def make_environment(templates_dir: Path) -> MailerSandbox:
     )
 
 
-def compile_source(env: SandboxedEnvironment, source: str, name: str, filename: str) -> Template:
-    """Compile `source` as if it were the file `name`: the name picks autoescaping, the
-    filename is what tracebacks (and so our error lines) refer to."""
+def compile_source(
+    env: SandboxedEnvironment, source: str | nodes.Template, name: str, filename: str
+) -> Template:
+    """Compile `source` (text, or a tree parsed from it) as if it were the file `name`: the
+    name picks autoescaping, the filename is what tracebacks (and so our error lines) refer to."""
     code = env.compile(source, name=name, filename=filename)
     return env.template_class.from_code(env, code, env.make_globals(None))

@@ -25,6 +25,10 @@ _BAD_IN_ADDRESS = re.compile(r"[\x00-\x20\x7f<>()\[\],;:\\\"]")
 
 def clean_text(value: str) -> str:
     """One line of text: control characters (CR, LF, TAB, NUL …) become single spaces."""
+    # isprintable() is False for every control, line or paragraph separator and every space
+    # but " ": when it holds, only runs of " " and the ends could change.
+    if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
 
 
@@ -47,6 +51,10 @@ def encoded_words(text: str) -> list[str]:
 
 def fold(name: str, words: list[str]) -> bytes:
     """`Name: w1 w2 …` folded with CRLF+space so lines stay ≤78 where a word allows."""
+    if words:
+        line = f"{name}: {' '.join(words)}"
+        if len(line) <= MAX_LINE:  # fits on one line: what the loop below would give
+            return (line + "\r\n").encode("utf-8")
     lines, line = [], f"{name}:"
     for word in words:
         if len(line) + 1 + len(word) > MAX_LINE and line != f"{name}:":

@@ -22,7 +22,7 @@ import difflib
 import re
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jinja2 import Template as JinjaTemplate
@@ -31,17 +31,18 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from mailer.config import Settings
 from mailer.enums import Category
-from mailer.errors import TemplateError
+from mailer.errors import TemplateCheckError, TemplateError
 from mailer.messages import containment, sources
 from mailer.messages.context import CONTEXT_VIEWS, view_fields
 from mailer.messages.environment import compile_source, make_environment
 from mailer.messages.lint import lint_content
 from mailer.messages.sources import Composite, Piece
+from mailer.messages.split import SplitTemplate, split_source
 
 LAYOUT = "layouts/base"
 #: What the layout's footer prints; each must stay visible in the HTML whatever the template.
 FOOTER_OUTPUTS = ("{{ company.postal_address }}", "{{ links.unsubscribe }}", "{{ links.policy }}")
-_HEADER = re.compile(r"\A\{#(.*?)#\}", re.S)
+HEADER = re.compile(r"\A\{#(.*?)#\}", re.S)
 _HEADER_KEYS = ("subject", "category")
 _OPTIONAL_HEADER_KEYS = ("params",)
 #: The context name under which a template reads its declared campaign parameters.
@@ -63,6 +64,10 @@ class Template:
     composites: dict[str, Composite]  #: by compiled filename, to map error lines back
     #: Campaign parameters the header declares (`params: a, b`), in order.
     params: tuple[str, ...] = ()
+    #: The same parts split for rendering once per campaign (`split.py`); None: render whole.
+    subject_split: SplitTemplate | None = None
+    text_split: SplitTemplate | None = None
+    html_split: SplitTemplate | None = None
 
     def error(self, part: str, exc: Exception) -> TemplateError:
         """A TemplateError naming the original file and line of a render failure."""
@@ -85,9 +90,27 @@ def list_templates(settings: Settings) -> list[str]:
     return sorted(names)
 
 
-def load_template(settings: Settings, name: str) -> Template:
-    """Read, check and compile a template with the layout; TemplateError names file and line."""
-    env = make_environment(Path(settings.templates_dir))
+@dataclass(frozen=True)
+class TemplateSource:
+    """What a template is made of, wherever it is kept: a file pair under `templates/` or a
+    version stored in the database. Compiled once by `compile_template`."""
+
+    name: str
+    category: Category
+    subject: str
+    html: str
+    #: None: the text part is derived from the HTML.
+    text: str | None
+    params: tuple[str, ...] = ()
+    #: Where errors point: the file (or stored part) and the line the subject is on.
+    html_file: str = ""
+    text_file: str = ""
+    subject_file: str = ""
+    subject_line: int = 1
+
+
+def read_template_source(settings: Settings, name: str) -> TemplateSource:
+    """The built-in template `name` (`category/name`) as read from its files."""
     root = Path(settings.templates_dir)
     html_path, text_path = root / f"{name}.html", root / f"{name}.txt"
     html_file = str(html_path)
@@ -96,25 +119,62 @@ def load_template(settings: Settings, name: str) -> Template:
             html_file, f"no such template {name!r}; `mailer template list` shows what exists"
         )
     html_source = html_path.read_text(encoding="utf-8")
-    header, header_line = _read_header(html_source, html_file)
+    header, header_line = read_header(html_source, html_file)
     category = _category(header, name, html_file)
-    subject_line = header_line.get("subject", 1)
-    params = _declared_params(header.get("params", ""), html_file, header_line.get("params", 1))
-
-    check_source(env, html_source, html_file, params=params)
-    check_source(env, header["subject"], html_file, first_line=subject_line, params=params)
+    params = declared_params(header.get("params", ""), html_file, header_line.get("params", 1))
     has_text = text_path.is_file()
+    return TemplateSource(
+        name=name,
+        category=category,
+        subject=header["subject"],
+        html=html_source,
+        text=text_path.read_text(encoding="utf-8") if has_text else None,
+        params=params,
+        html_file=html_file,
+        text_file=str(text_path),
+        subject_file=html_file,
+        subject_line=header_line.get("subject", 1),
+    )
+
+
+def load_template(settings: Settings, name: str, *, subject: str = "") -> Template:
+    """Read, check and compile a built-in template with the layout; TemplateError names file
+    and line. `subject` (a campaign's own subject) replaces the template's."""
+    return compile_template(settings, read_template_source(settings, name), subject=subject)
+
+
+def compile_template(settings: Settings, source: TemplateSource, *, subject: str = "") -> Template:
+    """Check `source` against the allowlisted context and compile it with the layout, once.
+
+    Every problem of the static check is collected (TemplateCheckError.problems); the first
+    is the error's message. `subject`, when given, replaces the template's subject.
+    """
+    env = make_environment(Path(settings.templates_dir))
+    root = Path(settings.templates_dir)
+    name, params = source.name, source.params
+    html_file = source.html_file or f"{name}.html"
+    subject_file, subject_line = source.subject_file or f"{name}.subject", source.subject_line
+    if subject.strip():
+        source = replace(source, subject=subject.strip())
+        subject_file, subject_line = "campaign subject", 1
+    problems = source_problems(env, source.html, html_file, params=params)
+    problems += source_problems(
+        env, source.subject, subject_file, first_line=subject_line, params=params
+    )
+    has_text = source.text is not None
     text_piece = (
-        Piece(text_path.read_text(encoding="utf-8"), str(text_path))
+        Piece(source.text or "", source.text_file or f"{name}.txt")
         if has_text
-        else sources.html_to_text(Piece(html_source, html_file))
+        else sources.html_to_text(Piece(source.html, html_file))
     )
     if has_text:
-        check_source(env, text_piece.text, text_piece.file, params=params)
+        problems += source_problems(env, text_piece.text, text_piece.file, params=params)
+    if problems:
+        raise TemplateCheckError(problems)
 
-    lint_content(category, html_file, header["subject"], [html_source, text_piece.text])
+    lint_content(source.category, html_file, source.subject, [source.html, text_piece.text])
     layout_html, layout_text = _read_layout(env, root)
-    content = containment.contain_content(Piece(html_source, html_file))
+    content = containment.contain_content(Piece(source.html, html_file))
     html_comp = sources.inline_css(
         sources.around_content(layout_html.text, layout_html.file, content)
     )
@@ -122,29 +182,33 @@ def load_template(settings: Settings, name: str) -> Template:
     text_comp = sources.compose(
         sources.around_content(layout_text.text, layout_text.file, text_piece)
     )
-    subject_comp = Composite(header["subject"], {1: (html_file, subject_line)})
+    subject_comp = Composite(source.subject, {1: (subject_file, subject_line)})
     composites = {
         f"<{name}.html>": html_comp,
         f"<{name}.txt>": text_comp,
         f"<{name}.subject>": subject_comp,
     }
-    compiled = {}
+    compiled, splits = {}, {}
     for filename, comp in composites.items():
         try:
             compiled[filename] = compile_source(env, comp.source, filename[1:-1], filename)
         except TemplateSyntaxError as exc:
             origin = comp.origin(exc.lineno or 1) or (name, exc.lineno)
             raise TemplateError(origin[0], exc.message or str(exc), origin[1]) from exc
+        splits[filename] = split_source(env, comp.source, filename[1:-1], filename)
     return Template(
         name=name,
-        category=category,
-        subject_source=header["subject"],
+        category=source.category,
+        subject_source=source.subject,
         html=compiled[f"<{name}.html>"],
         text=compiled[f"<{name}.txt>"],
         subject=compiled[f"<{name}.subject>"],
         is_text_derived=not has_text,
         composites=composites,
         params=params,
+        subject_split=splits[f"<{name}.subject>"],
+        text_split=splits[f"<{name}.txt>"],
+        html_split=splits[f"<{name}.html>"],
     )
 
 
@@ -178,7 +242,7 @@ def check_params(template: Template, given: Mapping[str, object]) -> None:
         )
 
 
-def _declared_params(raw: str, file: str, line: int) -> tuple[str, ...]:
+def declared_params(raw: str, file: str, line: int) -> tuple[str, ...]:
     names = [part.strip() for part in raw.split(",") if part.strip()]
     for name in names:
         if not _PARAM_NAME.fullmatch(name):
@@ -194,8 +258,9 @@ def _declared_params(raw: str, file: str, line: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _read_header(source: str, file: str) -> tuple[dict[str, str], dict[str, int]]:
-    m = _HEADER.match(source)
+def read_header(source: str, file: str) -> tuple[dict[str, str], dict[str, int]]:
+    """The `{# subject: … category: … params: … #}` header's values and their lines."""
+    m = HEADER.match(source)
     if not m:
         raise TemplateError(
             file, "the file must start with a {# … #} header giving subject: and category:", 1
@@ -256,44 +321,68 @@ def check_source(
     params: tuple[str, ...] = (),
 ) -> None:
     """Parse `source` and check every name and field it uses against the allowlisted context
-    and the template's declared campaign `params`."""
+    and the template's declared campaign `params`; raise the first problem."""
+    problems = source_problems(env, source, file, first_line, params)
+    if problems:
+        raise problems[0]
+
+
+def source_problems(
+    env: SandboxedEnvironment,
+    source: str,
+    file: str,
+    first_line: int = 1,
+    params: tuple[str, ...] = (),
+) -> list[TemplateError]:
+    """Every problem `check_source` finds, in source order, each with line, column and fix."""
     try:
         ast = env.parse(source, filename=file)
     except TemplateSyntaxError as exc:
-        raise TemplateError(
-            file, exc.message or str(exc), first_line - 1 + (exc.lineno or 1)
-        ) from exc
+        return [TemplateError(file, exc.message or str(exc), first_line - 1 + (exc.lineno or 1))]
+    lines = source.splitlines()
+    problems: list[TemplateError] = []
 
-    def fail(message: str, node: nodes.Node) -> TemplateError:
-        return TemplateError(file, message, first_line - 1 + node.lineno)
+    def fail(message: str, node: nodes.Node, needle: str = "") -> TemplateError:
+        text = lines[node.lineno - 1] if 0 < node.lineno <= len(lines) else ""
+        # jinja keeps no columns: find the name on its line (`.field` before a bare word)
+        dotted = text.find(f".{needle}") if needle else -1
+        found = dotted + 1 if dotted >= 0 else (text.find(needle) if needle else -1)
+        column = found + 1 if found >= 0 else None
+        problem = TemplateError(file, message, first_line - 1 + node.lineno, column)
+        problems.append(problem)
+        return problem
 
     _check_structure(ast, fail)
     undeclared = meta.find_undeclared_variables(ast)
     known = [*CONTEXT_VIEWS, PARAMS]
     for name in ast.find_all(nodes.Name):
         if name.ctx == "load" and name.name in undeclared and name.name not in known:
-            raise fail(_unknown("variable", name.name, known), name)
+            fail(_unknown("variable", name.name, known), name, name.name)
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         attr = getattr(node, "attr", None) or getattr(getattr(node, "arg", None), "value", None)
         if not isinstance(attr, str):
             continue
         if attr.startswith("_"):
-            raise fail(f"{attr!r} is not allowed: templates cannot reach Python internals", node)
+            fail(f"{attr!r} is not allowed: templates cannot reach Python internals", node, attr)
+            continue
         base = getattr(node, "node", None)
         if isinstance(base, nodes.Name) and base.name == PARAMS and base.name in undeclared:
             if attr not in params:
-                raise fail(_unknown_param(attr, params), node)
+                fail(_unknown_param(attr, params), node, attr)
             continue
         if isinstance(base, nodes.Name) and base.name in CONTEXT_VIEWS and base.name in undeclared:
             allowed = view_fields(base.name)
             if attr not in allowed:
-                raise fail(_unknown("field", f"{base.name}.{attr}", allowed, attr), node)
+                fail(_unknown("field", f"{base.name}.{attr}", allowed, attr), node, attr)
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
-def _check_structure(ast: nodes.Template, fail: Callable[[str, nodes.Node], TemplateError]) -> None:
+def _check_structure(
+    ast: nodes.Template, fail: Callable[[str, nodes.Node, str], TemplateError]
+) -> None:
     """No extends/includes (the layout is ours to add) and no shadowing of context names."""
     for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-        raise fail("templates cannot extend or include files: the layout is added for you", node)
+        fail("templates cannot extend or include files: the layout is added for you", node, "")
     for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.Macro)):
         target = node.name if isinstance(node, nodes.Macro) else getattr(node, "target", None)
         names: list[str] = []
@@ -304,7 +393,7 @@ def _check_structure(ast: nodes.Template, fail: Callable[[str, nodes.Node], Temp
         elif isinstance(target, nodes.Node):
             names = [n.name for n in target.find_all(nodes.Name)]
         for reserved in sorted(set(names) & {*CONTEXT_VIEWS, PARAMS}):
-            raise fail(f"{reserved!r} is part of the context; pick another name", node)
+            fail(f"{reserved!r} is part of the context; pick another name", node, reserved)
 
 
 def _unknown(kind: str, shown: str, allowed: object, lookup: str | None = None) -> str:

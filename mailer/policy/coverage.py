@@ -19,6 +19,11 @@ Per client, each contact's send row falls in one class:
 |               | bounce, complaint)                                                     |
 | failed        | failed otherwise (gave up after retries, sender-side 5.7.x), unknown   |
 | skipped       | skipped for a contact-level reason (inactive contact, no SMTPUTF8 …)   |
+
+While the notice's send log is still being planned (the publisher plans it in chunks after the
+first, which commits with the version; the sweep finishes a plan its publisher left half done),
+the contacts not yet planned are counted as the planner will write them (mostly pending), and
+the report is not finished.
 """
 
 from __future__ import annotations
@@ -27,14 +32,24 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, not_, null, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.access.actor import Actor, require
 from mailer.access.actor import audit as access_audit
+from mailer.delivery.planning import planned_rows
 from mailer.enums import CampaignStatus, OrganizationKind, SendStatus, SkipReason
 from mailer.errors import NotFoundError
-from mailer.models import Campaign, Contact, Organization, PolicyVersion, Send, Suppression, User
+from mailer.models import (
+    Campaign,
+    Contact,
+    Organization,
+    PolicyVersion,
+    Send,
+    Suppression,
+    User,
+    utcnow,
+)
 from mailer.policy.text import get_version
 from mailer.rules.guards import agreement_active, agreement_ended
 from mailer.runtime import Runtime
@@ -113,11 +128,15 @@ class CoverageReport:
     campaign_id: int | None = None
     campaign_status: str = ""
     launched_at: dt.datetime | None = None
+    #: The send log is still being planned: contacts not yet planned count as pending.
+    is_planning: bool = False
     clients: list[ClientCoverage] = field(default_factory=list)
 
     @property
     def is_finished(self) -> bool:
         """Nothing is on its way any more (the numbers will not change by themselves)."""
+        if self.is_planning:
+            return False
         return self.campaign_status not in (CampaignStatus.SENDING, CampaignStatus.PAUSED)
 
     @property
@@ -156,6 +175,7 @@ class CoverageReport:
             "campaign_status": self.campaign_status,
             "launched_at": self.launched_at.isoformat() if self.launched_at else None,
             "is_finished": self.is_finished,
+            "is_planning": self.is_planning,
             "eligible_clients": len(self.clients),
             "reached_clients": len(self.reached),
             "not_reached_clients": len(self.not_reached),
@@ -195,19 +215,16 @@ def eligible_organization_ids(campaign: Campaign, grace_days: int | None) -> Any
     return planned.union(existing)
 
 
-def _send_class() -> ColumnElement[str]:
-    status = Send.status
+def _send_class(status: Any, skip_reason: Any, suppression_id: Any) -> ColumnElement[str]:
     return case(
         (status == SendStatus.SENT.value, literal("sent")),
         (status.in_(PENDING), literal("pending")),
         (
-            and_(
-                status == SendStatus.SKIPPED.value, Send.skip_reason == SkipReason.SUPPRESSED.value
-            ),
+            and_(status == SendStatus.SKIPPED.value, skip_reason == SkipReason.SUPPRESSED.value),
             literal("undeliverable"),
         ),
         (
-            and_(status == SendStatus.FAILED.value, Suppression.id.is_not(None)),
+            and_(status == SendStatus.FAILED.value, suppression_id.is_not(None)),
             literal("undeliverable"),
         ),
         (status.in_((SendStatus.FAILED.value, SendStatus.UNKNOWN.value)), literal("failed")),
@@ -215,10 +232,37 @@ def _send_class() -> ColumnElement[str]:
     )
 
 
+def _not_yet_planned(
+    session: Session, campaign: Campaign, grace_days: int | None, now: dt.datetime
+) -> Select[Any]:
+    """Organization and class of each row the unfinished plan has still to write.
+
+    The rows the planner itself will write (`planned_rows`, after the contact planned last;
+    it never writes organization-level skips): queued ones count as pending, skipped ones as
+    they will be once written.
+    """
+    assert campaign.planned_through is not None
+    rest = planned_rows(
+        session,
+        campaign,
+        campaign.rule_text,
+        now=now,
+        policy_grace_days=grace_days,
+        after_contact_id=campaign.planned_through,
+    ).subquery()
+    cls = _send_class(rest.c.status, rest.c.skip_reason, null())
+    return select(rest.c.organization_id.label("org_id"), cls.label("cls"))
+
+
 def campaign_coverage(
-    session: Session, campaign: Campaign, grace_days: int | None
+    session: Session, campaign: Campaign, grace_days: int | None, *, now: dt.datetime
 ) -> list[ClientCoverage]:
-    """Every eligible client of the notice campaign, with its contacts counted by class."""
+    """Every eligible client of the notice campaign, with its contacts counted by class.
+
+    While the plan is unfinished (`planned_through` set), the contacts it has still to write
+    are counted too, as the planner will write them: a client is never "no contacts" only
+    because its turn has not come yet.
+    """
     eligible = eligible_organization_ids(campaign, grace_days).subquery()
     launched = (campaign.launched_at or campaign.created_at).date()
     orgs = session.execute(
@@ -239,8 +283,9 @@ def campaign_coverage(
     }
     # classify in a subquery and group on its column: PostgreSQL refuses to match a CASE with
     # bound literals in GROUP BY to the same CASE in the select list
-    classified = (
-        select(Send.organization_id.label("org_id"), _send_class().label("cls"))
+    cls = _send_class(Send.status, Send.skip_reason, Suppression.id)
+    classified: Any = (
+        select(Send.organization_id.label("org_id"), cls.label("cls"))
         .select_from(Send)
         .outerjoin(Contact, Contact.id == Send.contact_id)
         .outerjoin(Suppression, Suppression.address_hash == Contact.address_hash)
@@ -253,8 +298,10 @@ def campaign_coverage(
                 )
             ),
         )
-        .subquery()
     )
+    if campaign.planned_through is not None:
+        classified = classified.union_all(_not_yet_planned(session, campaign, grace_days, now))
+    classified = classified.subquery()
     counts = session.execute(
         select(classified.c.org_id, classified.c.cls, func.count()).group_by(
             classified.c.org_id, classified.c.cls
@@ -301,7 +348,10 @@ def coverage(rt: Runtime, version: str, *, actor: Actor) -> CoverageReport:
             report.campaign_id = campaign.id
             report.campaign_status = campaign.status
             report.launched_at = campaign.launched_at
-            report.clients = campaign_coverage(session, campaign, rt.settings.policy_grace_days)
+            report.is_planning = campaign.planned_through is not None
+            report.clients = campaign_coverage(
+                session, campaign, rt.settings.policy_grace_days, now=utcnow()
+            )
         # the report names clients and their account managers: an export, so audited
         access_audit(
             session,

@@ -3,7 +3,12 @@
 CPI's policy promises to notify clients by email when it changes how information is used or
 disclosed. `publish_policy` stores a version and, when the change is material, creates and
 launches the `policy` notice campaign in the same transaction: the version, the campaign and
-its whole send log exist together or not at all. The `policy` category guard picks the audience
+the first chunk of its send log exist together or not at all, and the first notices go out at
+once. The rest of the send log is planned right after, while they are sent (the launch path
+every campaign takes, `mailer.campaigns.launch`); a publisher that dies before finishing leaves
+the campaign marked half planned, and the sweep plans the rest. The campaign cannot complete,
+coverage shows the clients not yet planned as pending, and a resend is refused, until the plan
+is whole. The `policy` category guard picks the audience
 (every contact of every client organization whose information is still held, active or
 former, until retention purges it; `policy_grace_days`, when set, narrows that to agreements
 active or ended within so many days); opt-outs never apply, suppressed addresses are skipped
@@ -24,7 +29,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.access import Actor, audit, require
-from mailer.campaigns import Launch, add_draft, begin_launch, summarize, validate_launch
+from mailer.campaigns import (
+    Launch,
+    add_draft,
+    begin_launch,
+    campaign_status,
+    summarize,
+)
 from mailer.config import Settings
 from mailer.delivery.batches import Dispatch
 from mailer.enums import Category
@@ -50,6 +61,7 @@ class PublishReport:
     published_at: dt.datetime
     published_by: str
     campaign_id: int | None = None
+    #: Sends by status once the whole plan is written (some may be sent by then).
     counts: dict[str, int] = field(default_factory=dict)
     #: Why planned contacts were skipped (suppressed: undeliverable; not_a_client …).
     skip_reasons: dict[str, int] = field(default_factory=dict)
@@ -117,7 +129,8 @@ def publish_policy(
     """Store a policy version (admins only); when material, launch the notice to every client.
 
     Refuses a label already published and an effective date before the newest version's.
-    The notice's batches go to `dispatch` after the transaction commits.
+    The notice's first batches go to `dispatch` as soon as the version is stored, the rest as
+    they are planned; the report counts the whole plan.
     """
     now = now or utcnow()
     _check_input(version, text, summary, is_material)
@@ -158,7 +171,6 @@ def publish_policy(
             planned = summarize(session, campaign)
             report.campaign_id = campaign.id
             report.counts, report.skip_reasons = planned.counts, planned.skip_reasons
-            report.batches = len(launched.batches)
         audit(
             session,
             actor,
@@ -170,9 +182,14 @@ def publish_policy(
             campaign_id=report.campaign_id,
             counts=report.counts,
             skip_reasons=report.skip_reasons,
+            # the counts of the first chunk only: the rest is planned after this commit
+            partial=launched is not None and launched.is_partial,
         )
     if launched is not None:
-        launched.proceed(rt, dispatch)
+        report.batches = len(launched.proceed(rt, dispatch))
+        if launched.is_partial and report.campaign_id is not None:
+            whole = campaign_status(rt, report.campaign_id)
+            report.counts, report.skip_reasons = whole.counts, whole.skip_reasons
     return report
 
 
@@ -200,8 +217,10 @@ def _refuse_taken_or_early(session: Session, version: str, effective_on: dt.date
 def _launch_notice(
     rt: Runtime, session: Session, policy: PolicyVersion, actor: Actor, now: dt.datetime
 ) -> tuple[Campaign, Launch]:
-    """Create and launch the notice campaign in the caller's transaction; link it to the version."""
-    validate_launch(rt, Category.POLICY, NOTICE_TEMPLATE, "", "")
+    """Create and launch the notice campaign in the caller's transaction; link it to the version.
+
+    `begin_launch` checks the template: if it is not usable, it raises and the caller's
+    transaction stores nothing."""
     campaign = add_draft(
         session,
         actor,
@@ -211,6 +230,6 @@ def _launch_notice(
         params=notice_params(rt.settings, policy),
         policy_version=policy.version,
     )
-    begun = begin_launch(rt, session, campaign, actor=actor, now=now, plan_all=True)
+    begun = begin_launch(rt, session, campaign, actor=actor, now=now)
     policy.campaign_id = campaign.id
     return campaign, begun

@@ -63,8 +63,8 @@ def resend_notice(
 ) -> ResendReport:
     """Queue the notice for every eligible contact not yet sent it; never a second copy.
 
-    See the module docstring for what is queued. Refused for a version without a notice, and
-    while the notice campaign is paused, cancelled or failed.
+    See the module docstring for what is queued. Refused for a version without a notice,
+    while the notice is still being planned, and while it is paused, cancelled or failed.
     """
     now = now or utcnow()
     with rt.sessions.begin() as session:
@@ -131,6 +131,14 @@ def _notice_campaign(session: Session, policy: PolicyVersion) -> Campaign:
             f"the notice campaign {campaign.id} of version {policy.version} is "
             f"{campaign.status}; resend works on a sending or completed notice"
             + (" (resume it first)" if campaign.status == CampaignStatus.PAUSED else "")
+        )
+    if campaign.planned_through is not None:
+        # a row added now for a contact the plan has yet to reach would collide with it
+        raise PolicyError(
+            f"the notice campaign {campaign.id} of version {policy.version} is still being "
+            "planned; resend once planning is done (seconds after publishing, or at the "
+            "scheduler's next sweep if the publisher stopped): `mailer policy coverage "
+            f"{policy.version}` says when"
         )
     return campaign
 

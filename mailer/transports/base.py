@@ -175,6 +175,19 @@ def needs_smtputf8(message: OutgoingMessage) -> bool:
     return message.needs_smtputf8 or not (message.mail_from.isascii() and message.rcpt.isascii())
 
 
+def asks_8bitmime(message: OutgoingMessage, offers_8bitmime: bool) -> bool:
+    """Whether MAIL FROM says BODY=8BITMIME for `message` (RFC 6152). A server without
+    8BITMIME gets an 8bit message downgraded first (its parts quoted-printable, `data`
+    replaced) when its builder can; otherwise it goes as it is, as before 8BITMIME existed."""
+    if message.data.isascii():
+        return False
+    if offers_8bitmime:
+        return True
+    if message.downgrade is not None:
+        message.data, message.downgrade = message.downgrade(), None
+    return False
+
+
 def dot_stuff(data: bytes) -> bytes:
     """The DATA payload for `data`: leading dots doubled, CRLF before the final dot (RFC 5321)."""
     if data.startswith(b"."):

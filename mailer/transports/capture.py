@@ -17,12 +17,13 @@ import mailbox
 import socket
 import threading
 from pathlib import Path
-from typing import Any
-
-from aiosmtpd.controller import Controller
+from typing import TYPE_CHECKING, Any
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiosmtpd.controller import Controller
 
 #: The file, under var_dir, where a running capture server leaves its URL for capture://.
 URL_FILE = "capture-smtp.url"
@@ -97,6 +98,9 @@ class CaptureServer:
         """Listen, and leave the URL in var_dir for capture:// to find. Returns the URL."""
         if self._controller is not None:
             return self.url
+        # imported here: every command imports this module, few run the capture server
+        from aiosmtpd.controller import Controller
+
         self.maildir.parent.mkdir(parents=True, exist_ok=True)
         self._handler = _MaildirHandler(self.maildir)
         self._controller = Controller(

@@ -16,6 +16,7 @@ from collections import deque
 
 from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import (
+    asks_8bitmime,
     connection_result,
     dot_stuff,
     envelope_problem,
@@ -144,7 +145,7 @@ class PipeliningConnection(SmtpSession):
             return unsupported_result(message.send_id)
         if is_utf8:
             params, encoding = _UTF8_PARAMS, "utf-8"
-        elif "8BITMIME" in self.extensions and not message.data.isascii():
+        elif asks_8bitmime(message, "8BITMIME" in self.extensions):
             params, encoding = _8BIT_PARAMS, "ascii"
         else:
             params, encoding = b"", "ascii"

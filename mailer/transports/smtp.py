@@ -16,6 +16,7 @@ from mailer.errors import TransientSendError
 from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import (
     SendObserver,
+    asks_8bitmime,
     connection_result,
     envelope_problem,
     needs_smtputf8,
@@ -105,7 +106,7 @@ class AiosmtplibConnection:
             return unsupported_result(message.send_id)
         if is_utf8:
             options = ["SMTPUTF8", "BODY=8BITMIME"]
-        elif client.supports_extension("8bitmime") and not message.data.isascii():
+        elif asks_8bitmime(message, client.supports_extension("8bitmime")):
             options = ["BODY=8BITMIME"]
         else:
             options = []

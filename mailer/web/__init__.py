@@ -29,7 +29,7 @@ from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
 from mailer.runtime import Runtime, open_runtime
 from mailer.tokens import TokenSigner
-from mailer.web import metrics, public, webhooks
+from mailer.web import metrics, problems, public, webhooks
 from mailer.web.admin import create_admin_app
 from mailer.web.api import create_api_app
 from mailer.web.context import AppContext
@@ -60,6 +60,10 @@ class _PublicApp(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         return self._headers(super().build_middleware_stack(), is_https=self._is_https)
 
+
+#: Where the JSON API is mounted.
+API_PREFIX = "/api/v1/"
+_API_NOT_FOUND = f"no such API resource; the operations are listed in {API_PREFIX}openapi.json"
 
 _ERROR_TITLES = {
     400: "That request could not be understood",
@@ -100,6 +104,12 @@ def create_app(
             status = 404  # e.g. a contact erased between reading the page and the click
         if status in (404, 405):
             status = 404  # a wrong method on a token URL reveals no more than a wrong token
+        if request.scope.get("path", "").startswith(API_PREFIX):
+            # a path the API's mount cannot match (a control character in it, say) is still
+            # the API's: it answers problem+json like every other API error
+            if status == 500:
+                return await problems.handle_crash(request, exc)
+            return problems.problem(status, _API_NOT_FOUND if status == 404 else str(exc))
         title = _ERROR_TITLES.get(status, "Something went wrong")
         return render(env, "error.html", status_code=status, title=title, status=status)
 
@@ -129,7 +139,7 @@ def create_app(
         Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/assets/web.css", stylesheet, methods=["GET"]),
         Mount("/admin", create_admin_app(ctx)),
-        Mount("/api/v1", create_api_app(ctx)),
+        Mount(API_PREFIX.rstrip("/"), create_api_app(ctx)),
     ]
     middleware = [
         Middleware(

@@ -46,6 +46,7 @@ async def login(
                 ip,
                 user_agent,
                 throttle=throttle,
+                settings=rt.settings,
                 totp_code=code or None,
                 via="web",
             )

@@ -8,7 +8,10 @@ session at login gives a new token. The API needs no token: it authenticates wit
 header, which a browser never adds on its own.
 
 `allow(*roles)` marks an endpoint with the roles that may call it; the route × role test reads
-these marks from the app's own router, so no route is left unguarded.
+these marks from the app's own router, so no route is left unguarded. An admin who must enroll
+TOTP (`Actor.must_enroll`) reaches only the endpoints marked `while_enrolling`; every other one
+answers with the app's `on_must_enroll` hook (the admin app sends them to enroll, the API
+refuses with 403).
 """
 
 from __future__ import annotations
@@ -76,8 +79,12 @@ def is_valid_csrf(secret: bytes, session_id: str, given: str) -> bool:
     return bool(given) and hmac.compare_digest(csrf_token(secret, session_id), given)
 
 
-def allow(*roles: Role) -> Callable[[Endpoint], Endpoint]:
-    """Let only `roles` call the endpoint (the app's auth hook says what anonymous gets)."""
+def allow(*roles: Role, while_enrolling: bool = False) -> Callable[[Endpoint], Endpoint]:
+    """Let only `roles` call the endpoint (the app's auth hook says what anonymous gets).
+
+    `while_enrolling`: an admin who must first enroll TOTP may call it too (their account page,
+    enrolling, signing out).
+    """
     allowed = frozenset(roles) or ANY_ROLE
 
     def mark(endpoint: Endpoint) -> Endpoint:
@@ -86,11 +93,14 @@ def allow(*roles: Role) -> Callable[[Endpoint], Endpoint]:
             actor = getattr(request.state, "actor", None)
             if actor is None:
                 return await request.app.state.on_anonymous(request)
+            if actor.must_enroll and not while_enrolling:
+                return await request.app.state.on_must_enroll(request)
             if Role(actor.role) not in allowed:
                 return await request.app.state.on_forbidden(request, allowed)
             return await endpoint(request)
 
         guarded.allowed_roles = allowed  # type: ignore[attr-defined]
+        guarded.allowed_while_enrolling = while_enrolling  # type: ignore[attr-defined]
         return guarded
 
     return mark
@@ -99,3 +109,8 @@ def allow(*roles: Role) -> Callable[[Endpoint], Endpoint]:
 def allowed_roles(endpoint: Any) -> frozenset[Role] | None:
     """The roles `allow` gave the endpoint, or None for a public one."""
     return getattr(endpoint, "allowed_roles", None)
+
+
+def allowed_while_enrolling(endpoint: Any) -> bool:
+    """True when an admin who must first enroll TOTP may call the endpoint."""
+    return bool(getattr(endpoint, "allowed_while_enrolling", False))

@@ -157,8 +157,10 @@ def _has_type(types: Any, value: Any) -> bool:
 def _check_string(schema: dict[str, Any], value: str, where: str) -> list[dict[str, Any]]:
     if len(value) > schema.get("maxLength", 1 << 30):
         return [{"field": where, "message": f"longer than {schema['maxLength']} characters"}]
-    if len(value) < schema.get("minLength", 0):
-        return [{"field": where, "message": "must not be empty"}]
+    minimum = schema.get("minLength", 0)
+    if len(value) < minimum:
+        message = "must not be empty" if minimum == 1 else f"needs at least {minimum} characters"
+        return [{"field": where, "message": message}]
     return []
 
 

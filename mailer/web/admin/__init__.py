@@ -22,11 +22,28 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailer.access.actor import ENROLL_FIRST
 from mailer.enums import Role
 from mailer.errors import MailerError
 from mailer.web import auth
-from mailer.web.admin import account, campaigns, compliance, contacts, records, session, users
-from mailer.web.admin.pages import COOKIE, make_environment, redirect, render
+from mailer.web.admin import (
+    account,
+    campaigns,
+    compliance,
+    contacts,
+    records,
+    session,
+    templates,
+    users,
+)
+from mailer.web.admin.pages import (
+    COOKIE,
+    ENROLL_PAGE,
+    is_htmx,
+    make_environment,
+    redirect,
+    render,
+)
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
 from mailer.web.problems import allowed_methods, status_for
@@ -76,6 +93,8 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns/{campaign_id:int}/cancel", c.cancel, methods=["POST"]),
         Route("/campaigns/{campaign_id:int}/report", c.report, methods=["GET"]),
         Route("/campaigns/{campaign_id:int}/report.csv", c.report_csv, methods=["GET"]),
+        Route("/campaigns/{campaign_id:int}/sample.html", c.sample_html, methods=["GET"]),
+        *templates.ROUTES,
         *contacts.ROUTES,
         *compliance.ROUTES,
         *users.ROUTES,
@@ -151,6 +170,24 @@ async def _forbidden(request: Request, allowed: Iterable[Role]) -> Response:
     )
 
 
+async def _must_enroll(request: Request) -> Response:
+    # pages send the admin to enroll; an action is refused (never looks like it happened)
+    if request.method in ("GET", "HEAD") and not is_htmx(request):
+        return redirect(ENROLL_PAGE)
+    response = render(
+        request,
+        "error.html",
+        status_code=403,
+        title="Set up two-step sign-in first",
+        detail=ENROLL_FIRST,
+        link_href=ENROLL_PAGE,
+        link_text="Set up your authenticator app",
+    )
+    if is_htmx(request):
+        response.headers["hx-redirect"] = ENROLL_PAGE
+    return response
+
+
 async def _error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         status, detail = exc.status_code, str(exc.detail)
@@ -188,4 +225,5 @@ def create_admin_app(ctx: AppContext) -> Starlette:
     app.state.env = make_environment(ctx.runtime.settings)
     app.state.on_anonymous = _anonymous
     app.state.on_forbidden = _forbidden
+    app.state.on_must_enroll = _must_enroll
     return app

@@ -1,5 +1,5 @@
 """The signed-in user's own account: open sessions, the authenticator (TOTP) second factor,
-and signing out everywhere."""
+and signing out everywhere. It is the one page an admin who must enroll TOTP can reach."""
 
 from __future__ import annotations
 
@@ -20,53 +20,59 @@ from mailer.web.guard import allow
 def _page(request: Request, status_code: int = 200, **extra: Any) -> Response:
     rt = context(request).runtime
     who = actor(request)
-    with rt.sessions() as session:
+    # a transaction: showing a secret stored before sealing existed seals it
+    with rt.sessions.begin() as session:
         user = session.get(User, who.user_id)
         assert user is not None
         sessions = list_sessions(session, who, settings=rt.settings)
+        # the secret is shown only while enrolling, never once TOTP is on
+        secret = totp.enrollment_secret(session, who, settings=rt.settings)
         values: dict[str, Any] = {
             "sessions": sessions,
             "totp_enabled": user.totp_enabled,
-            "must_enroll": totp.needs_enrollment(session, who),
-            "secret": "",
-            "uri": "",
+            "must_enroll": who.must_enroll,
+            "secret": secret,
+            "uri": totp.provisioning_uri(secret, user.username) if secret else "",
             "error": "",
         }
-        if user.totp_secret and not user.totp_enabled:
-            values["secret"] = user.totp_secret
-            values["uri"] = totp.provisioning_uri(user.totp_secret, user.username)
     values.update(extra)
     return render(request, "account.html", status_code=status_code, **values)
 
 
-@allow()
+@allow(while_enrolling=True)
 async def account_page(request: Request) -> Response:
     """Your sessions and second factor."""
     return await run_in_threadpool(_page, request)
 
 
-@allow()
+@allow(while_enrolling=True)
 async def start_totp(request: Request) -> Response:
     """Issue a new authenticator secret to enroll (not active until a code confirms it)."""
     await checked_form(request)
+    rt = context(request).runtime
 
     def run() -> None:
-        with context(request).runtime.sessions.begin() as session:
-            totp.begin_enrollment(session, actor(request))
+        with rt.sessions.begin() as session:
+            totp.begin_enrollment(session, actor(request), settings=rt.settings)
 
-    await run_in_threadpool(run)
+    try:
+        await run_in_threadpool(run)
+    except totp.TotpError as exc:
+        message = str(exc)
+        return await run_in_threadpool(lambda: _page(request, 409, error=message))
     return done(request, "/admin/account")
 
 
-@allow()
+@allow(while_enrolling=True)
 async def confirm_totp(request: Request) -> Response:
     """Turn the second factor on with the code the authenticator app shows now."""
     form = await checked_form(request)
     code = field(form, "code")
+    rt = context(request).runtime
 
     def run() -> None:
-        with context(request).runtime.sessions.begin() as session:
-            totp.confirm_enrollment(session, actor(request), code)
+        with rt.sessions.begin() as session:
+            totp.confirm_enrollment(session, actor(request), code, settings=rt.settings)
 
     try:
         await run_in_threadpool(run)

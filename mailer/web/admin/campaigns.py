@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from mailer import campaigns, previews, reports
+from mailer import campaigns, previews, reports, template_store
 from mailer.access.permissions import ALLOWED_CATEGORIES
 from mailer.campaigns.times import parse_time
 from mailer.enums import CampaignStatus, Category, Role
@@ -23,7 +23,6 @@ from mailer.errors import (
     RuleError,
     TemplateError,
 )
-from mailer.messages import list_templates, load_template
 from mailer.models import User
 from mailer.web.admin.pages import (
     ZONES,
@@ -52,19 +51,11 @@ def _load(request: Request, campaign_id: int) -> tuple[Any, reports.CampaignCoun
 
 
 def _templates_for(request: Request) -> list[dict[str, str]]:
-    settings = context(request).runtime.settings
-    allowed = ALLOWED_CATEGORIES[Role(actor(request).role)]
-    out = []
-    for name in list_templates(settings):
-        try:
-            tpl = load_template(settings, name)
-        except TemplateError:
-            continue
-        if tpl.category in allowed:
-            out.append(
-                {"name": name, "category": tpl.category.value, "subject": tpl.subject_source}
-            )
-    return out
+    """Built-in and stored templates the user may send (a broken built-in is left out)."""
+    rt = context(request).runtime
+    with rt.sessions() as session:
+        choices = template_store.template_choices(session, rt.settings, actor(request))
+    return [t for t in choices if not t.get("error")]
 
 
 @allow(*SENDERS)
@@ -131,7 +122,7 @@ def _editor(
 async def new_campaign(request: Request) -> Response:
     """The editor for a new campaign."""
     categories = sorted(ALLOWED_CATEGORIES[Role(actor(request).role)])
-    values = {"name": "", "category": categories[0], "template": "", "rule": ""}
+    values = {"name": "", "category": categories[0], "template": "", "subject": "", "rule": ""}
     return _editor(request, values=values, errors={})
 
 
@@ -140,6 +131,7 @@ def _form_values(form: FormData) -> dict[str, str]:
         "name": field(form, "name"),
         "category": field(form, "category"),
         "template": field(form, "template"),
+        "subject": field(form, "subject"),
         "rule": str(form.get("rule", "")),
     }
 
@@ -201,6 +193,7 @@ async def edit_page(request: Request) -> Response:
         "name": campaign.name,
         "category": campaign.category,
         "template": campaign.template,
+        "subject": campaign.subject,
         "rule": campaign.rule_text,
     }
     count, errors = await _count(request, values)
@@ -242,6 +235,7 @@ async def _save(request: Request, campaign_id: int | None) -> Response:
                 category=values["category"],
                 template=values["template"],
                 rule_text=values["rule"],
+                subject=values["subject"],
             )
         return campaigns.edit_draft(
             rt,
@@ -250,13 +244,17 @@ async def _save(request: Request, campaign_id: int | None) -> Response:
             name=values["name"],
             template=values["template"],
             rule_text=values["rule"],
+            subject=values["subject"],
         )
 
     try:
         saved = await run_in_threadpool(run)
     except RuleError as exc:
         errors = {"rule": _rule_error(exc)}
-    except (CampaignError, TemplateError) as exc:
+    except TemplateError as exc:
+        at_subject = exc.template == "campaign subject"
+        errors = {"subject" if at_subject else "template": str(exc)}
+    except CampaignError as exc:
         errors = {"template": str(exc)}
     if errors:
         return _editor(request, values=values, errors=errors, campaign_id=campaign_id)
@@ -331,6 +329,7 @@ async def _preview_of(request: Request) -> tuple[Any, Any]:
             template=campaign.template,
             contact=contact,
             params=campaign.params,
+            campaign_id=campaign.id,
         )
     )
     return campaign, result
@@ -347,8 +346,13 @@ async def preview(request: Request) -> Response:
 async def preview_html(request: Request) -> Response:
     """The HTML part alone, for the preview's sandboxed iframe (no scripts, nothing loaded)."""
     _, result = await _preview_of(request)
+    return _sandboxed(result.html)
+
+
+def _sandboxed(html: str) -> HTMLResponse:
+    """An email's HTML for a frame of this site only, with no scripts and nothing loaded."""
     return HTMLResponse(
-        result.html,
+        html,
         headers={
             "content-security-policy": PREVIEW_CSP,
             "x-frame-options": "SAMEORIGIN",
@@ -512,17 +516,38 @@ async def report(request: Request) -> Response:
     campaign_id = int_param(request, "campaign_id")
     campaign, counts = await run_in_threadpool(_load, request, campaign_id)
 
-    def run() -> list[reports.SendLine]:
+    def run() -> tuple[list[reports.SendLine], Any]:
         with context(request).runtime.sessions() as session:
-            return reports.failures(session, campaign_id)
+            snapshot = template_store.snapshot_of(session, campaign_id)
+            return reports.failures(session, campaign_id), snapshot
 
+    failures, snapshot = await run_in_threadpool(run)
     return render(
         request,
         "report.html",
         campaign=campaign,
         counts=counts,
-        failures=await run_in_threadpool(run),
+        failures=failures,
+        snapshot=snapshot,
     )
+
+
+@allow(*SENDERS)
+async def sample_html(request: Request) -> Response:
+    """The HTML of the message rendered at launch (the snapshot), for a sandboxed frame."""
+    campaign_id = int_param(request, "campaign_id")
+    await run_in_threadpool(_load, request, campaign_id)
+
+    def run() -> str:
+        with context(request).runtime.sessions() as session:
+            snapshot = template_store.get_snapshot(session, campaign_id)
+            if snapshot is None:
+                raise NotFoundError(
+                    f"campaign {campaign_id} has no snapshot: one is kept when it launches"
+                )
+            return snapshot.sample_html
+
+    return _sandboxed(await run_in_threadpool(run))
 
 
 @allow(*SENDERS)

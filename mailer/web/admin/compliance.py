@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from mailer import audit, policy, reports
+from mailer import audit, policy, reports, template_store
 from mailer.enums import Role
 from mailer.errors import PolicyError
 from mailer.web.admin.pages import DEFAULT_ZONE, checked_form, done, field, render
@@ -31,6 +31,8 @@ COVERAGE_COLUMNS = [
     "skipped",
     "reason",
 ]
+#: Every coverage row names what the notice was made from (its launch snapshot).
+NOTICE_COLUMNS = ["notice_template", "notice_template_version", "notice_content_hash"]
 AUDIT_COLUMNS = ["id", "at", "actor", "ip", "action", "object_type", "object_id", "details"]
 
 
@@ -102,25 +104,39 @@ async def publish(request: Request) -> Response:
     )
 
 
-def _coverage(request: Request) -> Any:
+def _coverage(request: Request) -> tuple[Any, dict[str, Any] | None]:
     version = request.path_params["version"]
-    return policy.coverage(context(request).runtime, version, actor=actor(request))
+    rt = context(request).runtime
+    report = policy.coverage(rt, version, actor=actor(request))
+    with rt.sessions() as session:
+        # what the notice said: the launch snapshot of its campaign
+        return report, template_store.snapshot_of(session, report.campaign_id)
 
 
 @allow(Role.ADMIN)
 async def coverage(request: Request) -> Response:
     """Which clients the notice of a version reached, and why the others were not."""
-    report = await run_in_threadpool(_coverage, request)
-    return render(request, "coverage.html", report=report)
+    report, snapshot = await run_in_threadpool(_coverage, request)
+    return render(
+        request,
+        "coverage.html",
+        report=report,
+        snapshot=snapshot,
+        snapshot_campaign_id=report.campaign_id,
+    )
 
 
 @allow(Role.ADMIN)
 async def coverage_csv(request: Request) -> Response:
-    """Coverage of a version, one row per client, as CSV."""
-    report = await run_in_threadpool(_coverage, request)
-    rows = [[c.as_dict()[k] for k in COVERAGE_COLUMNS] for c in report.clients]
+    """Coverage of a version, one row per client, as CSV, naming the notice's template."""
+    report, snapshot = await run_in_threadpool(_coverage, request)
+    notice = [
+        (snapshot or {}).get(k) or ""
+        for k in ("template", "template_version_label", "content_hash")
+    ]
+    rows = [[*(c.as_dict()[k] for k in COVERAGE_COLUMNS), *notice] for c in report.clients]
     return Response(
-        reports.csv_text(COVERAGE_COLUMNS, rows),
+        reports.csv_text([*COVERAGE_COLUMNS, *NOTICE_COLUMNS], rows),
         media_type="text/csv; charset=utf-8",
         headers={
             "content-disposition": f'attachment; filename="policy-{report.version}-coverage.csv"'

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mailer.config import Settings
+from mailer.contacts.compliance import REASON_MAX_CHARS, REASON_MIN_CHARS
 from mailer.enums import Role
 from mailer.errors import ConfigError
 from mailer.web.context import context
@@ -23,6 +24,8 @@ from mailer.web.guard import csrf_token, is_valid_csrf
 #: ends with the browser session (no Max-Age or Expires).
 COOKIE = "mailer_admin"
 COOKIE_PATH = "/admin"
+#: Where an admin who must enroll TOTP is sent (their account page, with the enrollment form).
+ENROLL_PAGE = "/admin/account"
 #: CPI is in Bend, Oregon: times are shown and entered in this zone unless the user picks one.
 DEFAULT_ZONE = "America/Los_Angeles"
 ZONES = [
@@ -60,7 +63,13 @@ def make_environment(settings: Settings) -> Environment:
         lstrip_blocks=True,
     )
     env.globals.update(
-        company_name=settings.company_name, htmx=HTMX, role_names=ROLE_NAMES, Role=Role
+        company_name=settings.company_name,
+        htmx=HTMX,
+        role_names=ROLE_NAMES,
+        Role=Role,
+        # the reason fields' minlength/maxlength: the core's own rule (compliance.check_reason)
+        reason_min_chars=REASON_MIN_CHARS,
+        reason_max_chars=REASON_MAX_CHARS,
     )
     env.filters["local"] = local_time
     env.filters["number"] = lambda n: f"{n:,}"

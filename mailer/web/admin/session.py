@@ -9,6 +9,7 @@ from mailer.web import auth
 from mailer.web.admin.pages import (
     COOKIE,
     COOKIE_PATH,
+    ENROLL_PAGE,
     checked_form,
     redirect,
     render,
@@ -58,7 +59,7 @@ async def login(request: Request) -> Response:
     )
     if isinstance(result, auth.LoginFailure):
         needs_code = result.reason in ("totp_required", "totp_invalid")
-        status = {"throttled": 429, "invalid": 401}.get(result.reason, 200)
+        status = {"throttled": 429, "invalid": 401, "totp_unreadable": 401}.get(result.reason, 200)
         page = render(
             request,
             "login.html",
@@ -72,8 +73,9 @@ async def login(request: Request) -> Response:
         if result.retry_after_s:
             page.headers["retry-after"] = str(result.retry_after_s)
         return page
-    session_id, _ = result
-    response = redirect(target)
+    session_id, who = result
+    # an admin who must enroll TOTP can do nothing else: straight to the enrollment page
+    response = redirect(ENROLL_PAGE if who.must_enroll else target)
     is_https = request.url.scheme == "https" or ctx.runtime.settings.public_base_url.startswith(
         "https:"
     )
@@ -84,7 +86,7 @@ async def login(request: Request) -> Response:
     return response
 
 
-@allow()
+@allow(while_enrolling=True)
 async def logout(request: Request) -> Response:
     """End this session."""
     await checked_form(request)
@@ -94,7 +96,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-@allow()
+@allow(while_enrolling=True)
 async def logout_everywhere(request: Request) -> Response:
     """End every session of the signed-in user, on every device."""
     await checked_form(request)

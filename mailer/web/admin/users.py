@@ -1,6 +1,7 @@
 """Admin screens for users and API tokens: create, change role, disable/enable, reset password,
-sign out everywhere, create a token (shown once) and revoke it. Every change is a core call in
-`mailer.access`, which checks the actor and writes the audit log."""
+reset a second factor, sign out everywhere, create a token (shown once) and revoke it, and
+require TOTP of every admin. Every change is a core call in `mailer.access`, which checks the
+actor and writes the audit log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from mailer import access
+from mailer.access import totp
 from mailer.enums import Role
 from mailer.errors import MailerError
 from mailer.web.admin.pages import checked_form, done, field, render
@@ -23,12 +25,12 @@ EXPIRIES = {"30": 30, "90": 90, "365": 365, "never": None}
 
 
 def _page(request: Request, status_code: int = 200, **extra: Any) -> Response:
-    def run() -> tuple[list[Any], list[Any]]:
-        with context(request).runtime.sessions() as session:
-            who = actor(request)
-            return access.list_user_infos(session, who), access.list_tokens(session, who)
-
-    users, tokens = run()
+    with context(request).runtime.sessions() as session:
+        who = actor(request)
+        users = access.list_user_infos(session, who)
+        tokens = access.list_tokens(session, who)
+        totp_required = totp.totp_required_for_admins(session)
+        pending = totp.admins_without_totp(session)
     values = {"values": {}, "error": "", "new_token": None, **extra}
     return render(
         request,
@@ -38,6 +40,8 @@ def _page(request: Request, status_code: int = 200, **extra: Any) -> Response:
         tokens=tokens,
         roles=list(Role),
         expiries=list(EXPIRIES),
+        totp_required=totp_required,
+        admins_without_totp=pending,
         **values,
     )
 
@@ -83,12 +87,14 @@ def _user_action(kind: str) -> Any:
                     access.enable_user(session, who, username)
                 elif kind == "password":
                     access.set_password(session, who, username, str(form.get("password", "")))
+                elif kind == "reset-totp":
+                    totp.disable_totp(session, who, username)
                 else:
                     access.close_all_sessions(session, who, username)
 
         try:
             await run_in_threadpool(run)
-        except access.UserError as exc:
+        except (access.UserError, totp.TotpError) as exc:
             message = str(exc)
             return await run_in_threadpool(lambda: _page(request, 422, error=message))
         return done(request, f"/admin/users?notice={kind}&user={username}")
@@ -99,6 +105,7 @@ def _user_action(kind: str) -> Any:
         "disable": "Disable a user: their sessions and tokens stop working at once.",
         "enable": "Enable a disabled user again.",
         "password": "Set a new password for a user (their sessions end).",
+        "reset-totp": "Turn off a user's second factor (a lost phone): they set it up again.",
         "logout-everywhere": "Sign a user out of every session.",
     }[kind]
     return allow(Role.ADMIN)(endpoint)
@@ -108,7 +115,30 @@ set_role = _user_action("role")
 disable = _user_action("disable")
 enable = _user_action("enable")
 reset_password = _user_action("password")
+reset_totp = _user_action("reset-totp")
 logout_everywhere = _user_action("logout-everywhere")
+
+
+@allow(Role.ADMIN)
+async def require_totp(request: Request) -> Response:
+    """Require (or stop requiring) an authenticator app of every admin at sign-in."""
+    form = await checked_form(request)
+    state = field(form, "required")
+    if state not in ("on", "off"):
+        return await run_in_threadpool(
+            lambda: _page(request, 422, error=f"required={state!r}: send 'on' or 'off'")
+        )
+
+    def run() -> None:
+        with context(request).runtime.sessions.begin() as session:
+            totp.set_totp_required_for_admins(session, actor(request), state == "on")
+
+    try:
+        await run_in_threadpool(run)
+    except totp.TotpError as exc:
+        message = str(exc)
+        return await run_in_threadpool(lambda: _page(request, 422, error=message))
+    return done(request, f"/admin/users?notice=totp-{state}")
 
 
 @allow(Role.ADMIN)
@@ -156,7 +186,9 @@ ROUTES: list[BaseRoute] = [
     Route("/users/{username}/disable", disable, methods=["POST"]),
     Route("/users/{username}/enable", enable, methods=["POST"]),
     Route("/users/{username}/password", reset_password, methods=["POST"]),
+    Route("/users/{username}/reset-totp", reset_totp, methods=["POST"]),
     Route("/users/{username}/logout-everywhere", logout_everywhere, methods=["POST"]),
+    Route("/settings/totp-required", require_totp, methods=["POST"]),
     Route("/tokens", create_token, methods=["POST"]),
     Route("/tokens/{public_id}/revoke", revoke_token, methods=["POST"]),
 ]

@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mailer.enums import Role
 from mailer.errors import MailerError
 from mailer.web import auth
-from mailer.web.api import campaigns, records
-from mailer.web.context import AppContext
+from mailer.web.api import campaigns, records, templates
+from mailer.web.context import AppContext, actor
 from mailer.web.openapi import document
 from mailer.web.problems import (
     InvalidInput,
@@ -57,7 +57,13 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns/{campaign_id:int}/report.csv", c.report_csv, methods=["GET"]),
         Route("/audiences/check", c.check_rule, methods=["POST"]),
         Route("/audiences/count", c.count_audience, methods=["POST"]),
-        Route("/templates", c.list_template_names, methods=["GET"]),
+        Route("/templates", templates.list_templates, methods=["GET"]),
+        Route("/templates/stored/{category}/{name}", templates.get_stored, methods=["GET"]),
+        Route(
+            "/templates/stored/{category}/{name}/versions",
+            templates.save_version,
+            methods=["POST"],
+        ),
         *r.ROUTES,
     ]
 
@@ -104,6 +110,16 @@ async def _forbidden(request: Request, allowed: Iterable[Role]) -> Response:
     return problem(403, f"this needs the role {names}")
 
 
+async def _must_enroll(request: Request) -> Response:
+    who = actor(request)
+    return problem(
+        403,
+        f"this token acts as the admin {who.username!r}, and every admin must sign in with an "
+        f"authenticator app (TOTP), which {who.username} has not set up: {who.username} signs "
+        "in at /admin/ and sets it up, then this token works again",
+    )
+
+
 def create_api_app(ctx: AppContext) -> Starlette:
     app = Starlette(
         routes=routes(),
@@ -121,4 +137,5 @@ def create_api_app(ctx: AppContext) -> Starlette:
     app.state.ctx = ctx
     app.state.on_anonymous = _anonymous
     app.state.on_forbidden = _forbidden
+    app.state.on_must_enroll = _must_enroll
     return app

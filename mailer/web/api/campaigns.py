@@ -1,5 +1,5 @@
-"""API: campaigns (create, preview, test send, launch, pause, resume, cancel, status, report),
-audiences (check, count, sample) and templates."""
+"""API: campaigns (create, preview, test send, launch, pause, resume, cancel, status, report)
+and audiences (check, count, sample)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailer import campaigns, previews, reports
+from mailer import campaigns, previews, reports, template_store
 from mailer.enums import CampaignStatus, Category, Role
 from mailer.errors import CampaignError, RuleError, TemplateError
-from mailer.messages import list_templates, load_template
 from mailer.models import Campaign
 from mailer.rules import parse_rule
 from mailer.web.context import MAX_ID, actor, context, int_param, report_csv_response
@@ -55,12 +54,31 @@ CAMPAIGN = {
         "status": {"type": "string", "enum": [s.value for s in CampaignStatus]},
         "status_detail": {"type": "string"},
         "template": {"type": "string"},
+        "template_version_id": {
+            "type": ["integer", "null"],
+            "description": "the stored template version pinned at launch (null: built-in)",
+        },
+        "subject": {"type": "string", "description": "the campaign's own subject, if any"},
         "rule": {"type": "string"},
         "created_by": {"type": "string"},
         "scheduled_at": {"type": ["string", "null"]},
         "launched_at": {"type": ["string", "null"]},
         "completed_at": {"type": ["string", "null"]},
         "counts": COUNTS,
+    },
+}
+#: What a launched campaign was sent with (null before launch).
+SNAPSHOT = {
+    "type": ["object", "null"],
+    "properties": {
+        "template": {"type": "string"},
+        "template_version": {"type": ["integer", "null"]},
+        "template_version_label": {"type": "string"},
+        "content_hash": {"type": "string"},
+        "subject_source": {"type": "string"},
+        "sample_subject": {"type": "string"},
+        "sample_email": {"type": "string"},
+        "created_at": {"type": "string"},
     },
 }
 PAGE_QUERY = [
@@ -76,6 +94,11 @@ CREATE = {
         "category": {"type": "string", "enum": CATEGORIES},
         "template": {"type": "string", "minLength": 1, "maxLength": 200},
         "rule": {"type": "string", "maxLength": 20000},
+        "subject": {
+            "type": "string",
+            "maxLength": 300,
+            "description": "replaces the template's subject (Jinja, checked like it)",
+        },
     },
 }
 AS_CONTACT = {
@@ -138,6 +161,8 @@ def campaign_json(c: Campaign, counts: reports.CampaignCounts) -> dict[str, Any]
         "status": c.status,
         "status_detail": c.status_detail,
         "template": c.template,
+        "template_version_id": c.template_version_id,
+        "subject": c.subject,
         "rule": c.rule_text,
         "created_by": c.created_by,
         "scheduled_at": iso(c.scheduled_at),
@@ -217,13 +242,19 @@ async def create_campaign(request: Request) -> Response:
                 category=body["category"],
                 template=body["template"],
                 rule_text=body.get("rule", ""),
+                subject=body.get("subject", ""),
             )
         )
     except RuleError as exc:
         raise InvalidInput(rule_error_fields(exc)) from exc
     except TemplateError as exc:
-        raise InvalidInput([{"field": "template", "message": str(exc)}]) from exc
+        raise InvalidInput(_template_fields(exc)) from exc
     return JSONResponse(await _campaign(request, campaign.id), status_code=201)
+
+
+def _template_fields(exc: TemplateError) -> list[dict[str, Any]]:
+    field = "subject" if exc.template == "campaign subject" else "template"
+    return [{"field": field, "message": str(exc)}]
 
 
 async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
@@ -250,6 +281,11 @@ EDIT = {
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "template": {"type": "string", "minLength": 1, "maxLength": 200},
         "rule": {"type": "string", "maxLength": 20000},
+        "subject": {
+            "type": "string",
+            "maxLength": 300,
+            "description": "replaces the template's subject (Jinja, checked like it)",
+        },
     },
 }
 
@@ -270,12 +306,13 @@ async def edit_campaign(request: Request) -> Response:
                 name=body["name"],
                 template=body["template"],
                 rule_text=body.get("rule", ""),
+                subject=body.get("subject"),
             )
         )
     except RuleError as exc:
         raise InvalidInput(rule_error_fields(exc)) from exc
     except TemplateError as exc:
-        raise InvalidInput([{"field": "template", "message": str(exc)}]) from exc
+        raise InvalidInput(_template_fields(exc)) from exc
     return JSONResponse(await _campaign(request, campaign_id))
 
 
@@ -291,6 +328,7 @@ async def preview_campaign(request: Request) -> Response:
             actor(request),
             template=campaign["template"],
             contact=body["contact_id"],
+            campaign_id=campaign["id"],
         )
     )
     return JSONResponse(
@@ -414,19 +452,25 @@ cancel = _transition("cancel")
     "campaigns",
     response={
         "type": "object",
-        "properties": {"campaign": CAMPAIGN, "failures": {"type": "array"}},
+        "properties": {
+            "campaign": CAMPAIGN,
+            "failures": {"type": "array"},
+            "snapshot": SNAPSHOT,
+        },
     },
 )
 async def report(request: Request) -> Response:
-    """Counts plus failed, unknown and deferred sends with their SMTP replies."""
+    """Counts, failed, unknown and deferred sends with their SMTP replies, and what was sent."""
     campaign_id = int_param(request, "campaign_id")
     campaign = await _campaign(request, campaign_id)
 
-    def run() -> list[dict[str, Any]]:
+    def run() -> tuple[list[dict[str, Any]], Any]:
         with context(request).runtime.sessions() as session:
-            return [vars(f) for f in reports.failures(session, campaign_id)]
+            failures = [vars(f) for f in reports.failures(session, campaign_id)]
+            return failures, template_store.snapshot_of(session, campaign_id)
 
-    return JSONResponse({"campaign": campaign, "failures": await run_in_threadpool(run)})
+    failures, snapshot = await run_in_threadpool(run)
+    return JSONResponse({"campaign": campaign, "failures": failures, "snapshot": snapshot})
 
 
 @allow(*SENDERS)
@@ -492,28 +536,3 @@ async def count_audience(request: Request) -> Response:
         raise InvalidInput(rule_error_fields(exc)) from exc
     data = result.as_dict()
     return JSONResponse({k: data[k] for k in ("eligible", "matched", "excluded", "sample")})
-
-
-@allow(*SENDERS)
-@operation(
-    "templates",
-    response={"type": "object", "properties": {"items": {"type": "array"}}},
-)
-async def list_template_names(request: Request) -> Response:
-    """Templates the caller may send, with category and subject."""
-    settings = context(request).runtime.settings
-    role = actor(request).role
-    from mailer.access.permissions import ALLOWED_CATEGORIES
-
-    items = []
-    for name in list_templates(settings):
-        try:
-            tpl = load_template(settings, name)
-        except TemplateError as exc:
-            items.append({"name": name, "category": "", "subject": "", "error": str(exc)})
-            continue
-        if tpl.category in ALLOWED_CATEGORIES[Role(role)]:
-            items.append(
-                {"name": name, "category": tpl.category.value, "subject": tpl.subject_source}
-            )
-    return JSONResponse({"items": items})

@@ -13,9 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailer import access, audit, policy
+from mailer import access, audit, policy, template_store
 from mailer.contacts import import_contacts
 from mailer.contacts.compliance import (
+    REASON_MAX_CHARS,
+    REASON_MIN_CHARS,
     ComplianceError,
     admin_opt_out,
     suppress_contact,
@@ -47,7 +49,8 @@ CONTACT = {
         "status": {"type": "string"},
     },
 }
-REASON = {"type": "string", "minLength": 1, "maxLength": 500}
+#: The reason of a consent or suppression change: the core's rule (`check_reason`), as a schema.
+REASON = {"type": "string", "minLength": REASON_MIN_CHARS, "maxLength": REASON_MAX_CHARS}
 
 
 def _contact_json(c: ContactRow) -> dict[str, Any]:
@@ -307,12 +310,18 @@ async def publish_version(request: Request) -> Response:
 @allow(Role.ADMIN)
 @operation("policy", response={"type": "object"})
 async def version_coverage(request: Request) -> Response:
-    """Which clients a version's notice reached, and why the others were not."""
+    """Which clients a version's notice reached, why the others were not, and what it said."""
     version = request.path_params["version"]
-    report = await run_in_threadpool(
-        lambda: policy.coverage(context(request).runtime, version, actor=actor(request))
-    )
-    return JSONResponse(report.as_dict())
+    rt = context(request).runtime
+
+    def run() -> dict[str, Any]:
+        report = policy.coverage(rt, version, actor=actor(request))
+        with rt.sessions() as session:
+            # the notice's launch snapshot: template, version, subject, content hash
+            notice = template_store.snapshot_of(session, report.campaign_id)
+        return {**report.as_dict(), "notice": notice}
+
+    return JSONResponse(await run_in_threadpool(run))
 
 
 @allow(Role.ADMIN)

@@ -1,0 +1,52 @@
+"""The admin contact page and the API's contact changes over HTTP: one rule for a reason."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mailer import access
+from mailer.contacts.compliance import REASON_MAX_CHARS, REASON_MIN_CHARS
+from mailer.models import OptOut
+from mailer.runtime import Runtime
+from tests.web_fixtures import csrf_of
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+
+def test_the_reason_fields_take_the_cores_limits_and_a_short_reason_is_refused_everywhere(
+    rt: Runtime, staff: Any, client_for: Any, make_contact: Any
+) -> None:
+    contact = make_contact()
+    client = client_for("ada")
+    page = client.get(f"/admin/contacts/{contact.id}").text
+    limits = re.findall(r'name="reason" [^>]*minlength="(\d+)" maxlength="(\d+)"', page)
+    assert limits and set(limits) == {(str(REASON_MIN_CHARS), str(REASON_MAX_CHARS))}
+    # a browser without the HTML check (or a crafted post) gets the core's answer
+    response = client.post(
+        f"/admin/contacts/{contact.id}/opt-out",
+        data={"csrf_token": csrf_of(page), "scope": "promotions", "reason": "no"},
+    )
+    assert response.status_code == 422
+    assert f"write at least {REASON_MIN_CHARS} characters" in response.text
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada")
+        token = access.create_api_token(s, ada, name="tests").token
+    response = client.post(
+        f"/api/v1/contacts/{contact.id}/suppress",
+        json={"reason": "no"},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "body.reason", "message": f"needs at least {REASON_MIN_CHARS} characters"}
+    ]
+    schema = client.get("/api/v1/openapi.json").json()
+    body = schema["paths"]["/api/v1/contacts/{contact_id}/suppress"]["post"]["requestBody"]
+    reason = body["content"]["application/json"]["schema"]["properties"]["reason"]
+    assert (reason["minLength"], reason["maxLength"]) == (REASON_MIN_CHARS, REASON_MAX_CHARS)
+    with rt.sessions() as s:
+        assert s.scalars(select(OptOut)).first() is None
