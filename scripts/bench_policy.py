@@ -206,6 +206,10 @@ def _publish(rt: Runtime, env: dict[str, str], clock: SinkClock) -> dict[str, An
         ).one()
     if clock.first_accepted is None:
         raise SystemExit("the sink accepted nothing")
+    if published_at is None or completed_at is None or first_sent_at is None:
+        raise SystemExit(
+            f"the notice did not finish: published {published_at}, completed {completed_at}"
+        )
     began = published_at.timestamp()  # publish_policy's own start, inside the command
     figures = {
         "campaign_id": campaign_id,
