@@ -79,3 +79,24 @@ def test_the_start_up_schema_check_agrees_with_alembic_without_importing_it(
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_pg_array_round_trips_through_postgresql(rt: Runtime) -> None:
+    when = dt.datetime(2026, 11, 30, 5, 50, 1, 123456, tzinfo=dt.UTC)
+    texts = ['a\\b "quoted", {braces}', "NULL", "", None, "é ünïcode", "  spaced  "]
+    with rt.sessions() as s:
+        with db.pipelined(s) as conn:
+            cursor = conn.execute(
+                "SELECT %s::bigint[], %s::int[], %s::text[], %s::bool[], %s::timestamptz[]",
+                [
+                    db.pg_array([1, 2**40]),
+                    db.pg_array([None, 250]),
+                    db.pg_array(texts),
+                    db.pg_array([True, False, None]),
+                    db.pg_array([when, None]),
+                ],
+            )
+        row = cursor.fetchone()
+    assert row == ([1, 2**40], [None, 250], texts, [True, False, None], [when, None])
+    assert db.pg_array([]) == "{}"

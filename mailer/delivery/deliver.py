@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from mailer.access import SYSTEM
 from mailer.campaigns.lifecycle import complete_if_done, transition
-from mailer.db import HeldConnection, pipelined
+from mailer.db import HeldConnection, pg_array, pipelined
 from mailer.delivery.identities import recipient_from_row, sender_for
 from mailer.delivery.journal import Journal
 from mailer.delivery.recovery import settle_own_journal
@@ -468,7 +468,7 @@ def _claim_postgres(
     lease: dt.datetime,
 ) -> tuple[dict[int, Claimed], Sequence[Any]]:
     params = {
-        "ids": ids,
+        "ids": pg_array(ids),
         "now": now,
         "lease": lease,
         "campaign_id": campaign_id,

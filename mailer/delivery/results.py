@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.config import Settings
-from mailer.db import insert_ignoring_duplicates, pipelined
+from mailer.db import insert_ignoring_duplicates, pg_array, pipelined
 from mailer.deliverability import soft as soft_bounces
 from mailer.enums import SendStatus, SuppressionReason
 from mailer.models import Send, Suppression
@@ -241,8 +241,10 @@ def _write(session: Session, rows: list[dict[str, Any]], *, commit: bool = False
         # the rows of one write share their `now` (one record_results call), and a row's sent_at
         # is that `now` or nothing (`_row`): both go as one value, not as arrays of 50 (turning
         # timestamps into text was the dearest part of the statement's parameters)
-        columns: dict[str, Any] = {key: [row[f"b_{key}"] for row in rows] for key in _PG_ARRAYS}
-        columns["is_sent"] = [row["b_sent_at"] is not None for row in rows]
+        columns: dict[str, Any] = {
+            key: pg_array([row[f"b_{key}"] for row in rows]) for key in _PG_ARRAYS
+        }
+        columns["is_sent"] = pg_array([row["b_sent_at"] is not None for row in rows])
         columns["now"] = rows[0]["b_now"]
         with pipelined(session) as conn:
             conn.execute(_PG_RECORD, columns)
