@@ -38,6 +38,7 @@ from mailer.messages import (  # noqa: E402
 from mailer.messages.context import SAMPLE_RECIPIENT  # noqa: E402
 from mailer.models import Campaign, Contact, Send  # noqa: E402
 from mailer.runtime import open_runtime  # noqa: E402
+from tests.bench_processes import start_workers  # noqa: E402
 from tests.sink_dump import SinkDump, greeted  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
 
@@ -145,22 +146,7 @@ def _bench(args: argparse.Namespace, tmp: Path, dump: SinkDump | None) -> None:
         log_from = _log_statements(admin, db_name) if args.statements else None
         sink_before = sink.delivered()  # 0: smtp-source has a sink of its own
 
-        workers = subprocess.Popen(
-            [
-                "mailer",
-                "worker",
-                "--processes",
-                str(args.processes),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        time.sleep(3)  # let the worker processes boot and connect to Redis
+        workers = start_workers(env, ROOT, args.processes, args.threads)
         run(
             "mailer",
             "campaign",

@@ -29,6 +29,7 @@ from mailer.config import Settings  # noqa: E402
 from mailer.contacts.sample import load_sample_into_db, sample_contact  # noqa: E402
 from mailer.models import Campaign, PolicyVersion, Send, User  # noqa: E402
 from mailer.runtime import Runtime, open_runtime  # noqa: E402
+from tests.bench_processes import start_workers  # noqa: E402
 from tests.sink_dump import SinkDump, greeted  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
 
@@ -106,22 +107,7 @@ def _bench(args: argparse.Namespace, dump: SinkDump | None) -> None:
         )
         rt = open_runtime(Settings.from_env())
         _load(rt, args.organizations)
-        workers = subprocess.Popen(
-            [
-                "mailer",
-                "worker",
-                "--processes",
-                str(args.processes),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        time.sleep(3)  # let the worker processes boot and connect to Redis
+        workers = start_workers(env, ROOT, args.processes, args.threads)
         result: dict[str, Any] = {"organizations": args.organizations}
         result.update(_publish(rt, env, clock))
         failure = _verify(result, clock.accepted, dump)
