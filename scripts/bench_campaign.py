@@ -38,7 +38,7 @@ from mailer.messages import (  # noqa: E402
 from mailer.messages.context import SAMPLE_RECIPIENT  # noqa: E402
 from mailer.models import Campaign, Contact, Send  # noqa: E402
 from mailer.runtime import open_runtime  # noqa: E402
-from tests.bench_processes import start_workers  # noqa: E402
+from tests.bench_processes import start_workers, stop_workers  # noqa: E402
 from tests.sink_dump import SinkDump, greeted  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
 
@@ -239,8 +239,7 @@ def _bench(args: argparse.Namespace, tmp: Path, dump: SinkDump | None) -> None:
             raise SystemExit(failure)
     finally:
         if workers is not None:
-            os.killpg(workers.pid, 15)
-            workers.wait(30)
+            stop_workers(workers)
         sink.process.kill()
         if not args.keep:
             with admin.connect() as conn:

@@ -29,7 +29,7 @@ from mailer.config import Settings  # noqa: E402
 from mailer.contacts.sample import load_sample_into_db, sample_contact  # noqa: E402
 from mailer.models import Campaign, PolicyVersion, Send, User  # noqa: E402
 from mailer.runtime import Runtime, open_runtime  # noqa: E402
-from tests.bench_processes import start_workers  # noqa: E402
+from tests.bench_processes import start_workers, stop_workers  # noqa: E402
 from tests.sink_dump import SinkDump, greeted  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
 
@@ -111,8 +111,7 @@ def _bench(args: argparse.Namespace, dump: SinkDump | None) -> None:
         result: dict[str, Any] = {"organizations": args.organizations}
         result.update(_publish(rt, env, clock))
         failure = _verify(result, clock.accepted, dump)
-        os.killpg(workers.pid, 15)
-        workers.wait(30)
+        stop_workers(workers)
         workers = None
         result.update(_coverage_and_resend(rt, result["campaign_id"]))
         print(json.dumps(result))
@@ -121,8 +120,7 @@ def _bench(args: argparse.Namespace, dump: SinkDump | None) -> None:
             raise SystemExit(failure)
     finally:
         if workers is not None:
-            os.killpg(workers.pid, 15)
-            workers.wait(30)
+            stop_workers(workers)
         sink.process.kill()
         if not args.keep:
             with admin.connect() as conn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,3 +26,9 @@ def start_workers(
     )
     time.sleep(WORKER_BOOT_S)
     return workers
+
+
+def stop_workers(workers: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the whole worker group (`mailer worker` and its processes) and wait for it."""
+    os.killpg(workers.pid, signal.SIGTERM)
+    workers.wait(30)

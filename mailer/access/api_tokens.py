@@ -22,8 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.access.actor import Actor, audit, require
-from mailer.access.totp import user_must_enroll
-from mailer.enums import Role
+from mailer.access.totp import signed_in_actor, user_must_enroll
 from mailer.errors import MailerError, NotFoundError
 from mailer.models import ApiToken, User, utcnow
 
@@ -178,14 +177,7 @@ def token_actor(
         or (now - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S
     ):
         row.last_used_at = now
-    return Actor(
-        user_id=user.id,
-        username=user.username,
-        role=Role(user.role),
-        via="api",
-        ip=ip,
-        must_enroll=user_must_enroll(session, user),
-    )
+    return signed_in_actor(session, user, via="api", ip=ip)
 
 
 def revoke_token(session: Session, actor: Actor, public_id: str) -> TokenInfo:

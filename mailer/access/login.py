@@ -22,7 +22,6 @@ from mailer.access.users import (
     verify_password_hash,
 )
 from mailer.config import Settings
-from mailer.enums import Role
 from mailer.models import User
 from mailer.sealing import SealError
 
@@ -140,14 +139,7 @@ def authenticate(
         user_agent=user_agent[:200],
         second_factor=user.totp_enabled,
     )
-    return Actor(
-        user_id=user.id,
-        username=user.username,
-        role=Role(user.role),
-        via=via,
-        ip=ip,
-        must_enroll=totp.user_must_enroll(session, user),
-    )
+    return totp.signed_in_actor(session, user, via=via, ip=ip)
 
 
 def _fail(session: Session, username: str, ip: str, via: str, why: str) -> LoginFailure:

@@ -13,10 +13,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailer.access.actor import Actor, audit, require
-from mailer.access.totp import user_must_enroll
+from mailer.access.totp import signed_in_actor
 from mailer.config import Settings
 from mailer.db import rows_changed
-from mailer.enums import Role
 from mailer.models import LoginSession, User, utcnow
 
 #: Random bytes in a session id (256 bits).
@@ -91,14 +90,7 @@ def session_actor(
         return None
     if (now - row.last_seen_at).total_seconds() >= LAST_SEEN_RESOLUTION_S:
         row.last_seen_at = now
-    return Actor(
-        user_id=user.id,
-        username=user.username,
-        role=Role(user.role),
-        via="web",
-        ip=ip,
-        must_enroll=user_must_enroll(session, user),
-    )
+    return signed_in_actor(session, user, via="web", ip=ip)
 
 
 def close_session(session: Session, session_id: str, *, actor: Actor | None = None) -> bool:

@@ -287,6 +287,19 @@ def user_must_enroll(session: Session, user: User) -> bool:
     return totp_required_for_admins(session)
 
 
+def signed_in_actor(session: Session, user: User, *, via: str, ip: str | None) -> Actor:
+    """The actor of `user` signed in (password, session cookie or API token) from `ip`: one
+    who must enroll first when TOTP is required of them and they have none."""
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        via=via,
+        ip=ip,
+        must_enroll=user_must_enroll(session, user),
+    )
+
+
 def _own_user(session: Session, actor: Actor) -> User:
     user = session.get(User, actor.user_id) if actor.user_id is not None else None
     if user is None:
