@@ -26,6 +26,7 @@ from mailer.messages import (
     CampaignMessages,
     Recipient,
     SenderIdentity,
+    builder,
     load_template,
 )
 from mailer.messages import headers as h
@@ -508,3 +509,75 @@ def test_sample_promotions_link_to_the_company_website_not_to_mailers_own_pages(
         assert f"https://www.commpart.example/{slug}" in body
         assert f"{BASE}/{slug}" not in body
         assert "https://www.commpart.example//" not in body
+
+
+def test_message_ids_and_verp_addresses_keep_the_form_mail_already_sent_carries() -> None:
+    # Known answers: bounces and complaints quote these, so they must read back after any change.
+    out = messages_for(Category.PROMOTIONS).build(RECIPIENT)
+    assert out.message_id == "<12.501.55b4b8ab6b51e597@cpi.example>"
+    assert out.mail_from == "bounces+1f5-df4adfd24996ce88a2a3@cpi.example"
+
+
+def _fold_word_by_word(name: str, words: list[str]) -> bytes:
+    """The folding rule spelled out plainly, as the oracle of `h.fold`'s fast paths."""
+    lines, line = [], f"{name}:"
+    for word in words:
+        if len(line) + 1 + len(word) > h.MAX_LINE and line != f"{name}:":
+            lines.append(line)
+            line = " " + word
+        else:
+            line = f"{line} {word}"
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _is_plain_word_by_word(text: str) -> bool:
+    return text.isascii() and "=?" not in text and all(len(w) <= 66 for w in text.split(" "))
+
+
+# words around the edges: the 78-column line, the 66-character word, non-ASCII, "=?"
+edge_words = st.one_of(
+    st.text(alphabet="ab", min_size=0, max_size=3),
+    st.sampled_from(["x" * 65, "x" * 66, "x" * 67, "x" * 77, "x" * 78, "=?", "é", "ü" * 66]),
+    st.text(alphabet=string.ascii_letters + "é=?", max_size=30),
+)
+
+
+@hyp_settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(["To", "Subject", "List-Unsubscribe"]), words=st.lists(edge_words))
+def test_folding_and_the_plain_text_check_match_the_word_by_word_rules(
+    name: str, words: list[str]
+) -> None:
+    assert h.fold(name, words) == _fold_word_by_word(name, words)
+    text = " ".join(words)
+    assert h._is_plain(text) == _is_plain_word_by_word(text)
+
+
+@pytest.mark.parametrize(
+    ("word", "is_encoded"),
+    [("x" * 66, False), ("x" * 67, True), ("é" + "x" * 10, True), ("a=?b", True)],
+)
+def test_a_subject_goes_plain_only_when_ascii_with_no_word_too_long_to_fold(
+    word: str, is_encoded: bool
+) -> None:
+    raw = h.unstructured("Subject", f"Short words then {word} and more")
+    assert (b"=?utf-8?b?" in raw) is is_encoded
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+
+
+def test_a_subject_header_made_once_is_the_same_for_every_recipient_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a campaign that keeps at most 3 subject headers
+    monkeypatch.setattr(builder, "SUBJECT_CACHE_SIZE", 3)
+    messages = messages_for(Category.PROMOTIONS)
+    orgs = ["Acme", "Zoë Health", "Eve\r\nBcc: victim@example.com", "x" * 90, "Acme", "Beta"]
+    for n, org in enumerate(orgs * 2):
+        # When recipients of several organizations (one injecting CR/LF) get their messages
+        out = messages.build(recipient(send_id=n + 1, org_name=org))
+        # Then each Subject is the one made for that subject alone, without a header added
+        subject, _, _ = messages.render_parts(recipient(org_name=org))
+        head = out.data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+        assert h.unstructured("Subject", subject) in head
+        assert "bcc" not in header_names(out.data)
+        assert len(messages._subject_headers) <= 3

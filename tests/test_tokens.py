@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +12,7 @@ from hypothesis import strategies as st
 from mailer.config import Secret, Settings
 from mailer.enums import Category
 from mailer.errors import TokenError
-from mailer.tokens import RecipientToken, TokenSigner
+from mailer.tokens import PreparedHmac, RecipientToken, TokenSigner
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
 
@@ -92,3 +95,29 @@ def test_tokens_never_expire() -> None:
     signer = _signer()
     token = signer.make(3, Category.PROMOTIONS, 4)
     assert signer.make(3, Category.PROMOTIONS, 4) == token
+
+
+@given(key=st.binary(max_size=200), prefix=st.binary(max_size=80), data=st.binary(max_size=300))
+def test_a_prepared_hmac_is_hmac_sha256_of_the_prefix_and_the_data(
+    key: bytes, prefix: bytes, data: bytes
+) -> None:
+    # keys shorter than, equal to and longer than SHA-256's 64-byte block (hashed first)
+    expected = hmac.new(key, prefix + data, hashlib.sha256)
+    prepared = PreparedHmac(key, prefix)
+    assert prepared.digest(data) == expected.digest()
+    assert prepared.hexdigest(data) == expected.hexdigest()
+    assert prepared.digest(data) == expected.digest()  # the prepared state is left as it was
+
+
+def test_tokens_keep_the_exact_form_links_already_sent_carry() -> None:
+    # Known answers: links and VERP addresses in mail already sent must keep verifying.
+    signer = _signer()
+    assert signer.make(42, Category.PROMOTIONS, 1001) == "NDI6MToxMDAx.1vEbn1HCmZLVixuRG315mA"
+    assert signer.make(42, "policy") == "NDI6Mzow.IBmR1mqQcd7RqxO9Dn35WQ"
+    assert signer.make_bounce(1001) == "3e9-dd36bcadbc3d0929180f"
+    assert signer.read_bounce("3E9-DD36BCADBC3D0929180F") == 1001
+
+
+def test_an_unknown_category_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="newsletters"):
+        _signer().make(1, "newsletters", 1)

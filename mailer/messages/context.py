@@ -1,7 +1,12 @@
 """The allowlisted template context: the only names and fields a template can see.
 
-Each view is a small frozen dataclass; the static check (`templates.py`) reads their fields, so a
+Each view is a small dataclass; the static check (`templates.py`) reads their fields, so a
 typo such as `contact.frist_name` fails when the template is loaded, not mid-campaign.
+
+The recipient and the views made for each message are not frozen: a frozen dataclass sets each
+field through `object.__setattr__`, ~5× the cost of a plain one, and a message makes five of
+them. Nothing writes to them: they live for one message, and a template cannot assign an
+attribute (Jinja allows that on a `namespace()` only, and the sandbox hides `__setattr__`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 from mailer.enums import Category
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recipient:
     """One recipient of one send, as the delivery engine reads it from the send log."""
 
@@ -53,7 +58,7 @@ class SenderIdentity:
     reply_to: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContactView:
     first_name: str
     last_name: str
@@ -62,7 +67,7 @@ class ContactView:
     title: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OrganizationView:
     name: str
     industry: str
@@ -72,7 +77,7 @@ class OrganizationView:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ManagerView:
     name: str
     email: str
@@ -100,7 +105,7 @@ class CompanyView:
     website: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LinksView:
     """Per-recipient links; empty strings where the category has none."""
 

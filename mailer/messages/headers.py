@@ -21,6 +21,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
 _BAD_IN_ADDRESS = re.compile(r"[\x00-\x20\x7f<>()\[\],;:\\\"]")
+#: A word (a run between single spaces) longer than `_MAX_WORD`.
+_LONG_WORD = re.compile(f"[^ ]{{{_MAX_WORD + 1},}}")
 
 
 def clean_text(value: str) -> str:
@@ -51,19 +53,23 @@ def encoded_words(text: str) -> list[str]:
 
 def fold(name: str, words: list[str]) -> bytes:
     """`Name: w1 w2 …` folded with CRLF+space so lines stay ≤78 where a word allows."""
+    start = f"{name}:"
     if words:
-        line = f"{name}: {' '.join(words)}"
+        line = f"{start} {' '.join(words)}"
         if len(line) <= MAX_LINE:  # fits on one line: what the loop below would give
             return (line + "\r\n").encode("utf-8")
-    lines, line = [], f"{name}:"
-    for word in words:
-        if len(line) + 1 + len(word) > MAX_LINE and line != f"{name}:":
-            lines.append(line)
-            line = " " + word
+    # A word goes on the current line if it fits, or if the line has no word yet.
+    pieces, width = [start], len(start)
+    for n, word in enumerate(words):
+        if n and width + 1 + len(word) > MAX_LINE:
+            pieces.append("\r\n ")
+            width = 1 + len(word)
         else:
-            line = f"{line} {word}"
-    lines.append(line)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+            pieces.append(" ")
+            width += 1 + len(word)
+        pieces.append(word)
+    pieces.append("\r\n")
+    return "".join(pieces).encode("utf-8")
 
 
 def unstructured(name: str, value: str) -> bytes:
@@ -76,7 +82,12 @@ def unstructured(name: str, value: str) -> bytes:
 
 def _is_plain(text: str) -> bool:
     """ASCII with no word too long to fold and nothing a reader would decode as a word."""
-    return text.isascii() and "=?" not in text and all(len(w) <= _MAX_WORD for w in text.split(" "))
+    # one regex scan, only when the text is long enough to hold such a word
+    return (
+        text.isascii()
+        and "=?" not in text
+        and (len(text) <= _MAX_WORD or _LONG_WORD.search(text) is None)
+    )
 
 
 def phrase_words(display_name: str) -> list[str]:
