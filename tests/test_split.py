@@ -41,7 +41,7 @@ from mailer.messages.context import (
     recipient_views,
 )
 from mailer.messages.environment import compile_source, make_environment, render_budget
-from mailer.messages.split import split_source
+from mailer.messages.split import crlf_body, split_source
 from mailer.messages.templates import Template
 from tests.test_templates import HEADER
 
@@ -237,13 +237,58 @@ def test_written_templates_render_the_same_both_ways(
     ctx = {**SHARED, "contact": contact, "organization": organization, "manager": manager}
     ctx["links"] = links
     results = []
-    for render in (lambda: bound.render(ctx), lambda: whole.render(ctx)):
+    for render in (
+        lambda: bound.render(ctx),
+        lambda: bound.render_body(ctx),
+        lambda: whole.render(ctx),
+        lambda: crlf_body(whole.render(ctx)),
+    ):
         try:
             with render_budget(5):
                 results.append(render())
         except Exception as exc:  # the same failure both ways (e.g. None * 2 is fine, str * 2)
             results.append(type(exc).__name__)
-    assert results[0] == results[1]
+    assert results[0] == results[2]
+    assert results[1] == results[3]  # the body from pre-encoded text: the same bytes
+
+
+@pytest.mark.parametrize("suffix", ["html", "txt"])
+def test_one_bound_part_renders_recipient_after_recipient_as_the_whole_template_does(
+    suffix: str,
+) -> None:
+    # Given a part that sets variables from recipient data, with values next to line breaks
+    source = (
+        "{% set hello = contact.first_name or 'there' %}{% if contact.title %}"
+        "{% set hello = hello ~ '!' %}{% endif %}{{ contact.last_name }}\n{{ hello }}"
+        "{{ contact.title }}{{ organization.name }}\nend {{ organization.kind }}"
+    )
+    name = f"probe.{suffix}"
+    split = split_source(ENV, source, name, f"<{name}>")
+    assert split is not None
+    bound = split.bind(SHARED)
+    assert bound is not None
+    whole = compile_source(ENV, source, name, f"<{name}>")
+    # When the same bound part renders one recipient after another (CRs at the joins: a value
+    # ending in CR before text or a value starting with LF, non-ASCII, nothing at all)
+    values = ["Zoë", "", "cr\r", "\nlf", "a\r\nb", "\r", "<&>", "東京\n"]
+    for n, (first, last, title, org) in enumerate(
+        zip(
+            values,
+            values[1:] + values[:1],
+            values[2:] + values[:2],
+            values[3:] + values[:3],
+            strict=True,
+        )
+    ):
+        r = dataclasses.replace(
+            SAMPLE_RECIPIENT, first_name=first, last_name=last, title=title, org_name=org
+        )
+        contact, organization, manager = recipient_views(r)
+        ctx = {**SHARED, "contact": contact, "organization": organization, "manager": manager}
+        ctx["links"] = LinksView(f"https://u/{n}", "https://p", "https://policy")
+        # Then each gets exactly the whole render: no variable is left over from the one before
+        assert bound.render(ctx) == whole.render(ctx)
+        assert bound.render_body(ctx) == crlf_body(whole.render(ctx))
 
 
 @pytest.mark.parametrize(

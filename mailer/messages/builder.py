@@ -44,7 +44,7 @@ from mailer.messages.context import (
 )
 from mailer.messages.dkim import DkimSigner
 from mailer.messages.environment import render_budget
-from mailer.messages.split import BoundSplit
+from mailer.messages.split import BoundSplit, crlf_body
 from mailer.messages.templates import Template
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import PreparedHmac, TokenSigner
@@ -249,15 +249,16 @@ class CampaignMessages:
             _render(tpl, "HTML part", tpl.html, ctx),
         )
 
-    def _render_split(self, ctx: dict[str, Any]) -> tuple[str, str, str]:
-        """What `_render_whole` gives, from the campaign's constant text and each part's
-        recipient-dependent values (split.py); parts that could not be split render whole."""
+    def _render_split(self, ctx: dict[str, Any]) -> tuple[str, bytes, bytes]:
+        """What `_render_whole` gives, the bodies as `crlf_body` bytes, from the campaign's
+        constant text and each part's recipient-dependent values (split.py); parts that could
+        not be split render whole."""
         tpl = self._template
         subject_split, text_split, html_split = self._splits
         return (
             self._fixed_subject or _render_part(tpl, "subject", subject_split, tpl.subject, ctx),
-            _render_part(tpl, "text part", text_split, tpl.text, ctx),
-            _render_part(tpl, "HTML part", html_split, tpl.html, ctx),
+            _render_body(tpl, "text part", text_split, tpl.text, ctx),
+            _render_body(tpl, "HTML part", html_split, tpl.html, ctx),
         )
 
     def build(self, recipient: Recipient) -> OutgoingMessage:
@@ -271,9 +272,9 @@ class CampaignMessages:
         ctx, token, full_name = self._context(r)
         if self._needs_budget:
             with render_budget(self._render_budget_s):
-                subject, text, html = self._render_split(ctx)
+                subject, text_body, html_body = self._render_split(ctx)
         else:  # no loop per recipient, nothing for the budget to watch
-            subject, text, html = self._render_split(ctx)
+            subject, text_body, html_body = self._render_split(ctx)
         rcpt = h.check_address(r.email, f"To (send {r.send_id})")
         message_id = self._message_id(r.send_id)
         head = [
@@ -289,7 +290,6 @@ class CampaignMessages:
             unsubscribe = f"<{self._unsubscribe_url}{token}>,"
             head.append(h.fold("List-Unsubscribe", [unsubscribe, mailto]))
             head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-        text_body, html_body = _body(text), _body(html)
         text_part = self._encode(text_body, self._safe_lengths[0])
         html_part = self._encode(html_body, self._safe_lengths[1])
         data = self._assemble(head, text_part, html_part)
@@ -377,10 +377,20 @@ def _render_part(
     try:
         return split.render(ctx)
     except Exception:
-        try:
-            split.environment.handle_exception()  # re-raises with template lines
-        except Exception as exc:  # as in `_render`
-            raise tpl.error(part, exc) from exc
+        _raise_with_lines(tpl, part, split.environment)
+        raise
+
+
+def _render_body(
+    tpl: Template, part: str, split: BoundSplit | None, whole: Any, ctx: dict[str, Any]
+) -> bytes:
+    """`_render_part` as message-body bytes (`crlf_body`)."""
+    if split is None:
+        return crlf_body(_render(tpl, part, whole, ctx))
+    try:
+        return split.render_body(ctx)
+    except Exception:
+        _raise_with_lines(tpl, part, split.environment)
         raise
 
 
@@ -391,19 +401,16 @@ def _render(tpl: Template, part: str, compiled: Any, ctx: dict[str, Any]) -> str
     try:
         return "".join(compiled.root_render_func(compiled.new_context(ctx, shared=True)))
     except Exception:
-        try:
-            compiled.environment.handle_exception()  # re-raises with template lines
-        except Exception as exc:  # any render failure is this template's, for this recipient
-            raise tpl.error(part, exc) from exc
+        _raise_with_lines(tpl, part, compiled.environment)
         raise
 
 
-def _body(text: str) -> bytes:
-    """A part's text as UTF-8 with CRLF line ends and no bare CR or LF (RFC 5322 §2.3)."""
-    body = text.encode("utf-8")
-    if b"\r" in body:  # only data can bring a CR; the templates' own line ends are LF
-        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return body.replace(b"\n", CRLF)
+def _raise_with_lines(tpl: Template, part: str, environment: Any) -> None:
+    """Raise the exception being handled as this template's TemplateError, naming its line."""
+    try:
+        environment.handle_exception()  # re-raises with template lines
+    except Exception as exc:  # any render failure is this template's, for this recipient
+        raise tpl.error(part, exc) from exc
 
 
 def _longest_line(body: bytes) -> int:

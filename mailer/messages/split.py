@@ -105,33 +105,98 @@ class BoundSplit:
         self.has_loops = has_loops
         #: See `line_bounds`.
         self.longest_line, self.fewest_octets = line_bounds(program)
+        # The program again with its constant text as message-body bytes, for `render_body`;
+        # None when that text holds a CR (from a campaign value), which `crlf_body` treats
+        # together with the characters around it.
+        self._body_program = (
+            None if any("\r" in chunk for chunk in _chunks(program)) else _as_body(program)
+        )
+        # Each message's jinja Context is a copy of this one with its own parent and vars:
+        # making one anew builds an EvalContext (calling the autoescape check) and three
+        # containers, ~10 % of a message. What the copies share is never written while the
+        # recipient part runs: `eval_ctx` only by `{% autoescape %}`, `blocks` only by blocks,
+        # includes and imports, all of which the split refuses (`_UNSUPPORTED`).
+        self._context_class = self.environment.context_class
+        self._context_state = vars(
+            new_context(self.environment, self._name, self._blocks, {}, True)
+        )
 
     def render(self, ctx: dict[str, Any]) -> str:
         """The part for one recipient, the same text the full template renders."""
-        # the template's own new_context with shared=True, less building the set of global
-        # names, which only template modules read (templates may not use globals at all)
-        context = new_context(self.environment, self._name, self._blocks, ctx, True)
+        out: list[Any] = []
+        self._fill(self.program, ctx, out, [])
+        return "".join(out)
+
+    def render_body(self, ctx: dict[str, Any]) -> bytes:
+        """`crlf_body(self.render(ctx))`, with only the recipient's values encoded per message:
+        UTF-8-encoding a whole part of non-ASCII text costs more than rendering it."""
+        if self._body_program is None:
+            return crlf_body(self.render(ctx))
+        out: list[Any] = []
+        values: list[int] = []
+        self._fill(self._body_program, ctx, out, values)
+        for n in values:
+            value = out[n]
+            if "\r" in value:  # a CR pairs with the LF after it, even in the next piece
+                return crlf_body(self.render(ctx))
+            out[n] = value.encode().replace(b"\n", CRLF) if "\n" in value else value.encode()
+        return b"".join(out)
+
+    def _fill(
+        self, program: Program, ctx: dict[str, Any], out: list[Any], values: list[int]
+    ) -> None:
+        """Run `program` with this recipient's items into `out`, noting where values went."""
+        # the template's own new_context with shared=True (`ctx` is the parent, as is)
+        context = object.__new__(self._context_class)
+        context.__dict__ = {
+            **self._context_state,
+            "parent": ctx,
+            "vars": {},
+            "exported_vars": set(),
+        }
         items = self._render_func(context)
-        out: list[str] = []
         try:
-            _run(self.program, items, out)
+            _run(program, items, out, values)
         except StopIteration:
             raise RuntimeError(
                 "the recipient part yielded less than the campaign part marks"
             ) from None
         if next(items, None) is not None:
             raise RuntimeError("the recipient part yielded more than the campaign part marks")
-        return "".join(out)
 
 
-def _run(program: Program, items: Iterator[str], out: list[str]) -> None:
+def _run(program: Program, items: Iterator[str], out: list[Any], values: list[int]) -> None:
     for step in program:
         if step is None:
+            values.append(len(out))
             out.append(next(items))
         elif step.__class__ is tuple:
-            _run(step[0] if next(items) == _TAKEN else step[1], items, out)
+            _run(step[0] if next(items) == _TAKEN else step[1], items, out, values)
         else:
             out.append(step)
+
+
+CRLF = b"\r\n"
+
+
+def crlf_body(text: str) -> bytes:
+    """A part's text as UTF-8 with CRLF line ends and no bare CR or LF (RFC 5322 §2.3)."""
+    body = text.encode("utf-8")
+    if b"\r" in body:  # only data can bring a CR; the templates' own line ends are LF
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body.replace(b"\n", CRLF)
+
+
+def _as_body(program: Program) -> Program:
+    """`program` with each constant as `crlf_body` gives it (the program holds no CR)."""
+    return [
+        (_as_body(step[0]), _as_body(step[1]))
+        if step.__class__ is tuple
+        else step
+        if step is None
+        else crlf_body(step)
+        for step in program
+    ]
 
 
 def line_bounds(program: Program) -> tuple[int, int]:
