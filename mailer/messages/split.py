@@ -112,7 +112,7 @@ class BoundSplit:
             None if any("\r" in chunk for chunk in _chunks(program)) else _as_body(program)
         )
         # Each message's jinja Context is a copy of this one with its own parent and vars:
-        # making one anew builds an EvalContext (calling the autoescape check) and three
+        # making one anew builds an EvalContext (calling the autoescape check) and four
         # containers, ~10 % of a message. What the copies share is never written while the
         # recipient part runs: `eval_ctx` only by `{% autoescape %}`, `blocks` only by blocks,
         # includes and imports, all of which the split refuses (`_UNSUPPORTED`).
@@ -137,7 +137,8 @@ class BoundSplit:
         self._fill(self._body_program, ctx, out, values)
         for n in values:
             value = out[n]
-            if "\r" in value:  # a CR pairs with the LF after it, even in the next piece
+            if "\r" in value:  # a CR pairs with the LF after it, even in the next piece:
+                # render the text again (the split refuses `random`, so it is the same text)
                 return crlf_body(self.render(ctx))
             out[n] = value.encode().replace(b"\n", CRLF) if "\n" in value else value.encode()
         return b"".join(out)
