@@ -149,8 +149,6 @@ class DeliveryContext:
     def _send_now(
         self, messages: Sequence[OutgoingMessage], journal: Journal | None = None
     ) -> list[DeliveryResult]:
-        if self.rate_limiter is not None:
-            self.rate_limiter.acquire(len(messages))
         return self._loop.run_until_complete(self._send(messages, journal))
 
     async def _send(
@@ -161,6 +159,11 @@ class DeliveryContext:
             await transport.open()
             self._transport = transport
         return await self._transport.send_batch(messages, journal)
+
+    def wait_for_rate(self, count: int) -> None:
+        """Block until `count` more messages may go out (MAILER_RATE_LIMIT_PER_S)."""
+        if self.rate_limiter is not None and count:
+            self.rate_limiter.acquire(count)
 
     def send_in_background(self, work: Callable[[], _SentSlice]) -> None:
         """Put a slice on the wire in the sender thread, which alone runs the event loop."""
@@ -308,6 +311,9 @@ def _deliver_slices(
         )
         if claimed:
             built = _build_slice(messages, claimed, rows)
+            # here, not in the sender thread: no slice is claimed while this one waits for
+            # the rate limit, so consent is re-checked about as close to the send as before
+            ctx.wait_for_rate(len(built.outgoing))
             _record_when_sent(ctx, campaign_id)
             ctx.send_in_background(partial(_send_slice, ctx, built, journal))
             continue
