@@ -4,9 +4,9 @@ The batch is worked in slices of `settings.record_every` sends, three at a time 
 per worker thread: while slice N is on the wire (a sender thread), slice N+1 is claimed
 (queued → sending, with a lease) and rendered, and slice N-1 is recorded (a recorder thread).
 So the claim's round trip and the rendering overlap the SMTP replies, and the commit never
-stalls SMTP (docs/performance.md §9). A crash leaves at most the two slices claimed and not
-yet recorded uncertain, each settled exactly from its journal; a pause stops the claims at once
-and lets the slice on the wire and the one claimed beside it go out.
+stalls SMTP (docs/performance.md §9). After a crash each slice's journal settles its claims
+exactly; only messages on the wire at that moment are uncertain. A pause stops the claims at
+once and lets the slice on the wire and the one claimed beside it go out.
 """
 
 from __future__ import annotations
