@@ -1,8 +1,12 @@
 """Delivering one batch: claim, re-check consent, render, send over pooled SMTP, record.
 
-The batch is worked in slices of `settings.record_every` sends. Each slice is claimed
-(queued → sending, with a lease) just before it is sent and recorded right after, so a crash
-leaves at most one slice per worker uncertain, and a pause takes effect within one slice.
+The batch is worked in slices of `settings.record_every` sends, three at a time in a pipeline
+per worker thread: while slice N is on the wire (a sender thread), slice N+1 is claimed
+(queued → sending, with a lease) and rendered, and slice N-1 is recorded (a recorder thread).
+So the claim's round trip and the rendering overlap the SMTP replies, and the commit never
+stalls SMTP (docs/performance.md §9). After a crash each slice's journal settles its claims
+exactly; only messages on the wire at that moment are uncertain. A pause stops the claims at
+once and lets the slice on the wire and the one claimed beside it go out.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +53,9 @@ _sends = cast(Table, Send.__table__)
 
 #: How many campaigns' compiled templates a worker thread keeps.
 _CAMPAIGN_CACHE_SIZE = 8
+#: Slices of a worker thread in flight at once, each with a journal of its own: one claimed
+#: and built, one on the wire, one being recorded.
+_PIPELINE_DEPTH = 3
 
 
 class RateLimiter(Protocol):
@@ -78,7 +85,8 @@ class BatchReport:
 
 class DeliveryContext:
     """What a worker thread keeps between batches: event loop, SMTP pool, compiled campaigns,
-    its two journals and the thread that records one slice while the next is sent."""
+    its journals, and the two threads of its pipeline: one sends a slice while this one
+    claims and builds the next, one records the slice before (module docstring)."""
 
     def __init__(
         self,
@@ -100,21 +108,36 @@ class DeliveryContext:
         self.pacer = pacer
         self.clock = clock
         self.rate_limiter = rate_limiter
-        #: Claims and answers, on disk the moment they happen (see `journal`). Two files, used
-        #: by turns: one holds the slice being recorded, the other the slice being sent.
-        self.journals: tuple[Journal, Journal] | None = (
-            (Journal(journal_dir), Journal(journal_dir)) if journal_dir is not None else None
+        #: Claims and answers, on disk the moment they happen (see `journal`). One file per
+        #: slice in the pipeline: the slice being claimed, the one sent, the one recorded.
+        self.journals: tuple[Journal, ...] | None = (
+            tuple(Journal(journal_dir) for _ in range(_PIPELINE_DEPTH))
+            if journal_dir is not None
+            else None
         )
+        self._free_journals = deque(self.journals or ())
         self._transport_factory = transport_factory
         self._transport: Transport | None = None
         self._loop = asyncio.new_event_loop()
         self._campaigns: OrderedDict[int, CampaignMessages] = OrderedDict()
+        self._sender: ThreadPoolExecutor | None = None
         self._recorder: ThreadPoolExecutor | None = None
-        #: The slice being recorded while the next one is sent.
-        self.recording: Future[RecordReport] | None = None
+        #: The slice on the wire while the next one is claimed and built.
+        self.sending: Future[_SentSlice] | None = None
+        #: The slices being recorded, oldest first, each with its journal.
+        self._recordings: deque[tuple[Future[RecordReport], Journal | None]] = deque()
 
-    def journal(self, slice_number: int) -> Journal | None:
-        return self.journals[slice_number % 2] if self.journals is not None else None
+    def take_journal(self) -> Journal | None:
+        """A journal holding no slice, for the next claim (call `has_free_journal` first)."""
+        return self._free_journals.popleft() if self.journals is not None else None
+
+    def give_back(self, journal: Journal | None) -> None:
+        if journal is not None:
+            self._free_journals.append(journal)
+
+    @property
+    def has_free_journal(self) -> bool:
+        return self.journals is None or bool(self._free_journals)
 
     def send(
         self, messages: Sequence[OutgoingMessage], journal: Journal | None = None
@@ -126,8 +149,6 @@ class DeliveryContext:
     def _send_now(
         self, messages: Sequence[OutgoingMessage], journal: Journal | None = None
     ) -> list[DeliveryResult]:
-        if self.rate_limiter is not None:
-            self.rate_limiter.acquire(len(messages))
         return self._loop.run_until_complete(self._send(messages, journal))
 
     async def _send(
@@ -139,15 +160,51 @@ class DeliveryContext:
             self._transport = transport
         return await self._transport.send_batch(messages, journal)
 
-    def record_in_background(self, work: Callable[[], RecordReport]) -> None:
+    def wait_for_rate(self, count: int) -> None:
+        """Block until `count` more messages may go out (MAILER_RATE_LIMIT_PER_S)."""
+        if self.rate_limiter is not None and count:
+            self.rate_limiter.acquire(count)
+
+    def send_in_background(self, work: Callable[[], _SentSlice]) -> None:
+        """Put a slice on the wire in the sender thread, which alone runs the event loop."""
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(1, thread_name_prefix="sender")
+        self.sending = self._sender.submit(work)
+
+    def sent(self) -> _SentSlice | None:
+        """Wait for the slice on the wire; its results (raises what sending raised)."""
+        sending, self.sending = self.sending, None
+        return sending.result() if sending is not None else None
+
+    def record_in_background(
+        self, work: Callable[[], RecordReport], journal: Journal | None
+    ) -> None:
+        """Record a slice in the recorder thread: one at a time, in the order given."""
         if self._recorder is None:
             self._recorder = ThreadPoolExecutor(1, thread_name_prefix="recorder")
-        self.recording = self._recorder.submit(work)
+        self._recordings.append((self._recorder.submit(work), journal))
 
-    def recorded(self) -> RecordReport | None:
-        """Wait for the slice being recorded; its report (raises what recording raised)."""
-        recording, self.recording = self.recording, None
-        return recording.result() if recording is not None else None
+    def recorded(self, *, is_waiting: bool = True) -> RecordReport | None:
+        """The report of the oldest slice being recorded, waiting for it unless `is_waiting`
+        is False and it is not done yet (raises what recording raised); its journal is free."""
+        if not self._recordings or not (is_waiting or self._recordings[0][0].done()):
+            return None
+        recording, journal = self._recordings.popleft()
+        self.give_back(journal)
+        return recording.result()
+
+    @property
+    def is_recording(self) -> bool:
+        return bool(self._recordings)
+
+    def stop_pipeline(self) -> None:
+        """Wait until no slice is sent or recorded any more, whatever became of them."""
+        with contextlib.suppress(Exception):
+            self.sent()
+        while self._recordings:
+            with contextlib.suppress(Exception):
+                self.recorded()
+        self._free_journals = deque(self.journals or ())
 
     def messages_for(self, session: Session, campaign: Campaign) -> CampaignMessages:
         """The campaign's compiled templates, built once per worker thread."""
@@ -172,6 +229,9 @@ class DeliveryContext:
         return built
 
     def close(self) -> None:
+        self.stop_pipeline()
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
         if self._transport is not None:
             self._loop.run_until_complete(self._transport.close())
             self._transport = None
@@ -203,9 +263,8 @@ def deliver_batch(
         _deliver_slices(ctx, report, campaign_id, category, messages, pending)
     except BaseException:
         # claimed rows would otherwise wait for their lease: settle them from the journals now
-        # (accepted ones sent, never begun ones queued again), once recording has stopped
-        with contextlib.suppress(Exception):
-            ctx.recorded()
+        # (accepted ones sent, never begun ones queued again), once sending and recording stopped
+        ctx.stop_pipeline()
         for journal in ctx.journals or ():
             settle_own_journal(rt, journal, ctx.clock())
         raise
@@ -226,12 +285,16 @@ def _deliver_slices(
     messages: CampaignMessages,
     pending: list[int],
 ) -> None:
-    """Claim, send and record slice after slice; a slice is recorded (its own transaction, in
-    the background) while the next one is claimed and sent, so the commit never stalls SMTP."""
+    """Claim and build slice after slice while the slice before is on the wire and the one
+    before that is recorded (its own transaction): a thread never waits for the database or
+    the SMTP server while it has other work (module docstring)."""
     settings = ctx.rt.settings
     step = settings.record_every
-    for number, start in enumerate(range(0, len(pending), step)):
-        journal = ctx.journal(number)
+    for start in range(0, len(pending), step):
+        _take_recorded(ctx, report, campaign_id, is_waiting=False)
+        while not ctx.has_free_journal:
+            _take_recorded(ctx, report, campaign_id)
+        journal = ctx.take_journal()
         # the claim commits before rendering and SMTP: no locks held while the network works
         claimed, rows = in_transaction(
             ctx.sessions,
@@ -247,41 +310,62 @@ def _deliver_slices(
             what=f"campaign {campaign_id}: claiming sends",
         )
         if claimed:
-            sent = _send_slice(ctx, messages, claimed, rows, journal)
-            _take_recorded(ctx, report, campaign_id)  # the slice before: its journal is free
-            ctx.record_in_background(partial(_record_slice, ctx, campaign_id, sent, journal))
-        elif _status(ctx, campaign_id) != CampaignStatus.SENDING:
+            built = _build_slice(messages, claimed, rows)
+            # here, not in the sender thread: no slice is claimed while this one waits for
+            # the rate limit, so consent is re-checked about as close to the send as before
+            ctx.wait_for_rate(len(built.outgoing))
+            _record_when_sent(ctx, campaign_id)
+            ctx.send_in_background(partial(_send_slice, ctx, built, journal))
+            continue
+        ctx.give_back(journal)
+        if _status(ctx, campaign_id) != CampaignStatus.SENDING:
             report.stopped = "campaign no longer sending"
             break
-    _take_recorded(ctx, report, campaign_id)
+    _record_when_sent(ctx, campaign_id)
+    while ctx.is_recording:
+        _take_recorded(ctx, report, campaign_id)
 
 
-def _record_slice(
-    ctx: DeliveryContext, campaign_id: int, sent: _SentSlice, journal: Journal | None
-) -> RecordReport:
+def _record_when_sent(ctx: DeliveryContext, campaign_id: int) -> None:
+    """Wait for the slice on the wire, then record it in the background."""
+    sent = ctx.sent()
+    if sent is not None:
+        work = partial(_record_slice, ctx, campaign_id, sent)
+        ctx.record_in_background(work, sent.journal)
+
+
+def _record_slice(ctx: DeliveryContext, campaign_id: int, sent: _SentSlice) -> RecordReport:
     """The results of a slice are their own transaction, never shared with a claim."""
     recorded = in_transaction(
         ctx.record_sessions,
         partial(_record, ctx, sent=sent),
         what=f"campaign {campaign_id}: recording results",
     )
-    if journal is not None:
-        journal.recorded()
+    if sent.journal is not None:
+        sent.journal.recorded()
     return recorded
 
 
-def _take_recorded(ctx: DeliveryContext, report: BatchReport, campaign_id: int) -> None:
-    recorded = ctx.recorded()
-    if recorded is None:
-        return
-    report.add(recorded.counts)
-    if recorded.policy_failures:
-        limit = ctx.rt.settings.max_policy_failures
-        in_transaction(
-            ctx.sessions,
-            lambda session: _pause_on_policy_failures(session, limit, campaign_id, ctx.clock()),
-            what=f"campaign {campaign_id}: pausing",
-        )
+def _take_recorded(
+    ctx: DeliveryContext, report: BatchReport, campaign_id: int, *, is_waiting: bool = True
+) -> None:
+    """Count the oldest slice recorded, waiting for it; or, unless `is_waiting`, every slice
+    recorded by now. Pause the campaign when sender-side rejections pass the limit."""
+    while (recorded := ctx.recorded(is_waiting=is_waiting)) is not None:
+        report.add(recorded.counts)
+        if recorded.policy_failures:
+            in_transaction(
+                ctx.sessions,
+                partial(
+                    _pause_on_policy_failures,
+                    limit=ctx.rt.settings.max_policy_failures,
+                    campaign_id=campaign_id,
+                    now=ctx.clock(),
+                ),
+                what=f"campaign {campaign_id}: pausing",
+            )
+        if is_waiting:
+            return
 
 
 def _begin(
@@ -307,34 +391,39 @@ def _begin(
 
 
 @dataclass
+class _BuiltSlice:
+    """A claimed slice, its messages built, not yet sent."""
+
+    claimed: dict[int, Claimed]
+    outgoing: list[OutgoingMessage]
+    skips: dict[int, str]
+    failures: list[DeliveryResult]
+
+
+@dataclass
 class _SentSlice:
-    """A slice sent but not yet recorded."""
+    """A slice sent but not yet recorded, with the journal that holds its claims."""
 
     claimed: dict[int, Claimed]
     results: list[DeliveryResult]
     skips: dict[int, str]
     message_ids: dict[int, str]
+    journal: Journal | None
 
 
-def _send_slice(
-    ctx: DeliveryContext,
-    messages: CampaignMessages,
-    claimed: dict[int, Claimed],
-    rows: Sequence[Any],
-    journal: Journal | None,
-) -> _SentSlice:
-    outgoing: list[OutgoingMessage] = []
-    skips: dict[int, str] = {}
-    failures: list[DeliveryResult] = []
+def _build_slice(
+    messages: CampaignMessages, claimed: dict[int, Claimed], rows: Sequence[Any]
+) -> _BuiltSlice:
+    built = _BuiltSlice(claimed, [], {}, [])
     for row in rows:
         reason = _skip_reason(row)
         if reason:
-            skips[row.send_id] = reason
+            built.skips[row.send_id] = reason
             continue
         try:
-            outgoing.append(messages.build(recipient_from_row(row)))
+            built.outgoing.append(messages.build(recipient_from_row(row)))
         except TemplateError as exc:
-            failures.append(
+            built.failures.append(
                 DeliveryResult(
                     row.send_id,
                     Outcome.FAILED,
@@ -342,9 +431,15 @@ def _send_slice(
                     reply=f"rendering failed: {exc}",
                 )
             )
-    results = ctx.send(outgoing, journal) if outgoing else []
-    results.extend(failures)
-    return _SentSlice(claimed, results, skips, {m.send_id: m.message_id for m in outgoing})
+    return built
+
+
+def _send_slice(ctx: DeliveryContext, built: _BuiltSlice, journal: Journal | None) -> _SentSlice:
+    """In the sender thread: the slice's messages over SMTP, each journalled as it goes."""
+    results = ctx.send(built.outgoing, journal) if built.outgoing else []
+    results.extend(built.failures)
+    message_ids = {m.send_id: m.message_id for m in built.outgoing}
+    return _SentSlice(built.claimed, results, built.skips, message_ids, journal)
 
 
 def _record(ctx: DeliveryContext, session: Session, *, sent: _SentSlice) -> RecordReport:
