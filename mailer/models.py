@@ -414,9 +414,23 @@ class Send(Base):
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        UniqueConstraint("campaign_id", "contact_id"),
+        # Every claim and every recorded result adds an entry to each index the row meets
+        # (`status` is indexed, so no update is HOT): the send log has no index it can spare,
+        # and none holds rows it need not (docs/performance.md §8). Led by contact_id, the
+        # unique key also serves every lookup by contact (history, retention, the foreign
+        # key's SET NULL); campaign_id lookups take (campaign_id, status).
+        UniqueConstraint("contact_id", "campaign_id"),
         Index(None, "campaign_id", "status"),
-        Index(None, "contact_id", "category", "sent_at"),
+        # Frequency caps ("received … in the last N days") ask only about rows sent: a row
+        # enters this index when its delivery is recorded, not when planned or claimed.
+        Index(
+            "ix_sends_contact_id_category_sent_at_sent",
+            "contact_id",
+            "category",
+            "sent_at",
+            postgresql_where=text("sent_at IS NOT NULL"),
+            sqlite_where=text("sent_at IS NOT NULL"),
+        ),
         # Deleting an organization sets its sends' organization_id to NULL (the foreign key):
         # without this index every deleted organization scans the whole send log (retention).
         Index(None, "organization_id"),

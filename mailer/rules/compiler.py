@@ -131,7 +131,7 @@ class _Compiler:
         where = [
             sends.c.contact_id == contacts.c.id,
             sends.c.status == SendStatus.SENT.value,
-            sends.c.sent_at >= since,
+            sends.c.sent_at >= since,  # implies sent_at IS NOT NULL: the partial index's rows
         ]
         if expr.category != ANY_CATEGORY:
             where.append(sends.c.category == expr.category)
