@@ -14,8 +14,7 @@ from sqlalchemy import select
 from mailer.delivery.planning import RECORDED_SKIPS, plan_send_log
 from mailer.enums import Category
 from mailer.models import Campaign, Contact, OptOut, Organization, Send, Suppression, User
-from mailer.rules import audience_select, count_by_reason, parse_rule, preview, preview_audience
-from mailer.rules.guards import GUARD_REASONS, guarded_from
+from mailer.rules import audience_select, parse_rule, preview, preview_audience
 from mailer.runtime import Runtime
 from tests.delivery_fixtures import as_user
 
@@ -149,8 +148,7 @@ def test_every_reason_is_counted_as_the_contacts_of_the_select_carry_it(
     )
     # When it is counted, and when its rows are read one by one
     with rt.sessions() as s:
-        counted = count_by_reason(s, sel)
-        counted_for_category = preview(
+        counted = preview(
             s,
             rule,
             category,
@@ -162,25 +160,8 @@ def test_every_reason_is_counted_as_the_contacts_of_the_select_carry_it(
         )
         rows = Counter(row.skip_reason for row in s.execute(sel))
     # Then every reason, guards the planner does not record included, has its contacts' count
-    assert counted == dict(rows)
-    assert counted_for_category.eligible == rows.pop(None, 0)
-    assert counted_for_category.excluded == dict(rows)
-
-
-@pytest.mark.parametrize("category", list(Category))
-@pytest.mark.parametrize("account_manager_id", [None, 1])
-@pytest.mark.parametrize("policy_grace_days", [None, 30])
-def test_every_guard_names_a_reason_the_default_count_looks_for(
-    category: Category, account_manager_id: int | None, policy_grace_days: int | None
-) -> None:
-    # a reason missing here would be counted as eligible by count_by_reason's default
-    _, guards = guarded_from(
-        category,
-        today=TODAY,
-        account_manager_id=account_manager_id,
-        policy_grace_days=policy_grace_days,
-    )
-    assert {reason for _, reason in guards} <= set(GUARD_REASONS)
+    assert counted.eligible == rows.pop(None, 0)
+    assert counted.excluded == dict(rows)
 
 
 @pytest.mark.parametrize(

@@ -30,17 +30,6 @@ suppressions = Suppression.__table__
 
 Guard = tuple[ColumnElement[bool], SkipReason]
 
-#: Every SkipReason some guard can name, in no particular order.
-GUARD_REASONS = (
-    SkipReason.NOT_ELIGIBLE,
-    SkipReason.NOT_A_CLIENT,
-    SkipReason.NO_ACTIVE_AGREEMENT,
-    SkipReason.NOT_OWN_CLIENT,
-    SkipReason.INACTIVE,
-    SkipReason.SUPPRESSED,
-    SkipReason.OPTED_OUT,
-)
-
 
 def agreement_active(today: dt.date) -> ColumnElement[bool]:
     """Started on or before today and not ended on or before today."""

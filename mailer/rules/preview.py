@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +12,8 @@ from sqlalchemy.orm import Session
 from mailer.access.actor import Actor, audit, require
 from mailer.config import Settings
 from mailer.enums import Category, Role
-from mailer.rules.compiler import audience_select
-from mailer.rules.guards import GUARD_REASONS, contacts, guarded_from, organizations
+from mailer.rules.compiler import audience_count, audience_select
+from mailer.rules.guards import contacts, organizations
 from mailer.rules.nodes import Rule
 
 #: The fewest contact ids the first range of a sample covers; each next range is 4× wider.
@@ -52,23 +51,11 @@ class Preview:
         }
 
 
-def count_by_reason(
-    session: Session, sel: Select[Any], reasons: Iterable[str] = GUARD_REASONS
-) -> dict[str | None, int]:
-    """Contacts of an audience select per skip reason (None: eligible); reasons that exclude
-    nobody are left out. `reasons` may name only the guards of the select's category.
-
-    One row of counts rather than a GROUP BY: PostgreSQL estimates the groups of the reason's
-    CASE at one per contact, which keeps it from splitting the count over parallel workers
-    (docs/performance.md §5). Each count re-evaluates the CASE, so eligible is what is left.
-    """
+def count_by_reason(session: Session, sel: Select[Any]) -> dict[str | None, int]:
+    """Contacts of an audience select per skip reason (None: eligible)."""
     sub = sel.subquery()
-    reasons = list(reasons)
-    counts = [func.count().filter(sub.c.skip_reason == reason) for reason in reasons]
-    matched, *excluded = session.execute(select(func.count(), *counts)).one()
-    by_reason: dict[str | None, int] = {None: matched - sum(excluded)}
-    by_reason.update(zip(map(str, reasons), excluded, strict=True))
-    return {reason: count for reason, count in by_reason.items() if count}
+    rows = session.execute(select(sub.c.skip_reason, func.count()).group_by(sub.c.skip_reason))
+    return {reason: count for reason, count in rows}
 
 
 def _sample(session: Session, sel: Select[Any], eligible: int, size: int) -> list[Recipient]:
@@ -122,6 +109,14 @@ def preview(
     account manager does not manage: what they may see, whatever the category.
     """
     category = Category(category)
+    counting, reasons = audience_count(
+        rule,
+        category,
+        today=today,
+        now=now,
+        account_manager_id=account_manager_id,
+        policy_grace_days=policy_grace_days,
+    )
     sel = audience_select(
         rule,
         category,
@@ -131,17 +126,12 @@ def preview(
         policy_grace_days=policy_grace_days,
     )
     if only_clients_of is not None:
-        sel = sel.where(organizations.c.account_manager_id == only_clients_of)
-    _, guards = guarded_from(
-        category,
-        today=today,
-        account_manager_id=account_manager_id,
-        policy_grace_days=policy_grace_days,
-    )
-    counts = count_by_reason(session, sel, [reason for _, reason in guards])
-    eligible = counts.pop(None, 0)
+        own = organizations.c.account_manager_id == only_clients_of
+        counting, sel = counting.where(own), sel.where(own)
+    matched, *skipped = session.execute(counting).one()
+    eligible = matched - sum(skipped)
     sample = _sample(session, sel, eligible, sample_size) if sample_size > 0 and eligible else []
-    excluded = {str(reason): count for reason, count in counts.items()}
+    excluded = {reason.value: n for reason, n in zip(reasons, skipped, strict=True) if n}
     return Preview(category, rule.text if rule else "", eligible, excluded, sample)
 
 
