@@ -14,7 +14,7 @@ from sqlalchemy import select
 from mailer.delivery.planning import RECORDED_SKIPS, plan_send_log
 from mailer.enums import Category
 from mailer.models import Campaign, Contact, OptOut, Organization, Send, Suppression, User
-from mailer.rules import parse_rule, preview, preview_audience
+from mailer.rules import audience_select, parse_rule, preview, preview_audience
 from mailer.runtime import Runtime
 from tests.delivery_fixtures import as_user
 
@@ -129,6 +129,39 @@ def test_the_count_is_exactly_what_the_planner_plans(
     # Then the count's eligible are the queued sends, and each recorded skip agrees
     assert counted.eligible == plan.pop("queued", 0)
     assert plan == {k: v for k, v in counted.excluded.items() if k in RECORDED_SKIPS}
+
+
+@pytest.mark.parametrize("rule_text", RULES)
+@pytest.mark.parametrize("category", list(Category))
+def test_every_reason_is_counted_as_the_contacts_of_the_select_carry_it(
+    rt: Runtime,
+    people: dict[str, User],
+    population: list[Contact],
+    rule_text: str,
+    category: Category,
+) -> None:
+    # Given the select the planner runs (for service, as an account manager asks for it)
+    rule = parse_rule(rule_text) if rule_text else None
+    manager_id = people["manager"].id if category is Category.SERVICE else None
+    sel = audience_select(
+        rule, category, today=TODAY, now=NOW, account_manager_id=manager_id, policy_grace_days=30
+    )
+    # When it is counted, and when its rows are read one by one
+    with rt.sessions() as s:
+        counted = preview(
+            s,
+            rule,
+            category,
+            today=TODAY,
+            now=NOW,
+            account_manager_id=manager_id,
+            policy_grace_days=30,
+            sample_size=0,
+        )
+        rows = Counter(row.skip_reason for row in s.execute(sel))
+    # Then every reason, guards the planner does not record included, has its contacts' count
+    assert counted.eligible == rows.pop(None, 0)
+    assert counted.excluded == dict(rows)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Select,
     String,
     and_,
@@ -27,12 +28,13 @@ from sqlalchemy import (
     true,
 )
 
-from mailer.enums import Category, SendStatus
+from mailer.enums import Category, SendStatus, SkipReason
 from mailer.models import OrganizationTag, Send, User
 from mailer.rules import nodes as n
 from mailer.rules.checker import ANY_CATEGORY, between_error, resolve_date
 from mailer.rules.fields import BOOL_WORDS, FIELDS, FieldType
 from mailer.rules.guards import (
+    Guard,
     agreement_active,
     agreement_ended,
     contacts,
@@ -77,14 +79,8 @@ def audience_select(
     Columns: contact_id, organization_id, email, skip_reason (None when eligible, else the
     SkipReason value of the first guard of `category` that excludes the contact).
     """
-    if now.tzinfo is None:
-        raise ValueError(f"now={now!r} is naive: pass an aware UTC time (send times are UTC)")
-    category = Category(category)
-    joined, guards = guarded_from(
-        category,
-        today=today,
-        account_manager_id=account_manager_id,
-        policy_grace_days=policy_grace_days,
+    joined, guards, matches = _guarded(
+        rule, category, today, now, account_manager_id, policy_grace_days
     )
     skip_reason = case(
         *[(condition, literal(reason.value, String(30))) for condition, reason in guards],
@@ -96,9 +92,59 @@ def audience_select(
         contacts.c.email.label("email"),
         skip_reason.label("skip_reason"),
     ).select_from(joined)
-    if rule is not None:
-        sel = sel.where(compile_rule(rule, today=today, now=now))
-    return sel
+    return sel if matches is None else sel.where(matches)
+
+
+def audience_count(
+    rule: n.Rule | None,
+    category: Category | str,
+    *,
+    today: dt.date,
+    now: dt.datetime,
+    account_manager_id: int | None = None,
+    policy_grace_days: int | None = None,
+) -> tuple[Select[*tuple[int, ...]], list[SkipReason]]:
+    """One row counting what `audience_select` selects: the contacts `rule` matches, then per
+    guard of `category` those it skips (the first guard that holds); and those guards' reasons.
+
+    Not a GROUP BY of skip_reason: PostgreSQL estimates that CASE's groups at one per contact
+    and then never splits the count over its parallel workers. Each count tests its own guard
+    first, so an eligible contact costs one test per guard (docs/performance.md §5).
+    """
+    joined, guards, matches = _guarded(
+        rule, category, today, now, account_manager_id, policy_grace_days
+    )
+    # IS [NOT] TRUE: a guard that is NULL does not hold, as in the CASE of audience_select
+    counts: list[ColumnElement[int]] = [func.count()]
+    counts += [
+        func.count().filter(
+            and_(condition.is_(true()), *[earlier.is_not(true()) for earlier, _ in guards[:i]])
+        )
+        for i, (condition, _) in enumerate(guards)
+    ]
+    sel = select(*counts).select_from(joined)
+    return sel if matches is None else sel.where(matches), [reason for _, reason in guards]
+
+
+def _guarded(
+    rule: n.Rule | None,
+    category: Category | str,
+    today: dt.date,
+    now: dt.datetime,
+    account_manager_id: int | None,
+    policy_grace_days: int | None,
+) -> tuple[FromClause, list[Guard], ColumnElement[bool] | None]:
+    """Contacts joined for the guards of `category`, those guards, and the rule's condition."""
+    if now.tzinfo is None:
+        raise ValueError(f"now={now!r} is naive: pass an aware UTC time (send times are UTC)")
+    joined, guards = guarded_from(
+        Category(category),
+        today=today,
+        account_manager_id=account_manager_id,
+        policy_grace_days=policy_grace_days,
+    )
+    matches = None if rule is None else compile_rule(rule, today=today, now=now)
+    return joined, guards, matches
 
 
 def compile_rule(rule: n.Rule, *, today: dt.date, now: dt.datetime) -> ColumnElement[bool]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from mailer.access.actor import Actor, audit, require
 from mailer.config import Settings
 from mailer.enums import Category, Role
-from mailer.rules.compiler import audience_select
+from mailer.rules.compiler import audience_count, audience_select
 from mailer.rules.guards import contacts, organizations
 from mailer.rules.nodes import Rule
 
@@ -109,6 +109,14 @@ def preview(
     account manager does not manage: what they may see, whatever the category.
     """
     category = Category(category)
+    counting, reasons = audience_count(
+        rule,
+        category,
+        today=today,
+        now=now,
+        account_manager_id=account_manager_id,
+        policy_grace_days=policy_grace_days,
+    )
     sel = audience_select(
         rule,
         category,
@@ -118,11 +126,12 @@ def preview(
         policy_grace_days=policy_grace_days,
     )
     if only_clients_of is not None:
-        sel = sel.where(organizations.c.account_manager_id == only_clients_of)
-    counts = count_by_reason(session, sel)
-    eligible = counts.pop(None, 0)
+        own = organizations.c.account_manager_id == only_clients_of
+        counting, sel = counting.where(own), sel.where(own)
+    matched, *skipped = session.execute(counting).one()
+    eligible = matched - sum(skipped)
     sample = _sample(session, sel, eligible, sample_size) if sample_size > 0 and eligible else []
-    excluded = {str(reason): count for reason, count in counts.items()}
+    excluded = {reason.value: n for reason, n in zip(reasons, skipped, strict=True) if n}
     return Preview(category, rule.text if rule else "", eligible, excluded, sample)
 
 
