@@ -13,13 +13,14 @@ moment it happens:
 The lines go into a shared memory mapping of the file (MAP_SHARED), not through write(): a store
 into a shared file mapping lands in the kernel's page cache, the same pages write() would fill,
 so it outlives a SIGKILL of the process exactly as an unbuffered write does, with no system call
-per line (three per message before). Neither survives a power loss (no fsync, as before).
+per line (before: two per message and two per slice). Neither survives a power loss (no fsync,
+as before).
 
 A kill can cut the last store short, and a copy need not fill its bytes in order; so everything
-after the last line is kept zeroed (the file grows, ftruncate's zeros, when a slice needs more
-room) and a reader stops at the first NUL and keeps only whole lines before it: a line the kill
-cut is dropped, which is safe because each line is written before the step it speaks for (the
-claim commits, the content goes out) or, for an acceptance, counts as begun and unanswered.
+after the last line is kept zeroed (the file grows, with zeros, when a slice needs more room)
+and a reader stops at the first NUL and keeps only whole lines before it: a line the kill cut is
+dropped, which is safe because each line is written before the step it speaks for (the claim
+commits, the content goes out) or, for an acceptance, counts as begun and unanswered.
 
 After each slice's results commit the used part is zeroed, its first byte first (a reader then
 sees an empty journal even if the kill comes mid-way), so a journal only ever holds one slice. The
@@ -60,7 +61,7 @@ class Journal:
         name = f"{this_host()}.{os.getpid()}.{threading.get_native_id()}-{uuid.uuid4().hex[:6]}"
         self.path = directory / f"{name}{_SUFFIX}"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.ftruncate(self._fd, _INITIAL_BYTES)
+        _allocate(self._fd, _INITIAL_BYTES)
         # MAP_SHARED, read and write; the map's position is where the next line goes, and
         # every byte from there on is zero
         self._map = mmap.mmap(self._fd, _INITIAL_BYTES)
@@ -90,7 +91,7 @@ class Journal:
         size = len(self._map)
         while size < used + needed:
             size *= 2
-        os.ftruncate(self._fd, size)  # the new bytes read as zeros
+        _allocate(self._fd, size)
         self._map.close()
         self._map = mmap.mmap(self._fd, size)
         self._map.seek(used)
@@ -121,6 +122,12 @@ class Journal:
         self._fd = -1
         if is_empty:
             self.path.unlink(missing_ok=True)
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Make the file `size` bytes, zeros past what it held, on disk blocks reserved now: a full
+    disk is an OSError here, as it was from write(), never a SIGBUS on a store into the map."""
+    os.posix_fallocate(fd, 0, size)
 
 
 @dataclass
