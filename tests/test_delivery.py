@@ -134,6 +134,29 @@ def test_421_and_451_replies_are_retried_then_delivered(
     assert _statuses(mail_rt, cid) == {"sent": 4}
 
 
+def test_a_batch_on_the_delay_queue_as_a_retry_comes_back_is_delivered_soon_after_it_is_due(
+    mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    from workers.broker import DELAY_QUEUE_POLL_MS
+
+    contacts = make_audience(3)
+    cid = _create(mail_rt, "mark")
+    held: list[Batch] = []
+    campaigns.launch_campaign(mail_rt, cid, actor=as_user(mail_rt, "mark"), dispatch=held.extend)
+    # Given the batch comes back the way a failed one is retried: on the delay queue, due in 1 s
+    started = time.monotonic()
+    for batch in held:
+        actor = workers.wiring.priority if batch.is_priority else workers.wiring.bulk
+        actor.send_with_options(args=batch.as_args(), delay=1_000)
+
+    # Then it is delivered once due, within one idle poll of the delay queue
+    while _statuses(mail_rt, cid) != {"sent": 3} and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    elapsed_s = time.monotonic() - started
+    assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
+    assert 1.0 <= elapsed_s < 1.0 + DELAY_QUEUE_POLL_MS / 1000 + 2.0
+
+
 def test_550_fails_without_retry_and_suppresses_the_address(
     mail_rt, workers, people, make_audience, smtp_server
 ) -> None:

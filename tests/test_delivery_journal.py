@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -137,7 +138,7 @@ def test_a_worker_journals_each_message_and_empties_the_file_once_recorded(
     assert workers.run_until_finished([cid], timeout_s=60)
     assert campaigns.campaign_status(mail_rt, cid).counts == {"sent": len(contacts)}
     files = list(Path(mail_rt.settings.journal_dir).glob("*.journal"))
-    assert files and all(f.stat().st_size == 0 for f in files)
+    assert files and all(f.read_bytes().strip(b"\0") == b"" for f in files)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -216,7 +217,6 @@ def test_the_transport_journals_a_message_as_begun_only_when_its_content_goes_ou
     import asyncio
 
     from mailer.config import Settings
-    from mailer.delivery.journal import JournalFile, _parse
     from mailer.transports import make_transport
     from tests.smtpd import FaultServer
     from tests.test_transports import message
@@ -241,8 +241,7 @@ def test_the_transport_journals_a_message_as_begun_only_when_its_content_goes_ou
         asyncio.run(run())
     finally:
         server.stop()
-    found = JournalFile(journal.path, this_host(), os.getpid())
-    _parse(journal.path.read_text(), found)
+    found = read_journals(journal.path.parent)[0]
     journal.close()
     # the refused one never reached DATA: not begun, and answered as refused
     assert (found.begun, set(found.accepted), found.refused) == ({1, 3}, {1, 3}, {2})
@@ -353,3 +352,110 @@ def test_an_error_in_a_pipelined_statement_comes_out_as_sqlalchemys(rt: Runtime)
         assert in_transaction(held.sessions, one, what="probe") == 1
     finally:
         held.close()
+
+
+#: A worker thread's journal in a child process: slices of 3,000 sends (a slice outgrows the
+#: file's first 64 KiB), each claimed, begun and answered line by line, then recorded; it says
+#: "grown" once the file has grown, and runs until killed.
+_JOURNALLING_CHILD = """
+import sys
+from pathlib import Path
+from mailer.delivery.journal import Journal
+
+journal = Journal(Path(sys.argv[1]))
+first = 1_000_000
+while True:
+    ids = range(first, first + 3000)
+    journal.claimed((i, 1) for i in ids)
+    for i in ids:
+        journal.attempting(i)
+        journal.answered(i, i % 3 != 0)
+        if i == 1_002_000:
+            print("grown", flush=True)
+    journal.recorded()
+    first += 3000
+"""
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.011, 0.05])
+def test_a_journal_killed_mid_slice_holds_only_whole_lines_of_that_slice(
+    tmp_path: Path, delay_s: float
+) -> None:
+    # Given a process journalling as fast as it can, past the file's first size
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _JOURNALLING_CHILD, str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdout.readline() == b"grown\n"
+    started_ms = time.time_ns() // 1_000_000 - 60_000
+
+    # When it is killed at some point of some slice
+    time.sleep(delay_s)
+    child.kill()
+    child.wait()
+
+    # Then its journal holds one slice, every line whole: what was begun is a run of the claimed
+    # ids from the slice's first, and answers are for begun ids only
+    (journal,) = read_journals(tmp_path)
+    assert journal.pid == child.pid and not journal.is_owner_alive
+    if journal.claims:
+        first = min(journal.claims)
+        assert set(journal.claims) == set(range(first, first + 3000))
+        assert set(journal.claims.values()) == {1}
+        assert journal.begun <= set(range(first, first + len(journal.begun)))
+    assert set(journal.accepted) | journal.refused <= journal.begun
+    assert all(i % 3 != 0 for i in journal.accepted) and all(i % 3 == 0 for i in journal.refused)
+    assert all(started_ms <= ms <= time.time_ns() // 1_000_000 for ms in journal.accepted.values())
+    assert journal.path.stat().st_size > 64 * 1024
+
+
+def test_a_reader_keeps_the_whole_lines_before_the_first_nul(tmp_path: Path) -> None:
+    # Given journals whose last line a kill cut short: bytes missing at its end, or in its middle
+    # (a copy need not fill its bytes in order), with the zeros of the unused room after it
+    cases = {
+        "end": b"c 11:1 12:1 13:1\na11\ns11 5\na1",
+        "middle": b"c 11:1 12:1 13:1\na11\ns11 5\na1\0\0\n",
+        "claim": b"c 11:1 12:1 13:1\na11\ns11 5\nc 14:1 1\0\0\0\0\n",
+    }
+    for name, data in cases.items():
+        (tmp_path / f"{this_host()}.{_dead_pid()}.1-{name}.journal").write_bytes(data + bytes(4096))
+
+    # Then each reads as its whole lines: the cut one is as if never written
+    for journal in read_journals(tmp_path):
+        assert (journal.claims, journal.begun, journal.accepted) == (
+            {11: 1, 12: 1, 13: 1},
+            {11},
+            {11: 5},
+        ), journal.path.name
+
+
+def test_a_recorded_journal_is_zeros_and_an_open_one_grows_as_a_slice_needs(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    size = journal.path.stat().st_size
+    # a slice larger than the file: it grows, and what was written before stays
+    journal.claimed((i, 2) for i in range(1, 20_001))
+    for i in range(1, 20_001):
+        journal.attempting(i)
+    grown = journal.path.stat().st_size
+    assert grown > size
+    (found,) = read_journals(tmp_path)
+    assert len(found.claims) == 20_000 and found.begun == set(range(1, 20_001))
+    assert journal.read().claims == found.claims
+
+    # recorded: the same file, every byte zero, and the next slice starts at its beginning
+    journal.recorded()
+    assert journal.path.stat().st_size == grown
+    assert journal.path.read_bytes() == bytes(grown)
+    journal.claimed([(7, 1)])
+    journal.answered(7, is_accepted=False)
+    assert journal.path.read_bytes().startswith(b"c 7:1\nr7\n\0")
+    assert (read_journals(tmp_path)[0].claims, journal.read().refused) == ({7: 1}, {7})
+
+    # closed with a line in it, the file stays for the sweep
+    journal.close()
+    assert read_journals(tmp_path)[0].claims == {7: 1}
