@@ -29,8 +29,8 @@ class Dispatcher:
         self._capture: CaptureServer | None = None
 
     def __enter__(self) -> Dispatcher:
-        # imported here, as the one branch taken needs: `mailer policy publish` starts on the
-        # clock of its first notice (mailer/cli/__init__.py)
+        # each branch imports what it needs: `mailer policy publish` starts on the clock of
+        # its first notice (mailer/cli/__init__.py)
         if self.is_embedded:
             from mailer.transports import CaptureServer
             from workers.embedded import EmbeddedWorkers
