@@ -6,8 +6,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from email_validator import EmailNotValidError, validate_email
-
 
 @dataclass(frozen=True)
 class Address:
@@ -17,6 +15,10 @@ class Address:
 
 def normalize(raw: str, *, check_deliverability: bool = False) -> Address:
     """Validate and normalize `raw`; raises ValueError with email-validator's reason."""
+    # imported here: every command loads this module (the runtime hashes addresses), few
+    # normalize one, and email-validator's tables take a noticeable part of start-up
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         info = validate_email(
             raw.strip(), check_deliverability=check_deliverability, test_environment=False

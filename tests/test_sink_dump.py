@@ -14,7 +14,7 @@ import pytest
 from mailer.config import Settings
 from tests.real_messages import build_promotion, unsubscribe_url
 from tests.required_tools import require
-from tests.sink_dump import DumpResult, Expected, SinkDump, check_message
+from tests.sink_dump import BUFFER_SIZE, MARK, DumpResult, Expected, SinkDump, check_message
 from tests.smtp_fixtures import SMTP_SINK, SmtpSink, start_smtp_sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +110,31 @@ def test_sampling_checks_one_in_every(build_settings: Settings) -> None:
         finally:
             sink.process.kill()
     assert (result.messages, result.checked, result.problems) == (25, 3, [])  # 1st, 11th, 21st
+
+
+def test_messages_split_anywhere_across_reads_are_counted_and_checked(
+    build_settings: Settings,
+) -> None:
+    # Given a dump as smtp-sink writes it, with one message larger than the reader's buffer
+    messages, expected = _messages(build_settings, 7)
+    records = [
+        MARK + f"X-Rcpt-Args: <{address}>\n".encode() + data.replace(b"\r\n", b"\n") + b"\n"
+        for address, data in messages
+    ]
+    records[3] = MARK + b"X-Padding: " + b"x" * (BUFFER_SIZE + 1000) + b"\n\nnot checked\n"
+    stream = b"".join(records)
+    # When it comes through the pipe in pieces cut anywhere, inside the marker too
+    cuts = sorted(
+        {1, 5, len(MARK) + 3, 4096, 9000, len(stream) - 2, *range(0, len(stream), 70_001)}
+    )
+    with SinkDump(expected.get, every=2) as dump:
+        dump.start()
+        with open(dump.path, "wb", buffering=0) as pipe:
+            for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+                pipe.write(stream[start:end])
+        result = dump.finish()
+    # Then every message is counted and every second one (0, 2, 4, 6) checked
+    assert (result.messages, result.checked, result.problems) == (7, 4, [])
 
 
 def test_a_broken_message_is_named_with_what_is_wrong(build_settings: Settings) -> None:

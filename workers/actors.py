@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dramatiq
 import redis
 
+from mailer import delivery
 from mailer.config import Settings
-from mailer.delivery import Batch, DeliveryContext, deliver_batch
-from mailer.delivery.deliver import RateLimiter
+from mailer.delivery import Batch
 from mailer.pacing import make_pacer
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
 from mailer.transports import make_transport
 from mailer.transports.relays import rate_limit_name
 from workers.broker import build_broker, queue_names
+
+if TYPE_CHECKING:
+    from mailer.delivery.deliver import RateLimiter
 
 
 class Wiring:
@@ -40,7 +44,8 @@ class Wiring:
 
         def deliver(campaign_id: int, first_id: int, last_id: int) -> None:
             """Deliver one batch of a campaign's sends."""
-            deliver_batch(self.context(), campaign_id, first_id, last_id)
+            # through the package: a process that only enqueues never loads the engine
+            delivery.deliver_batch(self.context(), campaign_id, first_id, last_id)
 
         priority_queue, bulk_queue = queue_names(settings)
         # lower runs first: a worker takes a waiting priority batch before any bulk one
@@ -67,12 +72,12 @@ class Wiring:
                 self._runtime = open_runtime(self.settings)
             return self._runtime
 
-    def context(self) -> DeliveryContext:
+    def context(self) -> delivery.DeliveryContext:
         """This worker thread's delivery context, made on its first batch."""
-        ctx: DeliveryContext | None = getattr(self._threads, "ctx", None)
+        ctx: delivery.DeliveryContext | None = getattr(self._threads, "ctx", None)
         if ctx is None:
             rt = self.runtime
-            ctx = DeliveryContext(
+            ctx = delivery.DeliveryContext(
                 rt,
                 lambda: make_transport(rt.settings),
                 rate_limiter=self.rate_limiter,
@@ -83,7 +88,7 @@ class Wiring:
         return ctx
 
     def close_context(self) -> None:
-        ctx: DeliveryContext | None = getattr(self._threads, "ctx", None)
+        ctx: delivery.DeliveryContext | None = getattr(self._threads, "ctx", None)
         if ctx is not None:
             ctx.close()
             self._threads.ctx = None

@@ -15,6 +15,9 @@ import threading
 
 import dramatiq
 
+# the delivery engine, loaded now rather than on the first batch (mailer.delivery imports it
+# on first use): a batch enqueued into idle workers must not wait for it
+import mailer.delivery.deliver  # noqa: F401
 from mailer.config import Settings
 from mailer.delivery.heartbeats import WORKER_BEAT_S, beat
 from mailer.models import utcnow

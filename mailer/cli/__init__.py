@@ -3,10 +3,16 @@
 With `--json` anywhere on the command line, an error is printed to standard output as
 `{"error": "…", "exit_code": N}` (plus `outcome` and `campaign_id` when `campaign wait` ends
 without the campaign completing) instead of a red line on standard error.
+
+Each command's module is imported only when that command runs (`COMMAND_MODULES`): start-up
+is on the clock for `mailer policy publish`, whose first notice must leave within a second,
+and importing every command (the web app, templates, the delivery engine, rich tables) took
+most of that (docs/performance.md §1).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -51,8 +57,44 @@ def exit_code_for(error: MailerError) -> int:
     return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
 
 
+#: Each top-level command and the module of `mailer.cli` that defines it (in its `COMMANDS`).
+COMMAND_MODULES = {
+    "audience": "audience",
+    "audit": "compliance",
+    "campaign": "campaign",
+    "check-config": "check",
+    "contact": "compliance",
+    "db": "database",
+    "demo": "demo",
+    "import": "contacts",
+    "inbound": "serve",
+    "policy": "policy",
+    "retention": "retention",
+    "sample-data": "contacts",
+    "scheduler": "worker",
+    "serve": "serve",
+    "status": "worker",
+    "suppressions": "suppressions",
+    "template": "template",
+    "tokens": "tokens",
+    "users": "users",
+    "worker": "worker",
+}
+
+
 class MailerGroup(click.Group):
-    """A click group that turns errors into a one-line message (or JSON) and an exit code."""
+    """A click group that imports a command's module when the command is looked up (see the
+    module doc), and turns errors into a one-line message (or JSON) and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"mailer.cli.{module_name}")
+        return next(c for c in module.COMMANDS if c.name == cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["mailer.argv"] = list(args)
@@ -95,46 +137,3 @@ def _echo_error(message: str, code: int, **extra: Any) -> None:
 @click.version_option(package_name="mailer")
 def main() -> None:
     """mailer: CPI's email and notification campaign service."""
-
-
-def _register() -> None:
-    from mailer.cli import (
-        audience,
-        campaign,
-        check,
-        compliance,
-        contacts,
-        database,
-        demo,
-        policy,
-        retention,
-        serve,
-        suppressions,
-        template,
-        tokens,
-        users,
-        worker,
-    )
-
-    for module in (
-        database,
-        contacts,
-        compliance,
-        users,
-        tokens,
-        audience,
-        template,
-        campaign,
-        policy,
-        retention,
-        suppressions,
-        worker,
-        serve,
-        check,
-        demo,
-    ):
-        for command in getattr(module, "COMMANDS", []):
-            main.add_command(command)
-
-
-_register()

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
-
-from rich.progress import BarColumn, Progress, TextColumn
+from typing import TYPE_CHECKING, Any
 
 from mailer import campaigns
 from mailer.campaigns import CampaignSummary
 from mailer.delivery import Batch
 from mailer.errors import CampaignError
 from mailer.runtime import Runtime
-from mailer.transports import CaptureServer
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from mailer.transports import CaptureServer
 
 
 class Dispatcher:
@@ -27,7 +29,10 @@ class Dispatcher:
         self._capture: CaptureServer | None = None
 
     def __enter__(self) -> Dispatcher:
+        # each branch imports what it needs: `mailer policy publish` starts on the clock of
+        # its first notice (mailer/cli/__init__.py)
         if self.is_embedded:
+            from mailer.transports import CaptureServer
             from workers.embedded import EmbeddedWorkers
 
             if self.rt.settings.smtp_url.startswith("capture://"):
@@ -68,6 +73,8 @@ class Dispatcher:
 
 
 def progress_bar(show: bool) -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn  # only commands that wait
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

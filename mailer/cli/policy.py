@@ -6,8 +6,6 @@ import datetime as dt
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from mailer import policy
 from mailer.cli._common import acting_option, current_actor, echo_json, json_option, runtime
@@ -108,6 +106,9 @@ def list_command(as_json: bool) -> None:
     if as_json:
         echo_json(versions)
         return
+    from rich.console import Console  # rich loads only for commands that print tables
+    from rich.table import Table
+
     table = Table("version", "effective", "material", "published", "by", "notice campaign")
     for v in versions:
         table.add_row(
@@ -209,6 +210,9 @@ def resend_command(version: str, as_username: str, as_json: bool) -> None:
 
 
 def _print_coverage(report: policy.CoverageReport) -> None:
+    from rich.console import Console  # rich loads only for commands that print tables
+    from rich.table import Table
+
     console = Console()
     if report.campaign_id is None:
         console.print(f"version {report.version} is not material: no notice was sent")
