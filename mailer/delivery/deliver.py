@@ -311,10 +311,12 @@ def _deliver_slices(
         )
         if claimed:
             built = _build_slice(messages, claimed, rows)
-            # here, not in the sender thread: no slice is claimed while this one waits for
-            # the rate limit, so consent is re-checked about as close to the send as before
-            ctx.wait_for_rate(len(built.outgoing))
             _record_when_sent(ctx, campaign_id)
+            # the rate's tokens are taken only once the slice before is off the wire, just
+            # before this one goes: taken earlier, two slices would land in one second of the
+            # shared limit (tests/test_scale_out.py). Here, not in the sender thread, so no slice
+            # is claimed while this one waits for the rate.
+            ctx.wait_for_rate(len(built.outgoing))
             ctx.send_in_background(partial(_send_slice, ctx, built, journal))
             continue
         ctx.give_back(journal)
