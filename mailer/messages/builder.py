@@ -44,12 +44,11 @@ from mailer.messages.context import (
 )
 from mailer.messages.dkim import DkimSigner
 from mailer.messages.environment import render_budget
-from mailer.messages.split import BoundSplit, crlf_body
+from mailer.messages.split import CRLF, BoundSplit, crlf_body
 from mailer.messages.templates import Template
 from mailer.outgoing import OutgoingMessage
 from mailer.tokens import PreparedHmac, TokenSigner
 
-CRLF = b"\r\n"
 #: RFC 5322 §2.1.1: no line longer than this, CRLF excluded.
 MAX_LINE_OCTETS = 998
 _7BIT = b"Content-Transfer-Encoding: 7bit\r\n\r\n"

@@ -58,6 +58,8 @@ _UNSUPPORTED = (
 )
 #: Filters whose result differs between two evaluations: rendering once would change them.
 _NONDETERMINISTIC_FILTERS = frozenset({"random", "shuffle"})
+#: A message body's line end (RFC 5322 §2.3).
+CRLF = b"\r\n"
 
 _VALUE, _IF, _ELSE, _END = "v", "i", "e", "n"
 _TAKEN, _NOT_TAKEN = "1", "0"
@@ -177,9 +179,6 @@ def _run(program: Program, items: Iterator[str], out: list[Any], values: list[in
             out.append(step)
 
 
-CRLF = b"\r\n"
-
-
 def crlf_body(text: str) -> bytes:
     """A part's text as UTF-8 with CRLF line ends and no bare CR or LF (RFC 5322 §2.3)."""
     body = text.encode("utf-8")
@@ -190,14 +189,15 @@ def crlf_body(text: str) -> bytes:
 
 def _as_body(program: Program) -> Program:
     """`program` with each constant as `crlf_body` gives it (the program holds no CR)."""
-    return [
-        (_as_body(step[0]), _as_body(step[1]))
-        if step.__class__ is tuple
-        else step
-        if step is None
-        else crlf_body(step)
-        for step in program
-    ]
+    return [_step_as_body(step) for step in program]
+
+
+def _step_as_body(step: Any) -> Any:
+    if step is None:  # a recipient's value: encoded per message
+        return None
+    if step.__class__ is tuple:  # a branch: both ways
+        return (_as_body(step[0]), _as_body(step[1]))
+    return crlf_body(step)
 
 
 def line_bounds(program: Program) -> tuple[int, int]:
