@@ -102,6 +102,13 @@ def test_lease_contention_on_postgresql_completes_without_deadlock_loss_or_dupli
     assert status["sweep_overdue"] is False
     assert status["campaigns_sending"] == []
 
+    # and SIGTERM stops the worker group at once and cleanly: exit 0, nothing logged as failing
+    worker = next(proc for proc in dep.procs if proc.name == "worker")
+    os.killpg(worker.popen.pid, signal.SIGTERM)
+    assert worker.popen.wait(30) == 0
+    assert "Traceback" not in worker.text(), worker.text()[-3000:]
+    assert "CRITICAL" not in worker.text(), worker.text()[-3000:]
+
 
 def test_scheduler_once_prints_json_and_campaign_status_warns_without_a_scheduler(
     deployment: Deployment,

@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> None:
         os.close(args.ready_fd)
     stop.wait()
     _log.info("stopping: finishing the batches in hand")
-    wiring.broker.emit_before("process_stop")
     worker.stop()
     wiring.broker.close()
 
