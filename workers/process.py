@@ -7,6 +7,7 @@ Run by `workers.supervisor`, which replaces the process if it dies:
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     wiring = setup(Settings.from_env())
     wiring.broker.emit_after("process_boot")
+    # everything loaded so far lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise walk it every few thousand messages (docs/performance.md §10)
+    gc.collect()
+    gc.freeze()
     worker = dramatiq.Worker(
         wiring.broker,
         queues=set(queue_names(wiring.settings)),
