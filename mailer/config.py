@@ -152,8 +152,11 @@ class Settings:
     batch_size: int = 500
     #: How long a worker owns claimed sends before the sweep takes them back.
     lease_s: int = 300
-    #: Results are written after at most this many messages, so a crash leaves few uncertain rows.
-    record_every: int = 50
+    #: Sends claimed, sent and recorded together (a slice): results are written after at most
+    #: this many messages. Larger slices spread each slice's round trips and commits over more
+    #: messages (docs/performance.md §10); a crash leaves uncertain only the messages on the
+    #: wire, whatever the slice.
+    record_every: int = 200
     #: Where worker threads journal each claim and SMTP acceptance the moment it happens, so the
     #: sweep can settle a dead worker's sends exactly; default <var_dir>/journal. Workers and
     #: the scheduler must share it (same host, or a shared directory).

@@ -13,8 +13,10 @@ from sqlalchemy import func, select, update
 
 from mailer import campaigns
 from mailer.access import Actor
+from mailer.config import Settings
 from mailer.consent import opt_out
 from mailer.delivery import Batch
+from mailer.delivery.deliver import slice_size
 from mailer.enums import CampaignStatus, Role
 from mailer.errors import CampaignError, PermissionDeniedError, TemplateError
 from mailer.models import AuditEvent, Campaign, Send, Suppression
@@ -225,13 +227,14 @@ def test_pause_stops_the_claims_and_resume_finishes_without_duplicates(
 
     slow = mail_rt.settings.with_(rate_limit_per_s=20)
     rt = Runtime(slow, mail_rt.engine, mail_rt.sessions)
-    step = slow.record_every
-    # a dozen slices: one on the wire at the pause, one claimed beside it, most never claimed
-    contacts = make_audience(12 * step)
+    step = slice_size(slow)  # a tenth of the limit: 2
+    # three seconds of the limit (the first second's budget goes out at once): one slice on
+    # the wire at the pause, one claimed beside it, most never claimed
+    contacts = make_audience(3 * slow.rate_limit_per_s)
     cid = _create(rt, "mark")
     with EmbeddedWorkers(slow, rt, threads=1) as embedded:
         campaigns.launch_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
-        _wait_for(lambda: _statuses(rt, cid).get("sent", 0) >= 10)
+        _wait_for(lambda: _statuses(rt, cid).get("sent", 0) >= 2 * step)
         campaigns.pause_campaign(rt, cid, actor=as_user(rt, "mark"))
         at_pause = len(smtp_server.messages)
         embedded.run_until_finished([cid], timeout_s=2 * step / slow.rate_limit_per_s + 2)
@@ -243,6 +246,15 @@ def test_pause_stops_the_claims_and_resume_finishes_without_duplicates(
         campaigns.resume_campaign(rt, cid, actor=as_user(rt, "mark"), dispatch=embedded.dispatch)
         assert embedded.run_until_finished([cid], timeout_s=60)
     assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
+
+
+def test_a_rate_limit_makes_slices_a_tenth_of_its_second_at_most() -> None:
+    settings = Settings(record_every=200)
+    assert slice_size(settings) == 200
+    assert slice_size(settings.with_(rate_limit_per_s=5000)) == 200
+    assert slice_size(settings.with_(rate_limit_per_s=300)) == 30
+    assert slice_size(settings.with_(rate_limit_per_s=5)) == 1
+    assert slice_size(settings.with_(record_every=10, rate_limit_per_s=300)) == 10
 
 
 def test_launch_with_a_broken_template_leaves_a_draft(mail_rt, people, make_audience) -> None:

@@ -1,10 +1,10 @@
 """Delivering one batch: claim, re-check consent, render, send over pooled SMTP, record.
 
-The batch is worked in slices of `settings.record_every` sends, three at a time in a pipeline
-per worker thread: while slice N is on the wire (a sender thread), slice N+1 is claimed
-(queued → sending, with a lease) and rendered, and slice N-1 is recorded (a recorder thread).
-So the claim's round trip and the rendering overlap the SMTP replies, and the commit never
-stalls SMTP (docs/performance.md §9). After a crash each slice's journal settles its claims
+The batch is worked in slices of `slice_size()` sends (`MAILER_RECORD_EVERY`), three at a time
+in a pipeline per worker thread: while slice N is on the wire (a sender thread), slice N+1 is
+claimed (queued → sending, with a lease) and rendered, and slice N-1 is recorded (a recorder
+thread). So the claim's round trip and the rendering overlap the SMTP replies, and the commit
+never stalls SMTP (docs/performance.md §9). After a crash each slice's journal settles its claims
 exactly; only messages on the wire at that moment are uncertain. A pause stops the claims at
 once and lets the slice on the wire and the one claimed beside it go out.
 """
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from mailer.access import SYSTEM
 from mailer.campaigns.lifecycle import complete_if_done, transition
+from mailer.config import Settings
 from mailer.db import HeldConnection, pg_array, pipelined
 from mailer.delivery.identities import recipient_from_row, sender_for
 from mailer.delivery.journal import Journal
@@ -56,6 +57,9 @@ _CAMPAIGN_CACHE_SIZE = 8
 #: Slices of a worker thread in flight at once, each with a journal of its own: one claimed
 #: and built, one on the wire, one being recorded.
 _PIPELINE_DEPTH = 3
+#: Under a messages-per-second limit a slice takes at most this share of one second's budget,
+#: so the threads (and hosts) sharing the limit each get slices into every second of it.
+_SLICES_PER_SECOND_OF_LIMIT = 10
 
 
 class RateLimiter(Protocol):
@@ -289,7 +293,7 @@ def _deliver_slices(
     before that is recorded (its own transaction): a thread never waits for the database or
     the SMTP server while it has other work (module docstring)."""
     settings = ctx.rt.settings
-    step = settings.record_every
+    step = slice_size(settings)
     for start in range(0, len(pending), step):
         _take_recorded(ctx, report, campaign_id, is_waiting=False)
         while not ctx.has_free_journal:
@@ -326,6 +330,17 @@ def _deliver_slices(
     _record_when_sent(ctx, campaign_id)
     while ctx.is_recording:
         _take_recorded(ctx, report, campaign_id)
+
+
+def slice_size(settings: Settings) -> int:
+    """How many sends a thread claims, sends and records together: `record_every`, made
+    smaller under a rate limit so a slice never takes more than a tenth of a second's budget
+    (a slice of 200 against a limit of 300/s would leave a second thread nothing that second).
+    """
+    step = settings.record_every
+    if settings.rate_limit_per_s > 0:
+        step = min(step, max(1, settings.rate_limit_per_s // _SLICES_PER_SECOND_OF_LIMIT))
+    return step
 
 
 def _record_when_sent(ctx: DeliveryContext, campaign_id: int) -> None:
