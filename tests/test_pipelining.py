@@ -9,12 +9,14 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
 from mailer.config import Settings
 from mailer.outgoing import DeliveryResult, Outcome, ReplyKind
+from mailer.transports import make_transport
 from mailer.transports.pipelining import PipeliningConnection
 from mailer.transports.relays import parse_relay
 from tests.required_tools import require
@@ -247,3 +249,60 @@ def test_a_pipelined_refusal_stands_when_the_line_drops_during_the_reset(
         (Outcome.FAILED, ReplyKind.HARD),
         (Outcome.SENT, ReplyKind.OK),
     ]
+
+
+async def _slow_server(reply_delay_s: float) -> tuple[asyncio.AbstractServer, int, list[int]]:
+    """A server with PIPELINING that answers every command and every message, each after
+    `reply_delay_s`; the list counts its sessions."""
+    sessions: list[int] = []
+
+    async def answer(writer: asyncio.StreamWriter, reply: bytes) -> None:
+        await asyncio.sleep(reply_delay_s)
+        writer.write(reply)
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sessions.append(1)
+        writer.write(b"220 slow.test ESMTP\r\n")
+        with suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(EHLO_REPLY)
+                elif verb == b"DATA":
+                    await answer(writer, b"354 go ahead\r\n")
+                    await reader.readuntil(b"\r\n.\r\n")
+                    await answer(writer, b"250 2.0.0 Ok\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 Bye\r\n")
+                    break
+                else:
+                    await answer(writer, b"250 2.1.0 Ok\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], sessions
+
+
+def test_the_timeout_counts_per_transaction_and_never_while_a_connection_waits_idle(
+    pipelining_settings: Settings,
+) -> None:
+    # Given a server that takes ~0.2 s per transaction and a timeout of 0.8 s: six messages
+    # on one connection take longer than the timeout, none of them alone does
+    async def run() -> tuple[list[DeliveryResult], list[DeliveryResult], int]:
+        server, port, sessions = await _slow_server(0.05)
+        settings = pipelining_settings.with_(smtp_pool_size=1)
+        transport = make_transport(settings, f"smtp://127.0.0.1:{port}?timeout_s=0.8")
+        await transport.open()
+        first = await transport.send_batch([message(i, f"r{i}@x.test") for i in range(6)])
+        # idle for longer than the timeout, shorter than the pool's idle check (no NOOP)
+        await asyncio.sleep(0.9)
+        second = await transport.send_batch([message(9, "r9@x.test")])
+        await transport.close()
+        server.close()
+        return first, second, len(sessions)
+
+    first, second, sessions = asyncio.run(run())
+    # Then every message went out, on the one connection, which the idle time did not cut
+    assert [r.outcome for r in first + second] == [Outcome.SENT] * 7, first + second
+    assert sessions == 1

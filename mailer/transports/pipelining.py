@@ -10,7 +10,6 @@ Replies are judged by `base.result_from_reply`, exactly as the aiosmtplib transp
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 
@@ -24,7 +23,7 @@ from mailer.transports.base import (
     result_from_reply,
     unsupported_result,
 )
-from mailer.transports.session import CONNECTION_ERRORS, SmtpSession, describe
+from mailer.transports.session import CONNECTION_ERRORS, SmtpSession
 
 _log = logging.getLogger(__name__)
 
@@ -77,28 +76,32 @@ class PipeliningConnection(SmtpSession):
         index, message, _ = item
         follower: _Item | None = None
         code = 0
+        # the whole transaction, refusal and clean-up included, within the relay's timeout
+        assert self._loop is not None
+        self.expect_by(self._loop)
         try:
-            async with asyncio.timeout(self.relay.timeout_s):
-                replies = await self._envelope_replies()
-                if replies[2][0] != 354 or replies[0][0] != 250 or replies[1][0] > 251:
-                    # The verdict stands even if the clean-up after it loses the connection.
-                    results[index] = _refusal(message, replies)
-                    await self._reset_after(replies)
-                    return self._start_next(waiting, results)
-                if self.is_pipelining:
-                    follower = self._take(waiting, results)
-                body = dot_stuff(message.data)
-                if self.observer is not None:
-                    self.observer.attempting(message.send_id)  # from now on it may arrive
-                self._writer.write(body + follower[2] if follower is not None else body)
-                code, text = await self._read_reply()
+            replies = await self._envelope_replies()
+            if replies[2][0] != 354 or replies[0][0] != 250 or replies[1][0] > 251:
+                # The verdict stands even if the clean-up after it loses the connection.
+                results[index] = _refusal(message, replies)
+                await self._reset_after(replies)
+                self.answered()
+                return self._start_next(waiting, results)
+            if self.is_pipelining:
+                follower = self._take(waiting, results)
+            body = dot_stuff(message.data)
+            if self.observer is not None:
+                self.observer.attempting(message.send_id)  # from now on it may arrive
+            self._writer.write(body + follower[2] if follower is not None else body)
+            code, text = await self._read_reply()
         except CONNECTION_ERRORS as exc:
             self.abort()
             if results[index] is not None:
                 return None
-            reason = f"connection to {self.relay.address} lost: {describe(exc)}"
+            reason = f"connection to {self.relay.address} lost: {self.describe(exc)}"
             results[index] = connection_result(message.send_id, reason)
         else:
+            self.answered()
             results[index] = result_from_reply(message.send_id, code, text)
         if code == 421 or not self.is_open:
             self.abort()
