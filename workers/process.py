@@ -7,6 +7,7 @@ Run by `workers.supervisor`, which replaces the process if it dies:
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
     wiring = setup(Settings.from_env())
+    wiring.prepare()
+    # what the process imported and built at start lives as long as it does: out of every
+    # collection (a full one scanning it held the first batch 0.05-0.14 s: §7)
+    gc.freeze()
     wiring.broker.emit_after("process_boot")
     worker = dramatiq.Worker(
         wiring.broker,
