@@ -22,7 +22,6 @@ NOT_FOR_PUBLISHING = [
     "mailer.web",
     "starlette",
     "mailer.delivery.deliver",
-    "mailer.transports",
     "mailer.contacts.importer",
     "mailer.contacts.sample",
     "rich",

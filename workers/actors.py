@@ -18,32 +18,31 @@ from mailer import delivery
 from mailer.config import Settings
 from mailer.delivery import Batch
 from mailer.errors import TemplateError
+from mailer.pacing import make_pacer
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
+from mailer.transports import make_transport
+from mailer.transports.relays import rate_limit_name
 from workers.broker import build_broker, queue_names
 
 if TYPE_CHECKING:
-    from mailer.delivery.deliver import Pacer, RateLimiter
+    from mailer.delivery.deliver import RateLimiter
 
 _log = logging.getLogger("mailer.worker")
 
 
 class Wiring:
     """Everything a worker process shares, built once at start and passed along: settings,
-    broker, the two actors, the runtime (opened on first use), the rate limiter and pacer
-    (built for the first batch, or at start by `prepare`), and each worker thread's delivery
-    context (event loop, SMTP pool, journal).
-
-    A process that only enqueues (the CLI) uses the broker and the actors alone, and never
-    imports what delivering needs (the transports, the pacing): `mailer policy publish` is
-    on the clock of its first notice."""
+    broker, the two actors, the runtime (opened on first use), the rate limiter, and each
+    worker thread's delivery context (event loop, SMTP pool, journal)."""
 
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
         self.broker = build_broker(settings)
+        self.rate_limiter = _rate_limiter(settings)
+        self.pacer = make_pacer(settings)
         self._runtime = runtime
-        self._lock = threading.Lock()
-        self._limits: tuple[RateLimiter | None, Pacer] | None = None
+        self._runtime_lock = threading.Lock()
         self._threads = threading.local()
         self.broker.add_middleware(_CloseContexts(self))
 
@@ -65,14 +64,12 @@ class Wiring:
         )(deliver)
 
     def prepare(self) -> None:
-        """What a worker process does at start, before it takes batches: build the rate
-        limiter and pacer, and compile the policy notice's template, for which a notice's
-        first batch would otherwise wait (its first message leaves within a second of
-        publishing: docs/performance.md §7). A notice template that does not compile is
-        logged; publishing refuses it anyway."""
+        """What a worker process does at start, before it takes batches: compile the policy
+        notice's template, for which a notice's first batch would otherwise wait (its first
+        message leaves within a second of publishing: docs/performance.md §7). A notice
+        template that does not compile is logged; publishing refuses it anyway."""
         from mailer.policy import prepare_notice  # workers only: the CLI enqueues
 
-        self.limits()
         try:
             prepare_notice(self.settings)
         except TemplateError as exc:
@@ -86,34 +83,22 @@ class Wiring:
 
     @property
     def runtime(self) -> Runtime:
-        with self._lock:
+        with self._runtime_lock:
             if self._runtime is None:
                 self._runtime = open_runtime(self.settings)
             return self._runtime
-
-    def limits(self) -> tuple[RateLimiter | None, Pacer]:
-        """The rate limiter and the pacer every worker thread of this process shares."""
-        with self._lock:
-            if self._limits is None:
-                from mailer.pacing import make_pacer
-
-                self._limits = (_rate_limiter(self.settings), make_pacer(self.settings))
-            return self._limits
 
     def context(self) -> delivery.DeliveryContext:
         """This worker thread's delivery context, made on its first batch."""
         ctx: delivery.DeliveryContext | None = getattr(self._threads, "ctx", None)
         if ctx is None:
-            from mailer.transports import make_transport
-
             rt = self.runtime
-            rate_limiter, pacer = self.limits()
             ctx = delivery.DeliveryContext(
                 rt,
                 lambda: make_transport(rt.settings),
-                rate_limiter=rate_limiter,
+                rate_limiter=self.rate_limiter,
                 journal_dir=rt.settings.journal_dir,
-                pacer=pacer,
+                pacer=self.pacer,
             )
             self._threads.ctx = ctx
         return ctx
@@ -130,8 +115,6 @@ def _rate_limiter(settings: Settings) -> RateLimiter | None:
         return None
     if not settings.shared_redis_url:
         return LocalRateLimiter(settings.rate_limit_per_s)
-    from mailer.transports.relays import rate_limit_name
-
     key = f"{settings.broker_namespace}:rate:{rate_limit_name(settings.smtp_url)}"
     client = redis.Redis.from_url(settings.shared_redis_url)
     return RedisRateLimiter(client, key, settings.rate_limit_per_s)
