@@ -4,6 +4,8 @@ What the entry points (`mailer.cli`, `mailer.web`, `workers`) and scripts use is
 everything else is reached through its module.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from mailer.config import Secret, Settings
 from mailer.enums import (
     ALL_MARKETING,
@@ -28,7 +30,10 @@ from mailer.errors import (
     TokenError,
     TransientSendError,
 )
-from mailer.runtime import Runtime, open_runtime
+from mailer.lazy import lazy_exports as _lazy_exports
+
+if _TYPE_CHECKING:
+    from mailer.runtime import Runtime, open_runtime
 
 __all__ = [
     "ALL_MARKETING",
@@ -55,3 +60,7 @@ __all__ = [
     "TransientSendError",
     "open_runtime",
 ]
+
+# the runtime imports SQLAlchemy and the models: on first use, so that `mailer.cli` starts
+# light and imports a command's module with the collector off (mailer/cli/__init__.py)
+__getattr__ = _lazy_exports(__name__, {"mailer.runtime": ["Runtime", "open_runtime"]})

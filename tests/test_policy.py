@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from collections import Counter
+import shutil
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -27,6 +28,7 @@ from mailer.errors import PermissionDeniedError, PolicyError
 from mailer.models import AuditEvent, Campaign, PolicyVersion, Send, Suppression
 from mailer.policy.publish import split_summary
 from mailer.runtime import Runtime
+from mailer.template_store import pinning
 from tests.conftest import ROOT
 from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
@@ -519,3 +521,44 @@ def test_two_resends_at_once_queue_a_new_contact_only_once(
     with mail_rt.sessions() as s:
         rows = s.scalars(select(Send).where(Send.contact_id == newcomer.id)).all()
     assert [(r.campaign_id, r.status) for r in rows] == [(report.campaign_id, "queued")]
+
+
+def test_a_worker_compiles_the_notice_at_start_so_its_first_batch_compiles_nothing(
+    mail_rt, workers, people, make_audience, smtp_server, monkeypatch
+) -> None:
+    # Given a worker process prepared at start as `mailer worker` prepares it, with no
+    # compiled notice kept before (the cache is per process, and tests share one)
+    monkeypatch.setattr(pinning, "_compiled", OrderedDict())
+    workers.wiring.prepare()
+    compiled: list[str] = []
+    compile_template = pinning.compile_template
+
+    def counting(settings: Any, source: Any, *, subject: str = "") -> Any:
+        compiled.append(source.name)
+        return compile_template(settings, source, subject=subject)
+
+    monkeypatch.setattr(pinning, "compile_template", counting)
+    contacts = make_audience(3)
+    # When a material version is published
+    report = _publish(mail_rt, workers.dispatch)
+    assert report.campaign_id is not None
+    assert workers.run_until_finished([report.campaign_id], timeout_s=60)
+    # Then the notices went out on the template compiled at start, compiled no more
+    assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
+    assert compiled == []
+
+
+def test_a_notice_template_that_does_not_compile_is_logged_at_worker_start(
+    settings, tmp_path, caplog
+) -> None:
+    from workers.actors import setup
+
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    notice = templates / "policy" / "privacy-policy-change.html"
+    notice.write_text(notice.read_text() + "{{ polcy.version }}\n")
+    wiring = setup(settings.with_(templates_dir=templates))
+    with caplog.at_level("WARNING", logger="mailer.worker"):
+        wiring.prepare()  # starts all the same: publishing refuses such a template
+    assert "the policy notice template does not compile" in caplog.text
+    assert "polcy" in caplog.text

@@ -3,23 +3,37 @@ launch with and keep a snapshot of what they sent; workers render the pinned ver
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
+import shutil
+from collections import Counter, OrderedDict
 from email.policy import default as default_policy
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from starlette.testclient import TestClient
 
 from mailer import campaigns, policy, reports, template_store
 from mailer.cli import main
 from mailer.delivery import Batch
 from mailer.errors import PermissionDeniedError, TemplateCheckError, TemplateError
-from mailer.models import AuditEvent, Campaign, CampaignSnapshot, StoredTemplate, TemplateVersion
+from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity
+from mailer.messages.context import SAMPLE_RECIPIENT
+from mailer.models import (
+    AuditEvent,
+    Campaign,
+    CampaignSnapshot,
+    Send,
+    StoredTemplate,
+    TemplateVersion,
+)
 from mailer.runtime import Runtime
+from mailer.template_store import choose_source, pinning, store
 from mailer.web import create_app
+from tests.conftest import ROOT
 from tests.delivery_fixtures import as_user
 from tests.web_fixtures import PASSWORD, csrf_of
 
@@ -430,3 +444,83 @@ def test_a_policy_notice_keeps_its_snapshot_for_the_coverage_report(
     assert summary is not None and summary["template"] == "policy/privacy-policy-change"
     assert summary["template_version_label"] == "built-in"
     assert "We keep logs for seven years." in snapshot.sample_text
+
+
+def test_a_worker_compiles_each_pinned_version_once_and_a_newly_pinned_one_anew(
+    mail_rt: Runtime,
+    workers: Any,
+    staff: Any,
+    make_contact: Any,
+    smtp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (caches of its own: sources and compiled templates are kept per process, and the tests'
+    # databases, emptied between tests, number their versions from 1 again)
+    monkeypatch.setattr(store, "_sources", OrderedDict())
+    monkeypatch.setattr(pinning, "_compiled", OrderedDict())
+    compiled: list[str] = []
+    compile_template = pinning.compile_template
+
+    def counting(settings: Any, source: Any, *, subject: str = "") -> Any:
+        compiled.append(source.html_file)
+        return compile_template(settings, source, subject=subject)
+
+    monkeypatch.setattr(pinning, "compile_template", counting)
+    for n in range(50):  # three batches of 20: both worker threads get some
+        make_contact(email=f"pat{n}@client.example")
+    mark = as_user(mail_rt, "mark")
+    # Given a campaign pinned to version 1, and one launched after version 2 was saved
+    _save(mail_rt)
+    first = _webinar(mail_rt).id
+    campaigns.launch_campaign(mail_rt, first, actor=mark, dispatch=workers.dispatch)
+    assert workers.run_until_finished([first], timeout_s=60)
+    _save(mail_rt, subject="Version two on {{ params.date }}", base_version=1)
+    second = _webinar(mail_rt).id
+    campaigns.launch_campaign(mail_rt, second, actor=mark, dispatch=workers.dispatch)
+    assert workers.run_until_finished([second], timeout_s=60)
+    # When the first campaign's batches come back (a resend, a retried batch)
+    with mail_rt.sessions.begin() as s:
+        s.execute(update(Send).where(Send.campaign_id == first).values(status="queued"))
+        s.execute(update(Campaign).where(Campaign.id == first).values(status="sending"))
+    workers.tick()
+    assert workers.run_until_finished([first], timeout_s=60)
+
+    # Then each campaign went out in its own pinned version
+    subjects = Counter(
+        email.message_from_bytes(m.data, policy=default_policy)["Subject"]
+        for m in smtp_server.messages
+    )
+    assert subjects == Counter({"Spring webinar on March 3": 100, "Version two on March 3": 50})
+    # and the worker threads compiled each version once between them (two threads, three runs)
+    assert sorted(compiled) == [f"{NAME} v1.html", f"{NAME} v2.html"]
+
+
+def test_a_compiled_template_is_kept_until_its_source_its_subject_or_the_layout_changes(
+    settings: Any, tmp_path: Any
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    own = settings.with_(templates_dir=templates)
+    source = choose_source(None, own, "promotions/aca-reporting").source
+    kept = template_store.compiled_template(own, source)
+    assert template_store.compiled_template(own, source) is kept
+    assert template_store.compiled_template(own, source, subject="Other") is not kept
+    changed = dataclasses.replace(source, html=source.html + "<p>More.</p>\n")
+    assert template_store.compiled_template(own, changed) is not kept
+    # When the layout file changes on disk (a deploy), the template is compiled again with it
+    layout = templates / "layouts" / "base.html"
+    layout.write_text(layout.read_text().replace("<title>", "<title>Layout two: "))
+    again = template_store.compiled_template(own, source)
+    assert again is not kept and template_store.compiled_template(own, source) is again
+    assert "Layout two: " in _sample_html(own, again)
+
+
+def _sample_html(settings: Any, template: Any) -> str:
+    messages = CampaignMessages(
+        settings,
+        template=template,
+        campaign=CampaignInfo(id=1, name="c", category=template.category),
+        sender=SenderIdentity("Dana Reyes", "dana@cpi.example", "541-555-0142"),
+        params={},
+    )
+    return messages.render_parts(SAMPLE_RECIPIENT)[2]

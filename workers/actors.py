@@ -6,6 +6,7 @@ Each process `mailer worker` starts (`workers.process`) calls `setup` once at st
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ import redis
 from mailer import delivery
 from mailer.config import Settings
 from mailer.delivery import Batch
+from mailer.errors import TemplateError
 from mailer.pacing import make_pacer
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
@@ -25,6 +27,8 @@ from workers.broker import build_broker, queue_names
 
 if TYPE_CHECKING:
     from mailer.delivery.deliver import RateLimiter
+
+_log = logging.getLogger("mailer.worker")
 
 
 class Wiring:
@@ -58,6 +62,18 @@ class Wiring:
             broker=self.broker,
             priority=0,
         )(deliver)
+
+    def prepare(self) -> None:
+        """What a worker process does at start, before it takes batches: compile the policy
+        notice's template, for which a notice's first batch would otherwise wait (its first
+        message leaves within a second of publishing: docs/performance.md §7). A notice
+        template that does not compile is logged; publishing refuses it anyway."""
+        from mailer.policy import prepare_notice  # workers only: the CLI enqueues
+
+        try:
+            prepare_notice(self.settings)
+        except TemplateError as exc:
+            _log.warning("the policy notice template does not compile: %s", exc)
 
     def dispatch(self, batches: Sequence[Batch]) -> None:
         """Enqueue one broker message per batch (never one per recipient)."""

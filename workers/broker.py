@@ -8,14 +8,22 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
 import dramatiq
-from dramatiq.broker import Consumer
+import redis
+from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.middleware import Retries, TimeLimit
 
 from mailer.config import Settings
+
+_log = logging.getLogger("mailer.worker")
 
 #: Bulk marketing mail; service and policy mail never waits behind it.
 BULK_QUEUE = "bulk"
@@ -33,13 +41,159 @@ HEARTBEAT_TIMEOUT_MS = 30_000
 DELAY_QUEUE_POLL_MS = 1_000
 
 
+#: How long the nudge listener waits for a message before it looks whether to stop (s).
+_LISTEN_S = 1.0
+
+
 class _RedisBroker(RedisBroker):
-    """RedisBroker whose delay-queue consumers poll at most every DELAY_QUEUE_POLL_MS when idle."""
+    """RedisBroker whose idle consumers wake as soon as a batch is enqueued, and whose
+    delay-queue consumers poll at most every DELAY_QUEUE_POLL_MS when idle.
+
+    Dramatiq's Redis consumer sleeps between polls of an empty queue (up to the worker's
+    timeout, workers.process.IDLE_POLL_MS): a batch enqueued into idle workers waited for the
+    next poll, ~50 ms on average, and a policy notice's first message must leave within a
+    second of publishing. Every enqueue also publishes the queue's name on the namespace's
+    nudge channel (one PUBLISH per batch of 500 sends); in each consuming process one thread
+    listens (`_Nudges`) and wakes that queue's consumers, which then fetch at once. Nudges are
+    fire-and-forget: one lost (the listener reconnecting) only means waiting for the poll,
+    which stays as it was.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.nudge_channel = f"{self.namespace}:nudge"
+        self._nudges: _Nudges | None = None
+        self._nudges_lock = threading.Lock()
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        enqueued = super().enqueue(message, delay=delay)
+        if delay is None:  # a delayed one waits a second at least: its consumer polls for it
+            self.client.publish(self.nudge_channel, message.queue_name)
+        return enqueued
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         if dq_name(queue_name) == queue_name:
-            timeout = max(timeout, DELAY_QUEUE_POLL_MS)
-        return super().consume(queue_name, prefetch, timeout)
+            return super().consume(queue_name, prefetch, max(timeout, DELAY_QUEUE_POLL_MS))
+        # the consumer itself never sleeps (timeout 0); _NudgedConsumer waits for a nudge
+        consumer = super().consume(queue_name, prefetch, 0)
+        return _NudgedConsumer(self, consumer, queue_name, timeout)
+
+    def wake_event(self, queue_name: str) -> threading.Event:
+        """An event set whenever a batch is enqueued on `queue_name` (by any process), for
+        one consumer; `forget` it when the consumer closes."""
+        with self._nudges_lock:
+            if self._nudges is None:
+                self._nudges = _Nudges(self.client, self.nudge_channel)
+            return self._nudges.add(queue_name)
+
+    def forget(self, queue_name: str, event: threading.Event) -> None:
+        with self._nudges_lock:
+            if self._nudges is not None and self._nudges.remove(queue_name, event):
+                self._nudges = None  # its last consumer closed: the listener stops
+
+
+class _Nudges:
+    """One thread subscribed to the nudge channel, setting the wake events of the consumers of
+    the queue each message names; it stops once the last of them is removed."""
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self.channel = channel
+        self._events: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        # a connection of its own, named after the channel: `CLIENT LIST` shows who listens
+        pool = client.connection_pool
+        self._pool = redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "client_name": channel},
+        )
+        self._pubsub = redis.Redis(connection_pool=self._pool).pubsub(
+            ignore_subscribe_messages=True
+        )
+        try:
+            # subscribed before any consumer's first fetch: no enqueue after it goes unheard
+            self._pubsub.subscribe(channel)
+        except redis.RedisError as exc:  # Redis down: the consumers will say so too
+            _log.warning("cannot listen for nudges yet (%s); will keep trying", exc)
+        threading.Thread(target=self._listen, name="nudges", daemon=True).start()
+
+    def add(self, queue_name: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(queue_name, set()).add(event)
+        return event
+
+    def remove(self, queue_name: str, event: threading.Event) -> bool:
+        """Forget a consumer's event; True when none is left (the listener then stops)."""
+        with self._lock:
+            self._events.get(queue_name, set()).discard(event)
+            if any(self._events.values()):
+                return False
+        self._stopped.set()
+        return True
+
+    def _listen(self) -> None:
+        failing = False
+        try:
+            while not self._stopped.is_set():
+                try:
+                    if not self._pubsub.channels:  # Redis was down when we started
+                        self._pubsub.subscribe(self.channel)
+                    # after a lost connection redis-py reconnects and subscribes again here
+                    message = self._pubsub.get_message(timeout=_LISTEN_S)
+                    failing = False
+                except redis.RedisError as exc:
+                    if not failing:  # meanwhile the consumers poll as they did before nudges
+                        _log.warning("nudges not heard (%s); will keep trying", exc)
+                    failing = True
+                    self._stopped.wait(_LISTEN_S)
+                    continue
+                if message is not None and message["type"] == "message":
+                    self._wake(message["data"].decode())
+        finally:
+            self._pubsub.close()
+            self._pool.disconnect()
+
+    def _wake(self, queue_name: str) -> None:
+        with self._lock:
+            events = list(self._events.get(queue_name, ()))
+        for event in events:
+            event.set()
+
+
+class _NudgedConsumer(Consumer):
+    """Dramatiq's Redis consumer, waiting for a nudge (or `timeout_ms`, the poll it replaces)
+    when a fetch finds nothing instead of sleeping."""
+
+    def __init__(
+        self, broker: _RedisBroker, consumer: Consumer, queue_name: str, timeout_ms: int
+    ) -> None:
+        self._broker = broker
+        self._consumer = consumer
+        self._queue_name = queue_name
+        self._timeout_s = timeout_ms / 1000
+        self._woken = broker.wake_event(queue_name)
+
+    def __next__(self) -> MessageProxy | None:
+        # cleared before the fetch: a nudge arriving during it makes the wait below return
+        self._woken.clear()
+        message = next(self._consumer)
+        if message is None:
+            self._woken.wait(self._timeout_s)
+        return message
+
+    def ack(self, message: MessageProxy) -> None:
+        self._consumer.ack(message)
+
+    def nack(self, message: MessageProxy) -> None:
+        self._consumer.nack(message)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        self._consumer.requeue(messages)
+
+    def close(self) -> None:
+        self._broker.forget(self._queue_name, self._woken)
+        self._consumer.close()
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:

@@ -5,3 +5,4 @@ from mailer.config import Settings
 from workers.actors import setup
 
 wiring = setup(Settings.from_env())
+wiring.prepare()

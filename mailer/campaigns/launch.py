@@ -52,7 +52,7 @@ from mailer.template_store import (
 #: Contacts (the first so many by id) planned before the first batches go out; the rest is
 #: planned while they are sent, so the first message leaves well under a second after launch
 #: whatever the audience size.
-FIRST_CHUNK_ROWS = 2000
+FIRST_CHUNK_ROWS = 1000
 
 
 @dataclass

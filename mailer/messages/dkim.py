@@ -17,13 +17,14 @@ import hashlib
 import re
 import time
 from pathlib import Path
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _TRAILING_WSP = re.compile(rb"[ \t]+(?=\r\n)")
@@ -36,6 +37,12 @@ class DkimSigner:
     """Signs messages with one key; build once per campaign (the key is parsed once)."""
 
     def __init__(self, selector: str, domain: str, private_key_pem: bytes, headers: list[str]):
+        # cryptography is imported by a signer only: most processes sign nothing (no key
+        # configured), and the CLI's start-up is on the clock (docs/performance.md §7)
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
         try:
             key = serialization.load_pem_private_key(private_key_pem, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -43,6 +50,8 @@ class DkimSigner:
         if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_KEY_BITS:
             raise ConfigError(f"the DKIM key must be RSA with at least {MIN_KEY_BITS} bits")
         self._key = key
+        self._padding: AsymmetricPadding = padding.PKCS1v15()
+        self._hash: HashAlgorithm = hashes.SHA256()
         self._selector = selector
         self._domain = domain
         self.headers = list(headers)
@@ -77,7 +86,7 @@ class DkimSigner:
         signed = b"".join(_pick(fields, self.headers))
         unsigned_sig = canonical_header(b"DKIM-Signature", value.encode("ascii"))
         digest_input = signed + unsigned_sig.removesuffix(b"\r\n")
-        signature = self._key.sign(digest_input, padding.PKCS1v15(), hashes.SHA256())
+        signature = self._key.sign(digest_input, self._padding, self._hash)
         b64 = base64.b64encode(signature).decode("ascii")
         folded = "\r\n ".join(b64[i : i + 72] for i in range(0, len(b64), 72))
         return f"DKIM-Signature:{value}{folded}\r\n".encode("ascii") + message

@@ -301,16 +301,26 @@ def _category(header: dict[str, str], name: str, file: str) -> Category:
     return category
 
 
+def _layout_paths(root: Path) -> tuple[Path, Path]:
+    return root / f"{LAYOUT}.html", root / f"{LAYOUT}.txt"
+
+
 def _read_layout(env: SandboxedEnvironment, root: Path) -> tuple[Piece, Piece]:
     pieces = []
-    for ext in ("html", "txt"):
-        path = root / f"{LAYOUT}.{ext}"
+    for path in _layout_paths(root):
         if not path.is_file():
             raise TemplateError(str(path), "the layout is missing")
         text = path.read_text(encoding="utf-8")
         check_source(env, text, str(path))
         pieces.append(Piece(text, str(path)))
     return pieces[0], pieces[1]
+
+
+def layout_sources(settings: Settings) -> tuple[str | None, ...]:
+    """The layout's HTML and text as they are on disk now (None for a missing file), which
+    `compile_template` wraps every template in: part of what a compiled template depends on."""
+    paths = _layout_paths(Path(settings.templates_dir))
+    return tuple(p.read_text(encoding="utf-8") if p.is_file() else None for p in paths)
 
 
 def check_source(

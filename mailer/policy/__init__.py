@@ -7,7 +7,7 @@
 """
 
 from mailer.policy.coverage import ClientCoverage, CoverageReport, coverage, require_version
-from mailer.policy.publish import PublishReport, publish_policy
+from mailer.policy.publish import PublishReport, prepare_notice, publish_policy
 from mailer.policy.resend import ResendReport, resend_notice
 from mailer.policy.text import (
     DiffLine,
@@ -31,6 +31,7 @@ __all__ = [
     "current_version",
     "ensure_first_version",
     "get_version",
+    "prepare_notice",
     "previous_version",
     "publish_policy",
     "require_version",

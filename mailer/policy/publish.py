@@ -43,6 +43,7 @@ from mailer.errors import PolicyError
 from mailer.models import Campaign, PolicyVersion, utcnow
 from mailer.policy.text import ensure_first_version, get_version
 from mailer.runtime import Runtime
+from mailer.template_store import choose_source, compiled_template
 
 NOTICE_TEMPLATE = "policy/privacy-policy-change"
 #: Labels appear in URLs (`/privacy/V`) and file names: keep them plain.
@@ -66,6 +67,14 @@ class PublishReport:
     #: Why planned contacts were skipped (suppressed: undeliverable; not_a_client …).
     skip_reasons: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+
+
+def prepare_notice(settings: Settings) -> None:
+    """Compile the notice's template into this process's cache, as the first batch of a
+    notice campaign would (`template_store.compiled_template`): each worker process does it
+    at start, so the first notice after publishing does not wait for it (docs/performance.md
+    §7). Raises TemplateError if the template does not compile."""
+    compiled_template(settings, choose_source(None, settings, NOTICE_TEMPLATE).source)
 
 
 def human_date(day: dt.date) -> str:

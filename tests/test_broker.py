@@ -1,0 +1,147 @@
+"""workers.broker on real Redis: an idle consumer wakes as soon as a batch is enqueued (a
+nudge on the namespace's channel) instead of at its next poll, and the poll still finds what a
+lost nudge did not announce."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from mailer.config import Settings
+from workers.broker import build_broker
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+QUEUE = "priority"
+#: The idle poll of the workers in these tests: long, so a batch taken well within it was
+#: taken because of the nudge.
+SLOW_POLL_MS = 3_000
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"mailer-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{name}*"))
+    if keys:
+        client.delete(*keys)
+
+
+class Taken:
+    """An actor on `broker` that records when it ran each message (by its argument)."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.at: dict[int, float] = {}
+        self.event = threading.Event()
+
+        def take(n: int) -> None:
+            self.at[n] = time.monotonic()
+            self.event.set()
+
+        self.actor = dramatiq.actor(actor_name="take", queue_name=QUEUE, broker=broker)(take)
+
+
+def _broker(namespace: str) -> dramatiq.Broker:
+    settings = Settings.from_env(
+        {
+            "MAILER_BROKER_URL": REDIS_URL,
+            "MAILER_BROKER_NAMESPACE": namespace,
+            "MAILER_SECRET_KEY": "broker-test-secret-0123456789",
+        },
+        env_file=None,
+    )
+    return build_broker(settings)
+
+
+def _enqueue_from_elsewhere(broker: RedisBroker, n: int) -> float:
+    """Enqueue `take(n)` through `broker` (another process's, as the CLI's would be)."""
+    started = time.monotonic()
+    broker.enqueue(dramatiq.Message(QUEUE, "take", (n,), {}, {}))
+    return started
+
+
+@pytest.fixture
+def idle_worker(namespace: str) -> Iterator[tuple[Taken, dramatiq.Worker]]:
+    broker = _broker(namespace)
+    taken = Taken(broker)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=SLOW_POLL_MS)
+    worker.start()
+    time.sleep(0.5)  # booted, its first fetch found nothing: it waits
+    yield taken, worker
+    worker.stop()
+
+
+def _wait_taken(taken: Taken, n: int, timeout_s: float) -> float | None:
+    deadline = time.monotonic() + timeout_s
+    while n not in taken.at and time.monotonic() < deadline:
+        taken.event.wait(0.01)
+        taken.event.clear()
+    return taken.at.get(n)
+
+
+def test_an_idle_worker_takes_an_enqueued_batch_at_once_not_at_its_next_poll(
+    namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
+) -> None:
+    # Given a worker idle for a while, polling every 3 s
+    taken, _ = idle_worker
+    sender = _broker(namespace)
+    for n in range(3):
+        time.sleep(0.3)
+        # When another process enqueues a batch
+        started = _enqueue_from_elsewhere(sender, n)
+        # Then the worker runs it at once, not at its next poll
+        at = _wait_taken(taken, n, SLOW_POLL_MS / 1000 + 5)
+        assert at is not None
+        assert at - started < 0.5 * SLOW_POLL_MS / 1000, f"batch {n}: {at - started:.3f} s"
+
+
+def test_a_batch_enqueued_without_a_nudge_is_still_found_by_the_poll(
+    namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
+) -> None:
+    # Given an enqueue that publishes no nudge (Dramatiq's own broker, or a nudge lost)
+    taken, _ = idle_worker
+    plain = RedisBroker(url=REDIS_URL, namespace=namespace)
+    started = _enqueue_from_elsewhere(plain, 1)
+    # Then the worker's poll finds it, within one poll
+    at = _wait_taken(taken, 1, SLOW_POLL_MS / 1000 + 5)
+    assert at is not None and at - started < SLOW_POLL_MS / 1000 + 1.0
+
+
+def test_nudges_are_heard_again_after_the_listener_loses_its_connection(
+    namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
+) -> None:
+    taken, _ = idle_worker
+    client = redis.Redis.from_url(REDIS_URL)
+    # Given Redis drops the connection the worker process listens for nudges on
+    listeners = [c for c in client.client_list() if c["name"] == f"{namespace}:nudge"]
+    assert len(listeners) == 1 and listeners[0]["sub"] == "1"
+    client.client_kill_filter(_id=listeners[0]["id"])
+    time.sleep(1.5)  # the listener notices and subscribes again, on a new connection
+    again = [c for c in client.client_list() if c["name"] == f"{namespace}:nudge"]
+    assert [c["sub"] for c in again] == ["1"] and again[0]["id"] != listeners[0]["id"]
+    # When a batch is enqueued
+    started = _enqueue_from_elsewhere(_broker(namespace), 7)
+    # Then the worker is woken for it again
+    at = _wait_taken(taken, 7, SLOW_POLL_MS / 1000 + 5)
+    assert at is not None and at - started < 0.5 * SLOW_POLL_MS / 1000
+
+
+def test_the_listener_stops_with_the_worker(namespace: str) -> None:
+    broker = _broker(namespace)
+    Taken(broker)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    time.sleep(0.3)
+    assert [t for t in threading.enumerate() if t.name == "nudges"]
+    worker.stop()
+    deadline = time.monotonic() + 5
+    while [t for t in threading.enumerate() if t.name == "nudges"]:
+        assert time.monotonic() < deadline, "the nudge listener outlived its consumers"
+        time.sleep(0.05)
