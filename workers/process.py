@@ -46,14 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     wiring = setup(Settings.from_env())
     wiring.prepare()
-    # what the process imported and built at start lives as long as it does: out of every
-    # collection (a full one scanning it held the first batch 0.05-0.14 s: §7); the garbage
-    # start-up left (compiling the notice makes some) is collected first, not kept for good
-    gc.collect()
-    gc.freeze()
     wiring.broker.emit_after("process_boot")
-    # everything loaded so far lives as long as the process: keep it out of the collector's
-    # full passes, which otherwise walk it every few thousand messages (docs/performance.md §10)
+    # what the process imported and built at start lives as long as it does: out of every
+    # collection (a full one scanning it held the first batch 0.05-0.14 s, §7, and walked it
+    # every few thousand messages, §10); the garbage start-up left (compiling the notice makes
+    # some) is collected first, not kept for good
     gc.collect()
     gc.freeze()
     worker = dramatiq.Worker(
