@@ -562,3 +562,16 @@ def test_a_notice_template_that_does_not_compile_is_logged_at_worker_start(
         wiring.prepare()  # starts all the same: publishing refuses such a template
     assert "the policy notice template does not compile" in caplog.text
     assert "polcy" in caplog.text
+
+
+def test_a_dkim_key_that_cannot_be_read_is_logged_at_worker_start(
+    settings, tmp_path, caplog
+) -> None:
+    from workers.actors import setup
+
+    missing = tmp_path / "no-such-key.pem"
+    wiring = setup(settings.with_(dkim_selector="s1", dkim_private_key_path=str(missing)))
+    with caplog.at_level("WARNING", logger="mailer.worker"):
+        wiring.prepare()  # starts all the same; the first batch fails the same way, loudly
+    assert "cannot sign with DKIM" in caplog.text
+    assert "no-such-key.pem" in caplog.text

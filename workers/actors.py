@@ -17,7 +17,7 @@ import redis
 from mailer import delivery
 from mailer.config import Settings
 from mailer.delivery import Batch
-from mailer.errors import TemplateError
+from mailer.errors import ConfigError, TemplateError
 from mailer.pacing import make_pacer
 from mailer.ratelimit import LocalRateLimiter, RedisRateLimiter
 from mailer.runtime import Runtime, open_runtime
@@ -68,12 +68,18 @@ class Wiring:
         notice's template, for which a notice's first batch would otherwise wait (its first
         message leaves within a second of publishing: docs/performance.md §7). A notice
         template that does not compile is logged; publishing refuses it anyway."""
+        from mailer.messages.dkim import DkimSigner
         from mailer.policy import prepare_notice  # workers only: the CLI enqueues
 
         try:
             prepare_notice(self.settings)
         except TemplateError as exc:
             _log.warning("the policy notice template does not compile: %s", exc)
+        # with DKIM on, load the key (and `cryptography`, ~0.1 s) now, not on the first batch
+        try:
+            DkimSigner.from_settings(self.settings, [])
+        except ConfigError as exc:
+            _log.warning("cannot sign with DKIM: %s", exc)
 
     def dispatch(self, batches: Sequence[Batch]) -> None:
         """Enqueue one broker message per batch (never one per recipient)."""
