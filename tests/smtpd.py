@@ -132,6 +132,8 @@ class _FaultHandler:
         for rcpt in envelope.rcpt_tos:
             reply = reply or fault._data_script.next(rcpt.lower())
         await self._maybe_hang(reply)
+        if fault.data_delay_s:
+            await asyncio.sleep(fault.data_delay_s)
         if reply:
             return _reply(server, reply)
         with fault._lock:
@@ -215,6 +217,8 @@ class FaultServer:
         self.ehlo_names: list[str] = []
         self.connection_count = 0
         self.data_count = 0
+        #: Seconds every message waits before its answer after the final dot (a slow relay).
+        self.data_delay_s = 0.0
         self._refuse_count = 0
         self._lock = threading.Lock()
         self._mail_script = _Script()

@@ -16,7 +16,7 @@ from mailer.access import Actor
 from mailer.config import Settings
 from mailer.consent import opt_out
 from mailer.delivery import Batch
-from mailer.delivery.deliver import slice_size
+from mailer.delivery.deliver import DeliveryContext, slice_size
 from mailer.enums import CampaignStatus, Role
 from mailer.errors import CampaignError, PermissionDeniedError, TemplateError
 from mailer.models import AuditEvent, Campaign, Send, Suppression
@@ -255,6 +255,22 @@ def test_a_rate_limit_makes_slices_a_tenth_of_its_second_at_most() -> None:
     assert slice_size(settings.with_(rate_limit_per_s=300)) == 30
     assert slice_size(settings.with_(rate_limit_per_s=5)) == 1
     assert slice_size(settings.with_(record_every=10, rate_limit_per_s=300)) == 10
+
+
+def test_a_thread_starts_with_small_slices_and_shrinks_them_for_a_slow_relay(mail_rt) -> None:
+    settings = mail_rt.settings.with_(record_every=200, lease_s=2, rate_limit_per_s=0)
+    ctx = DeliveryContext(Runtime(settings, mail_rt.engine, mail_rt.sessions), lambda: None)  # type: ignore[arg-type, return-value]
+    try:
+        # until the relay's pace is known, a thread claims 50, then doubles up to the setting
+        assert [ctx.next_slice_size() for _ in range(4)] == [50, 100, 200, 200]
+        # 20 ms a message: 200 would be 4 s on the wire, twice the lease; an eighth of it is 12
+        ctx.note_sent(100, 2.0)
+        assert ctx.next_slice_size() == 12
+        # the relay is fast again: back up by doubling
+        ctx.note_sent(12, 0.006)
+        assert [ctx.next_slice_size() for _ in range(5)] == [24, 48, 96, 192, 200]
+    finally:
+        ctx.close()
 
 
 def test_launch_with_a_broken_template_leaves_a_draft(mail_rt, people, make_audience) -> None:

@@ -110,6 +110,35 @@ def test_lease_contention_on_postgresql_completes_without_deadlock_loss_or_dupli
     assert "CRITICAL" not in worker.text(), worker.text()[-3000:]
 
 
+def test_a_slow_relay_with_a_short_lease_gets_small_slices_and_no_duplicates(
+    deployment: Deployment, smtpd: FaultServer
+) -> None:
+    # Given a 2-second lease, a sweep every half second, slices of up to 200 in batches of
+    # 500, and a relay that takes 20 ms over each message (two connections: 10 ms a message,
+    # so a slice of 200 would be on the wire 2 s, and the one claimed beside it 4 s). The
+    # worker's live journal keeps its claims its own for a while past their lease
+    # (recovery.LIVE_GRACE_S), and its slices shrink to an eighth of the lease on the wire
+    dep = deployment
+    dep.env.update(MAILER_LEASE_S="2", MAILER_RECORD_EVERY="200", MAILER_BATCH_SIZE="500")
+    smtpd.data_delay_s = 0.02
+    dep.seed(800)
+    dep.start("scheduler", "scheduler", ready="mailer scheduler ready")
+    dep.start("worker", "worker", "-p", "1", "-t", "1", ready="mailer worker ready")
+    cid = dep.campaign("service")
+
+    # When the service notice runs to the end
+    dep.launch(cid)
+    dep.wait_done(cid, timeout_s=120)
+
+    # Then no lease ran out under a slice: every client's contact got it exactly once
+    everyone = dep.emails(cid)
+    assert len(everyone) > 300
+    assert dep.status(cid) == "completed"
+    assert dep.counts(cid) == {"sent": len(everyone)}
+    assert received(smtpd) == dict.fromkeys(everyone, 1)
+    _assert_running(dep)
+
+
 def test_scheduler_once_prints_json_and_campaign_status_warns_without_a_scheduler(
     deployment: Deployment,
 ) -> None:

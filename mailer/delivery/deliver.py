@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +61,12 @@ _PIPELINE_DEPTH = 3
 #: Under a messages-per-second limit a slice takes at most this share of one second's budget,
 #: so the threads (and hosts) sharing the limit each get slices into every second of it.
 _SLICES_PER_SECOND_OF_LIMIT = 10
+#: A thread's first slice is this big at most, and each next one at most twice the last: until
+#: a thread has seen how fast its relay takes messages, it claims little.
+_FIRST_SLICE = 50
+#: A slice is claimed while the one before it is sent, then sent itself and recorded, so its
+#: lease must cover about two slices' sending: one slice's sending is kept to this share of it.
+_LEASE_SHARE = 8
 
 
 class RateLimiter(Protocol):
@@ -128,8 +135,26 @@ class DeliveryContext:
         self._recorder: ThreadPoolExecutor | None = None
         #: The slice on the wire while the next one is claimed and built.
         self.sending: Future[_SentSlice] | None = None
+        #: How long the last slice took on the wire, per message (set by the sender thread),
+        #: and how many sends the last claim asked for: the next slice's size follows both.
+        self.seconds_per_message = 0.0
+        self._last_slice = 0
         #: The slices being recorded, oldest first, each with its journal.
         self._recordings: deque[tuple[Future[RecordReport], Journal | None]] = deque()
+
+    def next_slice_size(self) -> int:
+        """How many sends to claim next: `slice_size()`, growing from `_FIRST_SLICE` by
+        doubling, and shrunk when the relay is slow enough that a slice would outlive its
+        lease."""
+        step = slice_size(self.rt.settings, self.seconds_per_message)
+        step = min(step, 2 * self._last_slice if self._last_slice else _FIRST_SLICE)
+        self._last_slice = step
+        return step
+
+    def note_sent(self, count: int, seconds: float) -> None:
+        """The sender thread's measure of a slice: `count` messages in `seconds`."""
+        if count:
+            self.seconds_per_message = seconds / count
 
     def take_journal(self) -> Journal | None:
         """A journal holding no slice, for the next claim (call `has_free_journal` first)."""
@@ -293,8 +318,10 @@ def _deliver_slices(
     before that is recorded (its own transaction): a thread never waits for the database or
     the SMTP server while it has other work (module docstring)."""
     settings = ctx.rt.settings
-    step = slice_size(settings)
-    for start in range(0, len(pending), step):
+    start = 0
+    while start < len(pending):
+        step = ctx.next_slice_size()
+        ids, start = pending[start : start + step], start + step
         _take_recorded(ctx, report, campaign_id, is_waiting=False)
         while not ctx.has_free_journal:
             _take_recorded(ctx, report, campaign_id)
@@ -306,7 +333,7 @@ def _deliver_slices(
                 _claim,
                 category=category,
                 campaign_id=campaign_id,
-                ids=pending[start : start + step],
+                ids=ids,
                 now=ctx.clock(),
                 lease_s=settings.lease_s,
                 journal=journal,
@@ -332,14 +359,20 @@ def _deliver_slices(
         _take_recorded(ctx, report, campaign_id)
 
 
-def slice_size(settings: Settings) -> int:
+def slice_size(settings: Settings, seconds_per_message: float = 0.0) -> int:
     """How many sends a thread claims, sends and records together: `record_every`, made
     smaller under a rate limit so a slice never takes more than a tenth of a second's budget
-    (a slice of 200 against a limit of 300/s would leave a second thread nothing that second).
+    (a slice of 200 against a limit of 300/s would leave a second thread nothing that second),
+    and, once the relay's pace is known (`seconds_per_message` on the wire), so a slice's
+    sending takes at most an eighth of the lease: a slow relay must not keep claimed sends
+    past their lease, when the sweep would take them back (marketing mail `unknown`, service
+    mail sent again).
     """
     step = settings.record_every
     if settings.rate_limit_per_s > 0:
         step = min(step, max(1, settings.rate_limit_per_s // _SLICES_PER_SECOND_OF_LIMIT))
+    if seconds_per_message > 0:
+        step = min(step, max(1, int(settings.lease_s / _LEASE_SHARE / seconds_per_message)))
     return step
 
 
@@ -453,7 +486,9 @@ def _build_slice(
 
 def _send_slice(ctx: DeliveryContext, built: _BuiltSlice, journal: Journal | None) -> _SentSlice:
     """In the sender thread: the slice's messages over SMTP, each journalled as it goes."""
+    started = time.monotonic()
     results = ctx.send(built.outgoing, journal) if built.outgoing else []
+    ctx.note_sent(len(built.outgoing), time.monotonic() - started)
     results.extend(built.failures)
     message_ids = {m.send_id: m.message_id for m in built.outgoing}
     return _SentSlice(built.claimed, results, built.skips, message_ids, journal)
