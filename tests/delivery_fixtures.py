@@ -21,6 +21,22 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
+def clear_namespace(namespace: str, url: str = REDIS_URL) -> None:
+    """Delete every Redis key of a test's namespace (queues, limits, pacing, nudges)."""
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{namespace}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A Redis key prefix of the test's own, its keys deleted afterwards."""
+    namespace = f"mailer-test-{uuid.uuid4().hex[:8]}"
+    yield namespace
+    clear_namespace(namespace)
+
+
 def as_user(rt: Runtime, username: str) -> Actor:
     """The actor for an existing user, as the CLI would build it from MAILER_USER."""
     with rt.sessions() as session:
@@ -68,10 +84,7 @@ def workers(mail_rt: Runtime) -> Iterator[Any]:
         yield embedded
     if mail_rt.settings.is_rabbitmq:
         delete_rabbitmq_queues(mail_rt.settings)
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{mail_rt.settings.broker_namespace}*"))
-    if keys:
-        client.delete(*keys)
+    clear_namespace(mail_rt.settings.broker_namespace)
 
 
 @pytest.fixture

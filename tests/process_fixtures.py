@@ -257,15 +257,6 @@ def shared_database() -> Iterator[str]:
         admin.dispose()
 
 
-def clear_namespace(namespace: str, url: str = SHARED_REDIS) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(f"{namespace}*"))
-    if keys:
-        client.delete(*keys)
-
-
 class PrivateRedis:
     """A redis-server of the test's own on a free port, which the test may stop and restart."""
 

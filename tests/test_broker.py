@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import dramatiq
@@ -15,23 +14,13 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from mailer.config import Settings
+from tests.delivery_fixtures import REDIS_URL
 from workers.broker import build_broker
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 QUEUE = "priority"
 #: The idle poll of the workers in these tests: long, so a batch taken well within it was
 #: taken because of the nudge.
 SLOW_POLL_MS = 3_000
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"mailer-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{name}*"))
-    if keys:
-        client.delete(*keys)
 
 
 class Taken:
@@ -68,8 +57,8 @@ def _enqueue_from_elsewhere(broker: RedisBroker, n: int) -> float:
 
 
 @pytest.fixture
-def idle_worker(namespace: str) -> Iterator[tuple[Taken, dramatiq.Worker]]:
-    broker = _broker(namespace)
+def idle_worker(redis_namespace: str) -> Iterator[tuple[Taken, dramatiq.Worker]]:
+    broker = _broker(redis_namespace)
     taken = Taken(broker)
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=SLOW_POLL_MS)
     worker.start()
@@ -87,11 +76,11 @@ def _wait_taken(taken: Taken, n: int, timeout_s: float) -> float | None:
 
 
 def test_an_idle_worker_takes_an_enqueued_batch_at_once_not_at_its_next_poll(
-    namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
+    redis_namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
 ) -> None:
     # Given a worker idle for a while, polling every 3 s
     taken, _ = idle_worker
-    sender = _broker(namespace)
+    sender = _broker(redis_namespace)
     for n in range(3):
         time.sleep(0.3)
         # When another process enqueues a batch
@@ -103,11 +92,11 @@ def test_an_idle_worker_takes_an_enqueued_batch_at_once_not_at_its_next_poll(
 
 
 def test_a_batch_enqueued_without_a_nudge_is_still_found_by_the_poll(
-    namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
+    redis_namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
 ) -> None:
     # Given an enqueue that publishes no nudge (Dramatiq's own broker, or a nudge lost)
     taken, _ = idle_worker
-    plain = RedisBroker(url=REDIS_URL, namespace=namespace)
+    plain = RedisBroker(url=REDIS_URL, namespace=redis_namespace)
     started = _enqueue_from_elsewhere(plain, 1)
     # Then the worker's poll finds it, within one poll
     at = _wait_taken(taken, 1, SLOW_POLL_MS / 1000 + 5)
@@ -115,26 +104,26 @@ def test_a_batch_enqueued_without_a_nudge_is_still_found_by_the_poll(
 
 
 def test_nudges_are_heard_again_after_the_listener_loses_its_connection(
-    namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
+    redis_namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
 ) -> None:
     taken, _ = idle_worker
     client = redis.Redis.from_url(REDIS_URL)
     # Given Redis drops the connection the worker process listens for nudges on
-    listeners = [c for c in client.client_list() if c["name"] == f"{namespace}:nudge"]
+    listeners = [c for c in client.client_list() if c["name"] == f"{redis_namespace}:nudge"]
     assert len(listeners) == 1 and listeners[0]["sub"] == "1"
     client.client_kill_filter(_id=listeners[0]["id"])
     time.sleep(1.5)  # the listener notices and subscribes again, on a new connection
-    again = [c for c in client.client_list() if c["name"] == f"{namespace}:nudge"]
+    again = [c for c in client.client_list() if c["name"] == f"{redis_namespace}:nudge"]
     assert [c["sub"] for c in again] == ["1"] and again[0]["id"] != listeners[0]["id"]
     # When a batch is enqueued
-    started = _enqueue_from_elsewhere(_broker(namespace), 7)
+    started = _enqueue_from_elsewhere(_broker(redis_namespace), 7)
     # Then the worker is woken for it again
     at = _wait_taken(taken, 7, SLOW_POLL_MS / 1000 + 5)
     assert at is not None and at - started < 0.5 * SLOW_POLL_MS / 1000
 
 
-def test_the_listener_stops_with_the_worker(namespace: str) -> None:
-    broker = _broker(namespace)
+def test_the_listener_stops_with_the_worker(redis_namespace: str) -> None:
+    broker = _broker(redis_namespace)
     Taken(broker)
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.delivery_fixtures import clear_namespace
 from tests.process_fixtures import (
     SHARED_REDIS,
     Deployment,
     PrivatePostgres,
     PrivateRedis,
-    clear_namespace,
     received,
     shared_database,
 )

@@ -93,16 +93,6 @@ def test_a_throttled_group_backs_off_exponentially_while_others_go() -> None:
     assert pacer.store.backoff_until("gmail") == pytest.approx(now[0] + 120)
 
 
-@pytest.fixture
-def redis_namespace() -> Iterator[str]:
-    namespace = f"mailer-test-{uuid.uuid4().hex[:8]}"
-    yield namespace
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{namespace}*"))
-    if keys:
-        client.delete(*keys)
-
-
 def test_back_off_and_concurrency_are_shared_by_every_worker_through_redis(
     redis_namespace: str,
 ) -> None:

@@ -10,26 +10,17 @@ import time
 from collections import Counter
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from mailer import policy
 from mailer.campaigns import campaign_status
 from mailer.models import AuditEvent
-from mailer.runtime import Runtime
-from tests.delivery_fixtures import REDIS_URL, as_user
+from tests.delivery_fixtures import as_user, clear_namespace
 from tests.smtpd import FaultServer
 from tests.test_delivery_crash import sent_so_far, start_worker_process
 from tests.test_policy import EFFECTIVE, SUMMARY, TEXT
 
 pytestmark = pytest.mark.slow
-
-
-def _clean_namespace(rt: Runtime) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{rt.settings.broker_namespace}*"))
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -72,7 +63,7 @@ def test_worker_killed_mid_notice_still_ends_with_full_coverage(
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
-        _clean_namespace(mail_rt)
+        clear_namespace(mail_rt.settings.broker_namespace)
 
     received = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
     assert set(received) == {c.email for c in contacts}, "an eligible contact was never told"
