@@ -77,8 +77,7 @@ class PipeliningConnection(SmtpSession):
         follower: _Item | None = None
         code = 0
         # the whole transaction, refusal and clean-up included, within the relay's timeout
-        assert self._loop is not None
-        self.expect_by(self._loop)
+        self.expect_by()
         try:
             replies = await self._envelope_replies()
             if replies[2][0] != 354 or replies[0][0] != 250 or replies[1][0] > 251:

@@ -129,27 +129,29 @@ class SmtpSession:
                 reply=text,
             )
 
-    def expect_by(self, loop: asyncio.AbstractEventLoop) -> None:
+    def expect_by(self) -> None:
         """The replies now awaited are due within the relay's timeout; past it the session is
         cut (`has_timed_out`), and the read waiting for them fails.
 
         One timer per session, moved only when it fires: `asyncio.timeout()` around every
         message schedules and cancels a timer each time (~3.5 µs, docs/performance.md §10).
         """
+        loop = self._loop
+        assert loop is not None, "expect_by() on a session never opened"
         self._due = loop.time() + self.relay.timeout_s
         if self._watchdog is None:
-            self._watchdog = loop.call_at(self._due, self._check_due, loop)
+            self._watchdog = loop.call_at(self._due, self._check_due)
 
     def answered(self) -> None:
         """Nothing is awaited any more (until the next `expect_by`)."""
         self._due = math.inf
 
-    def _check_due(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _check_due(self) -> None:
         self._watchdog = None
-        if self._due == math.inf or not self.is_open:
+        if self._due == math.inf or not self.is_open or self._loop is None:
             return
-        if loop.time() < self._due:
-            self._watchdog = loop.call_at(self._due, self._check_due, loop)
+        if self._loop.time() < self._due:
+            self._watchdog = self._loop.call_at(self._due, self._check_due)
             return
         # cut the socket but leave the streams to the read waiting on them: it fails at once
         self.has_timed_out = True
