@@ -7,7 +7,7 @@ import csv
 import datetime as dt
 import json
 import shutil
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -28,10 +28,10 @@ from mailer.errors import PermissionDeniedError, PolicyError
 from mailer.models import AuditEvent, Campaign, PolicyVersion, Send, Suppression
 from mailer.policy.publish import split_summary
 from mailer.runtime import Runtime
-from mailer.template_store import pinning
 from tests.conftest import ROOT
 from tests.delivery_fixtures import as_user
 from tests.smtpd import FaultServer
+from tests.test_template_store import counting_compilations
 
 TEXT = (ROOT / "mailer" / "data" / "privacy-policy-1.txt").read_text() + (
     "\nWe now keep service activity logs for seven years.\n"
@@ -528,16 +528,9 @@ def test_a_worker_compiles_the_notice_at_start_so_its_first_batch_compiles_nothi
 ) -> None:
     # Given a worker process prepared at start as `mailer worker` prepares it, with no
     # compiled notice kept before (the cache is per process, and tests share one)
-    monkeypatch.setattr(pinning, "_compiled", OrderedDict())
+    compiled = counting_compilations(monkeypatch)
     workers.wiring.prepare()
-    compiled: list[str] = []
-    compile_template = pinning.compile_template
-
-    def counting(settings: Any, source: Any, *, subject: str = "") -> Any:
-        compiled.append(source.name)
-        return compile_template(settings, source, subject=subject)
-
-    monkeypatch.setattr(pinning, "compile_template", counting)
+    compiled.clear()  # from here on, only what the notice's batches compile
     contacts = make_audience(3)
     # When a material version is published
     report = _publish(mail_rt, workers.dispatch)

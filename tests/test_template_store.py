@@ -22,6 +22,7 @@ from mailer.delivery import Batch
 from mailer.errors import PermissionDeniedError, TemplateCheckError, TemplateError
 from mailer.messages import CampaignInfo, CampaignMessages, SenderIdentity
 from mailer.messages.context import SAMPLE_RECIPIENT
+from mailer.messages.templates import TemplateSource
 from mailer.models import (
     AuditEvent,
     Campaign,
@@ -446,6 +447,21 @@ def test_a_policy_notice_keeps_its_snapshot_for_the_coverage_report(
     assert "We keep logs for seven years." in snapshot.sample_text
 
 
+def counting_compilations(monkeypatch: pytest.MonkeyPatch) -> list[TemplateSource]:
+    """Empty this process's cache of compiled templates (tests share one process) and list
+    every source compiled from now on."""
+    monkeypatch.setattr(pinning, "_compiled", OrderedDict())
+    compiled: list[TemplateSource] = []
+    compile_template = pinning.compile_template
+
+    def counting(settings: Any, source: TemplateSource, *, subject: str = "") -> Any:
+        compiled.append(source)
+        return compile_template(settings, source, subject=subject)
+
+    monkeypatch.setattr(pinning, "compile_template", counting)
+    return compiled
+
+
 def test_a_worker_compiles_each_pinned_version_once_and_a_newly_pinned_one_anew(
     mail_rt: Runtime,
     workers: Any,
@@ -457,15 +473,7 @@ def test_a_worker_compiles_each_pinned_version_once_and_a_newly_pinned_one_anew(
     # (caches of its own: sources and compiled templates are kept per process, and the tests'
     # databases, emptied between tests, number their versions from 1 again)
     monkeypatch.setattr(store, "_sources", OrderedDict())
-    monkeypatch.setattr(pinning, "_compiled", OrderedDict())
-    compiled: list[str] = []
-    compile_template = pinning.compile_template
-
-    def counting(settings: Any, source: Any, *, subject: str = "") -> Any:
-        compiled.append(source.html_file)
-        return compile_template(settings, source, subject=subject)
-
-    monkeypatch.setattr(pinning, "compile_template", counting)
+    compiled = counting_compilations(monkeypatch)
     for n in range(50):  # three batches of 20: both worker threads get some
         make_contact(email=f"pat{n}@client.example")
     mark = as_user(mail_rt, "mark")
@@ -492,7 +500,7 @@ def test_a_worker_compiles_each_pinned_version_once_and_a_newly_pinned_one_anew(
     )
     assert subjects == Counter({"Spring webinar on March 3": 100, "Version two on March 3": 50})
     # and the worker threads compiled each version once between them (two threads, three runs)
-    assert sorted(compiled) == [f"{NAME} v1.html", f"{NAME} v2.html"]
+    assert sorted(c.html_file for c in compiled) == [f"{NAME} v1.html", f"{NAME} v2.html"]
 
 
 def test_a_compiled_template_is_kept_until_its_source_its_subject_or_the_layout_changes(
