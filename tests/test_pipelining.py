@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailer.config import Settings
+from mailer.errors import TransientSendError
 from mailer.outgoing import DeliveryResult, Outcome, ReplyKind
 from mailer.transports import make_transport
 from mailer.transports.pipelining import PipeliningConnection
@@ -103,6 +104,97 @@ def test_commands_go_out_together_and_each_body_carries_the_next_envelope_when_p
             b"RCPT TO:<a@x.test>\r\n",
             b"DATA\r\n",
         ]
+
+
+async def _dribbling_server(*, chunk: int) -> tuple[asyncio.AbstractServer, int]:
+    """A server that answers every command (EHLO's reply multi-line) in writes of `chunk`
+    bytes, each drained before the next: replies cut anywhere, even inside the code."""
+
+    async def say(writer: asyncio.StreamWriter, reply: bytes) -> None:
+        for n in range(0, len(reply), chunk):
+            writer.write(reply[n : n + chunk])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await say(writer, b"220 dribble.test ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        await say(writer, EHLO_REPLY)
+        while (line := await reader.readuntil(b"\r\n")) != b"QUIT\r\n":
+            if line == b"DATA\r\n":
+                await say(writer, b"354 go ahead\r\n")
+                await reader.readuntil(b"\r\n.\r\n")
+                await say(writer, b"250 2.0.0 Ok: queued\r\n")
+            else:
+                await say(writer, b"250 2.1.0 Ok\r\n")
+        await say(writer, b"221 Bye\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_replies_are_read_alike_however_the_server_cuts_them(chunk: int) -> None:
+    async def run() -> list[DeliveryResult | None]:
+        server, port = await _dribbling_server(chunk=chunk)
+        conn = await PipeliningConnection.open(
+            parse_relay(f"smtp://127.0.0.1:{port}?timeout_s=5"), "mailer.test"
+        )
+        assert conn.extensions == {"PIPELINING": "", "8BITMIME": ""}
+        results: list[DeliveryResult | None] = [None] * 3
+        batch = deque((n, message(n + 1, f"r{n}@x.test")) for n in range(3))
+        await conn.send_from(batch, results, budget=10)
+        await conn.quit()
+        server.close()
+        await server.wait_closed()
+        return results
+
+    results = asyncio.run(run())
+    assert [(r.outcome, r.code, r.reply) for r in results if r is not None] == [
+        (Outcome.SENT, 250, "2.0.0 Ok: queued")
+    ] * 3
+
+
+@pytest.mark.parametrize(
+    ("after_ehlo", "problem"),
+    [
+        # RFC 3207 §4.2 / CVE-2011-0411's kind: plaintext sent after "220" must not be read
+        # as if it had come over TLS
+        (b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n", "a response injection"),
+        (b"2" * 70_000, "no line end in"),
+    ],
+)
+def test_a_server_that_breaks_the_protocol_before_tls_gets_no_session(
+    after_ehlo: bytes, problem: str
+) -> None:
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 evil.test ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        writer.write(b"250-evil.test\r\n250 STARTTLS\r\n")
+        await reader.readuntil(b"\r\n")  # STARTTLS
+        writer.write(after_ehlo)
+        with suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.read()
+        writer.close()
+
+    async def run() -> str:
+        server = await asyncio.start_server(session, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await PipeliningConnection.open(
+                parse_relay(f"smtp://127.0.0.1:{port}?starttls=1&timeout_s=5"), "mailer.test"
+            )
+        except TransientSendError as exc:
+            return str(exc)
+        finally:
+            server.close()
+            await server.wait_closed()
+        raise AssertionError("the session opened")
+
+    reason = asyncio.run(run())
+    assert reason.startswith("cannot connect to 127.0.0.1:")
+    assert problem in reason
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ class PipeliningConnection(SmtpSession):
             if self.observer is not None:
                 self.observer.attempting(message.send_id)  # from now on it may arrive
             self._writer.write(body + follower[2] if follower is not None else body)
-            code, text = await self._read_reply()
+            code, text = self.reply_now() or await self._read_reply()
         except CONNECTION_ERRORS as exc:
             self.abort()
             if results[index] is not None:
@@ -169,14 +169,14 @@ class PipeliningConnection(SmtpSession):
     async def _envelope_replies(self) -> tuple[Reply, Reply, Reply]:
         """The replies to MAIL, RCPT and DATA; stops early at a 421 (or, unpipelined, at
         the first refusal, since the later commands were never sent)."""
-        replies = [await self._read_reply()]
+        replies = [self.reply_now() or await self._read_reply()]
         while len(replies) < 3 and replies[-1][0] != 421:
             if not self.is_pipelining:
                 if replies[-1][0] >= 400:
                     break
                 assert self._writer is not None
                 self._writer.write(self._pending.pop(0) + b"\r\n")
-            replies.append(await self._read_reply())
+            replies.append(self.reply_now() or await self._read_reply())
         replies += [_NO_REPLY] * (3 - len(replies))
         return replies[0], replies[1], replies[2]
 

@@ -17,6 +17,11 @@ from mailer.transports.relays import Relay
 
 #: Seconds allowed for QUIT before the socket is simply closed.
 QUIT_TIMEOUT_S = 2.0
+#: The longest reply line we wait for the end of; a server sending more without a line end
+#: is not speaking SMTP (RFC 5321 §4.5.3.1.5 allows 512 octets).
+MAX_REPLY_LINE = 1 << 16
+#: Bytes taken from the stream at once: everything that has arrived, whole replies or not.
+_READ_SIZE = 1 << 17
 
 
 class SmtpProtocolError(Exception):
@@ -39,6 +44,10 @@ class SmtpSession:
         self._local_hostname = local_hostname
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        #: What the server sent that no reply has taken yet: one read takes all that arrived,
+        #: and the replies to a pipelined transaction usually arrive together
+        #: (`reply_now`).
+        self._inbox = bytearray()
         self._pending: list[bytes] = []  #: commands not yet written (no PIPELINING)
         #: The loop time by which the transaction under way must be answered (`expect_by`).
         self._due = math.inf
@@ -79,6 +88,11 @@ class SmtpSession:
             if "STARTTLS" in self.extensions:
                 self._writer.write(b"STARTTLS\r\n")
                 self._expect(await self._read_reply(), 220, "STARTTLS")
+                if self._inbox:  # it would be read as if it had come over TLS
+                    raise SmtpProtocolError(
+                        f"the server sent {bytes(self._inbox[:80])!r} after its STARTTLS reply, "
+                        "before TLS began (a response injection)"
+                    )
                 await self._writer.start_tls(
                     relay.tls_context(is_opportunistic=relay.starttls is None),
                     server_hostname=relay.host,
@@ -171,18 +185,47 @@ class SmtpSession:
                 reply=reply[1],
             )
 
+    def reply_now(self) -> tuple[int, str] | None:
+        """The next reply if it has arrived whole and is one line, without waiting; else None,
+        and nothing is taken (`_read_reply` then waits for it). Most replies to a pipelined
+        transaction are taken this way: no coroutine per reply (docs/performance.md §11)."""
+        inbox = self._inbox
+        end = inbox.find(b"\n")
+        if end < 0 or inbox[3:4] == b"-":
+            return None
+        line = bytes(inbox[: end + 1])
+        del inbox[: end + 1]
+        return _code(line), line[4:].rstrip().decode("utf-8", "replace")
+
     async def _read_reply(self) -> tuple[int, str]:
         """One (possibly multi-line) reply: its code and its text, lines joined by newlines."""
-        assert self._reader is not None
-        line = await self._reader.readuntil(b"\n")
+        line = await self._read_line()
         if line[3:4] != b"-":
             return _code(line), line[4:].rstrip().decode("utf-8", "replace")
         lines = [line]
         while line[3:4] == b"-":
-            line = await self._reader.readuntil(b"\n")
+            line = await self._read_line()
             lines.append(line)
         code = _code(lines[-1])
         return code, "\n".join(x[4:].rstrip().decode("utf-8", "replace") for x in lines)
+
+    async def _read_line(self) -> bytes:
+        """The next line the server sends, its LF included, waiting for it as long as it
+        takes (the watchdog cuts a session that waits too long)."""
+        assert self._reader is not None
+        inbox = self._inbox
+        while (end := inbox.find(b"\n")) < 0:
+            if len(inbox) > MAX_REPLY_LINE:
+                raise SmtpProtocolError(
+                    f"no line end in {len(inbox)} bytes from the server: {bytes(inbox[:80])!r}"
+                )
+            data = await self._reader.read(_READ_SIZE)
+            if not data:
+                raise asyncio.IncompleteReadError(bytes(inbox), None)
+            inbox += data
+        line = bytes(inbox[: end + 1])
+        del inbox[: end + 1]
+        return line
 
     async def is_alive(self) -> bool:
         """NOOP answered with 250; closes the session when it was not."""
@@ -220,6 +263,7 @@ class SmtpSession:
                 self._writer.transport.abort()
             self._writer = None
             self._reader = None
+        self._inbox.clear()
 
 
 def _code(line: bytes) -> int:
