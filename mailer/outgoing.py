@@ -37,6 +37,10 @@ class ReplyKind(StrEnum):
     POLICY = "policy"  #: 5.7.x: the sender's problem (auth, policy); never suppress, alert
     RATE = "rate"  #: 4.7.x / 421: slow down
     CONNECTION = "connection"  #: no usable connection (refused, reset, timeout, TLS)
+    #: The message went out whole and no reply came (the line dropped, or the relay took too
+    #: long): it may have been delivered (RFC 1047). Service and policy mail is retried;
+    #: marketing mail becomes `unknown`, never sent twice.
+    LOST = "lost"
     UNSUPPORTED = "unsupported"  #: the server lacks a needed extension (e.g. SMTPUTF8)
 
 

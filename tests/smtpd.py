@@ -38,6 +38,9 @@ from mailer.transports.capture import free_port
 DROP = "DROP"
 #: A scripted "reply" that never comes: the server sits silent (the client must time out).
 HANG = "HANG"
+#: At the end of data: keep the message (it counts as received), then close the connection
+#: without answering: the client cannot know it was delivered (RFC 1047).
+KEEP_AND_DROP = "KEEP_AND_DROP"
 
 
 @dataclass
@@ -134,7 +137,7 @@ class _FaultHandler:
         await self._maybe_hang(reply)
         if fault.data_delay_s:
             await asyncio.sleep(fault.data_delay_s)
-        if reply:
+        if reply and reply != KEEP_AND_DROP:
             return _reply(server, reply)
         with fault._lock:
             fault.messages.append(
@@ -145,6 +148,8 @@ class _FaultHandler:
                     mail_options=list(envelope.mail_options),
                 )
             )
+        if reply == KEEP_AND_DROP:
+            return _reply(server, DROP)
         return "250 2.0.0 OK: queued"
 
 

@@ -22,7 +22,7 @@ from mailer.errors import CampaignError, PermissionDeniedError, TemplateError
 from mailer.models import AuditEvent, Campaign, Send, Suppression
 from mailer.runtime import Runtime
 from tests.delivery_fixtures import RABBITMQ_URL, REDIS_URL, as_user
-from tests.smtpd import FaultServer
+from tests.smtpd import KEEP_AND_DROP, FaultServer
 
 MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
 
@@ -134,6 +134,39 @@ def test_421_and_451_replies_are_retried_then_delivered(
     assert attempts[contacts[0].email] == 2
     assert attempts[contacts[1].email] == 2
     assert _statuses(mail_rt, cid) == {"sent": 4}
+
+
+@pytest.mark.parametrize("category", ["features", "service"])
+def test_a_message_whose_reply_is_lost_after_its_content_is_never_sent_twice_as_marketing(
+    category: str, mail_rt, workers, people, make_audience, smtp_server
+) -> None:
+    # Given a relay that keeps one message and hangs up before saying so (RFC 1047)
+    contacts = make_audience(4, account_manager_id=people["manager"].id)
+    uncertain = contacts[1].email
+    smtp_server.on_data(uncertain, KEEP_AND_DROP)
+    if category == "service":
+        cid = _create(mail_rt, "amy", category="service", template="service/planned-maintenance")
+    else:
+        cid = _create(mail_rt, "mark")
+    actor = as_user(mail_rt, "amy" if category == "service" else "mark")
+
+    campaigns.launch_campaign(mail_rt, cid, actor=actor, dispatch=workers.dispatch)
+    assert workers.run_until_finished([cid], timeout_s=60)
+
+    with mail_rt.sessions() as s:
+        row = s.execute(select(Send).where(Send.email == uncertain)).scalar_one()
+    if category == "service":
+        # Then service mail is sent again (at least once: the duplicate is the price)
+        assert _received(smtp_server)[uncertain] == 2
+        assert _statuses(mail_rt, cid) == {"sent": 4}
+        assert row.attempts == 2
+    else:
+        # Then marketing mail is not: the send is unknown, and says why
+        assert _received(smtp_server) == Counter({c.email: 1 for c in contacts})
+        assert _statuses(mail_rt, cid) == {"sent": 3, "unknown": 1}
+        assert (row.status, row.attempts, row.next_attempt_at) == ("unknown", 1, None)
+        assert "may have been delivered" in row.smtp_reply
+        assert "not resent (marketing mail is sent at most once)" in row.smtp_reply
 
 
 def test_a_batch_on_the_delay_queue_as_a_retry_comes_back_is_delivered_soon_after_it_is_due(

@@ -218,17 +218,23 @@ def test_the_transport_journals_a_message_as_begun_only_when_its_content_goes_ou
 
     from mailer.config import Settings
     from mailer.transports import make_transport
-    from tests.smtpd import FaultServer
+    from tests.smtpd import KEEP_AND_DROP, FaultServer
     from tests.test_transports import message
 
     server = FaultServer(has_pipelining=True).start()
     try:
         server.on_rcpt("refused@x.test", "550 5.1.1 no such user")
+        server.on_data("lost@x.test", KEEP_AND_DROP)
         settings = Settings.from_env({}, env_file=None).with_(
             smtp_url=server.url, smtp_client=client, smtp_pool_size=1
         )
         journal = Journal(tmp_path / "journal")
-        messages = [message(1, "a@x.test"), message(2, "refused@x.test"), message(3, "c@x.test")]
+        messages = [
+            message(1, "a@x.test"),
+            message(2, "refused@x.test"),
+            message(3, "c@x.test"),
+            message(4, "lost@x.test"),
+        ]
 
         async def run() -> None:
             transport = make_transport(settings)
@@ -243,8 +249,10 @@ def test_the_transport_journals_a_message_as_begun_only_when_its_content_goes_ou
         server.stop()
     found = read_journals(journal.path.parent)[0]
     journal.close()
-    # the refused one never reached DATA: not begun, and answered as refused
-    assert (found.begun, set(found.accepted), found.refused) == ({1, 3}, {1, 3}, {2})
+    # the refused one never reached DATA: not begun, and answered as refused; the one whose
+    # reply was lost after its content went out stays begun and unanswered, as uncertain as it
+    # is (settled as unknown for marketing mail, queued again for service mail)
+    assert (found.begun, set(found.accepted), found.refused) == ({1, 3, 4}, {1, 3}, {2})
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

@@ -283,19 +283,31 @@ def test_a_refusal_stands_when_the_line_drops_during_the_reset_after_it(
     assert [r.outcome for r in results[1:]] == [Outcome.SENT, Outcome.SENT]
 
 
-def test_a_connection_dropped_mid_transaction_defers_only_that_message(
+def test_a_connection_dropped_after_the_content_leaves_only_that_message_uncertain(
     client_settings: Settings, smtp_server: FaultServer
 ) -> None:
+    # the server has the whole message when it hangs up: it may have delivered it (RFC 1047)
     smtp_server.on_data("dropped@x.test", DROP)
     messages = [message(i, f"r{i}@x.test") for i in range(5)] + [message(5, "dropped@x.test")]
     results = send(client_settings.with_(smtp_pool_size=1), messages)
     assert (results[5].outcome, results[5].kind, results[5].code) == (
         Outcome.DEFERRED,
-        ReplyKind.CONNECTION,
+        ReplyKind.LOST,
         None,
     )
-    assert "lost" in results[5].reply
+    assert "may have been delivered" in results[5].reply
     assert all(r.outcome is Outcome.SENT for r in results[:5])
+
+
+def test_a_connection_dropped_before_the_content_defers_that_message_as_not_sent(
+    client_settings: Settings, smtp_server: FaultServer
+) -> None:
+    smtp_server.on_rcpt("dropped@x.test", DROP)
+    messages = [message(1, "dropped@x.test"), message(2, "a@x.test")]
+    results = send(client_settings.with_(smtp_pool_size=1), messages)
+    assert (results[0].outcome, results[0].kind) == (Outcome.DEFERRED, ReplyKind.CONNECTION)
+    assert "lost" in results[0].reply
+    assert results[1].outcome is Outcome.SENT
 
 
 def test_a_server_that_is_down_defers_everything_quickly_and_then_takes_it_all(
@@ -601,7 +613,7 @@ def test_smtps_speaks_tls_from_the_first_byte(
 # --- silence, recovery, odd input -----------------------------------------------------------
 
 
-def test_a_silent_server_times_out_into_a_deferral(
+def test_a_server_silent_after_the_content_times_out_into_an_uncertain_deferral(
     client_settings: Settings, smtp_server: FaultServer
 ) -> None:
     smtp_server.on_data("silent@x.test", HANG)
@@ -609,7 +621,7 @@ def test_a_silent_server_times_out_into_a_deferral(
     messages = [message(1, "a@x.test"), message(2, "silent@x.test"), message(3, "b@x.test")]
     url = smtp_server.url + "?timeout_s=0.5"
     results = send(settings, messages, url)
-    assert (results[1].outcome, results[1].kind) == (Outcome.DEFERRED, ReplyKind.CONNECTION)
+    assert (results[1].outcome, results[1].kind) == (Outcome.DEFERRED, ReplyKind.LOST)
     assert "timed out" in results[1].reply.lower()
     assert results[0].outcome is Outcome.SENT
     assert results[2].outcome is Outcome.SENT

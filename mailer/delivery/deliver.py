@@ -341,7 +341,7 @@ def _deliver_slices(
             what=f"campaign {campaign_id}: claiming sends",
         )
         if claimed:
-            built = _build_slice(messages, claimed, rows)
+            built = _build_slice(messages, category, claimed, rows)
             _record_when_sent(ctx, campaign_id)
             # the rate's tokens are taken only once the slice before is off the wire, just
             # before this one goes: taken earlier, two slices would land in one second of the
@@ -444,6 +444,7 @@ def _begin(
 class _BuiltSlice:
     """A claimed slice, its messages built, not yet sent."""
 
+    category: Category
     claimed: dict[int, Claimed]
     outgoing: list[OutgoingMessage]
     skips: dict[int, str]
@@ -454,6 +455,7 @@ class _BuiltSlice:
 class _SentSlice:
     """A slice sent but not yet recorded, with the journal that holds its claims."""
 
+    category: Category
     claimed: dict[int, Claimed]
     results: list[DeliveryResult]
     skips: dict[int, str]
@@ -462,9 +464,12 @@ class _SentSlice:
 
 
 def _build_slice(
-    messages: CampaignMessages, claimed: dict[int, Claimed], rows: Sequence[Any]
+    messages: CampaignMessages,
+    category: Category,
+    claimed: dict[int, Claimed],
+    rows: Sequence[Any],
 ) -> _BuiltSlice:
-    built = _BuiltSlice(claimed, [], {}, [])
+    built = _BuiltSlice(category, claimed, [], {}, [])
     for row in rows:
         reason = _skip_reason(row)
         if reason:
@@ -491,7 +496,7 @@ def _send_slice(ctx: DeliveryContext, built: _BuiltSlice, journal: Journal | Non
     ctx.note_sent(len(built.outgoing), time.monotonic() - started)
     results.extend(built.failures)
     message_ids = {m.send_id: m.message_id for m in built.outgoing}
-    return _SentSlice(built.claimed, results, built.skips, message_ids, journal)
+    return _SentSlice(built.category, built.claimed, results, built.skips, message_ids, journal)
 
 
 def _record(ctx: DeliveryContext, session: Session, *, sent: _SentSlice) -> RecordReport:
@@ -505,6 +510,7 @@ def _record(ctx: DeliveryContext, session: Session, *, sent: _SentSlice) -> Reco
         ctx.rt.hash_address,
         skips=sent.skips,
         is_last_write=True,
+        is_at_most_once=not sent.category.is_at_least_once,
     )
     if sent.skips:
         recorded.counts[SendStatus.SKIPPED.value] = len(sent.skips)

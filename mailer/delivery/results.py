@@ -44,6 +44,10 @@ _RECORD = (
 )
 
 
+#: Why a marketing message whose fate is unknown stays so.
+NOT_RESENT = "not resent (marketing mail is sent at most once)"
+
+
 @dataclass(frozen=True)
 class Claimed:
     """What the claim learned about a send row, needed to decide on a retry."""
@@ -107,9 +111,12 @@ def record_results(
     *,
     skips: Mapping[int, str] | None = None,
     is_last_write: bool = False,
+    is_at_most_once: bool = False,
 ) -> RecordReport:
     """Write every result, and the sends skipped at send time (`skips`: send id → reason), in
-    one statement; suppress hard failures; count 5.7.x ones.
+    one statement; suppress hard failures; count 5.7.x ones. With `is_at_most_once`
+    (marketing mail), a message lost on the wire (`ReplyKind.LOST`) becomes `unknown` and is
+    never retried: the relay may have it.
 
     With `is_last_write`, the caller has nothing more to write in the transaction: when the
     results need nothing beside that statement (no bounce, no soft-bounce count to reset), the
@@ -125,6 +132,9 @@ def record_results(
         reply = f"{result.enhanced} {result.reply}".strip()
         mid = message_ids.get(result.send_id, "")
         status = _status_for(settings, result, info, now)
+        if is_at_most_once and result.kind is ReplyKind.LOST:
+            status = SendStatus.UNKNOWN
+            reply = f"{reply}; {NOT_RESENT}"
         if status is SendStatus.SENT:
             if info.is_soft_counted:
                 delivered.append((info.email, result.send_id))
@@ -155,7 +165,7 @@ def record_results(
                 )
             )
         else:
-            if result.outcome is Outcome.DEFERRED:
+            if result.outcome is Outcome.DEFERRED and status is SendStatus.FAILED:
                 reply = f"gave up after {info.attempts} attempts: {reply}"
             rows.append(
                 _row(

@@ -140,6 +140,12 @@ def connection_result(send_id: int, reason: str) -> DeliveryResult:
     return DeliveryResult(send_id, Outcome.DEFERRED, ReplyKind.CONNECTION, None, "", reason)
 
 
+def lost_result(send_id: int, reason: str) -> DeliveryResult:
+    """The message's content went out and no reply came: the relay may have it (RFC 1047).
+    Deferred, so at-least-once mail is retried; recording makes marketing mail `unknown`."""
+    return DeliveryResult(send_id, Outcome.DEFERRED, ReplyKind.LOST, None, "", reason)
+
+
 #: The reason given when a message needs SMTPUTF8 and the server lacks it.
 NO_SMTPUTF8 = "the server does not offer SMTPUTF8, which this non-ASCII address needs"
 

@@ -19,6 +19,7 @@ from mailer.transports.base import (
     connection_result,
     dot_stuff,
     envelope_problem,
+    lost_result,
     needs_smtputf8,
     result_from_reply,
     unsupported_result,
@@ -76,6 +77,7 @@ class PipeliningConnection(SmtpSession):
         index, message, _ = item
         follower: _Item | None = None
         code = 0
+        is_out = False  #: the message's content was handed to the socket
         # the whole transaction, refusal and clean-up included, within the relay's timeout
         self.expect_by()
         try:
@@ -91,14 +93,22 @@ class PipeliningConnection(SmtpSession):
             body = dot_stuff(message.data)
             if self.observer is not None:
                 self.observer.attempting(message.send_id)  # from now on it may arrive
+            is_out = True
             self._writer.write(body + follower[2] if follower is not None else body)
             code, text = self.reply_now() or await self._read_reply()
         except CONNECTION_ERRORS as exc:
             self.abort()
             if results[index] is not None:
                 return None
-            reason = f"connection to {self.relay.address} lost: {self.describe(exc)}"
-            results[index] = connection_result(message.send_id, reason)
+            if is_out:
+                reason = (
+                    f"no reply from {self.relay.address} after the message went out: "
+                    f"{self.describe(exc)}; it may have been delivered"
+                )
+                results[index] = lost_result(message.send_id, reason)
+            else:
+                reason = f"connection to {self.relay.address} lost: {self.describe(exc)}"
+                results[index] = connection_result(message.send_id, reason)
         else:
             self.answered()
             results[index] = result_from_reply(message.send_id, code, text)

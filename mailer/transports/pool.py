@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from mailer.config import Settings
 from mailer.errors import TransientSendError
-from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage
+from mailer.outgoing import DeliveryResult, Outcome, OutgoingMessage, ReplyKind
 from mailer.transports.base import SendObserver, connection_result
 from mailer.transports.relays import Relay
 
@@ -213,7 +213,8 @@ class PooledTransport:
 
 
 class _ObservedResults(list[DeliveryResult | None]):
-    """The batch's results; each is told to the observer the moment it is set."""
+    """The batch's results; each is told to the observer the moment it is set, except a
+    message lost on the wire: it stays begun and unanswered, as uncertain as it is."""
 
     def __init__(self, observer: SendObserver, size: int) -> None:
         super().__init__([None] * size)
@@ -221,5 +222,5 @@ class _ObservedResults(list[DeliveryResult | None]):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         super().__setitem__(index, value)
-        if isinstance(value, DeliveryResult):
+        if isinstance(value, DeliveryResult) and value.kind is not ReplyKind.LOST:
             self._observer.answered(value.send_id, value.outcome is Outcome.SENT)

@@ -19,6 +19,7 @@ from mailer.transports.base import (
     asks_8bitmime,
     connection_result,
     envelope_problem,
+    lost_result,
     needs_smtputf8,
     result_from_reply,
     unsupported_result,
@@ -129,6 +130,14 @@ class AiosmtplibConnection:
             return result
         except _CONNECTION_ERRORS as exc:
             client.close()
+            if stage == "data":
+                # aiosmtplib writes the content once DATA is answered, inside one call: past
+                # DATA, it may have gone out and been accepted
+                return lost_result(
+                    message.send_id,
+                    f"no reply from {self.relay.address} after DATA: {exc}; the message may "
+                    "have been delivered",
+                )
             return connection_result(
                 message.send_id, f"connection to {self.relay.address} lost: {exc}"
             )
