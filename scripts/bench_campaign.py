@@ -47,6 +47,9 @@ TEMPLATE = "promotions/open-enrollment"
 DKIM_SELECTOR = "bench"
 DKIM_DOMAIN = "cpi.example"
 SAMPLE_SEED = 11
+#: How often the bench looks at the campaign (and at CPU use) while it sends: its own CPU comes
+#: out of the two cores mailer gets, and the end time comes from the campaign, not the poll.
+POLL_S = 0.5
 
 
 def main() -> None:
@@ -168,7 +171,7 @@ def _bench(args: argparse.Namespace, tmp: Path, dump: SinkDump | None) -> None:
             stdout=subprocess.DEVNULL,
         )
         while launch.poll() is None:
-            cpu.sample(force=True)  # planning: its database backend ends with it
+            cpu.sample_database()  # planning: its database backend ends with it
             time.sleep(0.05)
         if launch.returncode:
             raise SystemExit(f"mailer campaign launch exited with {launch.returncode}")
@@ -181,20 +184,30 @@ def _bench(args: argparse.Namespace, tmp: Path, dump: SinkDump | None) -> None:
                 status = session.scalar(select(Campaign.status).where(Campaign.id == 1))
             if status != "sending":
                 break
-            cpu.sample()
-            time.sleep(0.05)
+            # seldom: the bench shares the two cores with what it measures, and the end is
+            # read from the campaign's own completed_at, not from when this loop saw it
+            cpu.sample(force=True)
+            time.sleep(POLL_S)
         with rt.sessions() as session:
             first_sent, last_sent = session.execute(
                 select(func.min(Send.sent_at), func.max(Send.sent_at))
             ).one()
-            started = session.scalar(select(Campaign.launched_at).where(Campaign.id == 1))
+            started, completed = session.execute(
+                select(Campaign.launched_at, Campaign.completed_at).where(Campaign.id == 1)
+            ).one()
         # the send log's own clock: when the first message was accepted by the sink, counted
         # from the command's start and from the moment launch began planning
         first_s = (first_sent - launched_at).total_seconds() if first_sent else None
         first_after_plan_s = (
             (first_sent - started).total_seconds() if first_sent and started else None
         )
-        elapsed = time.perf_counter() - launched
+        # launch → the campaign's completion, as the worker that recorded its last send dated
+        # it (the same clock as launched_at); the poll above may see it up to POLL_S later
+        elapsed = (
+            (completed - launched_at).total_seconds()
+            if completed is not None
+            else time.perf_counter() - launched
+        )
         # steady state: the rate between the first and the last message recorded, start-up,
         # planning's head start and the run's tail left out (what listmonk's figure compares to)
         steady_s = (last_sent - first_sent).total_seconds() if first_sent and last_sent else 0.0
@@ -385,6 +398,22 @@ class _CpuMeter:
         """Look at the processes again: when forced, else every tenth call."""
         self._samples += 1
         self._sample(force=force or self._samples % 10 == 0)
+
+    def sample_database(self) -> None:
+        """Only this run's database backends (those of a command come and go with it); the
+        other processes every tenth call: walking /proc costs the machine's shared cores."""
+        self._samples += 1
+        if self._samples % 10 == 0:
+            self._sample(force=True)
+            return
+        with self._admin.connect() as conn:
+            backends = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": self._db_name}
+            ).scalars()
+            for pid in backends:
+                seconds = _cpu_s(pid)
+                if seconds is not None:
+                    self._seen[pid] = ("postgresql", seconds)
 
     def used(self) -> dict[str, float]:
         self._sample(force=True)
