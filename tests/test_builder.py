@@ -551,6 +551,8 @@ def test_folding_and_the_plain_text_check_match_the_word_by_word_rules(
     assert h.fold(name, words) == _fold_word_by_word(name, words)
     text = " ".join(words)
     assert h._is_plain(text) == _is_plain_word_by_word(text)
+    spaced = [word for word in words if word]  # what fold_spaced is given: no empty word
+    assert h.fold_spaced(name, " ".join(spaced)) == _fold_word_by_word(name, spaced or [""])
 
 
 @pytest.mark.parametrize(

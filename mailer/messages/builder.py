@@ -285,9 +285,9 @@ class CampaignMessages:
             self._constant,
         ]
         if self._has_opt_out:
-            mailto = f"{self._mailto_prefix}{token}>"
-            unsubscribe = f"<{self._unsubscribe_url}{token}>,"
-            head.append(h.fold("List-Unsubscribe", [unsubscribe, mailto]))
+            # two URIs, no space in either (the token is base64url)
+            both = f"<{self._unsubscribe_url}{token}>, {self._mailto_prefix}{token}>"
+            head.append(h.fold_spaced("List-Unsubscribe", both))
             head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         text_part = self._encode(text_body, self._safe_lengths[0])
         html_part = self._encode(html_body, self._safe_lengths[1])

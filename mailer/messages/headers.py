@@ -76,8 +76,30 @@ def unstructured(name: str, value: str) -> bytes:
     """An unstructured header (Subject): plain when ASCII, encoded-words otherwise."""
     text = clean_text(value)
     if _is_plain(text):
-        return fold(name, text.split(" ") if text else [""])
-    return fold(name, encoded_words(text))
+        return fold_spaced(name, text)
+    return fold_spaced(name, " ".join(encoded_words(text)))
+
+
+def fold_spaced(name: str, text: str) -> bytes:
+    """`fold(name, text.split(" "))` for text of words (none empty) between single spaces, as
+    `clean_text` leaves it and encoded-words and URIs are: the lines are cut at the
+    last space that fits (`str.rfind`), not built word by word (a subject per organization
+    is folded for every message, ~6 µs the word-by-word way)."""
+    line = f"{name}: {text}"
+    if len(line) <= MAX_LINE:
+        return (line + "\r\n").encode("utf-8")
+    lines = []
+    start, first = 0, len(name) + 2  # a line keeps its first word whatever its length
+    while len(line) - start > MAX_LINE:
+        cut = line.rfind(" ", first, start + MAX_LINE + 1)
+        if cut < 0:
+            cut = line.find(" ", first)
+            if cut < 0:
+                break
+        lines.append(line[start:cut])
+        start, first = cut, cut + 1  # the space opens the next line: the folding white space
+    lines.append(line[start:])
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
 def _is_plain(text: str) -> bool:
