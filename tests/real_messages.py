@@ -19,12 +19,23 @@ def build_promotion(
 ) -> OutgoingMessage:
     """The open-enrollment promotion as built for `contact` in send `send_id` (`changes` go
     to the sample recipient, e.g. first_name="José")."""
-    messages = CampaignMessages(
+    return build_with(promotion(settings, campaign_id), contact, send_id=send_id, **changes)
+
+
+def promotion(settings: Settings, campaign_id: int = 5) -> CampaignMessages:
+    """The open-enrollment promotion's campaign, compiled once for many `build_with` calls."""
+    return CampaignMessages(
         settings,
         template=load_template(settings, "promotions/open-enrollment"),
         campaign=CampaignInfo(id=campaign_id, name="Open enrollment", category=Category.PROMOTIONS),
         sender=SenderIdentity(name="CPI Marketing", email="news@cpi.example"),
     )
+
+
+def build_with(
+    messages: CampaignMessages, contact: Any, *, send_id: int, **changes: Any
+) -> OutgoingMessage:
+    """`messages`' message for `contact` in send `send_id` (see `build_promotion`)."""
     recipient = replace(
         SAMPLE_RECIPIENT, send_id=send_id, contact_id=contact.id, email=contact.email, **changes
     )

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from mailer.config import Settings
-from tests.real_messages import build_promotion, unsubscribe_url
+from tests.real_messages import build_with, promotion, unsubscribe_url
 from tests.required_tools import require
 from tests.sink_dump import BUFFER_SIZE, MARK, DumpResult, Expected, SinkDump, check_message
 from tests.smtp_fixtures import SMTP_SINK, SmtpSink, start_smtp_sink
@@ -38,11 +38,12 @@ def build_settings(tmp_path: Path) -> Settings:
 def _messages(settings: Settings, count: int) -> tuple[list[tuple[str, bytes]], dict]:
     """`count` real promotions to distinct recipients, and what each must say."""
     sent, expected = [], {}
+    campaign = promotion(settings)  # compiled once, built per recipient
     for n in range(count):
         first, last = NAMES[n % len(NAMES)]
         address = f"contact{n}@org{n}.example"
-        built = build_promotion(
-            settings,
+        built = build_with(
+            campaign,
             SimpleNamespace(id=n + 1, email=address),
             send_id=n + 1,
             first_name=first,
