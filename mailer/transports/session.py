@@ -189,25 +189,21 @@ class SmtpSession:
         """The next reply if it has arrived whole and is one line, without waiting; else None,
         and nothing is taken (`_read_reply` then waits for it). Most replies to a pipelined
         transaction are taken this way: no coroutine per reply (docs/performance.md §11)."""
-        inbox = self._inbox
-        end = inbox.find(b"\n")
-        if end < 0 or inbox[3:4] == b"-":
+        end = self._inbox.find(b"\n")
+        if end < 0 or self._inbox[3:4] == b"-":
             return None
-        line = bytes(inbox[: end + 1])
-        del inbox[: end + 1]
-        return _code(line), line[4:].rstrip().decode("utf-8", "replace")
+        return _parsed(self._take_line(end))
 
     async def _read_reply(self) -> tuple[int, str]:
         """One (possibly multi-line) reply: its code and its text, lines joined by newlines."""
         line = await self._read_line()
         if line[3:4] != b"-":
-            return _code(line), line[4:].rstrip().decode("utf-8", "replace")
+            return _parsed(line)
         lines = [line]
         while line[3:4] == b"-":
             line = await self._read_line()
             lines.append(line)
-        code = _code(lines[-1])
-        return code, "\n".join(x[4:].rstrip().decode("utf-8", "replace") for x in lines)
+        return _code(lines[-1]), "\n".join(_parsed(x)[1] for x in lines)
 
     async def _read_line(self) -> bytes:
         """The next line the server sends, its LF included, waiting for it as long as it
@@ -223,8 +219,12 @@ class SmtpSession:
             if not data:
                 raise asyncio.IncompleteReadError(bytes(inbox), None)
             inbox += data
-        line = bytes(inbox[: end + 1])
-        del inbox[: end + 1]
+        return self._take_line(end)
+
+    def _take_line(self, end: int) -> bytes:
+        """The buffered line ending at `end` (its LF), taken out of the buffer."""
+        line = bytes(self._inbox[: end + 1])
+        del self._inbox[: end + 1]
         return line
 
     async def is_alive(self) -> bool:
@@ -264,6 +264,11 @@ class SmtpSession:
             self._writer = None
             self._reader = None
         self._inbox.clear()
+
+
+def _parsed(line: bytes) -> tuple[int, str]:
+    """A reply line's code and text (SmtpProtocolError if it is not one)."""
+    return _code(line), line[4:].rstrip().decode("utf-8", "replace")
 
 
 def _code(line: bytes) -> int:
