@@ -131,10 +131,7 @@ def record_results(
         info = claimed[result.send_id]
         reply = f"{result.enhanced} {result.reply}".strip()
         mid = message_ids.get(result.send_id, "")
-        status = _status_for(settings, result, info, now)
-        if is_at_most_once and result.kind is ReplyKind.LOST:
-            status = SendStatus.UNKNOWN
-            reply = f"{reply}; {NOT_RESENT}"
+        status = _status_for(settings, result, info, now, is_at_most_once=is_at_most_once)
         if status is SendStatus.SENT:
             if info.is_soft_counted:
                 delivered.append((info.email, result.send_id))
@@ -165,7 +162,9 @@ def record_results(
                 )
             )
         else:
-            if result.outcome is Outcome.DEFERRED and status is SendStatus.FAILED:
+            if status is SendStatus.UNKNOWN:
+                reply = f"{reply}; {NOT_RESENT}"
+            elif result.outcome is Outcome.DEFERRED:
                 reply = f"gave up after {info.attempts} attempts: {reply}"
             rows.append(
                 _row(
@@ -265,12 +264,19 @@ def _write(session: Session, rows: list[dict[str, Any]], *, commit: bool = False
 
 
 def _status_for(
-    settings: Settings, result: DeliveryResult, info: Claimed, now: dt.datetime
+    settings: Settings,
+    result: DeliveryResult,
+    info: Claimed,
+    now: dt.datetime,
+    *,
+    is_at_most_once: bool,
 ) -> SendStatus:
     if result.outcome is Outcome.SENT:
         return SendStatus.SENT
     if result.outcome is Outcome.FAILED:
         return SendStatus.FAILED
+    if is_at_most_once and result.kind is ReplyKind.LOST:
+        return SendStatus.UNKNOWN  # the relay may have it: never a second copy
     expired = (now - info.first_attempt_at).total_seconds() >= settings.give_up_after_s
     return SendStatus.FAILED if expired else SendStatus.DEFERRED
 
