@@ -186,7 +186,7 @@ def _bench(args: argparse.Namespace, tmp: Path, dump: SinkDump | None) -> None:
                 break
             # seldom: the bench shares the two cores with what it measures, and the end is
             # read from the campaign's own completed_at, not from when this loop saw it
-            cpu.sample(force=True)
+            cpu.sample()
             time.sleep(POLL_S)
         with rt.sessions() as session:
             first_sent, last_sent = session.execute(
@@ -391,46 +391,43 @@ class _CpuMeter:
         self._seen: dict[int, tuple[str, float]] = {}
         self._bench_start = self._bench_s()
         self._samples = 0
-        self._sample(force=True)
+        self._sample()
         self._base = {pid: s for pid, (_, s) in self._seen.items()}
 
-    def sample(self, *, force: bool = False) -> None:
-        """Look at the processes again: when forced, else every tenth call."""
-        self._samples += 1
-        self._sample(force=force or self._samples % 10 == 0)
+    def sample(self) -> None:
+        """Look at every process of the run again."""
+        self._sample()
 
     def sample_database(self) -> None:
-        """Only this run's database backends (those of a command come and go with it); the
-        other processes every tenth call: walking /proc costs the machine's shared cores."""
+        """This run's database backends (a command's come and go with it); the other
+        processes every tenth call: walking /proc costs the cores shared with what is measured."""
         self._samples += 1
-        if self._samples % 10 == 0:
-            self._sample(force=True)
-            return
-        with self._admin.connect() as conn:
-            backends = conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": self._db_name}
-            ).scalars()
-            for pid in backends:
-                seconds = _cpu_s(pid)
-                if seconds is not None:
-                    self._seen[pid] = ("postgresql", seconds)
+        self._sample(is_walking=self._samples % 10 == 0)
 
     def used(self) -> dict[str, float]:
-        self._sample(force=True)
+        self._sample()
         totals = {"cli+bench": self._bench_s() - self._bench_start}
         for pid, (part, seconds) in self._seen.items():
             totals[part] = totals.get(part, 0.0) + seconds - self._base.get(pid, 0.0)
         return totals
 
-    def _sample(self, *, force: bool) -> None:
-        if not force:
-            return
+    def _sample(self, *, is_walking: bool = True) -> None:
+        """CPU of the database backends; with `is_walking`, of the sink, the workers and Redis
+        too (found by walking /proc)."""
         with self._admin.connect() as conn:
             backends = conn.execute(
                 text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": self._db_name}
             ).scalars()
             parts = {pid: "postgresql" for pid in backends}
-        parts[self._sink_pid] = "smtp-sink"
+        if is_walking:
+            parts.update(self._other_processes())
+        for pid, part in parts.items():
+            seconds = _cpu_s(pid)
+            if seconds is not None:
+                self._seen[pid] = (part, seconds)
+
+    def _other_processes(self) -> dict[int, str]:
+        parts = {self._sink_pid: "smtp-sink"}
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -442,10 +439,7 @@ class _CpuMeter:
                     parts[pid] = "redis"
             except (OSError, ProcessLookupError):
                 continue
-        for pid, part in parts.items():
-            seconds = _cpu_s(pid)
-            if seconds is not None:
-                self._seen[pid] = (part, seconds)
+        return parts
 
     @staticmethod
     def _bench_s() -> float:
