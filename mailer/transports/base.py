@@ -21,7 +21,8 @@ class SendObserver(Protocol):
         """The message is about to go to a server (it may be delivered from now on)."""
 
     def answered(self, send_id: int, is_accepted: bool) -> None:
-        """The message has its result: accepted by the server, or not (refused, deferred)."""
+        """The message has its result: accepted by the server, or not (refused, deferred).
+        Never told of a message lost on the wire (`ReplyKind.LOST`): it stays begun."""
 
 
 @runtime_checkable
