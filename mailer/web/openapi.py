@@ -164,11 +164,17 @@ def _check_string(schema: dict[str, Any], value: str, where: str) -> list[dict[s
     return []
 
 
+#: The largest integer a body may carry where its schema names no maximum: what the database's
+#: integer columns (ids, counts, versions) hold, so no value gets as far as overflowing there.
+MAX_INTEGER = 2**31 - 1
+
+
 def _check_integer(schema: dict[str, Any], value: int, where: str) -> list[dict[str, Any]]:
     if value < schema.get("minimum", value):
         return [{"field": where, "message": f"must be at least {schema['minimum']}"}]
-    if value > schema.get("maximum", value):
-        return [{"field": where, "message": f"must be at most {schema['maximum']}"}]
+    maximum = schema.get("maximum", MAX_INTEGER)
+    if value > maximum:
+        return [{"field": where, "message": f"must be at most {maximum}"}]
     return []
 
 
