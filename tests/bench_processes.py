@@ -10,8 +10,10 @@ import tempfile
 import time
 from pathlib import Path
 
-#: Time for the worker processes to boot and connect to the broker before a run is timed.
-WORKER_BOOT_S = 3.0
+#: How long `mailer worker` may take to say every process is ready (a slow machine, cold caches).
+WORKER_BOOT_S = 60.0
+#: After the ready line: time for the threads to take their first look at the queues.
+WORKER_SETTLE_S = 0.5
 #: How long `mailer worker` may take to stop after SIGTERM once the run is over.
 WORKER_STOP_S = 30.0
 
@@ -22,20 +24,38 @@ _LOGS: dict[int, Path] = {}
 def start_workers(
     env: dict[str, str], cwd: Path, processes: int, threads: int
 ) -> subprocess.Popen[bytes]:
-    """`mailer worker -p P -t T` in a session of its own (kill the group to stop it), booted."""
+    """`mailer worker -p P -t T` in a session of its own (kill the group to stop it), booted:
+    back once it has said every process is ready, so its start-up is not timed with the run
+    (nor competes with the command that starts the run)."""
     fd, log = tempfile.mkstemp(prefix="mailer-bench-workers-", suffix=".log")
-    with os.fdopen(fd, "wb") as stderr:
+    with os.fdopen(fd, "wb") as output:
         workers = subprocess.Popen(
             ["mailer", "worker", "--processes", str(processes), "--threads", str(threads)],
             env=env,
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
+            stdout=output,
+            stderr=output,
             start_new_session=True,
         )
     _LOGS[workers.pid] = Path(log)
-    time.sleep(WORKER_BOOT_S)
+    _wait_ready(workers, Path(log))
+    time.sleep(WORKER_SETTLE_S)
     return workers
+
+
+def _wait_ready(workers: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + WORKER_BOOT_S
+    while b"mailer worker ready" not in log.read_bytes():
+        if workers.poll() is not None or time.monotonic() > deadline:
+            if workers.poll() is None:
+                os.killpg(workers.pid, signal.SIGKILL)
+                workers.wait()
+            tail = log.read_text(errors="replace")[-4000:]
+            sys.exit(
+                f"`mailer worker` did not get ready within {WORKER_BOOT_S:.0f} s (exit status "
+                f"{workers.returncode}); the end of its log ({log}):\n{tail}"
+            )
+        time.sleep(0.1)
 
 
 def stop_workers(workers: subprocess.Popen[bytes]) -> None:
