@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,16 +47,19 @@ def start_workers(
 def _wait_ready(workers: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + WORKER_BOOT_S
     while b"mailer worker ready" not in log.read_bytes():
-        if workers.poll() is not None or time.monotonic() > deadline:
-            if workers.poll() is None:
+        if workers.poll() is not None:
+            with contextlib.suppress(ProcessLookupError):  # a process it started may be left
                 os.killpg(workers.pid, signal.SIGKILL)
-                workers.wait()
-            tail = log.read_text(errors="replace")[-4000:]
-            sys.exit(
-                f"`mailer worker` did not get ready within {WORKER_BOOT_S:.0f} s (exit status "
-                f"{workers.returncode}); the end of its log ({log}):\n{tail}"
-            )
-        time.sleep(0.1)
+            what = f"exited with status {workers.returncode} before it was ready"
+        elif time.monotonic() > deadline:
+            os.killpg(workers.pid, signal.SIGKILL)
+            workers.wait()
+            what = f"was not ready within {WORKER_BOOT_S:.0f} s and was killed"
+        else:
+            time.sleep(0.1)
+            continue
+        tail = log.read_text(errors="replace")[-4000:]
+        sys.exit(f"`mailer worker` {what}; the end of its log ({log}):\n{tail}")
 
 
 def stop_workers(workers: subprocess.Popen[bytes]) -> None:
