@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.testclient import TestClient
 
 from mailer import access, campaigns
 from mailer.runtime import Runtime
@@ -109,3 +110,22 @@ def test_a_body_integer_too_large_for_the_database_is_refused_by_name() -> None:
     assert check(AS_CONTACT, {"contact_id": 3574296179809364794600922086899712}, "body") == [
         {"field": "body.contact_id", "message": f"must be at most {MAX_INTEGER}"}
     ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_body_nested_past_the_json_parsers_depth_is_refused_by_name(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    # JSON nested 100,000 deep made the parser raise RecursionError: a 500
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    with TestClient(web_app) as client:
+        response = client.post(
+            "/api/v1/audiences/check",
+            content=b"[" * 100_000,
+            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        )
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["field"] == "body" and "nested too deeply" in error["message"]

@@ -76,6 +76,10 @@ async def read_body(request: Request) -> dict[str, Any]:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    except RecursionError:
+        # no schema here nests deeper than a few levels; the parser gives up near 1,000
+        message = "nested too deeply: send the fields the operation's schema declares"
+        raise InvalidInput([{"field": "body", "message": message}]) from None
     errors = check(op.body, data, "body")
     if errors:
         raise InvalidInput(errors)
