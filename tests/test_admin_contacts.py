@@ -50,3 +50,13 @@ def test_the_reason_fields_take_the_cores_limits_and_a_short_reason_is_refused_e
     assert (reason["minLength"], reason["maxLength"]) == (REASON_MIN_CHARS, REASON_MAX_CHARS)
     with rt.sessions() as s:
         assert s.scalars(select(OptOut)).first() is None
+
+
+def test_a_more_link_or_contact_that_is_no_id_is_not_a_server_error(
+    rt: Runtime, staff: Any, client_for: Any, make_contact: Any
+) -> None:
+    # "²" is a digit to str.isdigit but not to int(): the pages' id parsing raised (500)
+    make_contact()
+    client = client_for("mark")
+    assert client.get("/admin/contacts?after=%C2%B2").status_code == 200
+    assert client.get("/admin/campaigns?before=%C2%B2").status_code == 200

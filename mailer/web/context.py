@@ -12,6 +12,7 @@ from mailer import reports
 from mailer.access import Actor, LoginThrottle
 from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
+from mailer.models import MAX_ID, parse_id
 from mailer.runtime import Runtime
 from mailer.web.security import client_ip
 
@@ -45,10 +46,6 @@ def ip_of(request: Request) -> str:
     return client_ip(request.scope, trusted_proxy=trusted)
 
 
-#: The largest id a campaign, contact or organization can have (their columns are 32-bit).
-MAX_ID = 2**31 - 1
-
-
 def int_param(request: Request, name: str) -> int:
     """A path parameter declared `{name:int}`; an id past any column's range is not found."""
     value = int(request.path_params[name])
@@ -59,7 +56,7 @@ def int_param(request: Request, name: str) -> int:
 
 def page_id(text: str) -> int | None:
     """The id of a "more" link's `before`/`after` parameter, or None when it is not one."""
-    return int(text) if text.isdigit() and int(text) <= MAX_ID else None
+    return parse_id(text)
 
 
 def report_csv_response(request: Request, campaign_id: int) -> StreamingResponse:
