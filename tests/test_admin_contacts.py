@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
 from mailer import access
 from mailer.contacts.compliance import REASON_MAX_CHARS, REASON_MIN_CHARS
@@ -60,3 +61,23 @@ def test_a_more_link_or_contact_that_is_no_id_is_not_a_server_error(
     client = client_for("mark")
     assert client.get("/admin/contacts?after=%C2%B2").status_code == 200
     assert client.get("/admin/campaigns?before=%C2%B2").status_code == 200
+
+
+def test_a_nul_in_a_form_field_or_query_is_refused_by_name_not_a_server_error(
+    rt: Runtime, staff: Any, client_for: Any, web_app: Any, make_contact: Any
+) -> None:
+    # PostgreSQL refuses NUL in any text: the sign-in form, a reason and a search were 500s
+    contact = make_contact()
+    with TestClient(web_app) as anonymous:
+        login = anonymous.post("/admin/login", data={"username": "ada\x00", "password": "x"})
+    assert login.status_code == 422
+    assert "The field &#39;username&#39; holds a NUL character" in login.text
+    client = client_for("ada")
+    page = client.get(f"/admin/contacts/{contact.id}").text
+    suppress = client.post(
+        f"/admin/contacts/{contact.id}/suppress",
+        data={"csrf_token": csrf_of(page), "reason": "asked by phone\x00 today"},
+    )
+    assert suppress.status_code == 422 and "&#39;reason&#39;" in suppress.text
+    search = client.get("/admin/contacts?q=%00")
+    assert search.status_code == 422 and "query parameter 'q' holds a NUL" in search.text

@@ -129,3 +129,39 @@ def test_a_body_nested_past_the_json_parsers_depth_is_refused_by_name(
     assert response.status_code == 422
     [error] = response.json()["errors"]
     assert error["field"] == "body" and "nested too deeply" in error["message"]
+
+
+def test_a_body_string_no_database_can_hold_is_refused_by_name() -> None:
+    # PostgreSQL refuses NUL in any text and a lone surrogate is not UTF-8: both were 500s
+    from mailer.web.api.campaigns import CREATE
+    from mailer.web.openapi import check
+
+    body = {"name": "a\x00b", "category": "promotions", "template": "x", "subject": "\ud800"}
+    assert check(CREATE, body, "body") == [
+        {
+            "field": "body.name",
+            "message": "holds a NUL character (U+0000), which no text here may contain: remove it",
+        },
+        {
+            "field": "body.subject",
+            "message": "holds a lone surrogate (U+D800), which is not a character: "
+            "send the text as UTF-8",
+        },
+    ]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_nul_in_the_path_or_a_query_parameter_is_refused_before_the_database(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    bearer = {"authorization": f"Bearer {token}"}
+    with TestClient(web_app) as client:
+        search = client.get("/api/v1/contacts?q=a%00", headers=bearer)
+        revoke = client.post("/api/v1/tokens/a%00/revoke", headers=bearer)
+    assert search.status_code == 422
+    assert search.json()["errors"][0]["field"] == "query parameter 'q'"
+    assert revoke.status_code == 404
+    assert revoke.headers["content-type"] == "application/problem+json"

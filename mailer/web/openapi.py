@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from mailer.web.guard import allowed_roles
 from mailer.web.problems import InvalidInput
+from mailer.web.security import unstorable_text
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ def _has_type(types: Any, value: Any) -> bool:
 
 
 def _check_string(schema: dict[str, Any], value: str, where: str) -> list[dict[str, Any]]:
+    reason = unstorable_text(value)
+    if reason:
+        return [{"field": where, "message": reason}]
     if len(value) > schema.get("maxLength", 1 << 30):
         return [{"field": where, "message": f"longer than {schema['maxLength']} characters"}]
     minimum = schema.get("minLength", 0)

@@ -47,7 +47,7 @@ from mailer.web.admin.pages import (
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
 from mailer.web.problems import allowed_methods, status_for
-from mailer.web.security import BodyLimitMiddleware, client_ip
+from mailer.web.security import BodyLimitMiddleware, UrlTextMiddleware, client_ip
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -217,6 +217,7 @@ def create_admin_app(ctx: AppContext) -> Starlette:
             Middleware(HeadersMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
             Middleware(OriginCheckMiddleware),
+            Middleware(UrlTextMiddleware),
             Middleware(SessionMiddleware, ctx=ctx),
         ],
         exception_handlers={HTTPException: _error, MailerError: _error, Exception: _error},

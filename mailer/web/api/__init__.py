@@ -31,7 +31,7 @@ from mailer.web.problems import (
     handle_mailer,
     problem,
 )
-from mailer.web.security import BodyLimitMiddleware, client_ip
+from mailer.web.security import BodyLimitMiddleware, UrlTextMiddleware, client_ip
 
 PREFIX = "/api/v1"
 #: The largest request body the API reads: a CSV import of 20 MB.
@@ -105,6 +105,11 @@ async def _anonymous(request: Request) -> Response:
     )
 
 
+def _refuse_url(status: int, field: str, message: str) -> Response:
+    errors = [{"field": field, "message": message}]
+    return problem(status, f"the {field} {message}", errors=errors)
+
+
 async def _forbidden(request: Request, allowed: Iterable[Role]) -> Response:
     names = " or ".join(sorted(r.value for r in allowed))
     return problem(403, f"this needs the role {names}")
@@ -125,6 +130,7 @@ def create_api_app(ctx: AppContext) -> Starlette:
         routes=routes(),
         middleware=[
             Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
+            Middleware(UrlTextMiddleware, refuse=_refuse_url),
             Middleware(BearerMiddleware, ctx=ctx),
         ],
         exception_handlers={
