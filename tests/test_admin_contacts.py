@@ -81,3 +81,12 @@ def test_a_nul_in_a_form_field_or_query_is_refused_by_name_not_a_server_error(
     assert suppress.status_code == 422 and "&#39;reason&#39;" in suppress.text
     search = client.get("/admin/contacts?q=%00")
     assert search.status_code == 422 and "query parameter 'q' holds a NUL" in search.text
+
+
+def test_the_audit_log_until_the_calendars_last_day_is_not_a_server_error(
+    staff: Any, client_for: Any
+) -> None:
+    # "until" filters up to the next midnight, and 9999-12-31 has none (OverflowError: 500)
+    client = client_for("ada")
+    assert client.get("/admin/audit?until=9999-12-31").status_code == 200
+    assert client.get("/admin/audit.csv?until=9999-12-31").status_code == 200

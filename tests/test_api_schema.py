@@ -165,3 +165,22 @@ def test_a_nul_in_the_path_or_a_query_parameter_is_refused_before_the_database(
     assert search.json()["errors"][0]["field"] == "query parameter 'q'"
     assert revoke.status_code == 404
     assert revoke.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_time_at_the_calendars_end_is_refused_by_name(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    # converting 9999-12-31T23:59-14:00 to UTC overflowed: 500s at launch and in the audit
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    with TestClient(web_app) as client:
+        response = client.get(
+            "/api/v1/audit/events",
+            params={"until": "9999-12-31T23:59-14:00"},
+            headers={"authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["field"] == "until" and "too far in the past or future" in error["message"]

@@ -27,7 +27,7 @@ from mailer.contacts.lookup import ContactRow, contact_record
 from mailer.contacts.lookup import search_contacts as find_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
 from mailer.errors import ContactImportError, NotFoundError
-from mailer.web.api.campaigns import PAGE_QUERY, decode_cursor, encode_cursor
+from mailer.web.api.campaigns import PAGE_QUERY, decode_cursor, encode_cursor, parse_time
 from mailer.web.context import actor, context, int_param
 from mailer.web.guard import allow
 from mailer.web.openapi import Param, operation, read_body, read_query
@@ -362,16 +362,7 @@ async def resend_version(request: Request) -> Response:
 async def audit_events(request: Request) -> Response:
     """Audit events, newest first, filtered (keyset pagination)."""
     q = read_query(request)
-    times = {}
-    for name in ("since", "until"):
-        if q[name]:
-            try:
-                value = dt.datetime.fromisoformat(q[name])
-            except ValueError:
-                value = None
-            if value is None or value.tzinfo is None:
-                raise InvalidInput([{"field": name, "message": "an ISO time with zone"}])
-            times[name] = value
+    times = {name: parse_time(q[name], name) for name in ("since", "until") if q[name]}
     where = audit.AuditQuery(
         actor=q["actor"] or "",
         action=q["action"] or "",
