@@ -90,3 +90,8 @@ def test_the_audit_log_until_the_calendars_last_day_is_not_a_server_error(
     client = client_for("ada")
     assert client.get("/admin/audit?until=9999-12-31").status_code == 200
     assert client.get("/admin/audit.csv?until=9999-12-31").status_code == 200
+
+
+def test_a_contact_id_of_thousands_of_digits_is_not_found(staff: Any, client_for: Any) -> None:
+    # Starlette's int convertor called int() on 5,000 digits, which Python refuses: a 500
+    assert client_for("ada").get("/admin/contacts/" + "9" * 5000).status_code == 404

@@ -184,3 +184,19 @@ def test_a_time_at_the_calendars_end_is_refused_by_name(
     assert response.status_code == 422
     [error] = response.json()["errors"]
     assert error["field"] == "until" and "too far in the past or future" in error["message"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_path_id_of_thousands_of_digits_is_not_found(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    # Starlette's int convertor called int() on 5,000 digits, which Python refuses: a 500
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    with TestClient(web_app) as client:
+        response = client.get(
+            "/api/v1/campaigns/" + "9" * 5000, headers={"authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -46,8 +47,18 @@ def ip_of(request: Request) -> str:
     return client_ip(request.scope, trusted_proxy=trusted)
 
 
+class IdConvertor(IntegerConvertor):
+    """`{name:id}` in a route: a row id of at most 10 digits. A longer one matches no route
+    (404), where `int` would convert it and Python refuses an int of over 4,300 digits (500)."""
+
+    regex = "[0-9]{1,10}"
+
+
+register_url_convertor("id", IdConvertor())
+
+
 def int_param(request: Request, name: str) -> int:
-    """A path parameter declared `{name:int}`; an id past any column's range is not found."""
+    """A path parameter declared `{name:id}`; an id past any column's range is not found."""
     value = int(request.path_params[name])
     if value > MAX_ID:
         raise NotFoundError(f"no {name.removesuffix('_id')} {value}")

@@ -216,7 +216,7 @@ def _check_object(
 
 # ---- the document --------------------------------------------------------------------------
 
-#: `{campaign_id:int}` in a Starlette path is `{campaign_id}` in OpenAPI.
+#: `{campaign_id:id}` in a Starlette path is `{campaign_id}` in OpenAPI.
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
 
 PROBLEM_SCHEMA = {
