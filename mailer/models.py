@@ -27,6 +27,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+#: The largest id a row can have (the id columns are 32-bit integers).
+MAX_ID = 2**31 - 1
+
+
+def parse_id(text: str) -> int | None:
+    """The id that `text` spells in ASCII digits, or None: not such digits ("²" is a digit to
+    `str.isdigit` but not to `int`), or past every id (the database would overflow)."""
+    text = text.strip()
+    if text.isascii() and text.isdigit() and int(text) <= MAX_ID:
+        return int(text)
+    return None
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
 from mailer import access
 from mailer.contacts.compliance import REASON_MAX_CHARS, REASON_MIN_CHARS
@@ -50,3 +51,47 @@ def test_the_reason_fields_take_the_cores_limits_and_a_short_reason_is_refused_e
     assert (reason["minLength"], reason["maxLength"]) == (REASON_MIN_CHARS, REASON_MAX_CHARS)
     with rt.sessions() as s:
         assert s.scalars(select(OptOut)).first() is None
+
+
+def test_a_more_link_or_contact_that_is_no_id_is_not_a_server_error(
+    rt: Runtime, staff: Any, client_for: Any, make_contact: Any
+) -> None:
+    # "²" is a digit to str.isdigit but not to int(): the pages' id parsing raised (500)
+    make_contact()
+    client = client_for("mark")
+    assert client.get("/admin/contacts?after=%C2%B2").status_code == 200
+    assert client.get("/admin/campaigns?before=%C2%B2").status_code == 200
+
+
+def test_a_nul_in_a_form_field_or_query_is_refused_by_name_not_a_server_error(
+    rt: Runtime, staff: Any, client_for: Any, web_app: Any, make_contact: Any
+) -> None:
+    # PostgreSQL refuses NUL in any text: the sign-in form, a reason and a search were 500s
+    contact = make_contact()
+    with TestClient(web_app) as anonymous:
+        login = anonymous.post("/admin/login", data={"username": "ada\x00", "password": "x"})
+    assert login.status_code == 422
+    assert "The field &#39;username&#39; holds a NUL character" in login.text
+    client = client_for("ada")
+    page = client.get(f"/admin/contacts/{contact.id}").text
+    suppress = client.post(
+        f"/admin/contacts/{contact.id}/suppress",
+        data={"csrf_token": csrf_of(page), "reason": "asked by phone\x00 today"},
+    )
+    assert suppress.status_code == 422 and "&#39;reason&#39;" in suppress.text
+    search = client.get("/admin/contacts?q=%00")
+    assert search.status_code == 422 and "query parameter 'q' holds a NUL" in search.text
+
+
+def test_the_audit_log_until_the_calendars_last_day_is_not_a_server_error(
+    staff: Any, client_for: Any
+) -> None:
+    # "until" filters up to the next midnight, and 9999-12-31 has none (OverflowError: 500)
+    client = client_for("ada")
+    assert client.get("/admin/audit?until=9999-12-31").status_code == 200
+    assert client.get("/admin/audit.csv?until=9999-12-31").status_code == 200
+
+
+def test_a_contact_id_of_thousands_of_digits_is_not_found(staff: Any, client_for: Any) -> None:
+    # Starlette's int convertor called int() on 5,000 digits, which Python refuses: a 500
+    assert client_for("ada").get("/admin/contacts/" + "9" * 5000).status_code == 404

@@ -71,27 +71,27 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/admin/audience/count"): {
         "form": {"category": "{category}", "rule": "kind = client"}
     },
-    ("GET", "/admin/campaigns/{campaign_id:int}"): {},
-    ("GET", "/admin/campaigns/{campaign_id:int}/edit"): {},
-    ("POST", "/admin/campaigns/{campaign_id:int}/edit"): {
+    ("GET", "/admin/campaigns/{campaign_id:id}"): {},
+    ("GET", "/admin/campaigns/{campaign_id:id}/edit"): {},
+    ("POST", "/admin/campaigns/{campaign_id:id}/edit"): {
         "form": {"name": "Renamed", "template": "{template}", "rule": "kind = client"}
     },
-    ("GET", "/admin/campaigns/{campaign_id:int}/progress"): {},
-    ("GET", "/admin/campaigns/{campaign_id:int}/preview"): {"query": "?contact={contact}"},
-    ("GET", "/admin/campaigns/{campaign_id:int}/preview.html"): {"query": "?contact={contact}"},
-    ("POST", "/admin/campaigns/{campaign_id:int}/test-send"): {
+    ("GET", "/admin/campaigns/{campaign_id:id}/progress"): {},
+    ("GET", "/admin/campaigns/{campaign_id:id}/preview"): {"query": "?contact={contact}"},
+    ("GET", "/admin/campaigns/{campaign_id:id}/preview.html"): {"query": "?contact={contact}"},
+    ("POST", "/admin/campaigns/{campaign_id:id}/test-send"): {
         "form": {"contact": "{contact}", "to": "me@cpi.example"}
     },
-    ("GET", "/admin/campaigns/{campaign_id:int}/launch"): {},
-    ("POST", "/admin/campaigns/{campaign_id:int}/launch"): {
+    ("GET", "/admin/campaigns/{campaign_id:id}/launch"): {},
+    ("POST", "/admin/campaigns/{campaign_id:id}/launch"): {
         "form": {"when": "now", "confirm": "yes"}
     },
-    ("POST", "/admin/campaigns/{campaign_id:int}/pause"): {"form": {}},
-    ("POST", "/admin/campaigns/{campaign_id:int}/resume"): {"form": {}},
-    ("POST", "/admin/campaigns/{campaign_id:int}/cancel"): {"form": {}},
-    ("GET", "/admin/campaigns/{campaign_id:int}/report"): {},
-    ("GET", "/admin/campaigns/{campaign_id:int}/report.csv"): {},
-    ("GET", "/admin/campaigns/{campaign_id:int}/sample.html"): {},
+    ("POST", "/admin/campaigns/{campaign_id:id}/pause"): {"form": {}},
+    ("POST", "/admin/campaigns/{campaign_id:id}/resume"): {"form": {}},
+    ("POST", "/admin/campaigns/{campaign_id:id}/cancel"): {"form": {}},
+    ("GET", "/admin/campaigns/{campaign_id:id}/report"): {},
+    ("GET", "/admin/campaigns/{campaign_id:id}/report.csv"): {},
+    ("GET", "/admin/campaigns/{campaign_id:id}/sample.html"): {},
     ("GET", "/admin/templates"): {},
     ("GET", "/admin/templates/new"): {},
     ("POST", "/admin/templates"): {
@@ -113,12 +113,12 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "form": {"dry_run": "yes"},
         "files": {"file": ("new.csv", IMPORT_CSV, "text/csv")},
     },
-    ("GET", "/admin/contacts/{contact_id:int}"): {},
-    ("POST", "/admin/contacts/{contact_id:int}/opt-out"): {
+    ("GET", "/admin/contacts/{contact_id:id}"): {},
+    ("POST", "/admin/contacts/{contact_id:id}/opt-out"): {
         "form": {"scope": "promotions", "reason": "asked by phone"}
     },
-    ("POST", "/admin/contacts/{contact_id:int}/suppress"): {"form": {"reason": "asked by phone"}},
-    ("POST", "/admin/contacts/{contact_id:int}/unsuppress"): {
+    ("POST", "/admin/contacts/{contact_id:id}/suppress"): {"form": {"reason": "asked by phone"}},
+    ("POST", "/admin/contacts/{contact_id:id}/unsuppress"): {
         "form": {"reason": "address works again"}
     },
     ("GET", "/admin/policy"): {},
@@ -164,20 +164,20 @@ API_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", f"{API}/campaigns"): {
         "json": {"name": "By API", "category": "{category}", "template": "{template}"}
     },
-    ("GET", f"{API}/campaigns/{{campaign_id:int}}"): {},
-    ("PATCH", f"{API}/campaigns/{{campaign_id:int}}"): {
+    ("GET", f"{API}/campaigns/{{campaign_id:id}}"): {},
+    ("PATCH", f"{API}/campaigns/{{campaign_id:id}}"): {
         "json": {"name": "Renamed", "template": "{template}", "rule": "kind = client"}
     },
-    ("POST", f"{API}/campaigns/{{campaign_id:int}}/preview"): {"json": {"contact_id": "{contact}"}},
-    ("POST", f"{API}/campaigns/{{campaign_id:int}}/test-send"): {
+    ("POST", f"{API}/campaigns/{{campaign_id:id}}/preview"): {"json": {"contact_id": "{contact}"}},
+    ("POST", f"{API}/campaigns/{{campaign_id:id}}/test-send"): {
         "json": {"contact_id": "{contact}", "to": ["me@cpi.example"]}
     },
-    ("POST", f"{API}/campaigns/{{campaign_id:int}}/launch"): {"json": {}},
-    ("POST", f"{API}/campaigns/{{campaign_id:int}}/pause"): {},
-    ("POST", f"{API}/campaigns/{{campaign_id:int}}/resume"): {},
-    ("POST", f"{API}/campaigns/{{campaign_id:int}}/cancel"): {},
-    ("GET", f"{API}/campaigns/{{campaign_id:int}}/report"): {},
-    ("GET", f"{API}/campaigns/{{campaign_id:int}}/report.csv"): {},
+    ("POST", f"{API}/campaigns/{{campaign_id:id}}/launch"): {"json": {}},
+    ("POST", f"{API}/campaigns/{{campaign_id:id}}/pause"): {},
+    ("POST", f"{API}/campaigns/{{campaign_id:id}}/resume"): {},
+    ("POST", f"{API}/campaigns/{{campaign_id:id}}/cancel"): {},
+    ("GET", f"{API}/campaigns/{{campaign_id:id}}/report"): {},
+    ("GET", f"{API}/campaigns/{{campaign_id:id}}/report.csv"): {},
     ("POST", f"{API}/audiences/check"): {"json": {"rule": "kind = client"}},
     ("POST", f"{API}/audiences/count"): {"json": {"category": "{category}", "rule": ""}},
     ("GET", f"{API}/templates"): {},
@@ -187,12 +187,12 @@ API_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("GET", f"{API}/contacts"): {"query": "?q=example&limit=10"},
     ("POST", f"{API}/contacts/import"): {"query": "?dry_run=true", "csv": True},
-    ("GET", f"{API}/contacts/{{contact_id:int}}"): {},
-    ("POST", f"{API}/contacts/{{contact_id:int}}/opt-out"): {
+    ("GET", f"{API}/contacts/{{contact_id:id}}"): {},
+    ("POST", f"{API}/contacts/{{contact_id:id}}/opt-out"): {
         "json": {"scope": "promotions", "reason": "asked by phone"}
     },
-    ("POST", f"{API}/contacts/{{contact_id:int}}/suppress"): {"json": {"reason": "asked by phone"}},
-    ("POST", f"{API}/contacts/{{contact_id:int}}/unsuppress"): {"json": {"reason": "works again"}},
+    ("POST", f"{API}/contacts/{{contact_id:id}}/suppress"): {"json": {"reason": "asked by phone"}},
+    ("POST", f"{API}/contacts/{{contact_id:id}}/unsuppress"): {"json": {"reason": "works again"}},
     ("GET", f"{API}/policy/versions"): {},
     ("POST", f"{API}/policy/versions"): {
         "json": {
@@ -316,8 +316,8 @@ def _fill(value: str, values: dict[str, Any]) -> str:
 
 def _url(path: str, values: dict[str, Any]) -> str:
     return (
-        path.replace("{campaign_id:int}", str(values["cid"]))
-        .replace("{contact_id:int}", str(values["contact"]))
+        path.replace("{campaign_id:id}", str(values["cid"]))
+        .replace("{contact_id:id}", str(values["contact"]))
         .replace("{version}", "2")
         .replace("{username}", "otto")
         .replace("{public_id}", values["public_id"])

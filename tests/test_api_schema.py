@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.testclient import TestClient
 
 from mailer import access, campaigns
 from mailer.runtime import Runtime
@@ -109,3 +110,93 @@ def test_a_body_integer_too_large_for_the_database_is_refused_by_name() -> None:
     assert check(AS_CONTACT, {"contact_id": 3574296179809364794600922086899712}, "body") == [
         {"field": "body.contact_id", "message": f"must be at most {MAX_INTEGER}"}
     ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_body_nested_past_the_json_parsers_depth_is_refused_by_name(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    # JSON nested 100,000 deep made the parser raise RecursionError: a 500
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    with TestClient(web_app) as client:
+        response = client.post(
+            "/api/v1/audiences/check",
+            content=b"[" * 100_000,
+            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        )
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["field"] == "body" and "nested too deeply" in error["message"]
+
+
+def test_a_body_string_no_database_can_hold_is_refused_by_name() -> None:
+    # PostgreSQL refuses NUL in any text and a lone surrogate is not UTF-8: both were 500s
+    from mailer.web.api.campaigns import CREATE
+    from mailer.web.openapi import check
+
+    body = {"name": "a\x00b", "category": "promotions", "template": "x", "subject": "\ud800"}
+    assert check(CREATE, body, "body") == [
+        {
+            "field": "body.name",
+            "message": "holds a NUL character (U+0000), which no text here may contain: remove it",
+        },
+        {
+            "field": "body.subject",
+            "message": "holds a lone surrogate (U+D800), which is not a character: "
+            "send the text as UTF-8",
+        },
+    ]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_nul_in_the_path_or_a_query_parameter_is_refused_before_the_database(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    bearer = {"authorization": f"Bearer {token}"}
+    with TestClient(web_app) as client:
+        search = client.get("/api/v1/contacts?q=a%00", headers=bearer)
+        revoke = client.post("/api/v1/tokens/a%00/revoke", headers=bearer)
+    assert search.status_code == 422
+    assert search.json()["errors"][0]["field"] == "query parameter 'q'"
+    assert revoke.status_code == 404
+    assert revoke.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_time_at_the_calendars_end_is_refused_by_name(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    # converting 9999-12-31T23:59-14:00 to UTC overflowed: 500s at launch and in the audit
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    with TestClient(web_app) as client:
+        response = client.get(
+            "/api/v1/audit/events",
+            params={"until": "9999-12-31T23:59-14:00"},
+            headers={"authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["field"] == "until" and "too far in the past or future" in error["message"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_path_id_of_thousands_of_digits_is_not_found(
+    rt: Runtime, staff: Any, web_app: Any
+) -> None:
+    # Starlette's int convertor called int() on 5,000 digits, which Python refuses: a 500
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        token = access.create_api_token(s, ada, name="tests").token
+    with TestClient(web_app) as client:
+        response = client.get(
+            "/api/v1/campaigns/" + "9" * 5000, headers={"authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"

@@ -46,6 +46,9 @@ def test_a_launch_time_is_read_in_its_zone_or_the_default_one(text: str, utc: st
         ("2026-12-01T09:00 Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
         ("2026-12-01T09:00-05:00[America/Chicago]", "gives offset -0500 but America/Chicago"),
         ("2027-03-14 02:30", "does not exist in America/Los_Angeles"),
+        # at the calendar's ends a time overflowed in UTC or in another zone (500s)
+        ("9999-12-31T23:00", "is too far in the past or future"),
+        ("0001-01-01T00:00+01:00", "is too far in the past or future"),
     ],
 )
 def test_a_bad_launch_time_is_refused_with_the_fix(text: str, message: str) -> None:

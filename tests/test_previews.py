@@ -120,3 +120,16 @@ def test_a_count_says_where_a_rule_is_wrong_and_counts_a_good_one(
         rt, actor, rule_text='state = "OR"', category="promotions", sample_size=1
     )
     assert (result.eligible, len(result.sample)) == (2, 1)
+
+
+@pytest.mark.parametrize("given", ["9" * 40, "²", " ² "])
+def test_a_contact_given_as_digits_no_id_has_is_not_found(
+    rt: Runtime, staff: Any, make_contact: Any, given: str
+) -> None:
+    # the admin preview's ?contact= once overflowed the database (40 digits) or int() ("²",
+    # a digit to str.isdigit): both 500s
+    make_contact()
+    with pytest.raises(NotFoundError, match="no contact"):
+        previews.preview_message(
+            rt, _actor(rt, "mark"), template="promotions/open-enrollment", contact=given
+        )

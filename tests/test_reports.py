@@ -212,6 +212,20 @@ def test_audit_search_filters_by_actor_action_prefix_object_and_time(
         assert len({e.id for e in first.items + rest.items}) == 4
 
 
+def test_a_campaign_needs_a_name_at_create_as_at_edit(rt: Runtime, staff: Any) -> None:
+    # the API's create stripped "  " to "" and stored a nameless draft (edit refused it)
+    with pytest.raises(CampaignError, match="give the campaign a name"):
+        campaigns.create_campaign(
+            rt,
+            actor=_actor(rt, "mark"),
+            name="  ",
+            category="promotions",
+            template="promotions/open-enrollment",
+        )
+    with rt.sessions() as s:
+        assert s.scalars(select(Campaign)).first() is None
+
+
 def test_only_a_draft_is_edited_and_the_edit_is_audited_with_before_and_after(
     rt: Runtime, staff: Any
 ) -> None:

@@ -112,6 +112,24 @@ def test_filters_and_methods_that_take_a_size_are_bounded_too(
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{% if 1 %}" * 2000 + "{% endif %}" * 2000,  # Jinja's parser: RecursionError
+        "{% if 1 %}" * 150 + "{% endif %}" * 150,  # Python: too many levels of indentation
+        "{% for x in [1] %}" * 30 + "{% endfor %}" * 30,  # Python: too many nested blocks
+        "{{ " + "(" * 150 + "1" + ")" * 150 + " }}",
+    ],
+)
+def test_a_template_nested_past_pythons_limits_is_refused_with_the_fix(
+    write, tmp_templates: Settings, body: str
+) -> None:
+    # each was a 500 when an editor saved it (the errors are not TemplateSyntaxError)
+    name = write(HEADER + f"<p>{body}</p>\n")
+    with pytest.raises(TemplateError, match="nested too deeply; flatten the template"):
+        check_template(tmp_templates, name)
+
+
 def test_small_arithmetic_still_works(write, tmp_templates: Settings) -> None:
     name = write(
         HEADER + '<p>{{ 2 ** 10 }} {{ "-" * 3 }} {{ [1] * 2 }} {{ 3 * 4 }} '

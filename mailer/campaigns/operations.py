@@ -45,6 +45,7 @@ def create_campaign(
     `subject`, when given, replaces the template's subject."""
     category = _category(category)
     subject = _subject(subject)
+    name = _name(name)
     with rt.sessions.begin() as session:
         require_campaign_right(session, actor, "create", category=category)
         if audience and rule_text:
@@ -145,8 +146,7 @@ def edit_draft(
                 f"campaign {campaign_id} is {campaign.status}; only a draft can be edited "
                 "(create a new campaign instead)"
             )
-        if not name.strip():
-            raise CampaignError("give the campaign a name")
+        name = _name(name)
         subject = campaign.subject if subject is None else _subject(subject)
         validate_launch(rt, category, template, "", rule_text, session=session, subject=subject)
         before = {
@@ -155,7 +155,7 @@ def edit_draft(
             "rule": campaign.rule_text,
             "subject": campaign.subject,
         }
-        campaign.name = name.strip()
+        campaign.name = name
         campaign.template = template
         campaign.template_id = choose_source(session, rt.settings, template).template_id
         campaign.subject = subject
@@ -181,6 +181,13 @@ def edit_draft(
 
 #: Longest own subject a campaign may have, in characters (a subject line, not a body).
 MAX_SUBJECT_CHARS = 300
+
+
+def _name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise CampaignError("give the campaign a name, e.g. 'Open enrollment 2027'")
+    return name
 
 
 def _subject(value: str) -> str:

@@ -16,6 +16,10 @@ from mailer.errors import CampaignError
 #: `<time> Area/City` or `<time>[Area/City]`.
 _WITH_ZONE = re.compile(r"^(?P<time>.+?)(?:\s+|\[)(?P<zone>[A-Za-z_]+(?:/[A-Za-z0-9_+-]+)*)\]?$")
 EXAMPLE = "2026-12-01T09:00, 2026-12-01T09:00-08:00 or '2026-12-01 09:00 America/Chicago'"
+#: The earliest and latest time a person may give: a day inside the calendar Python holds
+#: (years 1 to 9999), as nearer its ends a time overflows in UTC or in another zone.
+_EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -40,19 +44,39 @@ def parse_time(text: str, default_zone: str) -> dt.datetime:
         value = dt.datetime.fromisoformat(raw)
     except ValueError as exc:
         raise CampaignError(f"{text!r} is not a time; write it like {EXAMPLE}") from exc
-    if zone_name:
-        tz = zone(zone_name)
-        if value.tzinfo is not None:
-            if value.utcoffset() != value.replace(tzinfo=tz).utcoffset():
-                raise CampaignError(
-                    f"{text!r} gives offset {value:%z} but {zone_name} is "
-                    f"{value.replace(tzinfo=None).replace(tzinfo=tz):%z} then; give one of them"
-                )
-            value = value.replace(tzinfo=None)
-        value = _localize(value, tz, text)
-    elif value.tzinfo is None:
-        value = _localize(value, zone(default_zone), text)
-    return value.astimezone(dt.UTC)
+    try:
+        if zone_name:
+            tz = zone(zone_name)
+            if value.tzinfo is not None:
+                if value.utcoffset() != value.replace(tzinfo=tz).utcoffset():
+                    raise CampaignError(
+                        f"{text!r} gives offset {value:%z} but {zone_name} is "
+                        f"{value.replace(tzinfo=None).replace(tzinfo=tz):%z} then; give one "
+                        "of them"
+                    )
+                value = value.replace(tzinfo=None)
+            value = _localize(value, tz, text)
+        elif value.tzinfo is None:
+            value = _localize(value, zone(default_zone), text)
+    except OverflowError:
+        raise _too_far(text) from None
+    return to_utc(value, text)
+
+
+def to_utc(value: dt.datetime, text: str) -> dt.datetime:
+    """The aware time `value` (given as `text`) in UTC; CampaignError if it is so near the
+    calendar's ends that it could not be stored or shown in every zone."""
+    try:
+        utc = value.astimezone(dt.UTC)
+    except OverflowError:
+        raise _too_far(text) from None
+    if not _EARLIEST <= utc <= _LATEST:
+        raise _too_far(text)
+    return utc
+
+
+def _too_far(text: str) -> CampaignError:
+    return CampaignError(f"{text!r} is too far in the past or future; write it like {EXAMPLE}")
 
 
 def _looks_like_offset(name: str) -> bool:

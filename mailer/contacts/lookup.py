@@ -16,7 +16,16 @@ from mailer import consent
 from mailer.access.actor import Actor, deny, require
 from mailer.enums import Role
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import Campaign, Contact, OptOut, Organization, Send, Suppression, User
+from mailer.models import (
+    Campaign,
+    Contact,
+    OptOut,
+    Organization,
+    Send,
+    Suppression,
+    User,
+    parse_id,
+)
 
 #: Largest page of a contact search.
 MAX_PAGE = 200
@@ -185,8 +194,9 @@ class ContactRecord:
 
 def contact_id_for(session: Session, who: str) -> int:
     """The id of a contact given as an id or an email address; NotFoundError otherwise."""
-    if who.strip().isdigit():
-        return int(who)
+    contact_id = parse_id(who)
+    if contact_id is not None:
+        return contact_id
     found = session.scalar(select(Contact.id).where(Contact.email == who.strip()))
     if found is None:
         raise NotFoundError(f"no contact with email {who!r}; `mailer contact search` finds them")

@@ -14,7 +14,7 @@ from mailer.enums import Category
 from mailer.errors import NotFoundError
 from mailer.messages import Recipient, SenderIdentity
 from mailer.messages.check import SAMPLE_POLICY_PARAMS
-from mailer.models import Contact, Organization, User
+from mailer.models import Contact, Organization, User, parse_id
 
 
 def sender_for(
@@ -62,8 +62,10 @@ def recipient_for(session: Session, contact: int | str) -> tuple[Recipient, User
     query = select(Contact, Organization).join(
         Organization, Contact.organization_id == Organization.id
     )
-    if isinstance(contact, int) or contact.strip().isdigit():
-        query = query.where(Contact.id == int(contact))
+    if isinstance(contact, int):
+        query = query.where(Contact.id == contact)
+    elif (contact_id := parse_id(contact)) is not None:
+        query = query.where(Contact.id == contact_id)
     else:
         query = query.where(func.lower(Contact.email) == contact.strip().lower())
     row = session.execute(query).first()

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, nodes
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -137,12 +138,39 @@ class MailerSandbox(SandboxedEnvironment):
             yield item
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = super()._parse(source, name, filename)
-        for loop in tree.find_all(nodes.For):
-            loop.iter = nodes.Call(
-                nodes.EnvironmentAttribute("budgeted"), [loop.iter], [], None, None
-            ).set_lineno(loop.iter.lineno)
+        with _nesting_limits(name, filename):
+            tree = super()._parse(source, name, filename)
+            for loop in tree.find_all(nodes.For):
+                loop.iter = nodes.Call(
+                    nodes.EnvironmentAttribute("budgeted"), [loop.iter], [], None, None
+                ).set_lineno(loop.iter.lineno)
         return tree
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        with _nesting_limits(name, filename):
+            return super()._generate(source, name, filename, defer_init=defer_init)
+
+    def _compile(self, source: str, filename: str) -> CodeType:
+        with _nesting_limits(None, filename):
+            return super()._compile(source, filename)
+
+
+@contextmanager
+def _nesting_limits(name: str | None, filename: str | None) -> Iterator[None]:
+    """Python's limits on nesting, met by a template nested a few hundred deep (recursion in
+    Jinja's parser and code generator, indentation and nested blocks in the Python it makes),
+    as the template's own syntax error, which every check reports with the fix."""
+    try:
+        yield
+    except (RecursionError, SyntaxError) as exc:
+        message = "blocks or brackets are nested too deeply; flatten the template"
+        raise TemplateSyntaxError(message, 1, name, filename) from exc
 
 
 #: `str.format` fields with a width or precision of 10,000 or more.

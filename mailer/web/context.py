@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -12,6 +13,7 @@ from mailer import reports
 from mailer.access import Actor, LoginThrottle
 from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
+from mailer.models import MAX_ID, parse_id
 from mailer.runtime import Runtime
 from mailer.web.security import client_ip
 
@@ -45,12 +47,18 @@ def ip_of(request: Request) -> str:
     return client_ip(request.scope, trusted_proxy=trusted)
 
 
-#: The largest id a campaign, contact or organization can have (their columns are 32-bit).
-MAX_ID = 2**31 - 1
+class IdConvertor(IntegerConvertor):
+    """`{name:id}` in a route: a row id of at most 10 digits. A longer one matches no route
+    (404), where `int` would convert it and Python refuses an int of over 4,300 digits (500)."""
+
+    regex = "[0-9]{1,10}"
+
+
+register_url_convertor("id", IdConvertor())
 
 
 def int_param(request: Request, name: str) -> int:
-    """A path parameter declared `{name:int}`; an id past any column's range is not found."""
+    """A path parameter declared `{name:id}`; an id past any column's range is not found."""
     value = int(request.path_params[name])
     if value > MAX_ID:
         raise NotFoundError(f"no {name.removesuffix('_id')} {value}")
@@ -59,7 +67,7 @@ def int_param(request: Request, name: str) -> int:
 
 def page_id(text: str) -> int | None:
     """The id of a "more" link's `before`/`after` parameter, or None when it is not one."""
-    return int(text) if text.isdigit() and int(text) <= MAX_ID else None
+    return parse_id(text)
 
 
 def report_csv_response(request: Request, campaign_id: int) -> StreamingResponse:

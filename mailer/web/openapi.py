@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from mailer.web.guard import allowed_roles
 from mailer.web.problems import InvalidInput
+from mailer.web.security import unstorable_text
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ async def read_body(request: Request) -> dict[str, Any]:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    except RecursionError:
+        # no schema here nests deeper than a few levels; the parser gives up near 1,000
+        message = "nested too deeply: send the fields the operation's schema declares"
+        raise InvalidInput([{"field": "body", "message": message}]) from None
     errors = check(op.body, data, "body")
     if errors:
         raise InvalidInput(errors)
@@ -155,6 +160,9 @@ def _has_type(types: Any, value: Any) -> bool:
 
 
 def _check_string(schema: dict[str, Any], value: str, where: str) -> list[dict[str, Any]]:
+    reason = unstorable_text(value)
+    if reason:
+        return [{"field": where, "message": reason}]
     if len(value) > schema.get("maxLength", 1 << 30):
         return [{"field": where, "message": f"longer than {schema['maxLength']} characters"}]
     minimum = schema.get("minLength", 0)
@@ -208,7 +216,7 @@ def _check_object(
 
 # ---- the document --------------------------------------------------------------------------
 
-#: `{campaign_id:int}` in a Starlette path is `{campaign_id}` in OpenAPI.
+#: `{campaign_id:id}` in a Starlette path is `{campaign_id}` in OpenAPI.
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
 
 PROBLEM_SCHEMA = {

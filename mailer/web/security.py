@@ -1,5 +1,6 @@
-"""Security headers, body limits and per-visitor rate limits (pure ASGI middleware), and the
-checks every web front end shares: who the visitor is, and whether a form came from our page.
+"""Security headers, body limits, per-visitor rate limits and URLs holding a NUL (pure ASGI
+middleware), and the checks every web front end shares: who the visitor is, whether a form
+came from our page, and whether a text can be stored at all (`unstorable_text`).
 
 The middleware here is generic: the public pages use it, and so can any other app of mailer.
 """
@@ -15,11 +16,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _log = logging.getLogger(__name__)
@@ -232,6 +233,58 @@ class RateLimitMiddleware:
             headers={"retry-after": str(max(1, math.ceil(wait_s)))},
         )
         await response(scope, receive, send)
+
+
+#: What no text mailer stores or looks up can hold: PostgreSQL refuses NUL in any text, and a
+#: lone surrogate (JSON's "\ud800") is no character at all, so UTF-8 cannot encode it.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def unstorable_text(value: str) -> str:
+    """Why `value` cannot be stored or looked up as text, with the fix; "" when it can."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return ""
+    if found.group() == "\x00":
+        return "holds a NUL character (U+0000), which no text here may contain: remove it"
+    code = f"U+{ord(found.group()):04X}"
+    return f"holds a lone surrogate ({code}), which is not a character: send the text as UTF-8"
+
+
+def _plain_refusal(status: int, field: str, message: str) -> Response:
+    return PlainTextResponse(f"Refused: the {field} {message}.\n", status_code=status)
+
+
+class UrlTextMiddleware:
+    """Refuses a path or query parameter holding a NUL (`%00`) before a handler looks it up:
+    a path is not found (404), a query parameter is invalid (422), named with the fix.
+    `refuse(status, field, message)` makes the answer (the API's is problem+json)."""
+
+    def __init__(
+        self, app: ASGIApp, *, refuse: Callable[[int, str, str], Response] = _plain_refusal
+    ) -> None:
+        self.app = app
+        self.refuse = refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = _nul_in_url(scope) if scope["type"] == "http" else None
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        response = self.refuse(*refusal)
+        await response(scope, receive, send)
+
+
+def _nul_in_url(scope: Scope) -> tuple[int, str, str] | None:
+    if "\x00" in str(scope.get("path", "")):
+        return 404, "path", "holds a NUL character (%00), which no name here contains: remove it"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query:
+        # parsed as Starlette parses it, so the name is the one a handler reads
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name + value:
+                return 422, f"query parameter {name!r}", unstorable_text(name + value)
+    return None
 
 
 class _BodyTooLarge(HTTPException):

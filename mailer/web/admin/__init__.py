@@ -47,7 +47,7 @@ from mailer.web.admin.pages import (
 from mailer.web.context import AppContext
 from mailer.web.guard import OriginCheckMiddleware
 from mailer.web.problems import allowed_methods, status_for
-from mailer.web.security import BodyLimitMiddleware, client_ip
+from mailer.web.security import BodyLimitMiddleware, UrlTextMiddleware, client_ip
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -79,21 +79,21 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns/new", c.new_campaign, methods=["GET"]),
         Route("/campaigns", c.create, methods=["POST"]),
         Route("/audience/count", c.audience_count, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}", c.campaign_page, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/edit", c.edit_page, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/edit", c.edit, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/progress", c.progress, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/preview", c.preview, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/preview.html", c.preview_html, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/test-send", c.test_send, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/launch", c.launch_page, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/launch", c.launch, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/pause", c.pause, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/resume", c.resume, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/cancel", c.cancel, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/report", c.report, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/report.csv", c.report_csv, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/sample.html", c.sample_html, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}", c.campaign_page, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/edit", c.edit_page, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/edit", c.edit, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/progress", c.progress, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/preview", c.preview, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/preview.html", c.preview_html, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/test-send", c.test_send, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/launch", c.launch_page, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/launch", c.launch, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/pause", c.pause, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/resume", c.resume, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/cancel", c.cancel, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/report", c.report, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/report.csv", c.report_csv, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/sample.html", c.sample_html, methods=["GET"]),
         *templates.ROUTES,
         *contacts.ROUTES,
         *compliance.ROUTES,
@@ -217,6 +217,7 @@ def create_admin_app(ctx: AppContext) -> Starlette:
             Middleware(HeadersMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
             Middleware(OriginCheckMiddleware),
+            Middleware(UrlTextMiddleware),
             Middleware(SessionMiddleware, ctx=ctx),
         ],
         exception_handlers={HTTPException: _error, MailerError: _error, Exception: _error},

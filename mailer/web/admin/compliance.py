@@ -178,7 +178,7 @@ def _audit_filter(request: Request) -> tuple[audit.AuditQuery, dict[str, str]]:
             object_id=object_id.strip(),
             since=dt.datetime.combine(since, dt.time(), zone) if since else None,
             until=dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), zone)
-            if until
+            if until and until < dt.date.max  # the calendar's last day: nothing comes after
             else None,
         ),
         shown,

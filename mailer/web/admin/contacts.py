@@ -174,8 +174,8 @@ ROUTES: list[BaseRoute] = [
     Route("/contacts", search, methods=["GET"]),
     Route("/contacts/import", import_page, methods=["GET"]),
     Route("/contacts/import", import_file, methods=["POST"]),
-    Route("/contacts/{contact_id:int}", contact_page, methods=["GET"]),
-    Route("/contacts/{contact_id:int}/opt-out", opt_out, methods=["POST"]),
-    Route("/contacts/{contact_id:int}/suppress", suppress, methods=["POST"]),
-    Route("/contacts/{contact_id:int}/unsuppress", unsuppress, methods=["POST"]),
+    Route("/contacts/{contact_id:id}", contact_page, methods=["GET"]),
+    Route("/contacts/{contact_id:id}/opt-out", opt_out, methods=["POST"]),
+    Route("/contacts/{contact_id:id}/suppress", suppress, methods=["POST"]),
+    Route("/contacts/{contact_id:id}/unsuppress", unsuppress, methods=["POST"]),
 ]

@@ -19,6 +19,7 @@ from mailer.enums import Role
 from mailer.errors import ConfigError
 from mailer.web.context import context
 from mailer.web.guard import csrf_token, is_valid_csrf
+from mailer.web.security import unstorable_text
 
 #: The session cookie: only the admin app sees it (path), JavaScript never (HttpOnly), and it
 #: ends with the browser session (no Max-Age or Expires).
@@ -102,9 +103,19 @@ def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+async def read_form(request: Request) -> FormData:
+    """The posted form; a field no text can hold (a NUL) is refused (422) by its name."""
+    form = await request.form()
+    for name, value in form.multi_items():
+        reason = unstorable_text(value) if isinstance(value, str) else ""
+        if reason:
+            raise HTTPException(422, f"The field {name!r} {reason} and send the form again.")
+    return form
+
+
 async def checked_form(request: Request) -> FormData:
     """The posted form, after its CSRF token matched this session's (403 otherwise)."""
-    form = await request.form()
+    form = await read_form(request)
     session_id = getattr(request.state, "session_id", "")
     given = str(form.get("csrf_token") or request.headers.get("x-csrf-token") or "")
     if not session_id or not is_valid_csrf(context(request).secret, session_id, given):

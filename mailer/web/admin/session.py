@@ -11,6 +11,7 @@ from mailer.web.admin.pages import (
     COOKIE_PATH,
     ENROLL_PAGE,
     checked_form,
+    read_form,
     redirect,
     render,
 )
@@ -42,7 +43,7 @@ async def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     """Check the password (off the event loop), then a new session and a new cookie."""
-    form = await request.form()
+    form = await read_form(request)
     username = str(form.get("username", "")).strip()[:100]
     password = str(form.get("password", ""))[:1000]
     code = str(form.get("code", "")).strip()[:10]

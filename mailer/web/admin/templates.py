@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from mailer import template_store
 from mailer.enums import Category, Role
 from mailer.errors import NotFoundError, TemplateError
+from mailer.models import parse_id
 from mailer.web.admin.pages import checked_form, done, field, render
 from mailer.web.context import actor, context
 from mailer.web.guard import allow
@@ -162,7 +163,7 @@ async def save(request: Request) -> Response:
             text=values["text"],
             params=values["params"],
             note=values["note"],
-            base_version=int(base) if base.isdigit() else 0,  # the new-template form: 0
+            base_version=parse_id(base) or 0,  # the new-template form: 0
         )
 
     try:

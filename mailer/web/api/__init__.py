@@ -31,7 +31,7 @@ from mailer.web.problems import (
     handle_mailer,
     problem,
 )
-from mailer.web.security import BodyLimitMiddleware, client_ip
+from mailer.web.security import BodyLimitMiddleware, UrlTextMiddleware, client_ip
 
 PREFIX = "/api/v1"
 #: The largest request body the API reads: a CSV import of 20 MB.
@@ -45,16 +45,16 @@ def routes() -> list[BaseRoute]:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/campaigns", c.list_campaigns, methods=["GET"]),
         Route("/campaigns", c.create_campaign, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}", c.get_campaign, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}", c.edit_campaign, methods=["PATCH"]),
-        Route("/campaigns/{campaign_id:int}/preview", c.preview_campaign, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/test-send", c.test_send, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/launch", c.launch, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/pause", c.pause, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/resume", c.resume, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/cancel", c.cancel, methods=["POST"]),
-        Route("/campaigns/{campaign_id:int}/report", c.report, methods=["GET"]),
-        Route("/campaigns/{campaign_id:int}/report.csv", c.report_csv, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}", c.get_campaign, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}", c.edit_campaign, methods=["PATCH"]),
+        Route("/campaigns/{campaign_id:id}/preview", c.preview_campaign, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/test-send", c.test_send, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/launch", c.launch, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/pause", c.pause, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/resume", c.resume, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/cancel", c.cancel, methods=["POST"]),
+        Route("/campaigns/{campaign_id:id}/report", c.report, methods=["GET"]),
+        Route("/campaigns/{campaign_id:id}/report.csv", c.report_csv, methods=["GET"]),
         Route("/audiences/check", c.check_rule, methods=["POST"]),
         Route("/audiences/count", c.count_audience, methods=["POST"]),
         Route("/templates", templates.list_templates, methods=["GET"]),
@@ -105,6 +105,11 @@ async def _anonymous(request: Request) -> Response:
     )
 
 
+def _refuse_url(status: int, field: str, message: str) -> Response:
+    errors = [{"field": field, "message": message}]
+    return problem(status, f"the {field} {message}", errors=errors)
+
+
 async def _forbidden(request: Request, allowed: Iterable[Role]) -> Response:
     names = " or ".join(sorted(r.value for r in allowed))
     return problem(403, f"this needs the role {names}")
@@ -125,6 +130,7 @@ def create_api_app(ctx: AppContext) -> Starlette:
         routes=routes(),
         middleware=[
             Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
+            Middleware(UrlTextMiddleware, refuse=_refuse_url),
             Middleware(BearerMiddleware, ctx=ctx),
         ],
         exception_handlers={

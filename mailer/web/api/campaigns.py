@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailer import campaigns, previews, reports, template_store
+from mailer.campaigns import times
 from mailer.enums import CampaignStatus, Category, Role
 from mailer.errors import CampaignError, RuleError, TemplateError
 from mailer.models import Campaign
@@ -413,7 +414,10 @@ def parse_time(text: str, field: str) -> dt.datetime:
         ) from None
     if value.tzinfo is None:
         raise InvalidInput([{"field": field, "message": "give the time zone, e.g. -08:00"}])
-    return value
+    try:
+        return times.to_utc(value, text)
+    except CampaignError as exc:
+        raise InvalidInput([{"field": field, "message": str(exc)}]) from None
 
 
 def _transition(action: str) -> Any:

@@ -27,7 +27,7 @@ from mailer.contacts.lookup import ContactRow, contact_record
 from mailer.contacts.lookup import search_contacts as find_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
 from mailer.errors import ContactImportError, NotFoundError
-from mailer.web.api.campaigns import PAGE_QUERY, decode_cursor, encode_cursor
+from mailer.web.api.campaigns import PAGE_QUERY, decode_cursor, encode_cursor, parse_time
 from mailer.web.context import actor, context, int_param
 from mailer.web.guard import allow
 from mailer.web.openapi import Param, operation, read_body, read_query
@@ -362,16 +362,7 @@ async def resend_version(request: Request) -> Response:
 async def audit_events(request: Request) -> Response:
     """Audit events, newest first, filtered (keyset pagination)."""
     q = read_query(request)
-    times = {}
-    for name in ("since", "until"):
-        if q[name]:
-            try:
-                value = dt.datetime.fromisoformat(q[name])
-            except ValueError:
-                value = None
-            if value is None or value.tzinfo is None:
-                raise InvalidInput([{"field": name, "message": "an ISO time with zone"}])
-            times[name] = value
+    times = {name: parse_time(q[name], name) for name in ("since", "until") if q[name]}
     where = audit.AuditQuery(
         actor=q["actor"] or "",
         action=q["action"] or "",
@@ -621,10 +612,10 @@ async def revoke_token(request: Request) -> Response:
 ROUTES: list[BaseRoute] = [
     Route("/contacts", search_contacts, methods=["GET"]),
     Route("/contacts/import", import_csv, methods=["POST"]),
-    Route("/contacts/{contact_id:int}", get_contact, methods=["GET"]),
-    Route("/contacts/{contact_id:int}/opt-out", opt_out, methods=["POST"]),
-    Route("/contacts/{contact_id:int}/suppress", suppress, methods=["POST"]),
-    Route("/contacts/{contact_id:int}/unsuppress", unsuppress, methods=["POST"]),
+    Route("/contacts/{contact_id:id}", get_contact, methods=["GET"]),
+    Route("/contacts/{contact_id:id}/opt-out", opt_out, methods=["POST"]),
+    Route("/contacts/{contact_id:id}/suppress", suppress, methods=["POST"]),
+    Route("/contacts/{contact_id:id}/unsuppress", unsuppress, methods=["POST"]),
     Route("/policy/versions", list_versions, methods=["GET"]),
     Route("/policy/versions", publish_version, methods=["POST"]),
     Route("/policy/versions/{version}/coverage", version_coverage, methods=["GET"]),
