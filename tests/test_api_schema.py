@@ -112,14 +112,19 @@ def test_a_body_integer_too_large_for_the_database_is_refused_by_name() -> None:
     ]
 
 
+def _ada_token(rt: Runtime) -> str:
+    """A new API token acting as ada, the admin of the `staff` fixture."""
+    with rt.sessions.begin() as s:
+        ada = access.actor_for_username(s, "ada", via="web")
+        return access.create_api_token(s, ada, name="tests").token
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_body_nested_past_the_json_parsers_depth_is_refused_by_name(
     rt: Runtime, staff: Any, web_app: Any
 ) -> None:
     # JSON nested 100,000 deep made the parser raise RecursionError: a 500
-    with rt.sessions.begin() as s:
-        ada = access.actor_for_username(s, "ada", via="web")
-        token = access.create_api_token(s, ada, name="tests").token
+    token = _ada_token(rt)
     with TestClient(web_app) as client:
         response = client.post(
             "/api/v1/audiences/check",
@@ -154,9 +159,7 @@ def test_a_body_string_no_database_can_hold_is_refused_by_name() -> None:
 def test_a_nul_in_the_path_or_a_query_parameter_is_refused_before_the_database(
     rt: Runtime, staff: Any, web_app: Any
 ) -> None:
-    with rt.sessions.begin() as s:
-        ada = access.actor_for_username(s, "ada", via="web")
-        token = access.create_api_token(s, ada, name="tests").token
+    token = _ada_token(rt)
     bearer = {"authorization": f"Bearer {token}"}
     with TestClient(web_app) as client:
         search = client.get("/api/v1/contacts?q=a%00", headers=bearer)
@@ -172,9 +175,7 @@ def test_a_time_at_the_calendars_end_is_refused_by_name(
     rt: Runtime, staff: Any, web_app: Any
 ) -> None:
     # converting 9999-12-31T23:59-14:00 to UTC overflowed: 500s at launch and in the audit
-    with rt.sessions.begin() as s:
-        ada = access.actor_for_username(s, "ada", via="web")
-        token = access.create_api_token(s, ada, name="tests").token
+    token = _ada_token(rt)
     with TestClient(web_app) as client:
         response = client.get(
             "/api/v1/audit/events",
@@ -191,12 +192,26 @@ def test_a_path_id_of_thousands_of_digits_is_not_found(
     rt: Runtime, staff: Any, web_app: Any
 ) -> None:
     # Starlette's int convertor called int() on 5,000 digits, which Python refuses: a 500
-    with rt.sessions.begin() as s:
-        ada = access.actor_for_username(s, "ada", via="web")
-        token = access.create_api_token(s, ada, name="tests").token
+    token = _ada_token(rt)
     with TestClient(web_app) as client:
         response = client.get(
             "/api/v1/campaigns/" + "9" * 5000, headers={"authorization": f"Bearer {token}"}
         )
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("text", ["id:²", "id:99999999999", "id:", "id:-1", "page:5", "\xff"])
+def test_a_forged_cursor_is_refused_by_name(text: str) -> None:
+    import base64
+
+    from mailer.web.api.campaigns import decode_cursor, encode_cursor
+    from mailer.web.problems import InvalidInput
+
+    assert decode_cursor(encode_cursor(41)) == 41
+    cursor = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    with pytest.raises(InvalidInput) as refused:
+        decode_cursor(cursor)
+    assert refused.value.errors == [
+        {"field": "cursor", "message": "not a cursor this API gave out"}
+    ]

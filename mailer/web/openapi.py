@@ -18,6 +18,7 @@ from starlette.convertors import IntegerConvertor
 from starlette.requests import Request
 from starlette.routing import Route
 
+from mailer.models import MAX_ID
 from mailer.web.guard import allowed_roles
 from mailer.web.problems import InvalidInput
 from mailer.web.security import unstorable_text
@@ -174,7 +175,7 @@ def _check_string(schema: dict[str, Any], value: str, where: str) -> list[dict[s
 
 #: The largest integer a body may carry where its schema names no maximum: what the database's
 #: integer columns (ids, counts, versions) hold, so no value gets as far as overflowing there.
-MAX_INTEGER = 2**31 - 1
+MAX_INTEGER = MAX_ID
 
 
 def _check_integer(schema: dict[str, Any], value: int, where: str) -> list[dict[str, Any]]:
@@ -268,7 +269,7 @@ def _operation(route: Route, op: Operation) -> dict[str, Any]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}
             if isinstance(convertor, IntegerConvertor)
             else {"type": "string", "pattern": "^[^/]+$"},
         }

@@ -15,9 +15,9 @@ from mailer import campaigns, previews, reports, template_store
 from mailer.campaigns import times
 from mailer.enums import CampaignStatus, Category, Role
 from mailer.errors import CampaignError, RuleError, TemplateError
-from mailer.models import Campaign
+from mailer.models import Campaign, parse_id
 from mailer.rules import parse_rule
-from mailer.web.context import MAX_ID, actor, context, int_param, report_csv_response
+from mailer.web.context import actor, context, int_param, report_csv_response
 from mailer.web.guard import allow
 from mailer.web.openapi import Param, operation, read_body, read_query
 from mailer.web.problems import InvalidInput, rule_error_fields
@@ -183,8 +183,9 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind == "id" and value.isdigit() and int(value) <= MAX_ID:
-            return int(value)
+        last_id = parse_id(value) if kind == "id" else None
+        if last_id is not None:
+            return last_id
     except ValueError:
         pass
     raise InvalidInput([{"field": "cursor", "message": "not a cursor this API gave out"}])
