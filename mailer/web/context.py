@@ -13,7 +13,7 @@ from mailer import reports
 from mailer.access import Actor, LoginThrottle
 from mailer.delivery.batches import Dispatch
 from mailer.errors import NotFoundError
-from mailer.models import MAX_ID, parse_id
+from mailer.models import MAX_ID
 from mailer.runtime import Runtime
 from mailer.web.security import client_ip
 
@@ -63,11 +63,6 @@ def int_param(request: Request, name: str) -> int:
     if value > MAX_ID:
         raise NotFoundError(f"no {name.removesuffix('_id')} {value}")
     return value
-
-
-def page_id(text: str) -> int | None:
-    """The id of a "more" link's `before`/`after` parameter, or None when it is not one."""
-    return parse_id(text)
 
 
 def report_csv_response(request: Request, campaign_id: int) -> StreamingResponse:

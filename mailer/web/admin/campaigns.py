@@ -23,7 +23,7 @@ from mailer.errors import (
     RuleError,
     TemplateError,
 )
-from mailer.models import User
+from mailer.models import User, parse_id
 from mailer.web.admin.pages import (
     ZONES,
     checked_form,
@@ -32,7 +32,7 @@ from mailer.web.admin.pages import (
     is_htmx,
     render,
 )
-from mailer.web.context import actor, context, int_param, page_id, report_csv_response
+from mailer.web.context import actor, context, int_param, report_csv_response
 from mailer.web.guard import allow
 
 SENDERS = (Role.ADMIN, Role.MARKETING, Role.ACCOUNT_MANAGER)
@@ -76,7 +76,7 @@ async def campaign_list(request: Request) -> Response:
                 category=category,
                 search=search,
                 limit=50,
-                before_id=page_id(before),
+                before_id=parse_id(before),
             )
             for row in rows:
                 session.expunge(row.campaign)

@@ -15,8 +15,9 @@ from starlette.routing import BaseRoute, Route
 from mailer import audit, policy, reports, template_store
 from mailer.enums import Role
 from mailer.errors import PolicyError
+from mailer.models import parse_id
 from mailer.web.admin.pages import DEFAULT_ZONE, checked_form, done, field, render
-from mailer.web.context import actor, context, page_id
+from mailer.web.context import actor, context
 from mailer.web.guard import allow
 
 COVERAGE_COLUMNS = [
@@ -191,7 +192,7 @@ async def audit_log(request: Request) -> Response:
     where, shown = _audit_filter(request)
     before = request.query_params.get("before", "")
 
-    before_id = page_id(before)
+    before_id = parse_id(before)
 
     def run() -> audit.AuditPage:
         with context(request).runtime.sessions() as session:

@@ -23,8 +23,9 @@ from mailer.contacts.compliance import (
 from mailer.contacts.lookup import ContactPage, ContactRecord, contact_record, search_contacts
 from mailer.enums import OPT_OUT_SCOPES, Role
 from mailer.errors import ContactImportError, MailerError
+from mailer.models import parse_id
 from mailer.web.admin.pages import checked_form, done, field, render
-from mailer.web.context import actor, context, int_param, page_id
+from mailer.web.context import actor, context, int_param
 from mailer.web.guard import allow
 
 #: The largest CSV the import form takes; bigger files go through `mailer import`.
@@ -39,7 +40,7 @@ async def search(request: Request) -> Response:
 
     def run() -> ContactPage:
         with context(request).runtime.sessions() as session:
-            return search_contacts(session, actor(request), text, after_id=page_id(after))
+            return search_contacts(session, actor(request), text, after_id=parse_id(after))
 
     page = await run_in_threadpool(run)
     return render(request, "contacts.html", rows=page.items, q=text, next_after=page.next_after_id)
