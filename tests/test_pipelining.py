@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 from contextlib import suppress
 from pathlib import Path
 
@@ -154,6 +155,95 @@ def test_replies_are_read_alike_however_the_server_cuts_them(chunk: int) -> None
     assert [(r.outcome, r.code, r.reply) for r in results if r is not None] == [
         (Outcome.SENT, 250, "2.0.0 Ok: queued")
     ] * 3
+
+
+class _CountingConnection(PipeliningConnection):
+    """Counts the transactions finished awaited (`_finish`) rather than driven."""
+
+    awaited = 0
+
+    async def _finish(self, *args: Any) -> Any:
+        type(self).awaited += 1
+        return await super()._finish(*args)
+
+
+async def _scripted_server(
+    data_replies: list[bytes], *, chunk: int
+) -> tuple[asyncio.AbstractServer, int]:
+    """Accepts every envelope; answers the end of each message's data with the next of
+    `data_replies`, in writes of `chunk` bytes (a multi-line reply cut across reads)."""
+    replies = iter(data_replies)
+
+    async def say(writer: asyncio.StreamWriter, reply: bytes) -> None:
+        for n in range(0, len(reply), chunk):
+            writer.write(reply[n : n + chunk])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await say(writer, b"220 scripted.test ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        await say(writer, EHLO_REPLY)
+        with suppress(asyncio.IncompleteReadError, ConnectionError):
+            while (line := await reader.readuntil(b"\r\n")) != b"QUIT\r\n":
+                if line == b"DATA\r\n":
+                    await say(writer, b"354 go ahead\r\n")
+                    await reader.readuntil(b"\r\n.\r\n")
+                    await say(writer, next(replies))
+                else:
+                    await say(writer, b"250 2.1.0 Ok\r\n")
+            await say(writer, b"221 Bye\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _send_scripted(data_replies: list[bytes], chunk: int) -> list[DeliveryResult | None]:
+    async def run() -> list[DeliveryResult | None]:
+        server, port = await _scripted_server(data_replies, chunk=chunk)
+        conn = await _CountingConnection.open(
+            parse_relay(f"smtp://127.0.0.1:{port}?timeout_s=5"), "mailer.test"
+        )
+        results: list[DeliveryResult | None] = [None] * len(data_replies)
+        batch = deque((n, message(n + 1, f"r{n}@x.test")) for n in range(len(data_replies)))
+        await conn.send_from(batch, results, budget=100)
+        await conn.quit()
+        await asyncio.sleep(0.05)  # the server's session sees the end of the connection
+        server.close()
+        await server.wait_closed()
+        return results
+
+    _CountingConnection.awaited = 0
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_usual_transactions_are_driven_and_a_multiline_reply_at_the_end_is_read_whole(
+    chunk: int,
+) -> None:
+    # Given a server whose replies to the end of data are one line, then several lines
+    replies = [b"250 2.0.0 Ok\r\n", b"250-2.0.0 queued\r\n250-as\r\n250 ABC123\r\n"] * 3
+    # When six messages go pipelined, the replies cut anywhere
+    results = _send_scripted(replies, chunk)
+    # Then each is sent, the multi-line reply's lines joined, and no transaction was awaited
+    assert [(r.outcome, r.reply) for r in results if r is not None] == [
+        (Outcome.SENT, "2.0.0 Ok"),
+        (Outcome.SENT, "2.0.0 queued\nas\nABC123"),
+    ] * 3
+    assert _CountingConnection.awaited == 0
+
+
+def test_a_garbled_reply_after_the_content_leaves_the_message_uncertain() -> None:
+    # Given a server that answers the second message's data with something not SMTP
+    results = _send_scripted([b"250 2.0.0 Ok\r\n", b"hello there\r\n", b"250 Ok\r\n"], 1000)
+    # Then the first is sent, the second may have arrived (lost), the third waits for another
+    # connection (its envelope went out with the second's content, unanswered)
+    first, second, third = results
+    assert first is not None and first.outcome is Outcome.SENT
+    assert second is not None and second.kind is ReplyKind.LOST
+    assert "not an SMTP reply: b'hello there\\r\\n'" in second.reply
+    assert third is None
 
 
 @pytest.mark.parametrize(

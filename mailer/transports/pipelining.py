@@ -5,13 +5,23 @@ MAIL FROM, RCPT TO and DATA of the next (RFC 2920 §3.1 lets message content ope
 message costs one write and one round trip, where a command-at-a-time client (aiosmtplib) needs
 four (docs/performance.md §3, lever 6). Servers without PIPELINING get the same commands one
 at a time.
+
+Two ways through a transaction, with the same verdicts:
+- **driven** (`_drive`, `_step`): while every envelope is answered 250, 250 and 354 on lines
+  of their own, each transaction is advanced from the protocol's callback as its replies
+  arrive: no coroutine, future or task per message (docs/performance.md §13);
+- **awaited** (`_finish`): everything else (a refusal and the RSET after it, a 421, a
+  multi-line or malformed envelope reply, a server without PIPELINING). The driven way hands
+  a transaction over before taking any of its envelope replies, so `_finish` reads them all.
 Replies are judged by `base.result_from_reply`, exactly as the aiosmtplib transport judges them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
+from dataclasses import dataclass
 
 from mailer.outgoing import DeliveryResult, OutgoingMessage
 from mailer.transports.base import (
@@ -24,7 +34,7 @@ from mailer.transports.base import (
     result_from_reply,
     unsupported_result,
 )
-from mailer.transports.session import CONNECTION_ERRORS, SmtpSession
+from mailer.transports.session import CONNECTION_ERRORS, MAX_REPLY_LINE, SmtpSession
 
 _log = logging.getLogger(__name__)
 
@@ -32,15 +42,31 @@ Reply = tuple[int, str]
 #: A message taken from the batch: its index in the batch, itself, its envelope commands.
 _Item = tuple[int, OutgoingMessage, bytes]
 
+#: The start of each envelope reply, in order, that lets a transaction go on driven.
+_ACCEPTED = ((b"250 ",), (b"250 ", b"251 "), (b"354 ",))
 _UTF8_PARAMS = b" SMTPUTF8 BODY=8BITMIME"
 _8BIT_PARAMS = b" BODY=8BITMIME"
 _NO_REPLY: Reply = (0, "")
+
+
+@dataclass(slots=True)
+class _Run:
+    """The transactions a `_drive` advances from the protocol's callback."""
+
+    item: _Item  #: the transaction under way
+    waiting: deque[tuple[int, OutgoingMessage]]
+    results: list[DeliveryResult | None]
+    #: Set when driving stops: to the item `_finish` must take over, or None when done.
+    done: asyncio.Future[_Item | None]
+    is_out: bool = False  #: the item's content went out; its reply is awaited
+    follower: _Item | None = None  #: begun with the item's content (its envelope written)
 
 
 class PipeliningConnection(SmtpSession):
     """An SMTP session that sends batches, pipelined when the server allows."""
 
     _budget = 0  #: transactions this send_from() may still begin
+    _run: _Run | None = None  #: set while `_drive` advances transactions from the callback
 
     async def send(self, message: OutgoingMessage) -> DeliveryResult:
         """Send one message on its own; any trouble becomes its result."""
@@ -64,7 +90,128 @@ class PipeliningConnection(SmtpSession):
         self._budget = budget
         item = self._start_next(waiting, results)
         while item is not None:
+            if self.is_pipelining:
+                item = await self._drive(item, waiting, results)
+                if item is None:
+                    return
             item = await self._finish(item, waiting, results)
+
+    async def _drive(
+        self,
+        item: _Item,
+        waiting: deque[tuple[int, OutgoingMessage]],
+        results: list[DeliveryResult | None],
+    ) -> _Item | None:
+        """Advance transactions from the protocol's callback, starting with `item` (its
+        envelope written, none of its replies taken), while each goes the usual way.
+
+        Returns None when done, like `_finish`, or the transaction to finish awaited: one whose
+        envelope replies are not all 250, 250 and 354 on a line each, or whose connection
+        ended before they came. None of its replies is taken yet.
+        """
+        assert self._loop is not None
+        run = _Run(item, waiting, results, self._loop.create_future())
+        self._run = run
+        try:
+            self.expect_by()
+            self._step(run)
+            return await run.done
+        finally:
+            self._run = None
+
+    def _on_data(self) -> None:
+        run = self._run
+        if run is None or run.done.done():
+            super()._on_data()
+            return
+        try:
+            self._step(run)
+        except Exception as exc:  # a bug: send_from raises it, as `_finish` would
+            if not run.done.done():
+                run.done.set_exception(exc)
+
+    def _step(self, run: _Run) -> None:
+        """Take every reply that has arrived for the run, and write what they let go out."""
+        inbox = self._inbox
+        while not run.done.done():
+            if not run.is_out:
+                end = self._envelope_end()
+                if end == 0:  # not all three replies are here yet
+                    if self._end is not None or len(inbox) > MAX_REPLY_LINE:
+                        run.done.set_result(run.item)  # `_finish` says what went wrong
+                    return
+                if end < 0:  # not the usual answer: `_finish` reads it
+                    run.done.set_result(run.item)
+                    return
+                del inbox[:end]
+                self._send_content(run)
+                continue
+            try:
+                reply = self._whole_reply()
+                if reply is None:
+                    if self._end is not None:
+                        raise self._end
+                    self._check_line_length()
+                    return  # not here yet
+            except CONNECTION_ERRORS as exc:
+                self._lose(run, exc)
+                return
+            self._answer(run, *reply)
+
+    def _envelope_end(self) -> int:
+        """Where the three envelope replies end in `_inbox` when they are 250, 250 (or 251)
+        and 354, one line each; 0 while they have not all arrived, -1 when one is otherwise."""
+        inbox = self._inbox
+        start = 0
+        for accepted in _ACCEPTED:
+            end = inbox.find(b"\n", start)
+            if end < 0:
+                return 0
+            if bytes(inbox[start : start + 4]) not in accepted:
+                return -1
+            start = end + 1
+        return start
+
+    def _send_content(self, run: _Run) -> None:
+        """The item's envelope was accepted: its content goes out, with the next envelope."""
+        message = run.item[1]
+        follower = self._take(run.waiting, run.results)
+        body = dot_stuff(message.data)
+        if self.observer is not None:
+            self.observer.attempting(message.send_id)  # from now on it may arrive
+        run.is_out = True
+        run.follower = follower
+        self._write(body + follower[2] if follower is not None else body)
+
+    def _answer(self, run: _Run, code: int, text: str) -> None:
+        """The item's reply came: its result, then the follower's turn (or the end)."""
+        self.answered()
+        index, message, _ = run.item
+        run.results[index] = result_from_reply(message.send_id, code, text)
+        follower = run.follower
+        if code == 421 or not self.is_open:
+            self.abort()
+            if follower is not None:  # its envelope went unanswered: another connection
+                run.waiting.appendleft((follower[0], follower[1]))
+            run.done.set_result(None)
+        elif follower is None:
+            run.done.set_result(None)
+        else:
+            run.item, run.is_out, run.follower = follower, False, None
+            self.expect_by()
+
+    def _lose(self, run: _Run, exc: BaseException) -> None:
+        """The connection ended (or broke the protocol) after the item's content went out."""
+        self.abort()
+        index, message, _ = run.item
+        reason = (
+            f"no reply from {self.relay.address} after the message went out: "
+            f"{self.describe(exc)}; it may have been delivered"
+        )
+        run.results[index] = lost_result(message.send_id, reason)
+        if run.follower is not None:  # its envelope went unanswered: another connection
+            run.waiting.appendleft((run.follower[0], run.follower[1]))
+        run.done.set_result(None)
 
     async def _finish(
         self,
@@ -73,7 +220,6 @@ class PipeliningConnection(SmtpSession):
         results: list[DeliveryResult | None],
     ) -> _Item | None:
         """Complete the transaction whose envelope is written; return the next one begun."""
-        assert self._writer is not None
         index, message, _ = item
         follower: _Item | None = None
         code = 0
@@ -94,7 +240,7 @@ class PipeliningConnection(SmtpSession):
             if self.observer is not None:
                 self.observer.attempting(message.send_id)  # from now on it may arrive
             is_out = True
-            self._writer.write(body + follower[2] if follower is not None else body)
+            self._write(body + follower[2] if follower is not None else body)
             code, text = self.reply_now() or await self._read_reply()
         except CONNECTION_ERRORS as exc:
             self.abort()
@@ -124,7 +270,7 @@ class PipeliningConnection(SmtpSession):
     ) -> _Item | None:
         item = self._take(waiting, results) if self.is_open else None
         if item is not None:
-            self._write(item[2])
+            self._write_envelope(item[2])
         return item
 
     def _take(
@@ -167,14 +313,13 @@ class PipeliningConnection(SmtpSession):
             message.rcpt.encode(encoding),
         )
 
-    def _write(self, commands: bytes) -> None:
+    def _write_envelope(self, commands: bytes) -> None:
         """Write commands: all at once when pipelining, else the first one (MAIL FROM)."""
-        assert self._writer is not None
         if self.is_pipelining:
-            self._writer.write(commands)
+            self._write(commands)
         else:
             self._pending = commands.split(b"\r\n")[:-1]
-            self._writer.write(self._pending.pop(0) + b"\r\n")
+            self._write(self._pending.pop(0) + b"\r\n")
 
     async def _envelope_replies(self) -> tuple[Reply, Reply, Reply]:
         """The replies to MAIL, RCPT and DATA; stops early at a 421 (or, unpipelined, at
@@ -184,8 +329,7 @@ class PipeliningConnection(SmtpSession):
             if not self.is_pipelining:
                 if replies[-1][0] >= 400:
                     break
-                assert self._writer is not None
-                self._writer.write(self._pending.pop(0) + b"\r\n")
+                self._write(self._pending.pop(0) + b"\r\n")
             replies.append(self.reply_now() or await self._read_reply())
         replies += [_NO_REPLY] * (3 - len(replies))
         return replies[0], replies[1], replies[2]
@@ -193,15 +337,14 @@ class PipeliningConnection(SmtpSession):
     async def _reset_after(self, replies: tuple[Reply, Reply, Reply]) -> None:
         """Leave the session ready for the next message after a refusal (RSET), or close it
         after a 421."""
-        assert self._writer is not None
         if 421 in (replies[0][0], replies[1][0], replies[2][0]):
             self.abort()
             return
         if replies[2][0] == 354:
             # The server took DATA although MAIL or RCPT failed: end an empty message.
-            self._writer.write(b".\r\n")
+            self._write(b".\r\n")
             await self._read_reply()
-        self._writer.write(b"RSET\r\n")
+        self._write(b"RSET\r\n")
         if (await self._read_reply())[0] == 421:
             self.abort()
 

@@ -1,6 +1,10 @@
-"""An SMTP session on asyncio streams: connect, greet, EHLO, STARTTLS, AUTH, read replies, QUIT.
+"""An SMTP session on an asyncio protocol: connect, greet, EHLO, STARTTLS, AUTH, read replies,
+QUIT.
 
-The pipelining client (pipelining.py) builds its transactions on this.
+What the server sends lands in the session's own buffer (`_inbox`) from the protocol's
+callback; a reply is taken from it without waiting when it is there (`reply_now`), or awaited
+(`_read_reply`). The pipelining client (pipelining.py) builds its transactions on this, and
+drives most of them from the callback itself (`_on_data`), with no coroutine per message.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ QUIT_TIMEOUT_S = 2.0
 #: The longest reply line we wait for the end of; a server sending more without a line end
 #: is not speaking SMTP (RFC 5321 §4.5.3.1.5 allows 512 octets).
 MAX_REPLY_LINE = 1 << 16
-#: Bytes taken from the stream at once: everything that has arrived, whole replies or not.
-_READ_SIZE = 1 << 17
 
 
 class SmtpProtocolError(Exception):
@@ -42,12 +44,16 @@ class SmtpSession:
         self.is_open = False
         self.extensions: dict[str, str] = {}
         self._local_hostname = local_hostname
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        #: What the server sent that no reply has taken yet: one read takes all that arrived,
-        #: and the replies to a pipelined transaction usually arrive together
+        self._transport: asyncio.Transport | None = None
+        self._wire = _Wire(self)
+        #: What the server sent that no reply has taken yet: everything that arrived, whole
+        #: replies or not; the replies to a pipelined transaction usually arrive together
         #: (`reply_now`).
         self._inbox = bytearray()
+        #: Why no more will arrive (None while the connection is up): the server closed it
+        #: (IncompleteReadError) or it broke (the OSError).
+        self._end: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None  #: a `_read_line` waiting for data
         self._pending: list[bytes] = []  #: commands not yet written (no PIPELINING)
         #: The loop time by which the transaction under way must be answered (`expect_by`).
         self._due = math.inf
@@ -79,24 +85,33 @@ class SmtpSession:
         relay = self.relay
         self._loop = asyncio.get_running_loop()
         context = relay.tls_context() if relay.is_implicit_tls else None
-        self._reader, self._writer = await asyncio.open_connection(
-            relay.host, relay.port, ssl=context, server_hostname=relay.host if context else None
+        self._transport, _ = await self._loop.create_connection(
+            lambda: self._wire,
+            relay.host,
+            relay.port,
+            ssl=context,
+            server_hostname=relay.host if context else None,
         )
         self._expect(await self._read_reply(), 220, "greeting")
         await self._ehlo()
         if not relay.is_implicit_tls and relay.starttls is not False:
             if "STARTTLS" in self.extensions:
-                self._writer.write(b"STARTTLS\r\n")
+                self._write(b"STARTTLS\r\n")
                 self._expect(await self._read_reply(), 220, "STARTTLS")
                 if self._inbox:  # it would be read as if it had come over TLS
                     raise SmtpProtocolError(
                         f"the server sent {bytes(self._inbox[:80])!r} after its STARTTLS reply, "
                         "before TLS began (a response injection)"
                     )
-                await self._writer.start_tls(
+                upgraded = await self._loop.start_tls(
+                    self._transport,
+                    self._wire,
                     relay.tls_context(is_opportunistic=relay.starttls is None),
                     server_hostname=relay.host,
                 )
+                if upgraded is None:  # the connection closed during the handshake
+                    raise self._end or asyncio.IncompleteReadError(b"", None)
+                self._transport = upgraded
                 await self._ehlo()
             elif relay.starttls:
                 raise TransientSendError(
@@ -106,9 +121,12 @@ class SmtpSession:
         if relay.has_credentials:
             await self._login()
 
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None, "a write on a session never opened"
+        self._transport.write(data)
+
     async def _ehlo(self) -> None:
-        assert self._writer is not None
-        self._writer.write(b"EHLO " + self._local_hostname.encode("ascii") + b"\r\n")
+        self._write(b"EHLO " + self._local_hostname.encode("ascii") + b"\r\n")
         code, text = await self._read_reply()
         self._expect((code, text), 250, "EHLO")
         self.extensions = {}
@@ -117,18 +135,17 @@ class SmtpSession:
             self.extensions[name.upper()] = value
 
     async def _login(self) -> None:
-        assert self._writer is not None
         relay = self.relay
         methods = self.extensions.get("AUTH", "").upper().split()
         if "PLAIN" in methods:
             token = f"\0{relay.username}\0{relay.password}".encode()
-            self._writer.write(b"AUTH PLAIN " + base64.b64encode(token) + b"\r\n")
+            self._write(b"AUTH PLAIN " + base64.b64encode(token) + b"\r\n")
         elif "LOGIN" in methods:
-            self._writer.write(b"AUTH LOGIN\r\n")
+            self._write(b"AUTH LOGIN\r\n")
             self._expect(await self._read_reply(), 334, "AUTH LOGIN")
-            self._writer.write(base64.b64encode(relay.username.encode()) + b"\r\n")
+            self._write(base64.b64encode(relay.username.encode()) + b"\r\n")
             self._expect(await self._read_reply(), 334, "AUTH LOGIN user name")
-            self._writer.write(base64.b64encode(relay.password.encode()) + b"\r\n")
+            self._write(base64.b64encode(relay.password.encode()) + b"\r\n")
         else:
             raise TransientSendError(
                 f"{relay.address} offers no AUTH PLAIN or LOGIN (offers {methods or 'none'}); "
@@ -170,8 +187,8 @@ class SmtpSession:
         # cut the socket but leave the streams to the read waiting on them: it fails at once
         self.has_timed_out = True
         self.is_open = False
-        if self._writer is not None:
-            self._writer.transport.abort()
+        if self._transport is not None:
+            self._transport.abort()
 
     def describe(self, exc: BaseException) -> str:
         """What went wrong, for a reply: a cut by the watchdog is a time-out."""
@@ -194,6 +211,27 @@ class SmtpSession:
             return None
         return _parsed(self._take_line(end))
 
+    def _whole_reply(self) -> tuple[int, str] | None:
+        """The next reply, of one line or several, if it has arrived whole (taken out of the
+        buffer); else None, and nothing is taken. SmtpProtocolError if it is not a reply."""
+        inbox = self._inbox
+        end = inbox.find(b"\n")
+        if end < 0:
+            return None
+        if inbox[3:4] != b"-":
+            return _parsed(self._take_line(end))
+        count = 1
+        while inbox[end + 4 : end + 5] == b"-":  # the line after `end` continues the reply
+            end = inbox.find(b"\n", end + 1)
+            if end < 0:
+                return None
+            count += 1
+        end = inbox.find(b"\n", end + 1)
+        if end < 0:
+            return None
+        lines = [self._take_line(inbox.find(b"\n")) for _ in range(count + 1)]
+        return _code(lines[-1]), "\n".join(_parsed(x)[1] for x in lines)
+
     async def _read_reply(self) -> tuple[int, str]:
         """One (possibly multi-line) reply: its code and its text, lines joined by newlines."""
         line = await self._read_line()
@@ -208,18 +246,40 @@ class SmtpSession:
     async def _read_line(self) -> bytes:
         """The next line the server sends, its LF included, waiting for it as long as it
         takes (the watchdog cuts a session that waits too long)."""
-        assert self._reader is not None
         inbox = self._inbox
         while (end := inbox.find(b"\n")) < 0:
-            if len(inbox) > MAX_REPLY_LINE:
-                raise SmtpProtocolError(
-                    f"no line end in {len(inbox)} bytes from the server: {bytes(inbox[:80])!r}"
-                )
-            data = await self._reader.read(_READ_SIZE)
-            if not data:
-                raise asyncio.IncompleteReadError(bytes(inbox), None)
-            inbox += data
+            self._check_line_length()
+            if self._end is not None:
+                raise self._end
+            assert self._loop is not None
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         return self._take_line(end)
+
+    def _check_line_length(self) -> None:
+        if len(self._inbox) > MAX_REPLY_LINE and self._inbox.find(b"\n") < 0:
+            raise SmtpProtocolError(
+                f"no line end in {len(self._inbox)} bytes from the server: "
+                f"{bytes(self._inbox[:80])!r}"
+            )
+
+    def _on_data(self) -> None:
+        """Something arrived in `_inbox` (or the connection ended): wake the waiting read."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _received(self, data: bytes) -> None:
+        self._inbox += data
+        self._on_data()
+
+    def _ended(self, exc: BaseException | None) -> None:
+        if self._end is None:
+            self._end = exc or asyncio.IncompleteReadError(bytes(self._inbox), None)
+        self._on_data()
 
     def _take_line(self, end: int) -> bytes:
         """The buffered line ending at `end` (its LF), taken out of the buffer."""
@@ -229,11 +289,11 @@ class SmtpSession:
 
     async def is_alive(self) -> bool:
         """NOOP answered with 250; closes the session when it was not."""
-        if self._writer is None or not self.is_open:
+        if self._transport is None or not self.is_open:
             return False
         try:
             async with asyncio.timeout(min(self.relay.timeout_s, QUIT_TIMEOUT_S)):
-                self._writer.write(b"NOOP\r\n")
+                self._write(b"NOOP\r\n")
                 if (await self._read_reply())[0] == 250:
                     return True
         except CONNECTION_ERRORS:
@@ -243,10 +303,10 @@ class SmtpSession:
 
     async def quit(self) -> None:
         """Say goodbye; never raises."""
-        if self._writer is not None and self.is_open:
+        if self._transport is not None and self.is_open:
             try:
                 async with asyncio.timeout(QUIT_TIMEOUT_S):
-                    self._writer.write(b"QUIT\r\n")
+                    self._write(b"QUIT\r\n")
                     await self._read_reply()
             except CONNECTION_ERRORS:
                 pass
@@ -258,12 +318,28 @@ class SmtpSession:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        if self._writer is not None:
+        if self._transport is not None:
             with contextlib.suppress(RuntimeError):  # its event loop is already closed
-                self._writer.transport.abort()
-            self._writer = None
-            self._reader = None
+                self._transport.abort()
+            self._transport = None
         self._inbox.clear()
+
+
+class _Wire(asyncio.Protocol):
+    """The connection's protocol: hands what arrives, and the end, to its session."""
+
+    def __init__(self, session: SmtpSession) -> None:
+        self._session = session
+
+    def data_received(self, data: bytes) -> None:
+        self._session._received(data)
+
+    def eof_received(self) -> bool:
+        self._session._ended(None)
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._session._ended(exc)
 
 
 def _parsed(line: bytes) -> tuple[int, str]:
