@@ -9,9 +9,9 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
