@@ -246,6 +246,100 @@ def test_a_garbled_reply_after_the_content_leaves_the_message_uncertain() -> Non
     assert third is None
 
 
+async def _send_two(
+    session: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+    *,
+    timeout_s: float,
+    observer: Any = None,
+) -> tuple[list[DeliveryResult | None], list[int], float]:
+    """Two messages pipelined to a server running `session` for the connection: their
+    results, the send ids left waiting, and the seconds it took."""
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = await PipeliningConnection.open(
+        parse_relay(f"smtp://127.0.0.1:{port}?timeout_s={timeout_s}"), "mailer.test"
+    )
+    conn.observer = observer
+    results: list[DeliveryResult | None] = [None, None]
+    batch = deque((n, message(n + 1, f"r{n}@x.test")) for n in range(2))
+    start = asyncio.get_running_loop().time()
+    await conn.send_from(batch, results, budget=10)
+    took = asyncio.get_running_loop().time() - start
+    conn.abort()
+    server.close()
+    return results, [m.send_id for _, m in batch], took
+
+
+async def _greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"220 slow.test ESMTP\r\n")
+    await reader.readuntil(b"\r\n")  # EHLO
+    writer.write(EHLO_REPLY)
+    await reader.readuntil(b"DATA\r\n")
+
+
+def test_a_transaction_handed_to_the_awaited_path_keeps_its_deadline() -> None:
+    # Given a server that answers the envelope after 0.7 s with a multi-line 354 (which the
+    # driven path hands over) and the end of data 0.7 s later, with a timeout of 1 s
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with suppress(asyncio.IncompleteReadError, ConnectionError):
+            await _greet(reader, writer)
+            await asyncio.sleep(0.7)
+            writer.write(b"250 ok\r\n250 ok\r\n354-go\r\n354 ahead\r\n")
+            await reader.readuntil(b"\r\n.\r\n")
+            await asyncio.sleep(0.7)
+            writer.write(b"250 queued\r\n")
+            await reader.read()
+
+    results, left, took = asyncio.run(_send_two(session, timeout_s=1))
+    # Then the transaction times out 1 s after it began, as one awaited from the start would
+    first = results[0]
+    assert first is not None and first.kind is ReplyKind.LOST
+    assert "after the message went out: timed out" in first.reply
+    assert took < 1.3
+    assert left == [2]  # its follower's envelope went out with it, unanswered
+
+
+def test_a_reply_after_the_content_that_never_ends_is_refused_at_its_size() -> None:
+    # Given a server that begins a multi-line reply to the end of data and never ends it
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with suppress(asyncio.IncompleteReadError, ConnectionError):
+            await _greet(reader, writer)
+            writer.write(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+            await reader.readuntil(b"\r\n.\r\n")
+            writer.write(b"250-ok\r\n" + b"x" * 70_000)
+            await reader.read()
+
+    results, _, took = asyncio.run(_send_two(session, timeout_s=5))
+    # Then the message is uncertain as soon as the reply passes 64 KiB, not at the timeout
+    first = results[0]
+    assert first is not None and first.kind is ReplyKind.LOST
+    assert "no line end in" in first.reply
+    assert took < 2
+
+
+def test_a_journal_that_cannot_note_an_attempt_defers_the_message_and_keeps_the_next() -> None:
+    class FullDisk:
+        def attempting(self, send_id: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        def answered(self, send_id: int, is_accepted: bool) -> None:
+            pass
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with suppress(asyncio.IncompleteReadError, ConnectionError):
+            await _greet(reader, writer)
+            writer.write(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+            await reader.read()
+
+    results, left, _ = asyncio.run(_send_two(session, timeout_s=5, observer=FullDisk()))
+    # Then the message never went out: deferred as a connection problem, never uncertain,
+    # and the next one (its envelope written, unanswered) waits for another connection
+    first = results[0]
+    assert first is not None and first.kind is ReplyKind.CONNECTION
+    assert "No space left on device" in first.reply
+    assert results[1] is None and left == [2]
+
+
 @pytest.mark.parametrize(
     ("after_ehlo", "problem"),
     [

@@ -120,6 +120,8 @@ class PipeliningConnection(SmtpSession):
             self._run = None
 
     def _on_data(self) -> None:
+        """While a run is under way, what arrives advances it (`_step`); otherwise it wakes
+        the awaited read, as in every session."""
         run = self._run
         if run is None or run.done.done():
             super()._on_data()
@@ -151,7 +153,7 @@ class PipeliningConnection(SmtpSession):
                 if reply is None:
                     if self._end is not None:
                         raise self._end
-                    self._check_line_length()
+                    self._check_reply_length()
                     return  # not here yet
             except CONNECTION_ERRORS as exc:
                 self._lose(run, exc)
@@ -167,20 +169,26 @@ class PipeliningConnection(SmtpSession):
             end = inbox.find(b"\n", start)
             if end < 0:
                 return 0
-            if bytes(inbox[start : start + 4]) not in accepted:
+            if not inbox.startswith(accepted, start):
                 return -1
             start = end + 1
         return start
 
     def _send_content(self, run: _Run) -> None:
         """The item's envelope was accepted: its content goes out, with the next envelope."""
-        message = run.item[1]
-        follower = self._take(run.waiting, run.results)
+        index, message, _ = run.item
+        follower = run.follower = self._take(run.waiting, run.results)
         body = dot_stuff(message.data)
         if self.observer is not None:
-            self.observer.attempting(message.send_id)  # from now on it may arrive
+            try:
+                self.observer.attempting(message.send_id)  # from now on it may arrive
+            except CONNECTION_ERRORS as exc:  # the journal's disk: as `_finish` would
+                self.abort()
+                reason = f"connection to {self.relay.address} lost: {self.describe(exc)}"
+                run.results[index] = connection_result(message.send_id, reason)
+                self._give_back(run)
+                return
         run.is_out = True
-        run.follower = follower
         self._write(body + follower[2] if follower is not None else body)
 
     def _answer(self, run: _Run, code: int, text: str) -> None:
@@ -191,9 +199,7 @@ class PipeliningConnection(SmtpSession):
         follower = run.follower
         if code == 421 or not self.is_open:
             self.abort()
-            if follower is not None:  # its envelope went unanswered: another connection
-                run.waiting.appendleft((follower[0], follower[1]))
-            run.done.set_result(None)
+            self._give_back(run)
         elif follower is None:
             run.done.set_result(None)
         else:
@@ -209,7 +215,13 @@ class PipeliningConnection(SmtpSession):
             f"{self.describe(exc)}; it may have been delivered"
         )
         run.results[index] = lost_result(message.send_id, reason)
-        if run.follower is not None:  # its envelope went unanswered: another connection
+        self._give_back(run)
+
+    @staticmethod
+    def _give_back(run: _Run) -> None:
+        """The connection is gone: the follower, its envelope written and never answered,
+        goes back to the front of the queue for another connection; the run ends."""
+        if run.follower is not None:
             run.waiting.appendleft((run.follower[0], run.follower[1]))
         run.done.set_result(None)
 
@@ -225,7 +237,8 @@ class PipeliningConnection(SmtpSession):
         code = 0
         is_out = False  #: the message's content was handed to the socket
         # the whole transaction, refusal and clean-up included, within the relay's timeout
-        self.expect_by()
+        # (counted from its start when the driven path hands it over)
+        self.expect_by(is_new=False)
         try:
             replies = await self._envelope_replies()
             if replies[2][0] != 354 or replies[0][0] != 250 or replies[1][0] > 251:

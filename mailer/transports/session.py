@@ -31,7 +31,7 @@ class SmtpProtocolError(Exception):
 
 
 #: What a lost, cut or garbled connection raises while we read or write.
-CONNECTION_ERRORS = (OSError, EOFError, TimeoutError, asyncio.LimitOverrunError, SmtpProtocolError)
+CONNECTION_ERRORS = (OSError, EOFError, TimeoutError, SmtpProtocolError)
 
 
 class SmtpSession:
@@ -160,15 +160,19 @@ class SmtpSession:
                 reply=text,
             )
 
-    def expect_by(self) -> None:
+    def expect_by(self, *, is_new: bool = True) -> None:
         """The replies now awaited are due within the relay's timeout; past it the session is
-        cut (`has_timed_out`), and the read waiting for them fails.
+        cut (`has_timed_out`), and the read waiting for them fails. With `is_new` False, a
+        deadline already running stands: the transaction began earlier (handed from the
+        driven path to the awaited one, pipelining.py) and has no more time for that.
 
         One timer per session, moved only when it fires: `asyncio.timeout()` around every
         message schedules and cancels a timer each time (~3.5 µs, docs/performance.md §10).
         """
         loop = self._loop
         assert loop is not None, "expect_by() on a session never opened"
+        if not is_new and self._due != math.inf:
+            return
         self._due = loop.time() + self.relay.timeout_s
         if self._watchdog is None:
             self._watchdog = loop.call_at(self._due, self._check_due)
@@ -184,7 +188,7 @@ class SmtpSession:
         if self._loop.time() < self._due:
             self._watchdog = self._loop.call_at(self._due, self._check_due)
             return
-        # cut the socket but leave the streams to the read waiting on them: it fails at once
+        # cut the socket but leave the session to what waits on it: the end reaches it at once
         self.has_timed_out = True
         self.is_open = False
         if self._transport is not None:
@@ -248,7 +252,7 @@ class SmtpSession:
         takes (the watchdog cuts a session that waits too long)."""
         inbox = self._inbox
         while (end := inbox.find(b"\n")) < 0:
-            self._check_line_length()
+            self._check_reply_length()
             if self._end is not None:
                 raise self._end
             assert self._loop is not None
@@ -259,8 +263,10 @@ class SmtpSession:
                 self._waiter = None
         return self._take_line(end)
 
-    def _check_line_length(self) -> None:
-        if len(self._inbox) > MAX_REPLY_LINE and self._inbox.find(b"\n") < 0:
+    def _check_reply_length(self) -> None:
+        """Call when the buffer holds no whole reply: SmtpProtocolError once it is too long to
+        become one (a line, or a reply of several, over MAX_REPLY_LINE)."""
+        if len(self._inbox) > MAX_REPLY_LINE:
             raise SmtpProtocolError(
                 f"no line end in {len(self._inbox)} bytes from the server: "
                 f"{bytes(self._inbox[:80])!r}"
