@@ -149,7 +149,7 @@ class PipeliningConnection(SmtpSession):
                 self._send_content(run)
                 continue
             try:
-                reply = self._whole_reply()
+                reply = self.reply_now()
                 if reply is None:
                     if self._end is not None:
                         raise self._end
@@ -184,8 +184,7 @@ class PipeliningConnection(SmtpSession):
                 self.observer.attempting(message.send_id)  # from now on it may arrive
             except CONNECTION_ERRORS as exc:  # the journal's disk: as `_finish` would
                 self.abort()
-                reason = f"connection to {self.relay.address} lost: {self.describe(exc)}"
-                run.results[index] = connection_result(message.send_id, reason)
+                run.results[index] = self._broken(message, exc, is_out=False)
                 self._give_back(run)
                 return
         run.is_out = True
@@ -210,12 +209,22 @@ class PipeliningConnection(SmtpSession):
         """The connection ended (or broke the protocol) after the item's content went out."""
         self.abort()
         index, message, _ = run.item
-        reason = (
-            f"no reply from {self.relay.address} after the message went out: "
-            f"{self.describe(exc)}; it may have been delivered"
-        )
-        run.results[index] = lost_result(message.send_id, reason)
+        run.results[index] = self._broken(message, exc, is_out=True)
         self._give_back(run)
+
+    def _broken(
+        self, message: OutgoingMessage, exc: BaseException, *, is_out: bool
+    ) -> DeliveryResult:
+        """The result for a message whose connection failed: uncertain (`lost`) once its
+        content went out, else an ordinary connection deferral. Both paths judge alike."""
+        if is_out:
+            reason = (
+                f"no reply from {self.relay.address} after the message went out: "
+                f"{self.describe(exc)}; it may have been delivered"
+            )
+            return lost_result(message.send_id, reason)
+        reason = f"connection to {self.relay.address} lost: {self.describe(exc)}"
+        return connection_result(message.send_id, reason)
 
     @staticmethod
     def _give_back(run: _Run) -> None:
@@ -259,15 +268,7 @@ class PipeliningConnection(SmtpSession):
             self.abort()
             if results[index] is not None:
                 return None
-            if is_out:
-                reason = (
-                    f"no reply from {self.relay.address} after the message went out: "
-                    f"{self.describe(exc)}; it may have been delivered"
-                )
-                results[index] = lost_result(message.send_id, reason)
-            else:
-                reason = f"connection to {self.relay.address} lost: {self.describe(exc)}"
-                results[index] = connection_result(message.send_id, reason)
+            results[index] = self._broken(message, exc, is_out=is_out)
         else:
             self.answered()
             results[index] = result_from_reply(message.send_id, code, text)

@@ -207,17 +207,10 @@ class SmtpSession:
             )
 
     def reply_now(self) -> tuple[int, str] | None:
-        """The next reply if it has arrived whole and is one line, without waiting; else None,
-        and nothing is taken (`_read_reply` then waits for it). Most replies to a pipelined
-        transaction are taken this way: no coroutine per reply (docs/performance.md §11)."""
-        end = self._inbox.find(b"\n")
-        if end < 0 or self._inbox[3:4] == b"-":
-            return None
-        return _parsed(self._take_line(end))
-
-    def _whole_reply(self) -> tuple[int, str] | None:
         """The next reply, of one line or several, if it has arrived whole (taken out of the
-        buffer); else None, and nothing is taken. SmtpProtocolError if it is not a reply."""
+        buffer), without waiting; else None, and nothing is taken (`_read_reply` then waits
+        for it). SmtpProtocolError if it is not a reply. Most replies to a pipelined
+        transaction are taken this way: no coroutine per reply (docs/performance.md §11)."""
         inbox = self._inbox
         end = inbox.find(b"\n")
         if end < 0:
