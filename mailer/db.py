@@ -214,6 +214,23 @@ def index_scans_only(session: Session) -> Iterator[None]:
         session.execute(text("SELECT set_config('enable_seqscan', :v, true)"), {"v": before})
 
 
+#: The advisory lock of `send_log_writers` ("sendlog!" as a 64-bit number).
+SEND_LOG_WRITERS = int.from_bytes(b"sendlog!", "big")
+
+
+def send_log_writers(session: Session, *, alone: bool = False) -> None:
+    """Until the session's transaction ends, hold the lock that keeps planning (shared:
+    planners never wait for each other) and retention's purge (`alone`) apart.
+
+    The send log has no foreign keys (models.Send): a row planned for a contact that a purge
+    deletes meanwhile would keep the deleted contact's id and address. With the lock, a
+    purge waits for the plans under way to commit, then deletes their rows too; a plan waits
+    for the purge, then no longer sees what it deleted. SQLite runs one writer at a time."""
+    if is_postgres(session):
+        how = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {how}(:key)"), {"key": SEND_LOG_WRITERS})
+
+
 def insert_ignoring(bind: Connection | Session, table: Table) -> Any:
     """An INSERT … ON CONFLICT DO NOTHING statement for `table` in `bind`'s dialect."""
     dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
@@ -276,6 +293,13 @@ def upgrade(engine: Engine, revision: str = "head", *, settings: Settings | None
             *(k.reveal() for k in settings.old_secret_keys),
         ]
     command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to `revision` (an operator's way back after a failed release)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(engine), revision)
 
 
 def check_schema(engine: Engine) -> None:

@@ -41,7 +41,7 @@ from sqlalchemy import ColumnElement, Select, Table, and_, delete, exists, func,
 from sqlalchemy.orm import Session
 
 from mailer.access.actor import Actor, audit, require
-from mailer.db import rows_changed
+from mailer.db import rows_changed, send_log_writers
 from mailer.models import (
     Contact,
     OptOut,
@@ -260,6 +260,7 @@ def _count(session: Session, cutoff: dt.datetime, report: RetentionReport) -> No
 
 def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionReport) -> None:
     def purge_orgs(session: Session, ids: list[int]) -> None:
+        send_log_writers(session, alone=True)  # the plans under way commit first
         their_contacts = select(contacts.c.id).where(contacts.c.organization_id.in_(ids))
         report.sends += _delete(
             session,
@@ -277,6 +278,7 @@ def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionR
         report.organizations += _delete(session, delete(orgs).where(orgs.c.id.in_(ids)))
 
     def purge_contacts(session: Session, ids: list[int]) -> None:
+        send_log_writers(session, alone=True)
         report.sends += _delete(session, delete(sends).where(sends.c.contact_id.in_(ids)))
         _forget_contacts(session, select(contacts.c.id).where(contacts.c.id.in_(ids)), report)
         report.contacts += _delete(session, delete(contacts).where(contacts.c.id.in_(ids)))

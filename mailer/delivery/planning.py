@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Select, case, func, insert, literal, or_, 
 from sqlalchemy.orm import Session
 
 from mailer.campaigns.lifecycle import complete_if_done
-from mailer.db import is_postgres
+from mailer.db import is_postgres, send_log_writers
 from mailer.delivery.batches import Batch, Dispatch, batches_for, dispatch_all
 from mailer.enums import CampaignStatus, Category, Role, SendStatus, SkipReason
 from mailer.models import Campaign, Contact, Send, User, utcnow
@@ -196,6 +196,7 @@ def _plan(
         after_contact_id=after_contact_id,
         through_contact_id=through_contact_id,
     )
+    send_log_writers(session)  # no purge deletes a contact planned for, until this commits
     session.execute(insert(Send).from_select(list(PLANNED_COLUMNS), rows))
 
 

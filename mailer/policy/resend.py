@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailer.access import Actor, audit, require
 from mailer.campaigns.lifecycle import transition
-from mailer.db import is_postgres
+from mailer.db import is_postgres, send_log_writers
 from mailer.delivery.batches import Dispatch, cut_batches, dispatch_all
 from mailer.delivery.planning import PLANNED_COLUMNS
 from mailer.enums import CampaignStatus, Category, SendStatus
@@ -209,6 +209,7 @@ def _add_missing(session: Session, campaign_id: int, eligible: Any, now: dt.date
         literal(now, type_=Send.created_at.type),
         literal(now, type_=Send.updated_at.type),
     ).where(~has_row)
+    send_log_writers(session)  # no purge deletes a contact planned for, until this commits
     result = session.execute(
         insert(Send)
         .from_select(

@@ -1,0 +1,177 @@
+"""The send log's references without foreign keys (migration 0017): what a delete does to
+them, a purge that cannot miss a row planned meanwhile, and the way back to the keys."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.orm import Session
+
+from mailer import db
+from mailer.models import Campaign, Contact, Send
+from mailer.retention import run_retention
+from mailer.runtime import Runtime
+from tests.conftest import PG_ADMIN_URL
+from tests.test_retention import NOW, TESTER, campaign, old_contact, old_org, send
+
+
+def _sends(rt: Runtime) -> dict[int, tuple[Any, ...]]:
+    with rt.sessions() as s:
+        rows = s.execute(select(Send.id, Send.campaign_id, Send.contact_id, Send.organization_id))
+        return {row.id: tuple(row[1:]) for row in rows}
+
+
+def test_a_delete_detaches_the_sends_of_contacts_and_organizations_and_takes_a_campaigns(
+    rt: Runtime, make_org, make_contact
+) -> None:
+    # Given two campaigns and sends to three contacts of two organizations
+    first, second = campaign(rt, "First"), campaign(rt, "Second")
+    acme, other = make_org(name="Acme"), make_org(name="Other")
+    ana, bo = make_contact(organization=acme), make_contact(organization=acme)
+    cy = make_contact(organization=other)
+    to_ana, to_bo, to_cy = (send(rt, first, c, NOW) for c in (ana, bo, cy))
+    again_to_cy = send(rt, second, cy, NOW)
+
+    # When two contacts are deleted in one statement (as by hand: mailer deletes them only
+    # in retention's purge, after their sends)
+    with rt.sessions.begin() as s:
+        s.execute(text("DELETE FROM contacts WHERE id IN (:a, :b)"), {"a": ana.id, "b": bo.id})
+    # Then their sends stay, detached from the contact, still of their organization
+    sends = _sends(rt)
+    assert sends[to_ana] == (first, None, acme.id)
+    assert sends[to_bo] == (first, None, acme.id)
+    assert sends[to_cy] == (first, cy.id, other.id)
+
+    # When their organization is deleted too, its sends lose it as well
+    with rt.sessions.begin() as s:
+        s.execute(text("DELETE FROM organizations WHERE id = :id"), {"id": acme.id})
+    sends = _sends(rt)
+    assert sends[to_ana] == (first, None, None) and sends[to_bo] == (first, None, None)
+    assert sends[to_cy] == (first, cy.id, other.id)
+
+    # When a campaign is deleted, its send log goes with it and the other campaign's stays
+    with rt.sessions.begin() as s:
+        s.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": first})
+    assert _sends(rt) == {again_to_cy: (second, cy.id, other.id)}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_purge_waits_for_a_plan_under_way_and_deletes_its_rows_too(
+    rt: Runtime, make_org, make_contact
+) -> None:
+    # Given a contact that retention purges, and a plan under way that has just written a
+    # row for them (its transaction holds the send log's writers' lock, shared)
+    org = old_org(make_org)
+    doomed = old_contact(make_contact, org)
+    planned = campaign(rt)
+    with rt.sessions() as plan:
+        db.send_log_writers(plan)
+        plan.add(
+            Send(
+                campaign_id=planned,
+                contact_id=doomed.id,
+                organization_id=org.id,
+                category="features",
+                email=doomed.email,
+                status="queued",
+            )
+        )
+        plan.flush()
+        # When retention runs meanwhile
+        purge = threading.Thread(target=run_retention, args=(rt,), kwargs={"actor": TESTER})
+        purge.start()
+        # Then it waits for the plan, not deleting the contact under it
+        assert _waiting_for_the_lock(rt), "the purge did not wait for the plan to commit"
+        assert purge.is_alive()
+        plan.commit()
+    purge.join(30)
+    assert not purge.is_alive()
+    # and once the plan has committed, the purge takes its row along with the contact
+    with rt.sessions() as s:
+        assert s.scalar(select(Contact).where(Contact.id == doomed.id)) is None
+        assert list(s.scalars(select(Send).where(Send.campaign_id == planned))) == []
+
+
+def _waiting_for_the_lock(rt: Runtime) -> bool:
+    """True once a transaction waits for the send log's writers' lock (within 10 s)."""
+    waiting = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND (classid::bigint << 32 | objid::bigint) = :key"
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with rt.engine.connect() as conn:
+            if conn.scalar(waiting, {"key": db.SEND_LOG_WRITERS}):
+                return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_downgrading_brings_the_keys_back_and_clears_references_left_dangling(
+    dialect: str, tmp_path: Path
+) -> None:
+    with _fresh_database(dialect, tmp_path) as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        with Session(engine) as session, session.begin():
+            session.add(
+                Campaign(id=1, name="c", category="features", template="t", created_by="tester")
+            )
+        with engine.begin() as conn:
+            # Given sends whose contact, organization or campaign is not there (rows written
+            # outside mailer: nothing checks a reference when a row is inserted)
+            for send_id, campaign_id in ((1, 1), (2, 99)):
+                conn.execute(
+                    text(
+                        "INSERT INTO sends (id, campaign_id, contact_id, organization_id,"
+                        " category, email, status, skip_reason, attempts, smtp_reply,"
+                        " message_id, created_at) VALUES (:id, :campaign, 7, 8, 'features',"
+                        " 'a@b.example', 'sent', '', 1, '', '', CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": send_id, "campaign": campaign_id},
+                )
+        # When the schema goes back to foreign keys
+        db.downgrade(engine, "0016")
+        # Then the keys are there again, and no row breaks them
+        keys = {fk["name"] for fk in inspect(engine).get_foreign_keys("sends")}
+        assert keys == {
+            "fk_sends_campaign_id_campaigns",
+            "fk_sends_contact_id_contacts",
+            "fk_sends_organization_id_organizations",
+        }
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, contact_id, organization_id FROM sends"))
+            assert [tuple(r) for r in rows] == [(1, None, None)]
+        # and upgrading again drops them once more
+        db.upgrade(engine)
+        assert inspect(engine).get_foreign_keys("sends") == []
+        engine.dispose()
+
+
+class _fresh_database:
+    """An empty database of its own: a SQLite file, or a PostgreSQL database dropped after."""
+
+    def __init__(self, dialect: str, tmp_path: Path) -> None:
+        self._dialect, self._tmp = dialect, tmp_path
+        self._name = f"mailer_test_refs_{uuid.uuid4().hex[:8]}"
+        self._admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+    def __enter__(self) -> str:
+        if self._dialect == "sqlite":
+            return f"sqlite:///{self._tmp / 'refs.db'}"
+        with self._admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self._name}"'))
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self._name}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dialect == "postgresql":
+            with self._admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self._name}" WITH (FORCE)'))
+        self._admin.dispose()
