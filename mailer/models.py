@@ -407,7 +407,9 @@ class Send(Base):
     # planned, though planning writes only rows it joined from those very tables. Triggers on
     # the tables referred to do what the keys did on delete (migration 0017): a campaign
     # deleted takes its sends along, a contact or organization deleted leaves them detached
-    # (NULL). Planning and retention's purge never overlap (`db.send_log_writers`).
+    # (NULL). Planning and retention's purge never overlap (`db.send_log_writers`). A migration
+    # that batch-alters sends, campaigns, contacts or organizations on SQLite must drop and
+    # make again those triggers (`mailer/migrations/send_log_triggers.py`).
     campaign_id: Mapped[int] = mapped_column(Integer)
     contact_id: Mapped[int | None] = mapped_column(Integer)
     organization_id: Mapped[int | None] = mapped_column(Integer)
@@ -432,8 +434,8 @@ class Send(Base):
         # Every claim and every recorded result adds an entry to each index the row meets
         # (`status` is indexed, so no update is HOT): the send log has no index it can spare,
         # and none holds rows it need not (docs/performance.md §8). Led by contact_id, the
-        # unique key also serves every lookup by contact (history, retention, the foreign
-        # key's SET NULL); campaign_id lookups take (campaign_id, status).
+        # unique key also serves every lookup by contact (history, retention, the delete
+        # trigger's SET NULL); campaign_id lookups take (campaign_id, status).
         UniqueConstraint("contact_id", "campaign_id"),
         Index(None, "campaign_id", "status"),
         # Frequency caps ("received … in the last N days") ask only about rows sent: a row
@@ -446,7 +448,7 @@ class Send(Base):
             postgresql_where=text("sent_at IS NOT NULL"),
             sqlite_where=text("sent_at IS NOT NULL"),
         ),
-        # Deleting an organization sets its sends' organization_id to NULL (the foreign key):
+        # Deleting an organization sets its sends' organization_id to NULL (its trigger):
         # without this index every deleted organization scans the whole send log (retention).
         Index(None, "organization_id"),
         # Partial indexes for the sweep. An index led by `status` would tempt the planner to

@@ -25,7 +25,9 @@ What survives, on purpose:
   names); they carry ids, IPs and user agents — see `NOTES_ON_AUDIT_EVENTS`.
 
 Work is done in chunks of `chunk_size` ids, one short transaction each, so a purge of millions
-of rows holds no long lock and no list of every id in memory. A run interrupted half way leaves
+of rows holds no long lock and no list of every id in memory. A chunk of organizations or
+contacts waits for the plans under way to commit, and a plan waits for such a chunk
+(`db.send_log_writers`): a chunk takes a few seconds at most. A run interrupted half way leaves
 every committed chunk purged and consistent; running it again finishes the job.
 """
 
@@ -260,7 +262,6 @@ def _count(session: Session, cutoff: dt.datetime, report: RetentionReport) -> No
 
 def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionReport) -> None:
     def purge_orgs(session: Session, ids: list[int]) -> None:
-        send_log_writers(session, alone=True)  # the plans under way commit first
         their_contacts = select(contacts.c.id).where(contacts.c.organization_id.in_(ids))
         report.sends += _delete(
             session,
@@ -278,7 +279,6 @@ def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionR
         report.organizations += _delete(session, delete(orgs).where(orgs.c.id.in_(ids)))
 
     def purge_contacts(session: Session, ids: list[int]) -> None:
-        send_log_writers(session, alone=True)
         report.sends += _delete(session, delete(sends).where(sends.c.contact_id.in_(ids)))
         _forget_contacts(session, select(contacts.c.id).where(contacts.c.id.in_(ids)), report)
         report.contacts += _delete(session, delete(contacts).where(contacts.c.id.in_(ids)))
@@ -293,8 +293,11 @@ def _purge(rt: Runtime, cutoff: dt.datetime, chunk_size: int, report: RetentionR
             )
         )
 
-    _in_chunks(rt, orgs.c.id, _org_is_old(orgs, cutoff), chunk_size, purge_orgs)
-    _in_chunks(rt, contacts.c.id, _contact_is_old(contacts, cutoff), chunk_size, purge_contacts)
+    # alone: no plan under way while these are chosen and deleted (`send_log_writers`)
+    _in_chunks(rt, orgs.c.id, _org_is_old(orgs, cutoff), chunk_size, purge_orgs, alone=True)
+    _in_chunks(
+        rt, contacts.c.id, _contact_is_old(contacts, cutoff), chunk_size, purge_contacts, alone=True
+    )
     _in_chunks(rt, sends.c.id, _send_is_old(sends, cutoff), chunk_size, purge_sends)
     _in_chunks(rt, suppressions.c.id, _stale_suppression(cutoff), chunk_size, blank_suppressions)
 
@@ -331,12 +334,20 @@ def _in_chunks(
     condition: ColumnElement[bool],
     chunk_size: int,
     handle: Callable[[Session, list[int]], None],
+    *,
+    alone: bool = False,
 ) -> None:
-    """Call `handle(session, ids)` on each chunk of matching ids, one transaction per chunk."""
+    """Call `handle(session, ids)` on each chunk of matching ids, one transaction per chunk.
+
+    `alone`: each chunk waits for the plans under way to commit and holds off new ones
+    (`send_log_writers`) before its ids are chosen, so a contact about to be mailed counts as
+    recent and stays, and no row is planned for a contact the chunk deletes."""
     # keyset paging on the id: each chunk starts where the last ended, no rescans
     last_id = 0
     while True:
         with rt.sessions.begin() as session:
+            if alone:
+                send_log_writers(session, alone=True)
             ids = list(
                 session.scalars(
                     select(id_column)

@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailer import db
+from mailer.migrations import send_log_triggers
 from mailer.models import Campaign, Contact, Send
 from mailer.retention import run_retention
 from mailer.runtime import Runtime
@@ -62,7 +67,7 @@ def test_a_delete_detaches_the_sends_of_contacts_and_organizations_and_takes_a_c
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_a_purge_waits_for_a_plan_under_way_and_deletes_its_rows_too(
+def test_a_purge_waits_for_a_plan_under_way_and_then_keeps_the_contact_it_plans_for(
     rt: Runtime, make_org, make_contact
 ) -> None:
     # Given a contact that retention purges, and a plan under way that has just written a
@@ -86,16 +91,19 @@ def test_a_purge_waits_for_a_plan_under_way_and_deletes_its_rows_too(
         # When retention runs meanwhile
         purge = threading.Thread(target=run_retention, args=(rt,), kwargs={"actor": TESTER})
         purge.start()
-        # Then it waits for the plan, not deleting the contact under it
+        # Then it waits for the plan before it chooses what to delete
         assert _waiting_for_the_lock(rt), "the purge did not wait for the plan to commit"
         assert purge.is_alive()
         plan.commit()
     purge.join(30)
     assert not purge.is_alive()
-    # and once the plan has committed, the purge takes its row along with the contact
+    # and once the plan has committed, the contact about to be mailed counts as recent: the
+    # contact, its organization and the planned row all stay (without the lock the purge
+    # deleted the contact under the plan, which then committed a row for a contact gone)
     with rt.sessions() as s:
-        assert s.scalar(select(Contact).where(Contact.id == doomed.id)) is None
-        assert list(s.scalars(select(Send).where(Send.campaign_id == planned))) == []
+        assert s.scalar(select(Contact.id).where(Contact.id == doomed.id)) == doomed.id
+        rows = s.execute(select(Send.contact_id, Send.organization_id)).all()
+        assert [tuple(r) for r in rows] == [(doomed.id, org.id)]
 
 
 def _waiting_for_the_lock(rt: Runtime) -> bool:
@@ -111,6 +119,38 @@ def _waiting_for_the_lock(rt: Runtime) -> bool:
                 return True
         time.sleep(0.02)
     return False
+
+
+def test_a_sqlite_batch_migration_keeps_the_triggers_when_it_drops_and_makes_them_again(
+    tmp_path: Path,
+) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'batch.db'}")
+    db.upgrade(engine)
+    # Without the triggers dropped, rebuilding the send log fails on them
+    failing = pytest.raises(OperationalError, match=r"no such table: main\.sends")
+    with failing, engine.begin() as conn:
+        _rebuild(Operations(MigrationContext.configure(conn)), "sends")
+    # When a migration rebuilds each table they concern inside `dropped`
+    with engine.begin() as conn:
+        op = Operations(MigrationContext.configure(conn))
+        with send_log_triggers.dropped(op):
+            for table in ("sends", "campaigns", "contacts", "organizations"):
+                _rebuild(op, table)
+    # Then the three triggers are there again, once each
+    with engine.connect() as conn:
+        names = conn.scalars(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+        assert sorted(names) == [
+            "sends_on_campaigns_deleted",
+            "sends_on_contacts_deleted",
+            "sends_on_organizations_deleted",
+        ]
+    engine.dispose()
+
+
+def _rebuild(op: Operations, table: str) -> None:
+    """What a batch migration does to `table` on SQLite: copy, drop, rename."""
+    with op.batch_alter_table(table, recreate="always") as batch_op:
+        batch_op.add_column(sa.Column("scratch", sa.Integer))
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])

@@ -81,6 +81,8 @@ def resend_notice(
         campaign = _notice_campaign(session, policy)
         report = ResendReport(version, campaign.id)
         eligible = _sendable_contacts(rt, campaign, now)
+        # before any send row is locked: a purge holding it alone may be deleting some
+        send_log_writers(session)
         requeued = _requeue(session, campaign.id, eligible, now)
         added = _add_missing(session, campaign.id, eligible, now)
         report.requeued, report.added = len(requeued), len(added)
@@ -209,7 +211,6 @@ def _add_missing(session: Session, campaign_id: int, eligible: Any, now: dt.date
         literal(now, type_=Send.created_at.type),
         literal(now, type_=Send.updated_at.type),
     ).where(~has_row)
-    send_log_writers(session)  # no purge deletes a contact planned for, until this commits
     result = session.execute(
         insert(Send)
         .from_select(

@@ -10,9 +10,10 @@ kept by triggers on the referred tables, as the keys did it:
 - a contact or an organization deleted leaves its sends detached: contact_id or
   organization_id NULL (was ON DELETE SET NULL).
 
-A row planned for a contact that another transaction deletes meanwhile is kept out by a lock,
-not by the key: planning holds `SEND_LOG_WRITERS` shared, retention's purge holds it alone
-(`mailer.db.send_log_writers`).
+What a key also did is keep a row from being planned for a contact being deleted. Only
+retention's purge deletes contacts and organizations, and it never overlaps a plan: planning
+holds a lock shared, the purge holds it alone (`mailer.db.send_log_writers`). The triggers' text is in `mailer/migrations/send_log_triggers.py`,
+which a later migration that batch-alters one of these tables on SQLite must use.
 
 Revision ID: 0017
 Revises: 0016
@@ -21,72 +22,38 @@ Create Date: 2026-11-30
 
 from alembic import op
 
+from mailer.migrations import send_log_triggers
+
 revision = "0017"
 down_revision = "0016"
 branch_labels = None
 depends_on = None
 
-#: (constraint, column, table referred to, what a delete there does to the send log)
-_REFERENCES = (
-    ("fk_sends_campaign_id_campaigns", "campaign_id", "campaigns", "DELETE FROM sends"),
-    (
-        "fk_sends_contact_id_contacts",
-        "contact_id",
-        "contacts",
-        "UPDATE sends SET contact_id = NULL",
-    ),
-    (
-        "fk_sends_organization_id_organizations",
-        "organization_id",
-        "organizations",
-        "UPDATE sends SET organization_id = NULL",
-    ),
-)
-_ON_DELETE = {
-    "campaign_id": "CASCADE",
-    "contact_id": "SET NULL",
-    "organization_id": "SET NULL",
+#: The foreign keys this drops, by the send log's column, with what each did on delete.
+_KEYS = {
+    "campaign_id": ("fk_sends_campaign_id_campaigns", "CASCADE"),
+    "contact_id": ("fk_sends_contact_id_contacts", "SET NULL"),
+    "organization_id": ("fk_sends_organization_id_organizations", "SET NULL"),
 }
 
 
 def upgrade() -> None:
     with op.batch_alter_table("sends", schema=None) as batch_op:
-        for name, *_ in _REFERENCES:
+        for name, _ in _KEYS.values():
             batch_op.drop_constraint(name, type_="foreignkey")
-    postgres = op.get_bind().dialect.name == "postgresql"
-    for _, column, table, action in _REFERENCES:
-        trigger = f"sends_on_{table}_deleted"
-        if postgres:
-            # once per statement, with the rows deleted as a table: retention deletes thousands
-            op.execute(
-                f"""
-                CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    {action} WHERE {column} IN (SELECT id FROM deleted);
-                    RETURN NULL;
-                END $$
-                """
-            )
-            op.execute(
-                f"CREATE TRIGGER {trigger} AFTER DELETE ON {table} "
-                f"REFERENCING OLD TABLE AS deleted FOR EACH STATEMENT EXECUTE FUNCTION {trigger}()"
-            )
-        else:
-            op.execute(
-                f"CREATE TRIGGER {trigger} AFTER DELETE ON {table} FOR EACH ROW "
-                f"BEGIN {action} WHERE {column} = OLD.id; END"
-            )
+    send_log_triggers.create(op)
 
 
 def downgrade() -> None:
-    postgres = op.get_bind().dialect.name == "postgresql"
-    for _, column, table, action in _REFERENCES:
-        trigger = f"sends_on_{table}_deleted"
-        op.execute(f"DROP TRIGGER {trigger}" + (f" ON {table}" if postgres else ""))
-        if postgres:
-            op.execute(f"DROP FUNCTION {trigger}()")
-        # a reference left dangling by a delete outside mailer would fail the key's creation
-        op.execute(f"{action} WHERE {column} NOT IN (SELECT id FROM {table})")
+    send_log_triggers.drop(op)
+    for column, table, action in send_log_triggers.REFERENCES:
+        # a reference left dangling (a row written outside mailer, a TRUNCATE) would fail the
+        # key's creation; NOT EXISTS, not NOT IN: PostgreSQL makes only the first an anti-join
+        op.execute(
+            f"{action} WHERE {column} IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {table} WHERE {table}.id = sends.{column})"
+        )
     with op.batch_alter_table("sends", schema=None) as batch_op:
-        for name, column, table, _ in _REFERENCES:
-            batch_op.create_foreign_key(name, table, [column], ["id"], ondelete=_ON_DELETE[column])
+        for column, table, _ in send_log_triggers.REFERENCES:
+            name, on_delete = _KEYS[column]
+            batch_op.create_foreign_key(name, table, [column], ["id"], ondelete=on_delete)
