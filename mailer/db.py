@@ -223,9 +223,10 @@ def send_log_writers(session: Session, *, alone: bool = False) -> None:
     planners never wait for each other) and retention's purge (`alone`) apart.
 
     The send log has no foreign keys (models.Send): a row planned for a contact that a purge
-    deletes meanwhile would keep the deleted contact's id and address. With the lock, a
-    purge waits for the plans under way to commit, then deletes their rows too; a plan waits
-    for the purge, then no longer sees what it deleted. SQLite runs one writer at a time."""
+    deletes meanwhile would keep the deleted contact's id and address. With the lock, a purge
+    waits for the plans under way to commit before it chooses what to delete, so a contact
+    about to be mailed counts as recent and stays; a plan waits for the purge, then no longer
+    sees what it deleted. SQLite runs one writer at a time."""
     if is_postgres(session):
         how = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
         session.execute(text(f"SELECT {how}(:key)"), {"key": SEND_LOG_WRITERS})

@@ -12,8 +12,10 @@ kept by triggers on the referred tables, as the keys did it:
 
 What a key also did is keep a row from being planned for a contact being deleted. Only
 retention's purge deletes contacts and organizations, and it never overlaps a plan: planning
-holds a lock shared, the purge holds it alone (`mailer.db.send_log_writers`). The triggers' text is in `mailer/migrations/send_log_triggers.py`,
-which a later migration that batch-alters one of these tables on SQLite must use.
+holds a lock shared, the purge holds it alone (`mailer.db.send_log_writers`).
+
+The triggers' text is in `mailer/migrations/send_log_triggers.py`, which a later migration
+that batch-alters one of these tables on SQLite must use.
 
 Revision ID: 0017
 Revises: 0016
