@@ -52,11 +52,14 @@ END = MARK + b"end of the run\n"
 EVERY = 1000
 #: The pipe's buffer (Linux lets any user ask for up to 1 MiB).
 PIPE_SIZE = 1 << 20
-#: After the reader has emptied the pipe, it lets the pipe fill this long: reads of ~30
-#: messages at 3,000 msg/s instead of one per message (a wake-up costs the reading thread
-#: ~80 µs on a loaded 2-core machine), and a buffer of 1 MiB (~180 messages of 5.7 KB) still
-#: far from full at 10,000 msg/s, so the sink never waits for the reader.
-PAUSE_S = 0.01
+#: After the reader has emptied the pipe, it lets the pipe fill this long: reads of ~18
+#: messages at 9,000 msg/s instead of one per message (a wake-up costs the reading thread
+#: ~80 µs on a loaded 2-core machine). Not longer: with 10 ms, the 1 MiB pipe (~180 messages
+#: of 5.7 KB) filled at ~9,000 msg/s whenever the reader's wake-up came late (a core and the
+#: GIL to wait for), and smtp-sink, one thread for every connection, sat blocked on it in 8 %
+#: of samples (its wchan `anon_pipe_write`), stalling the run it measures (docs/performance.md
+#: §4). With 2 ms, 1 % of samples; the reader costs ~0.4 µs more per message.
+PAUSE_S = 0.002
 #: Bytes per read: the sink's writes wait on the pipe's lock while a read copies, so the pipe
 #: is emptied in reads of this size rather than in one.
 READ_SIZE = 256 << 10
