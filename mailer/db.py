@@ -296,13 +296,6 @@ def upgrade(engine: Engine, revision: str = "head", *, settings: Settings | None
     command.upgrade(cfg, revision)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
-    """Undo migrations down to `revision` (an operator's way back after a failed release)."""
-    from alembic import command
-
-    command.downgrade(_alembic_config(engine), revision)
-
-
 def check_schema(engine: Engine) -> None:
     """Raise SchemaBehindError unless the database is at the newest migration.
 

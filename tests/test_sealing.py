@@ -4,15 +4,12 @@ database: sealed on enrollment, resealed at sign-in, sealed by migration 0015.""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic import command
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, inspect, select, text, update
+from sqlalchemy import inspect, select, text, update
 
 from mailer import db
 from mailer.access import Actor, MemoryLoginThrottle, authenticate, totp
@@ -22,7 +19,6 @@ from mailer.keys import key_id
 from mailer.models import User
 from mailer.runtime import Runtime
 from mailer.sealing import Sealer, SealError, is_sealed
-from tests.conftest import PG_ADMIN_URL
 
 OLD_KEY = "an-old-secret-key-that-was-rotated-out"
 NEW_KEY = "the-new-secret-key-in-use-from-now-on"
@@ -174,22 +170,6 @@ def test_a_secret_stored_in_clear_still_works_and_is_sealed_at_sign_in(rt: Runti
 
 
 # --- migration 0015 ---------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of this test's own, dropped at the end."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'blank.db'}"
-        return
-    name = f"mailer_seal_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _user_at_0013(engine: object, secret: str) -> None:

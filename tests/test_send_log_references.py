@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,6 @@ from mailer.migrations import send_log_triggers
 from mailer.models import Campaign, Contact, Send
 from mailer.retention import run_retention
 from mailer.runtime import Runtime
-from tests.conftest import PG_ADMIN_URL
 from tests.test_retention import NOW, TESTER, campaign, old_contact, old_org, send
 
 
@@ -153,65 +152,41 @@ def _rebuild(op: Operations, table: str) -> None:
         batch_op.add_column(sa.Column("scratch", sa.Integer))
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_downgrading_brings_the_keys_back_and_clears_references_left_dangling(
-    dialect: str, tmp_path: Path
+    blank_url: str,
 ) -> None:
-    with _fresh_database(dialect, tmp_path) as url:
-        engine = db.make_engine(url)
-        db.upgrade(engine)
-        with Session(engine) as session, session.begin():
-            session.add(
-                Campaign(id=1, name="c", category="features", template="t", created_by="tester")
+    engine = db.make_engine(blank_url)
+    db.upgrade(engine)
+    with Session(engine) as session, session.begin():
+        session.add(
+            Campaign(id=1, name="c", category="features", template="t", created_by="tester")
+        )
+    with engine.begin() as conn:
+        # Given sends whose contact, organization or campaign is not there (rows written
+        # outside mailer: nothing checks a reference when a row is inserted)
+        for send_id, campaign_id in ((1, 1), (2, 99)):
+            conn.execute(
+                text(
+                    "INSERT INTO sends (id, campaign_id, contact_id, organization_id,"
+                    " category, email, status, skip_reason, attempts, smtp_reply,"
+                    " message_id, created_at) VALUES (:id, :campaign, 7, 8, 'features',"
+                    " 'a@b.example', 'sent', '', 1, '', '', CURRENT_TIMESTAMP)"
+                ),
+                {"id": send_id, "campaign": campaign_id},
             )
-        with engine.begin() as conn:
-            # Given sends whose contact, organization or campaign is not there (rows written
-            # outside mailer: nothing checks a reference when a row is inserted)
-            for send_id, campaign_id in ((1, 1), (2, 99)):
-                conn.execute(
-                    text(
-                        "INSERT INTO sends (id, campaign_id, contact_id, organization_id,"
-                        " category, email, status, skip_reason, attempts, smtp_reply,"
-                        " message_id, created_at) VALUES (:id, :campaign, 7, 8, 'features',"
-                        " 'a@b.example', 'sent', '', 1, '', '', CURRENT_TIMESTAMP)"
-                    ),
-                    {"id": send_id, "campaign": campaign_id},
-                )
-        # When the schema goes back to foreign keys
-        db.downgrade(engine, "0016")
-        # Then the keys are there again, and no row breaks them
-        keys = {fk["name"] for fk in inspect(engine).get_foreign_keys("sends")}
-        assert keys == {
-            "fk_sends_campaign_id_campaigns",
-            "fk_sends_contact_id_contacts",
-            "fk_sends_organization_id_organizations",
-        }
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, contact_id, organization_id FROM sends"))
-            assert [tuple(r) for r in rows] == [(1, None, None)]
-        # and upgrading again drops them once more
-        db.upgrade(engine)
-        assert inspect(engine).get_foreign_keys("sends") == []
-        engine.dispose()
-
-
-class _fresh_database:
-    """An empty database of its own: a SQLite file, or a PostgreSQL database dropped after."""
-
-    def __init__(self, dialect: str, tmp_path: Path) -> None:
-        self._dialect, self._tmp = dialect, tmp_path
-        self._name = f"mailer_test_refs_{uuid.uuid4().hex[:8]}"
-        self._admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-
-    def __enter__(self) -> str:
-        if self._dialect == "sqlite":
-            return f"sqlite:///{self._tmp / 'refs.db'}"
-        with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self._name}"'))
-        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self._name}"
-
-    def __exit__(self, *exc: object) -> None:
-        if self._dialect == "postgresql":
-            with self._admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self._name}" WITH (FORCE)'))
-        self._admin.dispose()
+    # When the schema goes back to foreign keys
+    command.downgrade(db._alembic_config(engine), "0016")
+    # Then the keys are there again, and no row breaks them
+    keys = {fk["name"] for fk in inspect(engine).get_foreign_keys("sends")}
+    assert keys == {
+        "fk_sends_campaign_id_campaigns",
+        "fk_sends_contact_id_contacts",
+        "fk_sends_organization_id_organizations",
+    }
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, contact_id, organization_id FROM sends"))
+        assert [tuple(r) for r in rows] == [(1, None, None)]
+    # and upgrading again drops them once more
+    db.upgrade(engine)
+    assert inspect(engine).get_foreign_keys("sends") == []
+    engine.dispose()
