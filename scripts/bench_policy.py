@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -30,8 +29,8 @@ from mailer.contacts.sample import load_sample_into_db, sample_contact  # noqa: 
 from mailer.models import Campaign, PolicyVersion, Send, User  # noqa: E402
 from mailer.runtime import Runtime, open_runtime  # noqa: E402
 from tests.bench_processes import start_workers, stop_workers  # noqa: E402
-from tests.sink_dump import SinkDump, greeted  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
+from tests.wire_check import Expected, WireCheck, greeted  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -70,25 +69,23 @@ def main() -> None:
     parser.add_argument(
         "--no-check",
         action="store_true",
-        help="no in-run dump and check of the notices (to measure what the check costs)",
+        help="no in-run check of the notices (to measure what the check costs)",
     )
     args = parser.parse_args()
     # a policy notice: no List-Unsubscribe; contacts as load_sample_into_db makes them
     expect = greeted(lambda address: sample_contact(address, SAMPLE_SEED), opt_out=False)
-    checking = SinkDump(expect) if not args.no_check else contextlib.nullcontext()
-    with checking as dump:
-        _bench(args, dump)
+    _bench(args, None if args.no_check else expect)
 
 
-def _bench(args: argparse.Namespace, dump: SinkDump | None) -> None:
+def _bench(args: argparse.Namespace, expect: Callable[[str], Expected | None] | None) -> None:
     db_name = f"mailer_bench_policy_{uuid.uuid4().hex[:6]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    sink = start_smtp_sink("-c", *(dump.sink_args if dump else ()), stdout=subprocess.PIPE)
+    sink = start_smtp_sink("-c", stdout=subprocess.PIPE)
     clock = SinkClock(sink)
-    if dump:
-        dump.start()
+    # unless --no-check, what is sent to the sink is read off the wire from now on and checked
+    wire = WireCheck(sink.port, expect).open() if expect is not None else None
     env = dict(os.environ)
     env.update(
         MAILER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
@@ -110,7 +107,7 @@ def _bench(args: argparse.Namespace, dump: SinkDump | None) -> None:
         workers = start_workers(env, ROOT, args.processes, args.threads)
         result: dict[str, Any] = {"organizations": args.organizations}
         result.update(_publish(rt, env, clock))
-        failure = _verify(result, clock.accepted, dump)
+        failure = _verify(result, clock.accepted, wire)
         stop_workers(workers)
         workers = None
         result.update(_coverage_and_resend(rt, result["campaign_id"]))
@@ -122,6 +119,8 @@ def _bench(args: argparse.Namespace, dump: SinkDump | None) -> None:
         if workers is not None:
             stop_workers(workers)
         sink.process.kill()
+        if wire is not None:
+            wire.close()
         if not args.keep:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
@@ -224,19 +223,20 @@ def _publish(rt: Runtime, env: dict[str, str], clock: SinkClock) -> dict[str, An
     return figures
 
 
-def _verify(result: dict[str, Any], sink_counted: int, dump: SinkDump | None) -> str | None:
+def _verify(result: dict[str, Any], sink_counted: int, wire: WireCheck | None) -> str | None:
     """What went wrong, if anything: the send log, the sink's own counter and (unless
-    --no-check) the notices in its dump must agree, and every notice checked must pass."""
+    --no-check) the notices seen on the wire must agree, and every notice checked must
+    pass."""
     sent = result["sent"]
     failure = None
     if sink_counted != sent:
         failure = f"the send log says {sent} sent but smtp-sink counted {sink_counted}"
         print(f"  {failure}")
-    if dump is None:
+    if wire is None:
         return failure
-    dumped = dump.finish()
-    result["dumped"], result["checked"] = dumped.messages, dumped.checked
-    return dumped.report(sent, sink_counted) or failure
+    seen = wire.finish()
+    result["on_the_wire"], result["checked"] = seen.messages, seen.checked
+    return seen.report(sent, sink_counted) or failure
 
 
 def _timed(label: str, fn: Callable[[], T]) -> tuple[T, int]:

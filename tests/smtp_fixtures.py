@@ -158,8 +158,7 @@ def start_smtp_sink(
             [SMTP_SINK, *as_user, *count, *extra, f"127.0.0.1:{port}", str(backlog)],
             stdout=output or stdout,
             stderr=subprocess.DEVNULL,
-            # with TZ unset, glibc stats /etc/localtime at every localtime(): twice per
-            # message when the sink dumps (its Received: line and the dump's name)
+            # with TZ unset, glibc stats /etc/localtime at every localtime() the sink makes
             env={**os.environ, "TZ": "UTC"},
         )
     finally:
