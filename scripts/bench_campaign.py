@@ -40,7 +40,7 @@ from mailer.models import Campaign, Contact, Send  # noqa: E402
 from mailer.runtime import open_runtime  # noqa: E402
 from tests.bench_processes import start_workers, stop_workers  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
-from tests.wire_check import Expected, WireCheck, greeted  # noqa: E402
+from tests.wire_check import Expected, WireCheck, greeted, packet_socket_problem  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEMPLATE = "promotions/open-enrollment"
@@ -77,6 +77,8 @@ def main() -> None:
         lambda address: sample_contact(address, SAMPLE_SEED, contacts_per_org=(1, 1)),
         opt_out=True,  # a promotion (TEMPLATE)
     )
+    if not args.no_check and (problem := packet_socket_problem()):
+        raise SystemExit(f"scripts/bench: {problem}")
     with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp:
         _bench(args, Path(tmp), None if args.no_check else expect)
 
@@ -89,10 +91,8 @@ def _bench(
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    # the campaign's smtp-sink counts what it takes (-c); unless --no-check, what is sent to
-    # it is read off the wire from now on (before the first connection) and checked
+    # the campaign's smtp-sink counts what it takes (-c)
     sink = start_smtp_sink(counter=tmp / "sink-counter")
-    wire = WireCheck(sink.port, expect).open() if expect is not None else None
     env = dict(os.environ)
     env.update(
         MAILER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
@@ -112,7 +112,11 @@ def _bench(
         )
     os.environ.update(env)
     workers = None
+    wire: WireCheck | None = None
     try:
+        # unless --no-check, what is sent to the sink is read off the wire from now on, before
+        # the first connection, and checked
+        wire = WireCheck(sink.port, expect).open() if expect is not None else None
 
         def run(*cmd: str) -> None:
             subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -357,6 +361,7 @@ def _smtp_source(count: int, size: int) -> float:
 
 def _stop_sink(sink: SmtpSink, wire: WireCheck | None) -> None:
     sink.process.kill()
+    sink.process.wait()
     if wire is not None:
         wire.close()
 

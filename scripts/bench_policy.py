@@ -30,7 +30,7 @@ from mailer.models import Campaign, PolicyVersion, Send, User  # noqa: E402
 from mailer.runtime import Runtime, open_runtime  # noqa: E402
 from tests.bench_processes import start_workers, stop_workers  # noqa: E402
 from tests.smtp_fixtures import SmtpSink, start_smtp_sink  # noqa: E402
-from tests.wire_check import Expected, WireCheck, greeted  # noqa: E402
+from tests.wire_check import Expected, WireCheck, greeted, packet_socket_problem  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -74,6 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     # a policy notice: no List-Unsubscribe; contacts as load_sample_into_db makes them
     expect = greeted(lambda address: sample_contact(address, SAMPLE_SEED), opt_out=False)
+    if not args.no_check and (problem := packet_socket_problem()):
+        raise SystemExit(f"scripts/bench-policy: {problem}")
     _bench(args, None if args.no_check else expect)
 
 
@@ -84,8 +86,6 @@ def _bench(args: argparse.Namespace, expect: Callable[[str], Expected | None] | 
         conn.execute(text(f'CREATE DATABASE "{db_name}"'))
     sink = start_smtp_sink("-c", stdout=subprocess.PIPE)
     clock = SinkClock(sink)
-    # unless --no-check, what is sent to the sink is read off the wire from now on and checked
-    wire = WireCheck(sink.port, expect).open() if expect is not None else None
     env = dict(os.environ)
     env.update(
         MAILER_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
@@ -98,7 +98,10 @@ def _bench(args: argparse.Namespace, expect: Callable[[str], Expected | None] | 
     )
     os.environ.update(env)
     workers = None
+    wire: WireCheck | None = None
     try:
+        # unless --no-check, what is sent to the sink is read off the wire from now on and checked
+        wire = WireCheck(sink.port, expect).open() if expect is not None else None
         subprocess.run(
             ["mailer", "db", "upgrade"], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL
         )
@@ -119,6 +122,7 @@ def _bench(args: argparse.Namespace, expect: Callable[[str], Expected | None] | 
         if workers is not None:
             stop_workers(workers)
         sink.process.kill()
+        sink.process.wait()
         if wire is not None:
             wire.close()
         if not args.keep:

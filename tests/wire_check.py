@@ -53,17 +53,22 @@ RECEIVE_BUFFER = 64 << 20
 #: 10,000 msg/s instead of a wake-up per segment (~20 µs each on a loaded machine). The sink
 #: never waits on the reader: the kernel queues up to RECEIVE_BUFFER for it.
 PAUSE_S = 0.01
-#: One segment on `lo`, headers included (its MTU is 64 KiB).
+#: One segment on `lo`, headers included (its MTU is 64 KiB; "BIG TCP", off by default,
+#: would make IPv4 segments larger, with a total length of 0 that the filter drops).
 SEGMENT_MAX = 1 << 16
+#: Segments a connection may hold that came before bytes preceding them (lo can reorder the
+#: parts of one write when two CPUs send them); more, and the missing bytes are reported.
+EARLY_MAX = 64
 
 # Linux's packet-socket constants (linux/if_ether.h, linux/if_packet.h)
-_ETH_P_IP = 0x0800
+_ETH_P_ALL, _ETH_P_IP = 0x0003, 0x0800
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
-_PACKET_IGNORE_OUTGOING = 23  # each packet on lo is seen going out and coming in: once is enough
+_PACKET_IGNORE_OUTGOING = 23  # each packet on lo goes out and comes in: take it coming in
 _SO_ATTACH_FILTER = 26
 _SO_RCVBUFFORCE = 33
 _SYN, _FIN, _RST = 0x02, 0x01, 0x04
+_SKF_AD_PROTOCOL = 0xFFFFF000  # SKF_AD_OFF + SKF_AD_PROTOCOL: a load of skb->protocol
 _SEQ_MOD = 1 << 32
 
 _TCP_HEAD = struct.Struct("!HHI")  # source port, destination port, sequence number
@@ -78,6 +83,21 @@ _REQUIRED = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version")
 _OPT_OUT = ("List-Unsubscribe", "List-Unsubscribe-Post")
 
 
+NEEDS_ROOT = (
+    "the in-run check reads the sink's traffic with a packet socket, which needs root "
+    "(CAP_NET_RAW): run as root, or pass --no-check to run without the check"
+)
+
+
+def packet_socket_problem() -> str | None:
+    """Why this process cannot open the check's packet socket, or None when it can."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0).close()
+    except PermissionError:
+        return NEEDS_ROOT
+    return None
+
+
 def segment_filter(port: int) -> list[tuple[int, int, int, int]]:
     """A classic BPF program, as (code, jt, jf, k), that passes whole an IPv4 TCP segment to
     `port` that carries data or has SYN, FIN or RST set, and drops every other packet. It sees
@@ -87,6 +107,8 @@ def segment_filter(port: int) -> list[tuple[int, int, int, int]]:
     jeq, jset, jgt_x = 0x15, 0x45, 0x2D
     and_, rsh, add_x, tax, ret = 0x54, 0x74, 0x0C, 0x07, 0x06
     program: list[tuple[int, str | None, str | None, int]] = [
+        (ld_h, None, None, _SKF_AD_PROTOCOL),  # A = the link layer's protocol
+        (jeq, None, "drop", _ETH_P_IP),
         (ld_b, None, None, 9),  # A = the IP protocol
         (jeq, None, "drop", socket.IPPROTO_TCP),
         (ld_h, None, None, 6),  # A = the IP flags and fragment offset
@@ -284,10 +306,23 @@ def undo_dot_stuffing(data: bytes) -> bytes:
 class _Connection:
     """One client connection's bytes, in order, and where its SMTP conversation is."""
 
-    __slots__ = ("data_from", "in_data", "keep", "next_seq", "pending", "recipients", "search_from")
+    __slots__ = (
+        "data_from",
+        "early",
+        "end_seq",
+        "in_data",
+        "keep",
+        "next_seq",
+        "pending",
+        "recipients",
+        "search_from",
+    )
 
     def __init__(self, first_seq: int):
         self.next_seq = first_seq  #: the sequence number of the next byte expected
+        #: Segments that came before bytes that precede them, by sequence number.
+        self.early: dict[int, bytes] = {}
+        self.end_seq: int | None = None  #: where its FIN or RST said it ends
         #: Bytes not taken yet. Between messages: a partial command line. Inside one: the CRLF
         #: that ended DATA, then the message so far when it is to be checked (`keep`), else
         #: only its last 4 bytes, where a final dot split across segments may begin.
@@ -310,7 +345,8 @@ class WireCheck:
         self._every = every
         self._result = CheckResult()
         self._connections: dict[int, _Connection] = {}  #: by the client's port
-        self._lost: set[int] = set()  #: clients' ports whose bytes went missing
+        #: Clients' ports to ignore until their next SYN: ended, or bytes went missing.
+        self._quiet: set[int] = set()
         self._started = 0  #: messages begun (DATA): every `every`th, from the first, is kept
         self._stopping = False
         self._socket: socket.socket | None = None
@@ -328,19 +364,20 @@ class WireCheck:
             # protocol 0: no packet reaches the socket before its filter is on and it is bound
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
         except PermissionError:
-            raise PermissionError(
-                errno.EPERM,
-                "the in-run check reads the sink's traffic with a packet socket, which needs "
-                "root (CAP_NET_RAW): run as root, or pass --no-check to run without the check",
-            ) from None
+            raise PermissionError(errno.EPERM, NEEDS_ROOT) from None
         try:
             program = segment_filter(self._port)
             code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
-            fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(code))  # sock_fprog
+            fprog = struct.pack("HP", len(program), ctypes.addressof(code))  # sock_fprog
             sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
             sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
-            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
-            sock.bind(("lo", _ETH_P_IP))
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
+            except PermissionError:  # without CAP_NET_ADMIN: as much as net.core.rmem_max allows
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            # every protocol: such a socket gets each packet before IP and TCP take it in, so a
+            # segment is queued here before the sink can read it (the filter keeps IPv4 TCP)
+            sock.bind(("lo", _ETH_P_ALL))
             sock.setblocking(False)
             self._dropped(sock)  # zero the kernel's counters: they count from their last read
         except BaseException:
@@ -361,12 +398,13 @@ class WireCheck:
 
     def finish(self, timeout: float = 60) -> CheckResult:
         """Read what is left and stop: call it once the sink accepted every message of the run
-        (the kernel passed each segment to this socket before the sink could read it)."""
+        (the kernel queues each segment on this socket before the sink can read it)."""
         self._stopping = True
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._result.problems.append(f"the wire reader did not finish within {timeout} s")
             return self._result
+        self._gaps()
         assert self._socket is not None
         dropped = self._dropped(self._socket)
         if dropped:
@@ -394,6 +432,10 @@ class WireCheck:
                     size = recv_into(buffer)
                 except BlockingIOError:
                     break
+                except OSError as exc:
+                    self._result.problems.append(f"the wire reader could not read: {exc!r}")
+                    stopping = True
+                    break
                 self._result.segments += 1
                 try:
                     self._segment(buffer, size)
@@ -413,36 +455,65 @@ class WireCheck:
         flags = packet[ip_head + 13]
         if flags & _SYN:
             self._connections[client] = _Connection((seq + 1) % _SEQ_MOD)
-            self._lost.discard(client)
+            self._quiet.discard(client)
             return
         connection = self._connections.get(client)
         if connection is None:
-            if length > start and client not in self._lost:
-                self._lost.add(client)
+            if length > start and client not in self._quiet:
+                self._quiet.add(client)
                 self._result.problems.append(
                     f"bytes from port {client}, a connection opened before the check began"
                 )
             return
-        if length > start:
-            behind = (connection.next_seq - seq) % _SEQ_MOD  # bytes sent before: retransmitted
-            ahead = (seq - connection.next_seq) % _SEQ_MOD
-            if 0 < ahead < _SEQ_MOD // 2:
-                self._result.problems.append(
-                    f"{ahead:,} bytes from port {client} never reached the check: its "
-                    f"messages from there on are not counted"
-                )
-                del self._connections[client]
-                self._lost.add(client)
-                return
-            if behind < _SEQ_MOD // 2:
-                start += behind
+        if flags & (_FIN | _RST):  # it ends where this segment's bytes end
+            connection.end_seq = (seq + length - start) % _SEQ_MOD
+        ahead = (seq - connection.next_seq) % _SEQ_MOD
+        if 0 < ahead < _SEQ_MOD // 2:  # overtook bytes still to come (lo may reorder)
             if length > start:
-                connection.next_seq = (connection.next_seq + length - start) % _SEQ_MOD
-                if not self._took_whole(connection, packet, start, length):
-                    connection.pending += packet[start:length]
-                    self._take(connection)
-        if flags & (_FIN | _RST):
+                if len(connection.early) >= EARLY_MAX:
+                    self._lose(client, connection)
+                    return
+                connection.early[seq] = bytes(packet[start:length])
+            return
+        self._bytes(connection, packet, start + (-ahead % _SEQ_MOD), length)
+        while connection.early:  # what came early and now follows on
+            for early_seq, data in list(connection.early.items()):
+                behind = (connection.next_seq - early_seq) % _SEQ_MOD
+                if behind < _SEQ_MOD // 2:
+                    del connection.early[early_seq]
+                    self._bytes(connection, bytearray(data), behind, len(data))
+                    break
+            else:
+                break
+        if connection.end_seq == connection.next_seq and not connection.early:
             del self._connections[client]
+            self._quiet.add(client)  # a retransmission after the end is no news
+
+    def _bytes(self, connection: _Connection, packet: bytearray, start: int, end: int) -> None:
+        """The connection's next bytes are `packet[start:end]` (a start past the end: none)."""
+        if end <= start:
+            return
+        connection.next_seq = (connection.next_seq + end - start) % _SEQ_MOD
+        if not self._took_whole(connection, packet, start, end):
+            connection.pending += packet[start:end]
+            self._take(connection)
+
+    def _gaps(self) -> None:
+        """At the end: connections whose early segments wait for bytes that never came."""
+        for client, connection in list(self._connections.items()):
+            if connection.early:
+                self._lose(client, connection)
+
+    def _lose(self, client: int, connection: _Connection) -> None:
+        """Bytes of `client`'s connection never came: say so, and follow it no further."""
+        early = min(connection.early, key=lambda seq: (seq - connection.next_seq) % _SEQ_MOD)
+        missing = (early - connection.next_seq) % _SEQ_MOD
+        self._result.problems.append(
+            f"{missing:,} bytes from port {client} never reached the check: its messages "
+            f"from there on are not counted"
+        )
+        del self._connections[client]
+        self._quiet.add(client)
 
     def _took_whole(self, connection: _Connection, packet: bytearray, start: int, end: int) -> bool:
         """The common case, taken where it lies, without copying: a message not to be checked
@@ -451,13 +522,13 @@ class WireCheck:
         if not connection.in_data or connection.keep or len(connection.pending) != 2:
             return False
         final = packet.rfind(b"\r\n.\r\n", start, end)  # see `_take` on why the last
-        if final < 0 or packet.startswith(b".\r\n", start):
+        if final < 0 or packet.startswith(b".\r\n", start, end):
             return False
         envelope = _ENVELOPE.fullmatch(packet, final + 5, end)
         if envelope is None:
             return False
         self._result.messages += 1
-        connection.recipients = [envelope.group(1).decode()]
+        connection.recipients = [envelope.group(1).decode(errors="replace")]
         self._begin(connection, 2)  # `pending` is still the CRLF before a message
         return True
 
@@ -478,7 +549,7 @@ class WireCheck:
             # the envelope a pipelining client sends after each message, in one match
             envelope = _ENVELOPE.match(data, at)
             if envelope is not None:
-                connection.recipients = [envelope.group(1).decode()]
+                connection.recipients = [envelope.group(1).decode(errors="replace")]
                 at = envelope.end()
             else:
                 line_end = data.find(b"\r\n", at)
@@ -487,7 +558,8 @@ class WireCheck:
                 verb = bytes(data[at : at + 4]).upper()
                 if verb == b"RCPT":
                     found = _ADDRESS.search(data, at, line_end)
-                    connection.recipients.append(found.group(1).decode() if found else "")
+                    address = found.group(1).decode(errors="replace") if found else ""
+                    connection.recipients.append(address)
                 elif verb in (b"MAIL", b"RSET"):
                     connection.recipients = []
                 at = line_end + 2
