@@ -6,8 +6,12 @@ put back in order, and bytes that never came are reported."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import smtplib
 import struct
+import subprocess
+import sys
 import threading
 from collections import deque
 from pathlib import Path
@@ -23,6 +27,7 @@ from tests.real_messages import build_with, promotion, unsubscribe_url
 from tests.required_tools import must_not_skip, require
 from tests.smtp_fixtures import SMTP_SINK, SmtpSink, start_smtp_sink
 from tests.wire_check import (
+    NEEDS_ROOT,
     CheckResult,
     Expected,
     WireCheck,
@@ -329,6 +334,27 @@ def test_segments_that_overtake_others_wait_for_them_and_a_fin_for_the_last_byte
     # Then every message is counted and checked, nothing is reported, and the connection ends
     assert (result.messages, result.checked, result.problems) == (3, 3, [])
     assert check._connections == {}
+
+
+@pytest.mark.parametrize("script", ["bench_campaign.py", "bench_policy.py"])
+def test_without_cap_net_raw_the_benches_say_so_before_they_make_anything(script: str) -> None:
+    # Given a process without CAP_NET_RAW (root, with it taken out of its bounding set)
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        _require_packet_socket()  # a skip on a laptop, a failure as root or in CI
+        pytest.skip("needs root and util-linux's setpriv to take CAP_NET_RAW away")
+    # When a bench starts with the check on
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-net_raw", "--", sys.executable, f"scripts/{script}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Then it stops at once, saying what it needs and how to run without it
+    assert done.returncode == 1
+    assert f"{NEEDS_ROOT}\n" in done.stderr
+    assert "--no-check" in NEEDS_ROOT
+    assert done.stdout == ""  # nothing loaded, no database made
 
 
 def test_dot_stuffing_is_undone() -> None:

@@ -476,18 +476,24 @@ class WireCheck:
                 connection.early[seq] = bytes(packet[start:length])
             return
         self._bytes(connection, packet, start + (-ahead % _SEQ_MOD), length)
-        while connection.early:  # what came early and now follows on
-            for early_seq, data in list(connection.early.items()):
-                behind = (connection.next_seq - early_seq) % _SEQ_MOD
-                if behind < _SEQ_MOD // 2:
-                    del connection.early[early_seq]
-                    self._bytes(connection, bytearray(data), behind, len(data))
-                    break
-            else:
-                break
+        while (due := self._due(connection)) is not None:  # what came early and now follows on
+            early = bytearray(connection.early.pop(due))
+            self._bytes(connection, early, (connection.next_seq - due) % _SEQ_MOD, len(early))
         if connection.end_seq == connection.next_seq and not connection.early:
             del self._connections[client]
             self._quiet.add(client)  # a retransmission after the end is no news
+
+    @staticmethod
+    def _due(connection: _Connection) -> int | None:
+        """An early segment's sequence number that the bytes taken have now reached."""
+        return next(
+            (
+                seq
+                for seq in connection.early
+                if (connection.next_seq - seq) % _SEQ_MOD < _SEQ_MOD // 2
+            ),
+            None,
+        )
 
     def _bytes(self, connection: _Connection, packet: bytearray, start: int, end: int) -> None:
         """The connection's next bytes are `packet[start:end]` (a start past the end: none)."""
@@ -527,7 +533,7 @@ class WireCheck:
         envelope = _ENVELOPE.fullmatch(packet, final + 5, end)
         if envelope is None:
             return False
-        self._result.messages += 1
+        self._message(connection, packet, final + 2)  # not kept: counted only
         connection.recipients = [envelope.group(1).decode(errors="replace")]
         self._begin(connection, 2)  # `pending` is still the CRLF before a message
         return True
