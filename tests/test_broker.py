@@ -103,6 +103,27 @@ def test_a_batch_enqueued_without_a_nudge_is_still_found_by_the_poll(
     assert at is not None and at - started < SLOW_POLL_MS / 1000 + 1.0
 
 
+def test_a_finished_batch_makes_room_for_the_next_at_once_not_at_the_next_poll(
+    redis_namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
+) -> None:
+    # Given six batches enqueued without nudges: the worker's one thread prefetches two at a
+    # time, and only its poll (every 3 s) finds the first of them
+    taken, _ = idle_worker
+    plain = RedisBroker(url=REDIS_URL, namespace=redis_namespace)
+    started = time.monotonic()
+    for n in range(6):
+        _enqueue_from_elsewhere(plain, n)
+    # When that poll comes
+    first = _wait_taken(taken, 0, SLOW_POLL_MS / 1000 + 5)
+    assert first is not None
+    # Then each batch finished wakes the consumer for the next ones: all six go within that
+    # poll, not one poll for every two
+    last = _wait_taken(taken, 5, 2 * SLOW_POLL_MS / 1000)
+    assert last is not None, f"taken: {sorted(taken.at)}"
+    assert last - first < 0.5 * SLOW_POLL_MS / 1000, f"{last - first:.3f} s after the first"
+    assert first - started < SLOW_POLL_MS / 1000 + 1.0
+
+
 def test_nudges_are_heard_again_after_the_listener_loses_its_connection(
     redis_namespace: str, idle_worker: tuple[Taken, dramatiq.Worker]
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,11 +35,17 @@ BATCH_TIME_LIMIT_MS = 60 * 60 * 1000
 #: A worker that stops heart-beating this long has its messages handed to others.
 HEARTBEAT_TIMEOUT_MS = 30_000
 #: The longest an idle delay-queue consumer sleeps between polls (ms). Only retried batches are
-#: delayed, by a second at least (the Retries settings below), so a second more is harmless; the
-#: queues themselves keep the worker's short poll (workers.process.IDLE_POLL_MS). Each poll is a
-#: Lua script call (~80 µs of worker CPU): the two delay queues of each process polled at 100 ms
-#: were half of an idle worker's Redis traffic.
+#: delayed, by a second at least (the Retries settings below), so a second more is harmless.
+#: Each poll is a Lua script call (~80 µs of worker CPU on a fast machine, ~0.8 ms on a slow
+#: one): the two delay queues of each process polled at 100 ms were half of an idle worker's
+#: Redis traffic.
 DELAY_QUEUE_POLL_MS = 1_000
+#: How often a queue's consumer fetches when nothing wakes it (ms). A nudge wakes it for a batch
+#: enqueued, and its own process's threads wake it when they finish one (room to prefetch), so
+#: this poll only finds a batch whose nudge was lost (the listener reconnecting): polled every
+#: 100 ms instead, the two queues of each process made ~770 fetches in a run of 200 batches,
+#: ~4 % of a worker's time (docs/performance.md §16).
+NUDGED_POLL_MS = 1_000
 
 
 #: How long the nudge listener waits for a message before it looks whether to stop (s).
@@ -54,9 +61,10 @@ class _RedisBroker(RedisBroker):
     next poll, ~50 ms on average, and a policy notice's first message must leave within a
     second of publishing. Every enqueue also publishes the queue's name on the namespace's
     nudge channel (one PUBLISH per batch of 500 sends); in each consuming process one thread
-    listens (`_Nudges`) and wakes that queue's consumers, which then fetch at once. Nudges are
-    fire-and-forget: one lost (the listener reconnecting) only means waiting for the poll,
-    which stays as it was.
+    listens (`_Nudges`) and wakes that queue's consumers, which then fetch at once; a thread
+    that finishes a batch wakes its queue's consumer too. Nudges are fire-and-forget: one lost
+    (the listener reconnecting) only means waiting for the poll, every NUDGED_POLL_MS, and the
+    listener wakes every consumer once it hears again.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -141,6 +149,8 @@ class _Nudges:
                         self._pubsub.subscribe(self.channel)
                     # after a lost connection redis-py reconnects and subscribes again here
                     message = self._pubsub.get_message(timeout=_LISTEN_S)
+                    if failing:  # what was enqueued meanwhile went unannounced
+                        self._wake_all()
                     failing = False
                 except redis.RedisError as exc:
                     if not failing:  # meanwhile the consumers poll as they did before nudges
@@ -154,6 +164,12 @@ class _Nudges:
             self._pubsub.close()
             self._pool.disconnect()
 
+    def _wake_all(self) -> None:
+        with self._lock:
+            names = list(self._events)
+        for name in names:
+            self._wake(name)
+
     def _wake(self, queue_name: str) -> None:
         with self._lock:
             events = list(self._events.get(queue_name, ()))
@@ -162,8 +178,11 @@ class _Nudges:
 
 
 class _NudgedConsumer(Consumer):
-    """Dramatiq's Redis consumer, waiting for a nudge (or `timeout_ms`, the poll it replaces)
-    when a fetch finds nothing instead of sleeping."""
+    """Dramatiq's Redis consumer, fetching when it is nudged (a batch enqueued), when one of
+    this process's threads has finished a batch (room to prefetch another), or at the latest
+    every NUDGED_POLL_MS, the poll that finds what a lost nudge did not announce. Between
+    fetches it returns None every `timeout_ms`, so its thread still looks that often whether to
+    stop, without asking Redis."""
 
     def __init__(
         self, broker: _RedisBroker, consumer: Consumer, queue_name: str, timeout_ms: int
@@ -172,21 +191,31 @@ class _NudgedConsumer(Consumer):
         self._consumer = consumer
         self._queue_name = queue_name
         self._timeout_s = timeout_ms / 1000
+        self._poll_s = max(timeout_ms, NUDGED_POLL_MS) / 1000
+        self._next_poll = 0.0
         self._woken = broker.wake_event(queue_name)
 
     def __next__(self) -> MessageProxy | None:
-        # cleared before the fetch: a nudge arriving during it makes the wait below return
+        if not self._woken.is_set() and time.monotonic() < self._next_poll:
+            self._woken.wait(self._timeout_s)
+            if not self._woken.is_set() and time.monotonic() < self._next_poll:
+                return None
+        # cleared before the fetch: a nudge arriving during it makes the next call fetch again
         self._woken.clear()
         message = next(self._consumer)
         if message is None:
-            self._woken.wait(self._timeout_s)
+            self._next_poll = time.monotonic() + self._poll_s
+        else:
+            self._woken.set()  # what was fetched with it is taken before any wait
         return message
 
     def ack(self, message: MessageProxy) -> None:
         self._consumer.ack(message)
+        self._woken.set()  # room for another batch: fetch it now, not at the next poll
 
     def nack(self, message: MessageProxy) -> None:
         self._consumer.nack(message)
+        self._woken.set()
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         self._consumer.requeue(messages)

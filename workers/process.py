@@ -27,10 +27,8 @@ from workers.actors import Wiring, setup
 from workers.broker import queue_names
 
 _log = logging.getLogger("mailer.worker")
-#: The longest an idle consumer sleeps between polls of its queue (ms): Dramatiq backs off up to
-#: this, so it bounds how long a batch enqueued into idle workers waits (a policy notice's first
-#: message must leave within a second of publishing). 100 ms costs each process about 20
-#: polls of Redis a second per queue while idle.
+#: How often a waiting consumer or worker thread looks whether to stop (ms). Consumers fetch
+#: when nudged, and otherwise every workers.broker.NUDGED_POLL_MS, not this often.
 IDLE_POLL_MS = 100
 
 
