@@ -143,6 +143,74 @@ def test_nudges_are_heard_again_after_the_listener_loses_its_connection(
     assert at is not None and at - started < 0.5 * SLOW_POLL_MS / 1000
 
 
+def test_a_batch_whose_nudge_is_lost_while_the_listener_reconnects_waits_only_a_short_poll(
+    redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker polling every 100 ms while it hears no nudges, and every 5 s while it does
+    monkeypatch.setattr("workers.broker.NUDGED_POLL_MS", 5_000)
+    broker = _broker(redis_namespace)
+    taken = Taken(broker)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        client = redis.Redis.from_url(REDIS_URL)
+        listener = [c for c in client.client_list() if c["name"] == f"{redis_namespace}:nudge"]
+        # When Redis drops the listener's connection and a batch is enqueued before it is back
+        client.client_kill_filter(_id=listener[0]["id"])
+        time.sleep(0.2)
+        started = _enqueue_from_elsewhere(_broker(redis_namespace), 3)
+        # Then the consumer, polling as before nudges meanwhile, takes it within a short poll
+        at = _wait_taken(taken, 3, 10)
+        assert at is not None and at - started < 0.6, f"{(at or 0) - started:.3f} s"
+    finally:
+        worker.stop()
+
+
+def test_batches_a_stopping_worker_puts_back_are_taken_by_another_at_once(
+    redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two workers polling every 5 s: one busy with a batch and holding the next,
+    # prefetched, and one idle
+    monkeypatch.setattr("workers.broker.NUDGED_POLL_MS", 5_000)
+    busy_broker, idle_broker = _broker(redis_namespace), _broker(redis_namespace)
+    who: dict[int, str] = {}
+    for name, broker in (("busy", busy_broker), ("idle", idle_broker)):
+
+        def take(n: int, name: str = name) -> None:
+            who[n] = name
+            if n == 0:
+                time.sleep(2.0)
+
+        dramatiq.actor(actor_name="take", queue_name=QUEUE, broker=broker)(take)
+    busy = dramatiq.Worker(busy_broker, worker_threads=1, worker_timeout=100)
+    busy.start()
+    time.sleep(0.3)
+    for n in (0, 1):
+        busy_broker.enqueue(dramatiq.Message(QUEUE, "take", (n,), {}, {}))
+    time.sleep(0.2)
+    idle = dramatiq.Worker(idle_broker, worker_threads=1, worker_timeout=100)
+    idle.start()
+    stopped = False
+    try:
+        time.sleep(0.5)
+        assert who == {0: "busy"}
+        # When the busy one stops: it finishes its batch and puts the prefetched one back
+        busy.stop()
+        stopped = True
+        requeued = time.monotonic()
+        # Then the idle one is nudged and takes it at once, not at its next poll
+        deadline = requeued + 10
+        while 1 not in who and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert who.get(1) == "idle"
+        assert time.monotonic() - requeued < 1.0
+    finally:
+        if not stopped:
+            busy.stop()
+        idle.stop()
+
+
 def test_the_listener_stops_with_the_worker(redis_namespace: str) -> None:
     broker = _broker(redis_namespace)
     Taken(broker)

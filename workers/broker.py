@@ -76,7 +76,7 @@ class _RedisBroker(RedisBroker):
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         enqueued = super().enqueue(message, delay=delay)
         if delay is None:  # a delayed one waits a second at least: its consumer polls for it
-            self.client.publish(self.nudge_channel, message.queue_name)
+            self.nudge(message.queue_name)
         return enqueued
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
@@ -94,6 +94,16 @@ class _RedisBroker(RedisBroker):
                 self._nudges = _Nudges(self.client, self.nudge_channel)
             return self._nudges.add(queue_name)
 
+    def hears_nudges(self) -> bool:
+        """Whether the nudge listener is subscribed and hearing: while it is not, consumers
+        poll at their short timeout, as before nudges."""
+        nudges = self._nudges
+        return nudges is not None and nudges.hearing.is_set()
+
+    def nudge(self, queue_name: str) -> None:
+        """Tell the consumers of `queue_name`, in every process, that it has a batch."""
+        self.client.publish(self.nudge_channel, queue_name)
+
     def forget(self, queue_name: str, event: threading.Event) -> None:
         with self._nudges_lock:
             if self._nudges is not None and self._nudges.remove(queue_name, event):
@@ -109,6 +119,8 @@ class _Nudges:
         self._events: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        #: Set while subscribed with nothing failing: nudges are heard.
+        self.hearing = threading.Event()
         # a connection of its own, named after the channel: `CLIENT LIST` shows who listens
         pool = client.connection_pool
         self._pool = redis.ConnectionPool(
@@ -121,6 +133,7 @@ class _Nudges:
         try:
             # subscribed before any consumer's first fetch: no enqueue after it goes unheard
             self._pubsub.subscribe(channel)
+            self.hearing.set()
         except redis.RedisError as exc:  # Redis down: the consumers will say so too
             _log.warning("cannot listen for nudges yet (%s); will keep trying", exc)
         threading.Thread(target=self._listen, name="nudges", daemon=True).start()
@@ -150,10 +163,13 @@ class _Nudges:
                     # after a lost connection redis-py reconnects and subscribes again here
                     message = self._pubsub.get_message(timeout=_LISTEN_S)
                     if failing:  # what was enqueued meanwhile went unannounced
+                        self.hearing.set()
                         self._wake_all()
                     failing = False
                 except redis.RedisError as exc:
-                    if not failing:  # meanwhile the consumers poll as they did before nudges
+                    # meanwhile the consumers poll at their short timeout, as before nudges
+                    self.hearing.clear()
+                    if not failing:
                         _log.warning("nudges not heard (%s); will keep trying", exc)
                     failing = True
                     self._stopped.wait(_LISTEN_S)
@@ -180,9 +196,9 @@ class _Nudges:
 class _NudgedConsumer(Consumer):
     """Dramatiq's Redis consumer, fetching when it is nudged (a batch enqueued), when one of
     this process's threads has finished a batch (room to prefetch another), or at the latest
-    every NUDGED_POLL_MS, the poll that finds what a lost nudge did not announce. Between
-    fetches it returns None every `timeout_ms`, so its thread still looks that often whether to
-    stop, without asking Redis."""
+    every NUDGED_POLL_MS, the poll that finds what a lost nudge did not announce (every
+    `timeout_ms` while the listener is not hearing). Between fetches it returns None every
+    `timeout_ms`, so its thread still looks that often whether to stop, without asking Redis."""
 
     def __init__(
         self, broker: _RedisBroker, consumer: Consumer, queue_name: str, timeout_ms: int
@@ -192,22 +208,28 @@ class _NudgedConsumer(Consumer):
         self._queue_name = queue_name
         self._timeout_s = timeout_ms / 1000
         self._poll_s = max(timeout_ms, NUDGED_POLL_MS) / 1000
-        self._next_poll = 0.0
+        self._fetched_at = -self._poll_s
         self._woken = broker.wake_event(queue_name)
 
     def __next__(self) -> MessageProxy | None:
-        if not self._woken.is_set() and time.monotonic() < self._next_poll:
+        if not self._is_due():
             self._woken.wait(self._timeout_s)
-            if not self._woken.is_set() and time.monotonic() < self._next_poll:
+            if not self._is_due():
                 return None
         # cleared before the fetch: a nudge arriving during it makes the next call fetch again
         self._woken.clear()
         message = next(self._consumer)
         if message is None:
-            self._next_poll = time.monotonic() + self._poll_s
+            self._fetched_at = time.monotonic()
         else:
             self._woken.set()  # what was fetched with it is taken before any wait
         return message
+
+    def _is_due(self) -> bool:
+        if self._woken.is_set():
+            return True
+        poll_s = self._poll_s if self._broker.hears_nudges() else self._timeout_s
+        return time.monotonic() - self._fetched_at >= poll_s
 
     def ack(self, message: MessageProxy) -> None:
         self._consumer.ack(message)
@@ -218,7 +240,15 @@ class _NudgedConsumer(Consumer):
         self._woken.set()
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Put prefetched batches back (the worker stopping), and nudge: another process's idle
+        consumer takes them at once, not at its next poll."""
+        messages = list(messages)
         self._consumer.requeue(messages)
+        if messages:
+            try:
+                self._broker.nudge(self._queue_name)
+            except redis.RedisError as exc:  # they are back on the queue: the poll finds them
+                _log.warning("requeued %d batches without a nudge (%s)", len(messages), exc)
 
     def close(self) -> None:
         self._broker.forget(self._queue_name, self._woken)
