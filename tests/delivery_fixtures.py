@@ -4,12 +4,14 @@ the test's own, in-process worker threads on the real RedisBroker, users and aud
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import Engine, text
 
 from mailer.access import Actor, actor_for_username
 from mailer.config import Settings
@@ -35,6 +37,19 @@ def redis_namespace() -> Iterator[str]:
     namespace = f"mailer-test-{uuid.uuid4().hex[:8]}"
     yield namespace
     clear_namespace(namespace)
+
+
+def terminate_backend(engine: Engine, pid: int, *, timeout_s: float = 10) -> None:
+    """Terminate a PostgreSQL backend and wait until it is gone. Each look is a transaction
+    of its own: within one, pg_stat_activity is a snapshot, and a backend still there at the
+    first look would be there for good."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        deadline = time.monotonic() + timeout_s
+        while admin.scalar(gone, {"pid": pid}):
+            assert time.monotonic() < deadline, f"backend {pid} still there {timeout_s} s after"
+            time.sleep(0.01)
 
 
 def as_user(rt: Runtime, username: str) -> Actor:

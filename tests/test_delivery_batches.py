@@ -6,7 +6,6 @@ complete the campaign. Real databases, a real SMTP server, one DeliveryContext d
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -21,27 +20,58 @@ from mailer.delivery.transactions import in_transaction
 from mailer.models import AuditEvent, Campaign, Contact, User
 from mailer.runtime import Runtime
 from mailer.transports import make_transport
-from tests.delivery_fixtures import as_user
+from tests.delivery_fixtures import as_user, terminate_backend
 from tests.smtpd import FaultServer
 
 TEMPLATE = "features/benefitelect-enrollment-site"
 
 
-def _launched(rt: Runtime) -> tuple[int, list[Batch]]:
-    """A promotion launched to the audience, and the batches its launch dispatched."""
-    batches: list[Batch] = []
-    campaign_id = campaigns.create_campaign(
-        rt, actor=as_user(rt, "mark"), name="Batches", category="features", template=TEMPLATE
-    ).id
-    campaigns.launch_campaign(rt, campaign_id, actor=as_user(rt, "mark"), dispatch=batches.extend)
-    return campaign_id, batches
+#: `launch(n)`: a promotion launched to `n` new contacts, and the batches (of 20) it dispatched.
+Launch = Callable[[int], tuple[int, list[Batch]]]
+
+
+@pytest.fixture
+def launch(
+    mail_rt: Runtime, people: dict[str, User], make_audience: Callable[..., list[Contact]]
+) -> Launch:
+    def launched(n: int) -> tuple[int, list[Batch]]:
+        make_audience(n)
+        batches: list[Batch] = []
+        campaign_id = campaigns.create_campaign(
+            mail_rt,
+            actor=as_user(mail_rt, "mark"),
+            name="Batches",
+            category="features",
+            template=TEMPLATE,
+        ).id
+        campaigns.launch_campaign(
+            mail_rt, campaign_id, actor=as_user(mail_rt, "mark"), dispatch=batches.extend
+        )
+        return campaign_id, batches
+
+    return launched
+
+
+def _new_context(rt: Runtime) -> DeliveryContext:
+    return DeliveryContext(rt, lambda: make_transport(rt.settings))
 
 
 @pytest.fixture
 def context(mail_rt: Runtime) -> Iterator[DeliveryContext]:
-    ctx = DeliveryContext(mail_rt, lambda: make_transport(mail_rt.settings))
+    ctx = _new_context(mail_rt)
     yield ctx
     ctx.close()
+
+
+def _may_be_done_now(ctx: DeliveryContext, campaign_id: int) -> bool:
+    return in_transaction(
+        ctx.sessions, partial(_may_be_done, campaign_id=campaign_id), what="probe"
+    )
+
+
+def _assert_each_got_one(server: FaultServer, recipients: int) -> None:
+    received = Counter(r for m in server.messages for r in m.rcpt_tos)
+    assert len(received) == recipients and set(received.values()) == {1}
 
 
 def _backend_pid(ctx: DeliveryContext) -> int:
@@ -50,16 +80,6 @@ def _backend_pid(ctx: DeliveryContext) -> int:
             ctx.sessions, lambda s: s.scalar(text("SELECT pg_backend_pid()")), what="backend pid"
         )
     )
-
-
-def _kill_backend(rt: Runtime, pid: int) -> None:
-    with rt.engine.connect() as admin:
-        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-        deadline = time.monotonic() + 10
-        while admin.scalar(gone, {"pid": pid}):
-            assert time.monotonic() < deadline, f"backend {pid} still there 10 s after its kill"
-            time.sleep(0.01)
 
 
 def _completions(rt: Runtime, campaign_id: int) -> int:
@@ -83,15 +103,10 @@ def _status(rt: Runtime, campaign_id: int) -> str | None:
 
 
 def test_each_batch_is_read_sent_and_the_last_one_completes_the_campaign(
-    mail_rt: Runtime,
-    people: dict[str, User],
-    make_audience: Callable[..., list[Contact]],
-    smtp_server: FaultServer,
-    context: DeliveryContext,
+    mail_rt: Runtime, launch: Launch, smtp_server: FaultServer, context: DeliveryContext
 ) -> None:
     # Given a promotion to 60 contacts in three batches of 20
-    make_audience(60)
-    campaign_id, batches = _launched(mail_rt)
+    campaign_id, batches = launch(60)
     assert len(batches) == 3
     for n, batch in enumerate(batches):
         # When one thread delivers them one after the other (the first compiles the campaign,
@@ -101,27 +116,19 @@ def test_each_batch_is_read_sent_and_the_last_one_completes_the_campaign(
         assert report.counts == {"sent": 20}
         is_last = n == len(batches) - 1
         assert _status(mail_rt, campaign_id) == ("completed" if is_last else "sending")
-        done = in_transaction(
-            context.sessions, partial(_may_be_done, campaign_id=campaign_id), what="probe"
-        )
+        done = _may_be_done_now(context, campaign_id)
         assert done is (is_last or mail_rt.engine.dialect.name == "sqlite")
     assert _completions(mail_rt, campaign_id) == 1
-    received = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
-    assert len(received) == 60 and set(received.values()) == {1}
+    _assert_each_got_one(smtp_server, 60)
 
 
 def test_a_batch_of_a_paused_or_deleted_campaign_sends_nothing_with_or_without_its_messages(
-    mail_rt: Runtime,
-    people: dict[str, User],
-    make_audience: Callable[..., list[Contact]],
-    smtp_server: FaultServer,
-    context: DeliveryContext,
+    mail_rt: Runtime, launch: Launch, smtp_server: FaultServer, context: DeliveryContext
 ) -> None:
-    make_audience(40)
-    campaign_id, batches = _launched(mail_rt)
+    campaign_id, batches = launch(40)
     assert deliver_batch(context, *batches[0].as_args()).counts == {"sent": 20}
     # a thread that has compiled the campaign, and one that has not
-    cold = DeliveryContext(mail_rt, lambda: make_transport(mail_rt.settings))
+    cold = _new_context(mail_rt)
     try:
         campaigns.pause_campaign(mail_rt, campaign_id, actor=as_user(mail_rt, "mark"))
         for ctx in (context, cold):
@@ -139,26 +146,20 @@ def test_a_batch_of_a_paused_or_deleted_campaign_sends_nothing_with_or_without_i
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_a_lost_connection_between_batches_is_retried_for_the_read_and_the_probe(
-    mail_rt: Runtime,
-    people: dict[str, User],
-    make_audience: Callable[..., list[Contact]],
-    smtp_server: FaultServer,
-    context: DeliveryContext,
+    mail_rt: Runtime, launch: Launch, smtp_server: FaultServer, context: DeliveryContext
 ) -> None:
-    make_audience(60)
-    campaign_id, batches = _launched(mail_rt)
+    campaign_id, batches = launch(60)
     # the first batch compiles the campaign: the second's read commits in its one round trip
     assert deliver_batch(context, *batches[0].as_args()).counts == {"sent": 20}
     for batch in batches[1:]:
         # Given the thread's connection killed while it waits between batches
-        _kill_backend(mail_rt, _backend_pid(context))
+        terminate_backend(mail_rt.engine, _backend_pid(context))
         # When it takes the next batch
         # Then the read (and after the last batch, the probe) is retried on a new connection
         assert deliver_batch(context, *batch.as_args()).counts == {"sent": 20}
     assert _status(mail_rt, campaign_id) == "completed"
     assert _completions(mail_rt, campaign_id) == 1
-    received = Counter(r for m in smtp_server.messages for r in m.rcpt_tos)
-    assert len(received) == 60 and set(received.values()) == {1}
+    _assert_each_got_one(smtp_server, 60)
     # the connection is left idle, not in a transaction the pipeline's commit forgot
     with mail_rt.engine.connect() as admin:
         state = admin.scalar(
@@ -170,21 +171,14 @@ def test_a_lost_connection_between_batches_is_retried_for_the_read_and_the_probe
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_the_per_batch_statements_are_never_prepared(
-    mail_rt: Runtime,
-    people: dict[str, User],
-    make_audience: Callable[..., list[Contact]],
-    smtp_server: FaultServer,
-    context: DeliveryContext,
+    mail_rt: Runtime, launch: Launch, smtp_server: FaultServer, context: DeliveryContext
 ) -> None:
     # Given many batches on one thread's connection (psycopg prepares a statement run 5 times,
     # and PostgreSQL's generic plan of these reads far more of the indexes than they need)
-    make_audience(20)
-    campaign_id, batches = _launched(mail_rt)
+    campaign_id, batches = launch(20)
     for _ in range(8):
         deliver_batch(context, *batches[0].as_args())
-        in_transaction(
-            context.sessions, partial(_may_be_done, campaign_id=campaign_id), what="probe"
-        )
+        _may_be_done_now(context, campaign_id)
     # Then neither the batch's read nor the probe is among its prepared statements
     prepared = in_transaction(
         context.sessions,

@@ -25,7 +25,7 @@ from mailer.delivery.journal import read_journals, this_host
 from mailer.delivery.transactions import in_transaction, is_retryable
 from mailer.models import Send
 from mailer.runtime import Runtime
-from tests.delivery_fixtures import as_user
+from tests.delivery_fixtures import as_user, terminate_backend
 
 MARKETING_TEMPLATE = "features/benefitelect-enrollment-site"
 BUMP = text("UPDATE deadlock_probe SET n = n + 1 WHERE id = :i")
@@ -329,12 +329,7 @@ def test_a_held_connection_dropped_between_transactions_is_replaced_by_the_retry
 
     try:
         first = in_transaction(held.sessions, insert(1), what="probe 1")
-        with rt.engine.connect() as admin:
-            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": first})
-            while admin.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": first}
-            ).scalar():
-                time.sleep(0.01)
+        terminate_backend(rt.engine, first)
         second = in_transaction(held.sessions, insert(2), what="probe 2")
         assert second != first
         assert calls == 3  # the second transaction ran twice: on the dropped connection, then anew
@@ -377,7 +372,6 @@ def test_an_error_in_a_pipelined_statement_comes_out_as_sqlalchemys(rt: Runtime)
 _JOURNALLING_CHILD = """
 import sys
 from pathlib import Path
-from typing import Any
 from mailer.delivery.journal import Journal
 
 journal = Journal(Path(sys.argv[1]))
